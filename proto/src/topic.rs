@@ -1,0 +1,153 @@
+//! The MQTT topic scheme, a public contract.
+//!
+//! | topic | direction | payload |
+//! | --- | --- | --- |
+//! | `coldchain/v1/dev/{device}/up` | device → daemon | signed postcard [`crate::Frame`] |
+//! | `coldchain/v1/dev/{device}/up/json` | device → daemon | JSON envelope (see `proto/README.md`) |
+//! | `coldchain/v1/dev/{device}/down` | daemon → device, retained | signed postcard [`crate::Downlink`] |
+//! | `coldchain/v1/ship/{shipment}/status` | daemon → anyone, retained | JSON shipment status |
+//! | `coldchain/v1/ship/{shipment}/alert` | daemon → anyone | JSON alert event |
+//! | `coldchain/v1/daemon/{id}/online` | daemon → anyone, retained | `online`, last will `offline` |
+
+use core::fmt::Write;
+
+use crate::frame::DeviceId;
+
+/// Every topic starts with this.
+pub const PREFIX: &str = "coldchain/v1";
+/// Longest topic this module builds.
+pub const TOPIC_MAX: usize = 128;
+/// Subscription filter for all binary device uplinks.
+pub const ALL_DEVICES_UP: &str = "coldchain/v1/dev/+/up";
+/// Subscription filter for all JSON device uplinks.
+pub const ALL_DEVICES_UP_JSON: &str = "coldchain/v1/dev/+/up/json";
+/// Payload of the daemon online topic while it runs.
+pub const ONLINE: &str = "online";
+/// Payload of the daemon online topic's last will.
+pub const OFFLINE: &str = "offline";
+
+/// A topic string.
+pub type TopicBuf = heapless::String<TOPIC_MAX>;
+
+/// Why a topic could not be built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicError {
+    /// A segment is empty, too long, or contains `/`, `+`, `#` or a NUL.
+    BadSegment,
+}
+
+impl core::fmt::Display for TopicError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("topic segment is empty, too long, or contains '/', '+', '#' or NUL")
+    }
+}
+
+fn check_segment(s: &str) -> Result<(), TopicError> {
+    if s.is_empty() || s.len() > 64 || s.contains(['/', '+', '#', '\0']) {
+        Err(TopicError::BadSegment)
+    } else {
+        Ok(())
+    }
+}
+
+fn build(kind: &str, id: &str, tail: &str) -> Result<TopicBuf, TopicError> {
+    check_segment(id)?;
+    let mut t = TopicBuf::new();
+    write!(t, "{PREFIX}/{kind}/{id}/{tail}").map_err(|_| TopicError::BadSegment)?;
+    Ok(t)
+}
+
+fn device(id: &DeviceId, tail: &str) -> TopicBuf {
+    // A DeviceId is at most 32 safe characters: this always fits.
+    build("dev", id.as_str(), tail).unwrap_or_default()
+}
+
+/// `coldchain/v1/dev/{device}/up`
+pub fn device_up(id: &DeviceId) -> TopicBuf {
+    device(id, "up")
+}
+/// `coldchain/v1/dev/{device}/up/json`
+pub fn device_up_json(id: &DeviceId) -> TopicBuf {
+    device(id, "up/json")
+}
+/// `coldchain/v1/dev/{device}/down`
+pub fn device_down(id: &DeviceId) -> TopicBuf {
+    device(id, "down")
+}
+/// `coldchain/v1/ship/{shipment}/status`
+pub fn shipment_status(shipment: &str) -> Result<TopicBuf, TopicError> {
+    build("ship", shipment, "status")
+}
+/// `coldchain/v1/ship/{shipment}/alert`
+pub fn shipment_alert(shipment: &str) -> Result<TopicBuf, TopicError> {
+    build("ship", shipment, "alert")
+}
+/// `coldchain/v1/daemon/{id}/online`
+pub fn daemon_online(daemon: &str) -> Result<TopicBuf, TopicError> {
+    build("daemon", daemon, "online")
+}
+
+/// An uplink topic, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Uplink {
+    /// `…/dev/{device}/up`: signed postcard.
+    Binary(DeviceId),
+    /// `…/dev/{device}/up/json`: JSON envelope.
+    Json(DeviceId),
+}
+
+/// Parses a device uplink topic; `None` for anything else (including a device
+/// id that is not a valid [`DeviceId`]).
+pub fn parse_uplink(topic: &str) -> Option<Uplink> {
+    let rest = topic.strip_prefix(PREFIX)?.strip_prefix("/dev/")?;
+    let (dev, tail) = rest.split_once('/')?;
+    let id = DeviceId::new(dev).ok()?;
+    match tail {
+        "up" => Some(Uplink::Binary(id)),
+        "up/json" => Some(Uplink::Json(id)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_match_the_published_scheme() {
+        let d = DeviceId::new("shipper-07").unwrap();
+        assert_eq!(device_up(&d), "coldchain/v1/dev/shipper-07/up");
+        assert_eq!(device_up_json(&d), "coldchain/v1/dev/shipper-07/up/json");
+        assert_eq!(device_down(&d), "coldchain/v1/dev/shipper-07/down");
+        assert_eq!(
+            shipment_status("W1234 25 123456").unwrap(),
+            "coldchain/v1/ship/W1234 25 123456/status"
+        );
+        assert_eq!(
+            shipment_alert("S-1").unwrap(),
+            "coldchain/v1/ship/S-1/alert"
+        );
+        assert_eq!(
+            daemon_online("edge-1").unwrap(),
+            "coldchain/v1/daemon/edge-1/online"
+        );
+        assert_eq!(shipment_status("a/b"), Err(TopicError::BadSegment));
+        assert_eq!(shipment_status("a+"), Err(TopicError::BadSegment));
+    }
+
+    #[test]
+    fn uplink_topics_parse_back() {
+        let d = DeviceId::new("x1").unwrap();
+        assert_eq!(
+            parse_uplink(&device_up(&d)),
+            Some(Uplink::Binary(d.clone()))
+        );
+        assert_eq!(
+            parse_uplink(&device_up_json(&d)),
+            Some(Uplink::Json(d.clone()))
+        );
+        assert_eq!(parse_uplink(&device_down(&d)), None);
+        assert_eq!(parse_uplink("coldchain/v1/dev/a#b/up"), None);
+        assert_eq!(parse_uplink("other/v1/dev/x1/up"), None);
+    }
+}
