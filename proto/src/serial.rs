@@ -22,6 +22,8 @@ pub const MAX_ENCODED_LEN: usize = cobs_max(MAX_PAYLOAD_LEN + CRC_LEN);
 /// Largest frame on the line, both delimiters included.
 pub const MAX_FRAME_LEN: usize = MAX_ENCODED_LEN + 2;
 
+const _: () = assert!(MAX_FRAME_LEN > MAX_PAYLOAD_LEN + CRC_LEN + 2);
+
 const fn cobs_max(n: usize) -> usize {
     // One overhead byte per 254 data bytes, at least one.
     n + n / 254 + 1

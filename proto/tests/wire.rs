@@ -543,9 +543,3 @@ fn readme_json_examples_decode() {
         "expected the README to carry examples, found {count}"
     );
 }
-
-#[test]
-fn max_len_constants_are_consistent() {
-    assert_eq!(MAX_SIGNED_LEN, MAX_MESSAGE_LEN + TAG_LEN);
-    assert!(serial::MAX_FRAME_LEN > MAX_SIGNED_LEN + 4);
-}
