@@ -1,0 +1,228 @@
+//! `coldchain-sim`: simulated Coldchain containers publishing to a real MQTT broker.
+//!
+//! Each container runs the firmware's own frame building and signing
+//! (`coldchain-firmware`) against a thermal model and simulated sensors. See
+//! `coldchain-sim --help` and `firmware/DESIGN.md`.
+
+mod board;
+mod device;
+mod mqtt;
+mod rng;
+mod thermal;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use coldchain_proto::{DeviceId, DeviceKey};
+
+use crate::thermal::Profile;
+
+/// Simulated Coldchain containers: a thermal model, simulated sensors and the
+/// firmware's frame building, signing and store-and-forward, over a real MQTT broker.
+#[derive(Debug, Parser)]
+#[command(name = "coldchain-sim", version)]
+struct Args {
+    /// MQTT broker, host:port.
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    broker: String,
+    /// Device id (with --containers N > 1, devices are `{device}-1` .. `{device}-N`).
+    #[arg(long)]
+    device: String,
+    /// The device's 32-byte key, 64 hexadecimal digits.
+    #[arg(long, env = "COLDCHAIN_SIM_KEY", hide_env_values = true)]
+    key: String,
+    /// The container simulated.
+    #[arg(long, value_enum, default_value = "cryo-ln2")]
+    profile: Profile,
+    /// Publish exactly this many reading frames, wait for every PUBACK, print a
+    /// summary line on stdout and exit. Without it: run until SIGINT/SIGTERM.
+    #[arg(long)]
+    frames: Option<u64>,
+    /// Readings per frame (channel 0, the RTD, first, then the other channels in turn).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
+    readings_per_frame: u16,
+    /// Real-time gap between frames, milliseconds (0: as fast as possible).
+    #[arg(long, default_value_t = 1000)]
+    interval_ms: u64,
+    /// Boot counter of this run (the first frame is (boot, seq 0)).
+    #[arg(long, default_value_t = 1)]
+    boot: u32,
+    /// Seed of the simulation (unit hold time, noise).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Publish JSON envelopes on `…/up/json` instead of signed postcard on `…/up`.
+    #[arg(long)]
+    json: bool,
+    /// Number of containers, each its own device and MQTT connection.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    containers: u16,
+    /// Time acceleration of the thermal model: model hours per real hour.
+    /// Device timestamps stay real time.
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
+    /// Model hours already elapsed at start (e.g. start near the end of the LN2 hold).
+    #[arg(long, default_value_t = 0.0)]
+    start_h: f64,
+    /// Also send event frames (boot, clock synced, lid, tilt) and status
+    /// heartbeats. Off by default so that frame numbering counts readings only.
+    #[arg(long)]
+    events: bool,
+    /// Injected fault, repeatable: `probe-open@H`, `probe-loose@H`, `tip@H`,
+    /// `lid@H+MIN` (model hours H, lid open MIN minutes), `outage@S+D` (real
+    /// seconds S, offline D seconds), `power-cut@S` (real seconds S: the device
+    /// reboots with boot+1; its flash queue survives).
+    #[arg(long = "fault")]
+    faults: Vec<String>,
+    /// Use only live (non-retained) `sync` downlinks to set the clock.
+    #[arg(long)]
+    live_sync_only: bool,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("COLDCHAIN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("coldchain-sim: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("coldchain-sim: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let (host, port) = args
+        .broker
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+        .with_context(|| format!("--broker {:?} is not host:port", args.broker))?;
+    let key = DeviceKey::from_hex(&args.key).map_err(|e| anyhow::anyhow!("--key: {e}"))?;
+    if !(args.speed.is_finite() && args.speed > 0.0) {
+        bail!("--speed must be a positive number, got {}", args.speed);
+    }
+    let faults = device::Faults::parse(&args.faults)?;
+
+    let n = args.containers;
+    let mut ids = Vec::new();
+    for i in 1..=n {
+        let name = if n == 1 {
+            args.device.clone()
+        } else {
+            format!("{}-{i}", args.device)
+        };
+        ids.push(DeviceId::new(&name).map_err(|e| anyhow::anyhow!("device id {name:?}: {e}"))?);
+    }
+
+    // Connect every container before sampling: an unreachable broker is an error at start.
+    let mut conns = Vec::new();
+    for id in &ids {
+        let cfg = mqtt::Config {
+            host: host.clone(),
+            port,
+            device: id.clone(),
+            key: key.clone(),
+            json: args.json,
+        };
+        let first = mqtt::connect(&cfg).await?;
+        conns.push((cfg, first));
+    }
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, (cfg, first)) in conns.into_iter().enumerate() {
+        let dev = device::Setup {
+            device: cfg.device.clone(),
+            key: key.clone(),
+            profile: args.profile,
+            frames: args.frames,
+            readings_per_frame: usize::from(args.readings_per_frame),
+            interval: Duration::from_millis(args.interval_ms),
+            boot: args.boot,
+            seed: args.seed.wrapping_add(i as u64),
+            speed: args.speed,
+            start_h: args.start_h,
+            events: args.events,
+            faults: faults.clone(),
+            live_sync_only: args.live_sync_only,
+        };
+        let stop = stop_rx.clone();
+        tasks.spawn(async move {
+            let id = cfg.device.clone();
+            (id, device::run(dev, cfg, first, stop).await)
+        });
+    }
+
+    let mut stop = Box::pin(shutdown_signal());
+    let mut failed = None;
+    loop {
+        tokio::select! {
+            next = tasks.join_next() => match next {
+                None => break,
+                Some(Ok((id, Ok(acked)))) => {
+                    println!(
+                        "{}",
+                        serde_json::json!({"device": id.as_str(), "frames": acked.reading_frames, "readings": acked.readings})
+                    );
+                }
+                Some(Ok((id, Err(e)))) => {
+                    failed = Some(e.context(format!("device {id}")));
+                }
+                Some(Err(e)) => failed = Some(anyhow::anyhow!("a device task failed: {e}")),
+            },
+            _ = &mut stop, if !*stop_tx.borrow() => {
+                tracing::info!("signal received: stopping (a second signal exits at once)");
+                let _ = stop_tx.send(true);
+                tokio::spawn(async {
+                    shutdown_signal().await;
+                    std::process::exit(130);
+                });
+            }
+        }
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
