@@ -1,1 +1,445 @@
-//! End-to-end test support.
+//! Harness for Coldchain's end-to-end tests: real processes only.
+//!
+//! * [`Mosquitto`]: a real `mosquitto` on a free loopback port, with its own
+//!   config and persistence directory in a temporary directory.
+//! * [`Daemon`]: the real `coldchain` binary with a generated config and a
+//!   real sled database on disk; stopped with SIGTERM or killed with SIGKILL.
+//! * [`bin`]: builds (once per test process) and locates the workspace binaries.
+//!
+//! Every child is killed when its handle drops, so a failing test leaves no
+//! stray processes behind.
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+/// The example key documented in proto/README.md. Tests only.
+pub const TEST_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// Waits until `f` returns `Some`, polling every 50 ms, up to `timeout`.
+/// The timeout only bounds a hang; no test asserts on how long anything took.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn target_dir() -> PathBuf {
+    // Test executables live in <target>/<profile>/deps/.
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test executable is in <target>/<profile>/deps")
+        .to_path_buf()
+}
+
+/// Path of a workspace binary, built once per test process with the same
+/// profile as the tests (a no-op when it is up to date).
+pub fn bin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = target_dir();
+        let release = dir.file_name().is_some_and(|n| n == "release");
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.args([
+            "build",
+            "--bins",
+            "-p",
+            "coldchain-daemon",
+            "-p",
+            "coldchain-sim",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if release {
+            cmd.arg("--release");
+        }
+        if let Some(t) = dir.parent() {
+            cmd.env("CARGO_TARGET_DIR", t);
+        }
+        let st = cmd.status().expect("run cargo build");
+        assert!(st.success(), "cargo build of the binaries failed");
+    });
+    let p = target_dir().join(name);
+    assert!(p.exists(), "{} not found after build", p.display());
+    p
+}
+
+/// Finds an executable on PATH (and in /usr/sbin, where Debian puts mosquitto).
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .chain(["/usr/sbin", "/usr/local/sbin"])
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+/// A child process killed on drop.
+#[derive(Debug)]
+pub struct Proc {
+    /// The child.
+    pub child: Child,
+    name: String,
+}
+
+impl Proc {
+    /// Spawns `cmd`, stderr to `log`.
+    pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> Proc {
+        let log_file = std::fs::File::create(log).expect("create log file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            child,
+            name: name.into(),
+        }
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, sig: Signal) {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), sig);
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill9(&mut self) {
+        self.signal(Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for the exit status (SIGKILL after `grace`).
+    pub fn terminate(&mut self, grace: Duration) -> std::process::ExitStatus {
+        self.signal(Signal::SIGTERM);
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st;
+            }
+            if start.elapsed() > grace {
+                self.kill9();
+                panic!("{} did not exit within {grace:?} of SIGTERM", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.kill9();
+        }
+    }
+}
+
+/// A real Mosquitto broker on a free loopback port.
+#[derive(Debug)]
+pub struct Mosquitto {
+    /// Its port.
+    pub port: u16,
+    dir: PathBuf,
+    proc: Option<Proc>,
+}
+
+impl Mosquitto {
+    /// Starts a broker with persistence in `dir` (so a restart keeps sessions
+    /// and queued messages, like a production broker).
+    pub fn start(dir: &Path) -> Mosquitto {
+        let mut m = Mosquitto {
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            proc: None,
+        };
+        m.restart();
+        m
+    }
+
+    /// (Re)starts the broker on the same port with the same persistence.
+    pub fn restart(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.terminate(Duration::from_secs(10));
+        }
+        let exe = which("mosquitto")
+            .expect("mosquitto not installed: run the README's test command, which installs it");
+        std::fs::create_dir_all(&self.dir).expect("broker dir");
+        let conf = self.dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\n\
+                 allow_anonymous true\n\
+                 persistence true\n\
+                 persistence_location {dir}/\n\
+                 autosave_interval 1\n\
+                 max_inflight_messages 1000\n\
+                 max_queued_messages 0\n\
+                 max_queued_bytes 0\n\
+                 log_dest stderr\n\
+                 log_type error\n\
+                 log_type warning\n",
+                port = self.port,
+                dir = self.dir.display()
+            ),
+        )
+        .expect("write mosquitto.conf");
+        let mut cmd = Command::new(exe);
+        cmd.arg("-c").arg(&conf);
+        self.proc = Some(Proc::spawn(
+            "mosquitto",
+            cmd,
+            &self.dir.join("mosquitto.log"),
+        ));
+        let port = self.port;
+        wait_for(
+            Duration::from_secs(10),
+            "mosquitto to accept connections",
+            || TcpStream::connect(("127.0.0.1", port)).ok(),
+        );
+    }
+
+    /// Stops the broker (SIGTERM: it saves its persistence file).
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.terminate(Duration::from_secs(10));
+        }
+    }
+}
+
+/// The daemon under test.
+#[derive(Debug)]
+pub struct Daemon {
+    /// Its HTTP port.
+    pub http_port: u16,
+    /// Its config file.
+    pub config: PathBuf,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    log: PathBuf,
+    proc: Option<Proc>,
+    starts: u32,
+}
+
+/// A device entry for the daemon config.
+#[derive(Debug, Clone)]
+pub struct DeviceCfg {
+    /// Id.
+    pub id: String,
+    /// Key, hex.
+    pub key: String,
+    /// Unsigned JSON allowed.
+    pub allow_unsigned_json: bool,
+}
+
+impl DeviceCfg {
+    /// A signing device with the test key.
+    pub fn new(id: &str) -> Self {
+        DeviceCfg {
+            id: id.into(),
+            key: TEST_KEY.into(),
+            allow_unsigned_json: false,
+        }
+    }
+}
+
+impl Daemon {
+    /// Writes a config for a daemon talking to `broker_port` and starts it.
+    pub fn start(dir: &Path, broker_port: u16, devices: &[DeviceCfg], extra: &str) -> Daemon {
+        let http_port = free_port();
+        let data_dir = dir.join("data");
+        let mut cfg = format!(
+            "[daemon]\nid = \"test\"\ndata_dir = \"{}\"\n\n[mqtt]\nport = {broker_port}\nreconnect_min_ms = 50\nreconnect_max_ms = 500\n\n[http]\nbind = \"127.0.0.1:{http_port}\"\n\n{extra}\n",
+            data_dir.display()
+        );
+        for d in devices {
+            cfg.push_str(&format!(
+                "[[devices]]\nid = \"{}\"\nkey = \"{}\"\nallow_unsigned_json = {}\n\n",
+                d.id, d.key, d.allow_unsigned_json
+            ));
+        }
+        let config = dir.join("coldchain.toml");
+        std::fs::write(&config, cfg).expect("write daemon config");
+        let mut d = Daemon {
+            http_port,
+            config,
+            data_dir,
+            log: dir.join("daemon"),
+            proc: None,
+            starts: 0,
+        };
+        d.restart();
+        d
+    }
+
+    /// Starts the daemon again with the same config and database.
+    pub fn restart(&mut self) {
+        assert!(self.proc.is_none(), "daemon already running");
+        self.starts += 1;
+        let mut cmd = Command::new(bin("coldchain"));
+        cmd.arg("run").arg("--config").arg(&self.config);
+        let log = self.log.with_extension(format!("{}.log", self.starts));
+        self.proc = Some(Proc::spawn("coldchain", cmd, &log));
+        let port = self.http_port;
+        wait_for(Duration::from_secs(30), "daemon /healthz", || {
+            http_get(port, "/healthz").ok()
+        });
+    }
+
+    /// SIGKILL: a crash. Nothing gets flushed.
+    pub fn kill9(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill9();
+        }
+    }
+
+    /// SIGTERM; returns the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut p = self.proc.take().expect("daemon not running");
+        p.terminate(Duration::from_secs(20))
+    }
+
+    /// GET a JSON document from the API.
+    pub fn get(&self, path: &str) -> Value {
+        http_get(self.http_port, path).unwrap_or_else(|e| panic!("GET {path}: {e:#}"))
+    }
+
+    /// Every stored reading of a device, following the pagination cursor.
+    pub fn all_readings(&self, device: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let path = match &after {
+                Some(a) => format!("/api/v1/devices/{device}/readings?limit=5000&after={a}"),
+                None => format!("/api/v1/devices/{device}/readings?limit=5000"),
+            };
+            let page = self.get(&path);
+            out.extend(page["readings"].as_array().cloned().unwrap_or_default());
+            match page["next"].as_str() {
+                Some(n) => after = Some(n.to_string()),
+                None => return out,
+            }
+        }
+    }
+
+    /// A counter from /api/v1/stats, e.g. `"readings_stored"` or `"rejected.bad_tag"`.
+    pub fn stat(&self, path: &str) -> u64 {
+        let mut v = self.get("/api/v1/stats");
+        for part in path.split('.') {
+            v = v[part].clone();
+        }
+        v.as_u64().unwrap_or_else(|| panic!("stat {path} missing"))
+    }
+
+    /// The daemon's logs so far (all runs), for assertion messages.
+    pub fn logs(&self) -> String {
+        (1..=self.starts)
+            .map(|i| {
+                std::fs::read_to_string(self.log.with_extension(format!("{i}.log")))
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n---- restart ----\n")
+    }
+}
+
+/// GET `path` from 127.0.0.1:`port` and parse JSON (or wrap text as a JSON string).
+pub fn http_get(port: u16, path: &str) -> anyhow::Result<Value> {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let mut resp = ureq::get(&url).call().with_context(|| url.clone())?;
+    let text = resp.body_mut().read_to_string()?;
+    Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// Runs `coldchain-sim` to completion with `args`; returns its final JSON summary line.
+pub fn run_sim(args: &[&str]) -> Value {
+    let out: Output = Command::new(bin("coldchain-sim"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run coldchain-sim");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "coldchain-sim {args:?} failed: {}\nstdout: {stdout}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("sim summary {last:?}: {e}"))
+}
+
+/// Starts `mosquitto_sub` on `topic` printing `topic payload` lines; returns the child and a reader.
+pub fn mosquitto_sub(
+    port: u16,
+    args: &[&str],
+) -> anyhow::Result<(Child, BufReader<std::process::ChildStdout>)> {
+    let exe = which("mosquitto_sub").context("mosquitto_sub not installed")?;
+    let mut child = Command::new(exe)
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let out = child.stdout.take().context("stdout")?;
+    Ok((child, BufReader::new(out)))
+}
+
+/// Publishes with the real `mosquitto_pub` (a client we did not write).
+pub fn mosquitto_pub(port: u16, topic: &str, payload: &[u8]) -> anyhow::Result<()> {
+    let exe = which("mosquitto_pub").context("mosquitto_pub not installed")?;
+    let dir = tempfile::tempdir()?;
+    let f = dir.path().join("payload");
+    std::fs::write(&f, payload)?;
+    let st = Command::new(exe)
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            topic,
+            "-f",
+        ])
+        .arg(&f)
+        .status()?;
+    if !st.success() {
+        bail!("mosquitto_pub exited with {st}");
+    }
+    Ok(())
+}
+
+/// Reads lines until `pred` matches one (or EOF).
+pub fn read_until(r: &mut impl BufRead, mut pred: impl FnMut(&str) -> bool) -> Option<String> {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match r.read_line(&mut line) {
+            Ok(0) | Err(_) => return None,
+            Ok(_) if pred(line.trim_end()) => return Some(line.trim_end().to_string()),
+            Ok(_) => {}
+        }
+    }
+}

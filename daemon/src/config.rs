@@ -1,0 +1,282 @@
+//! The daemon's TOML configuration.
+//!
+//! Every section and key has a documented default (see
+//! `deploy/coldchain.example.toml`); unknown keys are refused so a typo is an
+//! error, not a silently ignored setting. Errors name the file, the key and
+//! what was expected.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use coldchain_proto::{DeviceId, DeviceKey};
+use serde::Deserialize;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[daemon]`
+    #[serde(default)]
+    pub daemon: DaemonSection,
+    /// `[mqtt]`
+    #[serde(default)]
+    pub mqtt: MqttSection,
+    /// `[store]`
+    #[serde(default)]
+    pub store: StoreSection,
+    /// `[http]`
+    #[serde(default)]
+    pub http: HttpSection,
+    /// `[[devices]]`
+    #[serde(default)]
+    pub devices: Vec<DeviceEntry>,
+}
+
+/// `[daemon]`: identity, state directory, logging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonSection {
+    /// Name of this gateway, used in the online topic and as MQTT client id suffix.
+    pub id: String,
+    /// Where the database lives. Default `/var/lib/coldchain`.
+    pub data_dir: PathBuf,
+    /// `human` (default) or `json`.
+    pub log_format: LogFormat,
+}
+
+impl Default for DaemonSection {
+    fn default() -> Self {
+        DaemonSection {
+            id: "edge".into(),
+            data_dir: PathBuf::from("/var/lib/coldchain"),
+            log_format: LogFormat::Human,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[mqtt]`: the broker the devices publish to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttSection {
+    /// Broker host. Default `127.0.0.1`.
+    pub host: String,
+    /// Broker port. Default 1883 (8883 is usual with TLS).
+    pub port: u16,
+    /// Fixed client id, so the broker keeps our session (and the messages
+    /// queued for us) across restarts. Default `coldchain-{daemon.id}`.
+    pub client_id: Option<String>,
+    /// Username, if the broker requires one.
+    pub username: Option<String>,
+    /// Password, if the broker requires one.
+    pub password: Option<String>,
+    /// PEM file of the CA that signed the broker's certificate; enables TLS.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS (with `client_key_file`).
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM client key for mutual TLS.
+    pub client_key_file: Option<PathBuf>,
+    /// Keep-alive, seconds. Default 30.
+    pub keep_alive_s: u64,
+    /// First reconnect delay, milliseconds. Default 250.
+    pub reconnect_min_ms: u64,
+    /// Longest reconnect delay, milliseconds. Default 30000.
+    pub reconnect_max_ms: u64,
+}
+
+impl Default for MqttSection {
+    fn default() -> Self {
+        MqttSection {
+            host: "127.0.0.1".into(),
+            port: 1883,
+            client_id: None,
+            username: None,
+            password: None,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+            keep_alive_s: 30,
+            reconnect_min_ms: 250,
+            reconnect_max_ms: 30_000,
+        }
+    }
+}
+
+/// `[store]`: durability and group commit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// Most messages made durable by one flush+fsync. Default 4096.
+    pub max_batch: usize,
+    /// Messages buffered between the MQTT task and the store. Default 8192.
+    pub queue: usize,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection {
+            max_batch: 4096,
+            queue: 8192,
+        }
+    }
+}
+
+/// `[http]`: the API and dashboard.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    /// Listen address. Default `127.0.0.1:8080`; port 0 picks a free port.
+    pub bind: SocketAddr,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+/// `[[devices]]`: a device allowed to send data.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceEntry {
+    /// Device id, as in its topics and frames.
+    pub id: String,
+    /// 64 hex digits: the device's HMAC key.
+    pub key: String,
+    /// Accept unsigned JSON frames from this device (third-party devices
+    /// that cannot sign, behind broker TLS and ACLs). Default false.
+    #[serde(default)]
+    pub allow_unsigned_json: bool,
+}
+
+/// A validated device entry.
+#[derive(Debug, Clone)]
+pub struct Device {
+    /// Device id.
+    pub id: DeviceId,
+    /// Its key.
+    pub key: DeviceKey,
+    /// Whether unsigned JSON is accepted.
+    pub allow_unsigned_json: bool,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("in config file {}", path.display()))
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> anyhow::Result<Config> {
+        let cfg: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if DeviceId::new(&self.daemon.id).is_err() {
+            bail!(
+                "key daemon.id = {:?}: expected 1-32 characters of A-Z a-z 0-9 . _ -",
+                self.daemon.id
+            );
+        }
+        if self.store.max_batch == 0 {
+            bail!("key store.max_batch: expected at least 1");
+        }
+        if self.store.queue == 0 {
+            bail!("key store.queue: expected at least 1");
+        }
+        if self.mqtt.reconnect_min_ms == 0 || self.mqtt.reconnect_min_ms > self.mqtt.reconnect_max_ms {
+            bail!(
+                "keys mqtt.reconnect_min_ms / mqtt.reconnect_max_ms: expected 0 < min <= max, got {} and {}",
+                self.mqtt.reconnect_min_ms,
+                self.mqtt.reconnect_max_ms
+            );
+        }
+        if self.mqtt.client_cert_file.is_some() != self.mqtt.client_key_file.is_some() {
+            bail!("keys mqtt.client_cert_file and mqtt.client_key_file: expected both or neither");
+        }
+        self.devices()?;
+        Ok(())
+    }
+
+    /// The device entries, validated.
+    pub fn devices(&self) -> anyhow::Result<Vec<Device>> {
+        let mut out: Vec<Device> = Vec::with_capacity(self.devices.len());
+        for (i, d) in self.devices.iter().enumerate() {
+            let id = DeviceId::new(&d.id)
+                .map_err(|e| anyhow::anyhow!("key devices[{i}].id = {:?}: {e}", d.id))?;
+            let key = DeviceKey::from_hex(&d.key)
+                .map_err(|e| anyhow::anyhow!("key devices[{i}].key (device {}): {e}", d.id))?;
+            if out.iter().any(|o| o.id == id) {
+                bail!("key devices[{i}].id: device {} is listed twice", d.id);
+            }
+            out.push(Device {
+                id,
+                key,
+                allow_unsigned_json: d.allow_unsigned_json,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The MQTT client id in use.
+    pub fn client_id(&self) -> String {
+        self.mqtt
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("coldchain-{}", self.daemon.id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_takes_documented_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.mqtt.port, 1883);
+        assert_eq!(c.http.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.client_id(), "coldchain-edge");
+        assert_eq!(c.daemon.data_dir, PathBuf::from("/var/lib/coldchain"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = format!("{:#}", Config::parse("[mqtt]\nprot = 1\n").unwrap_err());
+        assert!(e.contains("prot"), "{e}");
+        let e = format!("{:#}", Config::parse("[mqtt]\nport = \"x\"\n").unwrap_err());
+        assert!(e.contains("port"), "{e}");
+        let e = format!(
+            "{:#}",
+            Config::parse("[[devices]]\nid = \"a\"\nkey = \"zz\"\n").unwrap_err()
+        );
+        assert!(e.contains("devices[0].key") && e.contains("64 hexadecimal"), "{e}");
+        let e = format!(
+            "{:#}",
+            Config::parse("[[devices]]\nid = \"a/b\"\nkey = \"00\"\n").unwrap_err()
+        );
+        assert!(e.contains("devices[0].id"), "{e}");
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/coldchain.example.toml");
+        Config::load(Path::new(path)).unwrap();
+    }
+}

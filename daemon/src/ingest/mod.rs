@@ -1,0 +1,563 @@
+//! Ingest: every message a device sends becomes a verified, deduplicated,
+//! durably stored frame — or a counted rejection. Nothing else.
+//!
+//! Transports ([`mqtt`], later serial) hand [`Inbound`] messages to one
+//! [`Ingestor`], owned by one task. It verifies, decodes, maps device time to
+//! wall time and writes each frame to the store at once (sled keeps it in its
+//! log); [`Ingestor::commit`] then makes the whole group durable with one
+//! flush + fsync, and only after that are the messages acknowledged to their
+//! transport. A crash before the commit loses nothing that was acknowledged:
+//! the broker (or the device's flash queue) still holds those messages and
+//! sends them again, and the store's keys make the retry idempotent.
+
+pub mod json;
+pub mod mqtt;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use coldchain_proto::codec::{self, CodecError};
+use coldchain_proto::{Body, DeviceId, EventKind, Frame, FrameRef, Timestamp};
+use serde::Serialize;
+
+use crate::registry::Registry;
+use crate::store::{
+    DeviceState, EventBody, EventRecord, FrameRecord, GapRecord, ReadingRecord, SecurityKind,
+    SecurityRecord, Store, StoreError, TimeSource, Via, WriteSet,
+};
+
+/// A wall-clock stamp more than this far ahead of our clock is a clock jump.
+const FUTURE_TOLERANCE_MS: i64 = 5 * 60_000;
+/// A wall-clock stamp this far behind the previous one of the same boot is a jump.
+const BACKWARDS_TOLERANCE_MS: i64 = 60_000;
+/// Unknown devices are logged at most once per this interval each.
+const UNKNOWN_LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// Bound on the unknown-device log limiter's memory.
+const UNKNOWN_TRACKED_MAX: usize = 4096;
+
+/// A message as it arrived.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    /// How it came.
+    pub via: Via,
+    /// Topic or serial port, for logs and security records.
+    pub source: String,
+    /// The device the transport says sent it (from the MQTT topic), if any.
+    pub claimed: Option<DeviceId>,
+    /// The raw payload.
+    pub payload: Vec<u8>,
+    /// When we received it, ms since the Unix epoch.
+    pub received_ms: i64,
+}
+
+/// Why a message was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reject {
+    /// Not a decodable message.
+    Malformed(String),
+    /// The device is not registered.
+    UnknownDevice(DeviceId),
+    /// The tag did not verify.
+    BadTag(DeviceId),
+    /// The frame's device differs from the topic's.
+    DeviceMismatch {
+        /// Device in the topic.
+        topic: DeviceId,
+        /// Device in the frame.
+        frame: DeviceId,
+    },
+    /// Unsigned JSON from a device that must sign.
+    Unsigned(DeviceId),
+}
+
+impl Reject {
+    /// A short, stable name for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Reject::Malformed(_) => "malformed",
+            Reject::UnknownDevice(_) => "unknown_device",
+            Reject::BadTag(_) => "bad_tag",
+            Reject::DeviceMismatch { .. } => "device_mismatch",
+            Reject::Unsigned(_) => "unsigned",
+        }
+    }
+}
+
+/// What happened to a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Newly stored.
+    Stored {
+        /// Device.
+        device: DeviceId,
+        /// Frame identity.
+        frame: FrameRef,
+        /// Readings stored.
+        readings: usize,
+    },
+    /// Already stored earlier: dropped, nothing changed.
+    Duplicate {
+        /// Device.
+        device: DeviceId,
+        /// Frame identity.
+        frame: FrameRef,
+    },
+    /// Refused.
+    Rejected(Reject),
+}
+
+/// Ingest counters, shared with the API.
+#[derive(Debug, Default, Serialize)]
+pub struct Stats {
+    /// Frames stored.
+    pub frames_stored: AtomicU64,
+    /// Readings stored.
+    pub readings_stored: AtomicU64,
+    /// Duplicate frames dropped.
+    pub duplicates: AtomicU64,
+    /// Gaps detected.
+    pub gaps_detected: AtomicU64,
+    /// Clock jumps detected.
+    pub clock_jumps: AtomicU64,
+    /// Rejected: malformed.
+    pub rejected_malformed: AtomicU64,
+    /// Rejected: unknown device.
+    pub rejected_unknown_device: AtomicU64,
+    /// Rejected: bad tag.
+    pub rejected_bad_tag: AtomicU64,
+    /// Rejected: device mismatch.
+    pub rejected_device_mismatch: AtomicU64,
+    /// Rejected: unsigned.
+    pub rejected_unsigned: AtomicU64,
+    /// Group commits done.
+    pub commits: AtomicU64,
+    /// Messages acknowledged after a commit.
+    pub acked: AtomicU64,
+}
+
+impl Stats {
+    fn count_reject(&self, r: &Reject) {
+        let c = match r {
+            Reject::Malformed(_) => &self.rejected_malformed,
+            Reject::UnknownDevice(_) => &self.rejected_unknown_device,
+            Reject::BadTag(_) => &self.rejected_bad_tag,
+            Reject::DeviceMismatch { .. } => &self.rejected_device_mismatch,
+            Reject::Unsigned(_) => &self.rejected_unsigned,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Verifies and stores frames. Owned by one task.
+pub struct Ingestor<S: Store> {
+    store: Arc<S>,
+    registry: Registry,
+    stats: Arc<Stats>,
+    devices: HashMap<DeviceId, DeviceState>,
+    unknown_logged: HashMap<DeviceId, Instant>,
+}
+
+impl<S: Store> std::fmt::Debug for Ingestor<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingestor")
+            .field("devices", &self.devices.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Store> Ingestor<S> {
+    /// A new ingestor over `store`.
+    pub fn new(store: Arc<S>, registry: Registry, stats: Arc<Stats>) -> Self {
+        Ingestor {
+            store,
+            registry,
+            stats,
+            devices: HashMap::new(),
+            unknown_logged: HashMap::new(),
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    /// Verifies, decodes and stores one message (written, not yet durable).
+    ///
+    /// Only a storage failure is an error; every property of the message
+    /// itself ends in an [`Outcome`].
+    pub fn process(&mut self, msg: &Inbound) -> Result<Outcome, StoreError> {
+        if msg.claimed.is_none() && msg.via != Via::Serial {
+            let r = Reject::Malformed(format!(
+                "topic {:?} does not name a valid device id",
+                msg.source
+            ));
+            self.reject(msg, &r)?;
+            return Ok(Outcome::Rejected(r));
+        }
+        let opened = match msg.via {
+            Via::MqttJson => self.open_json(msg),
+            Via::Mqtt | Via::Serial => self.open_binary(msg),
+        };
+        let (frame, signed) = match opened {
+            Ok(f) => f,
+            Err(r) => {
+                self.reject(msg, &r)?;
+                return Ok(Outcome::Rejected(r));
+            }
+        };
+        if let Some(topic) = &msg.claimed
+            && *topic != frame.device
+        {
+            let r = Reject::DeviceMismatch {
+                topic: topic.clone(),
+                frame: frame.device.clone(),
+            };
+            self.reject(msg, &r)?;
+            return Ok(Outcome::Rejected(r));
+        }
+        let fref = frame.frame_ref();
+        if self.store.has_frame(&frame.device, fref)? {
+            self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            return Ok(Outcome::Duplicate {
+                device: frame.device,
+                frame: fref,
+            });
+        }
+        let readings = self.store_frame(&frame, msg, signed)?;
+        self.stats.frames_stored.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .readings_stored
+            .fetch_add(readings as u64, Ordering::Relaxed);
+        Ok(Outcome::Stored {
+            device: frame.device,
+            frame: fref,
+            readings,
+        })
+    }
+
+    /// Makes everything processed so far durable. Acknowledge only after this.
+    pub fn commit(&mut self) -> Result<(), StoreError> {
+        self.store.sync()?;
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn open_binary(&self, msg: &Inbound) -> Result<(Frame, bool), Reject> {
+        let (frame, body, tag) = codec::decode_unverified::<Frame>(&msg.payload)
+            .map_err(|e: CodecError| Reject::Malformed(e.to_string()))?;
+        let dev = self
+            .registry
+            .get(&frame.device)
+            .ok_or_else(|| Reject::UnknownDevice(frame.device.clone()))?;
+        if !dev.key.verify(body, tag) {
+            return Err(Reject::BadTag(frame.device));
+        }
+        Ok((frame, true))
+    }
+
+    fn open_json(&self, msg: &Inbound) -> Result<(Frame, bool), Reject> {
+        let env = json::Envelope::parse(&msg.payload).map_err(Reject::Malformed)?;
+        let frame = env.frame().map_err(Reject::Malformed)?;
+        let dev = self
+            .registry
+            .get(&frame.device)
+            .ok_or_else(|| Reject::UnknownDevice(frame.device.clone()))?;
+        match env.tag() {
+            Some(tag) => {
+                if !dev.key.verify(env.frame_bytes(), &tag) {
+                    return Err(Reject::BadTag(frame.device));
+                }
+                Ok((frame, true))
+            }
+            None if dev.allow_unsigned_json => Ok((frame, false)),
+            None => Err(Reject::Unsigned(frame.device)),
+        }
+    }
+
+    fn reject(&mut self, msg: &Inbound, r: &Reject) -> Result<(), StoreError> {
+        self.stats.count_reject(r);
+        match r {
+            Reject::Malformed(why) => {
+                tracing::warn!(source = %msg.source, "rejected malformed message: {why}");
+            }
+            Reject::UnknownDevice(d) => {
+                let now = Instant::now();
+                let due = self
+                    .unknown_logged
+                    .get(d)
+                    .is_none_or(|t| now.duration_since(*t) >= UNKNOWN_LOG_INTERVAL);
+                if due {
+                    if self.unknown_logged.len() >= UNKNOWN_TRACKED_MAX {
+                        self.unknown_logged.clear();
+                    }
+                    self.unknown_logged.insert(d.clone(), now);
+                    tracing::warn!(device = %d, source = %msg.source,
+                        "rejected frame from unregistered device (register it with `coldchain device add`; logged once a minute per device)");
+                }
+            }
+            Reject::BadTag(d) => self.security(msg, d, SecurityKind::BadTag)?,
+            Reject::Unsigned(d) => self.security(msg, d, SecurityKind::Unsigned)?,
+            Reject::DeviceMismatch { topic, frame } => {
+                self.security(msg, topic, SecurityKind::DeviceMismatch)?;
+                tracing::warn!(topic_device = %topic, frame_device = %frame, source = %msg.source,
+                    "security: frame for one device published on another device's topic");
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a security event, aggregated per device and minute so a flood
+    /// cannot fill the disk, and logs the first of each minute.
+    fn security(&mut self, msg: &Inbound, d: &DeviceId, kind: SecurityKind) -> Result<(), StoreError> {
+        let minute = msg.received_ms.div_euclid(60_000);
+        let mut rec = match self.store.security(d, minute)? {
+            Some(r) if r.kind == kind => r,
+            _ => {
+                tracing::warn!(device = %d, source = %msg.source, ?kind, "security event");
+                SecurityRecord {
+                    kind,
+                    count: 0,
+                    source: String::new(),
+                    first_ms: msg.received_ms,
+                    last_ms: msg.received_ms,
+                }
+            }
+        };
+        rec.count += 1;
+        rec.last_ms = msg.received_ms;
+        rec.source.clone_from(&msg.source);
+        let mut w = WriteSet::default();
+        w.security(d, minute, &rec);
+        self.store.apply(w)
+    }
+
+    fn state(&mut self, d: &DeviceId) -> Result<&mut DeviceState, StoreError> {
+        if !self.devices.contains_key(d) {
+            let st = self.store.device_state(d)?.unwrap_or_default();
+            self.devices.insert(d.clone(), st);
+        }
+        Ok(self.devices.entry(d.clone()).or_default())
+    }
+
+    fn store_frame(&mut self, f: &Frame, msg: &Inbound, signed: bool) -> Result<usize, StoreError> {
+        let d = &f.device;
+        let fref = f.frame_ref();
+        let mut w = WriteSet::default();
+
+        // Sequence tracking and gaps.
+        let mut new_gap = None;
+        let mut fill = false;
+        {
+            let st = self.state(d)?;
+            st.last_seen_ms = st.last_seen_ms.max(msg.received_ms);
+            if f.boot > st.boot || st.max_seq.is_none() {
+                if f.boot > st.boot {
+                    st.uptime_offset_ms = None;
+                    st.offset_exact = false;
+                    st.last_wall_ms = None;
+                }
+                st.boot = f.boot;
+                if f.seq > 0 {
+                    new_gap = Some((0, f.seq - 1));
+                }
+                st.max_seq = Some(f.seq);
+            } else if f.boot == st.boot {
+                let max = st.max_seq.unwrap_or(0);
+                if f.seq > max {
+                    if f.seq > max + 1 {
+                        new_gap = Some((max + 1, f.seq - 1));
+                    }
+                    st.max_seq = Some(f.seq);
+                } else {
+                    fill = true;
+                }
+            } else {
+                fill = true;
+            }
+        }
+        if let Some((first, last)) = new_gap {
+            self.stats.gaps_detected.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(device = %d, boot = f.boot, first, last, "sequence gap");
+            w.gap(
+                d,
+                f.boot,
+                first,
+                Some(&GapRecord {
+                    last,
+                    detected_ms: msg.received_ms,
+                }),
+            );
+        }
+        if fill && let Some((first, rec)) = self.store.gap_containing(d, f.boot, f.seq)? {
+            // A late frame (replayed from the device's queue) fills part of a gap.
+            w.gap(d, f.boot, first, None);
+            if first < f.seq {
+                w.gap(
+                    d,
+                    f.boot,
+                    first,
+                    Some(&GapRecord {
+                        last: f.seq - 1,
+                        detected_ms: rec.detected_ms,
+                    }),
+                );
+            }
+            if f.seq < rec.last {
+                w.gap(
+                    d,
+                    f.boot,
+                    f.seq + 1,
+                    Some(&GapRecord {
+                        last: rec.last,
+                        detected_ms: rec.detected_ms,
+                    }),
+                );
+            }
+        }
+
+        // Time.
+        if let Body::Events(evs) = &f.body {
+            for e in evs {
+                if let EventKind::ClockSynced { uptime_ms, unix_ms } = e.kind
+                    && unix_ms >= coldchain_proto::MIN_WALL_UNIX_MS
+                {
+                    let st = self.state(d)?;
+                    if f.boot == st.boot {
+                        st.uptime_offset_ms = Some(unix_ms as i64 - uptime_ms as i64);
+                        st.offset_exact = true;
+                    }
+                }
+            }
+        }
+        let (time_ms, source) = self.map_time(d, f, msg.received_ms)?;
+
+        let mut readings = 0;
+        match &f.body {
+            Body::Readings(rs) => {
+                for (i, r) in rs.iter().enumerate() {
+                    w.reading(
+                        d,
+                        fref,
+                        i as u16,
+                        &ReadingRecord {
+                            channel: r.channel,
+                            kind: r.kind,
+                            value: r.value,
+                            time_ms: time_ms + i64::from(r.dt_ms),
+                            time_source: source,
+                        },
+                    );
+                    readings += 1;
+                }
+            }
+            Body::Events(es) => {
+                for (i, e) in es.iter().enumerate() {
+                    w.event(
+                        d,
+                        fref,
+                        i as u16,
+                        &EventRecord {
+                            time_ms: time_ms + i64::from(e.dt_ms),
+                            time_source: source,
+                            body: EventBody::Event(e.kind),
+                        },
+                    );
+                }
+            }
+            Body::Status(s) => {
+                w.event(
+                    d,
+                    fref,
+                    0,
+                    &EventRecord {
+                        time_ms,
+                        time_source: source,
+                        body: EventBody::Status(*s),
+                    },
+                );
+            }
+        }
+        w.frame(
+            d,
+            fref,
+            &FrameRecord {
+                received_ms: msg.received_ms,
+                time_ms,
+                time_source: source,
+                via: msg.via,
+                signed,
+            },
+        );
+        let st = self.state(d)?.clone();
+        w.device(d, &st);
+        self.store.apply(w)?;
+        Ok(readings)
+    }
+
+    /// Maps the frame's timestamp to wall time, never inventing a 1970 date.
+    fn map_time(
+        &mut self,
+        d: &DeviceId,
+        f: &Frame,
+        received_ms: i64,
+    ) -> Result<(i64, TimeSource), StoreError> {
+        let stats = self.stats.clone();
+        let st = self.state(d)?;
+        Ok(match f.time {
+            Timestamp::Wall(ms) if f.time.is_implausible_wall() => {
+                st.clock_jumps += 1;
+                stats.clock_jumps.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(device = %d, boot = f.boot, seq = f.seq, stamp_ms = ms,
+                    "device sent a wall-clock time before 2020: broken clock, time estimated from receive time");
+                (received_ms, TimeSource::BrokenClock)
+            }
+            Timestamp::Wall(ms) => {
+                let ms = ms.min(i64::MAX as u64) as i64;
+                let ahead = ms - received_ms > FUTURE_TOLERANCE_MS;
+                let backwards = f.boot == st.boot
+                    && st
+                        .last_wall_ms
+                        .is_some_and(|last| last - ms > BACKWARDS_TOLERANCE_MS)
+                    && st.max_seq == Some(f.seq);
+                if ahead || backwards {
+                    st.clock_jumps += 1;
+                    stats.clock_jumps.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(device = %d, boot = f.boot, seq = f.seq, stamp_ms = ms, received_ms,
+                        ahead, backwards, "clock jump");
+                }
+                if f.boot == st.boot && st.max_seq == Some(f.seq) {
+                    st.last_wall_ms = Some(ms);
+                }
+                (ms, TimeSource::Device)
+            }
+            Timestamp::Uptime(up) => {
+                let up = up.min(i64::MAX as u64) as i64;
+                let candidate = received_ms.saturating_sub(up);
+                let offset = if f.boot == st.boot {
+                    match (st.uptime_offset_ms, st.offset_exact) {
+                        (Some(o), true) => o,
+                        (Some(o), false) if o <= candidate => o,
+                        _ => {
+                            st.uptime_offset_ms = Some(candidate);
+                            candidate
+                        }
+                    }
+                } else {
+                    candidate
+                };
+                (offset.saturating_add(up), TimeSource::Estimated)
+            }
+        })
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

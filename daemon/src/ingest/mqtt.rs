@@ -1,0 +1,202 @@
+//! MQTT transport (rumqttc): a persistent session with manual acks.
+//!
+//! * `clean_session = false` and a fixed client id: the broker queues QoS 1
+//!   messages for us while we are away.
+//! * Manual acks: a PUBACK goes out only after the frame is durable
+//!   ([`super::Ingestor::commit`]). Until then the broker still owns it.
+//! * Subscriptions are renewed on every ConnAck: rumqttc does not restore them
+//!   when the broker has lost our session (`session_present = false`).
+//! * The event loop is polled in its own task; on an error it backs off
+//!   exponentially, then polling again reconnects.
+//! * `coldchain/v1/daemon/{id}/online` is retained `online`, with a retained
+//!   last will of `offline`.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use coldchain_proto::topic;
+use rumqttc::{
+    AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, Publish, QoS, TlsConfiguration,
+    Transport,
+};
+use tokio::sync::{mpsc, watch};
+
+use super::{Inbound, now_ms};
+use crate::config::Config;
+use crate::store::Via;
+
+/// A message waiting to be stored, and how to acknowledge it afterwards.
+#[derive(Debug)]
+pub struct Job {
+    /// The message.
+    pub inbound: Inbound,
+    /// The publish to acknowledge once durable.
+    pub publish: Publish,
+}
+
+/// Builds the client and its event loop from the config.
+pub fn connect(cfg: &Config) -> anyhow::Result<(AsyncClient, EventLoop)> {
+    let m = &cfg.mqtt;
+    let mut o = MqttOptions::new(cfg.client_id(), m.host.clone(), m.port);
+    o.set_keep_alive(Duration::from_secs(m.keep_alive_s.max(5)))
+        .set_clean_session(false)
+        .set_manual_acks(true)
+        .set_max_packet_size(64 * 1024, 64 * 1024)
+        .set_inflight(100)
+        .set_last_will(LastWill::new(
+            online_topic(cfg)?,
+            topic::OFFLINE,
+            QoS::AtLeastOnce,
+            true,
+        ));
+    if let Some(u) = &m.username {
+        o.set_credentials(u.clone(), m.password.clone().unwrap_or_default());
+    }
+    if let Some(ca_file) = &m.ca_file {
+        let ca = std::fs::read(ca_file)
+            .with_context(|| format!("key mqtt.ca_file: cannot read {}", ca_file.display()))?;
+        let client_auth = match (&m.client_cert_file, &m.client_key_file) {
+            (Some(c), Some(k)) => Some((
+                std::fs::read(c).with_context(|| {
+                    format!("key mqtt.client_cert_file: cannot read {}", c.display())
+                })?,
+                std::fs::read(k).with_context(|| {
+                    format!("key mqtt.client_key_file: cannot read {}", k.display())
+                })?,
+            )),
+            _ => None,
+        };
+        o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+            ca,
+            alpn: None,
+            client_auth,
+        }));
+    }
+    // Every job in the queue or in the ingest batch may owe one PUBACK: with
+    // this capacity `try_ack` never finds the request channel full, so the
+    // ingest task never waits on the event loop while the event loop waits on
+    // the ingest queue.
+    Ok(AsyncClient::new(o, cfg.store.queue + cfg.store.max_batch + 64))
+}
+
+fn online_topic(cfg: &Config) -> anyhow::Result<String> {
+    Ok(topic::daemon_online(&cfg.daemon.id)
+        .map_err(|e| anyhow::anyhow!("key daemon.id: {e}"))?
+        .to_string())
+}
+
+/// Polls the event loop until `stop` turns true, forwarding device publishes to `tx`.
+///
+/// After `stop`, publishes are no longer forwarded (the broker keeps them for
+/// our next session), the loop keeps polling so pending acks go out, then
+/// sends DISCONNECT once `disconnect` turns true.
+pub async fn pump(
+    cfg: Config,
+    client: AsyncClient,
+    mut eventloop: EventLoop,
+    tx: mpsc::Sender<Job>,
+    mut stop: watch::Receiver<bool>,
+    mut disconnect: watch::Receiver<bool>,
+) {
+    let online = match online_topic(&cfg) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            return;
+        }
+    };
+    let min = Duration::from_millis(cfg.mqtt.reconnect_min_ms);
+    let max = Duration::from_millis(cfg.mqtt.reconnect_max_ms);
+    let mut backoff = min;
+    let mut disconnect_sent = false;
+    // Dropped at stop: the ingest task then drains what it has and ends.
+    let mut tx = Some(tx);
+    loop {
+        let ev = tokio::select! {
+            ev = eventloop.poll() => ev,
+            _ = stop.changed(), if tx.is_some() => {
+                if *stop.borrow() {
+                    tx = None;
+                }
+                continue;
+            }
+            _ = disconnect.changed(), if !disconnect_sent => {
+                if *disconnect.borrow() {
+                    // Retained "offline" first: a clean DISCONNECT suppresses the will.
+                    let _ = client.try_publish(online.clone(), QoS::AtLeastOnce, true, topic::OFFLINE);
+                    let _ = client.try_disconnect();
+                    disconnect_sent = true;
+                }
+                continue;
+            }
+        };
+        match ev {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                backoff = min;
+                tracing::info!(
+                    broker = %format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port),
+                    session_present = ack.session_present,
+                    "connected to broker"
+                );
+                for f in [topic::ALL_DEVICES_UP, topic::ALL_DEVICES_UP_JSON] {
+                    if let Err(e) = client.try_subscribe(f, QoS::AtLeastOnce) {
+                        tracing::error!("cannot queue subscription to {f}: {e}");
+                    }
+                }
+                if let Err(e) = client.try_publish(online.clone(), QoS::AtLeastOnce, true, topic::ONLINE) {
+                    tracing::warn!("cannot queue online status: {e}");
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let Some(sender) = &tx else {
+                    // Stopping: not forwarded, not acknowledged; the broker
+                    // keeps it for our next session.
+                    continue;
+                };
+                let received_ms = now_ms();
+                let (via, claimed) = match topic::parse_uplink(&p.topic) {
+                    Some(topic::Uplink::Binary(d)) => (Via::Mqtt, Some(d)),
+                    Some(topic::Uplink::Json(d)) => (Via::MqttJson, Some(d)),
+                    None => {
+                        // Our filters only match uplinks; a device id that is
+                        // not a valid DeviceId lands here. Ack it through the
+                        // store path as malformed so it is counted, not lost.
+                        (Via::Mqtt, None)
+                    }
+                };
+                let job = Job {
+                    inbound: Inbound {
+                        via,
+                        source: p.topic.clone(),
+                        claimed,
+                        payload: p.payload.to_vec(),
+                        received_ms,
+                    },
+                    publish: p,
+                };
+                if sender.send(job).await.is_err() {
+                    tracing::error!("ingest task has stopped; no longer forwarding");
+                    tx = None;
+                }
+            }
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
+                tracing::info!("disconnected from broker");
+                // Poll once more so the DISCONNECT is flushed, then stop.
+                let _ = tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if disconnect_sent {
+                    return;
+                }
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "broker connection lost");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = disconnect.changed() => {}
+                }
+                backoff = (backoff * 2).min(max);
+            }
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! `coldchain run`: wires the tasks together and shuts down cleanly.
+//!
+//! ```text
+//! MQTT event loop ──Job──▶ ingest task ──▶ sled (flush + fsync) ──▶ PUBACK
+//!                                 │
+//!                         HTTP API reads the store
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use rumqttc::AsyncClient;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Config;
+use crate::ingest::mqtt::{self, Job};
+use crate::ingest::{Ingestor, Outcome, Stats};
+use crate::registry::Registry;
+use crate::store::{SledStore, Store};
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let db_dir = cfg.daemon.data_dir.join("db");
+    let store = Arc::new(
+        SledStore::open(&db_dir)
+            .with_context(|| format!("opening the database in {}", db_dir.display()))?,
+    );
+    let registry = Registry::new(cfg.devices()?);
+    let stats = Arc::new(Stats::default());
+    tracing::info!(
+        data_dir = %cfg.daemon.data_dir.display(),
+        devices = registry.ids().len(),
+        "coldchain daemon starting"
+    );
+
+    // HTTP API.
+    let listener = tokio::net::TcpListener::bind(cfg.http.bind)
+        .await
+        .with_context(|| format!("key http.bind: cannot listen on {}", cfg.http.bind))?;
+    let local = listener.local_addr()?;
+    tracing::info!("HTTP API on http://{local}/");
+    let app = crate::api::router(crate::api::AppState {
+        store: store.clone(),
+        stats: stats.clone(),
+        registry: registry.clone(),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (disc_tx, disc_rx) = watch::channel(false);
+    let mut http_stop = stop_rx.clone();
+    let http = tokio::spawn(async move {
+        let r = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = http_stop.wait_for(|s| *s).await;
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::error!("HTTP server: {e}");
+        }
+    });
+
+    // MQTT.
+    let (client, eventloop) = mqtt::connect(&cfg)?;
+    let (tx, rx) = mpsc::channel::<Job>(cfg.store.queue);
+    let pump = tokio::spawn(mqtt::pump(
+        cfg.clone(),
+        client.clone(),
+        eventloop,
+        tx,
+        stop_rx.clone(),
+        disc_rx,
+    ));
+
+    // Ingest.
+    let ingestor = Ingestor::new(store.clone(), registry, stats.clone());
+    let max_batch = cfg.store.max_batch;
+    let ingest = tokio::task::spawn_blocking(move || ingest_loop(ingestor, rx, client, max_batch));
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: stopping intake, flushing, acknowledging");
+    let _ = stop_tx.send(true);
+    // The ingest loop ends when the pump drops its sender.
+    let ingest_result = match ingest.await {
+        Ok(r) => r,
+        Err(e) => Err(anyhow::anyhow!("ingest task failed: {e}")),
+    };
+    let _ = disc_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), pump).await;
+    let _ = http.await;
+    store.sync().context("final flush")?;
+    tracing::info!(
+        frames = stats.frames_stored.load(Ordering::Relaxed),
+        readings = stats.readings_stored.load(Ordering::Relaxed),
+        "stopped"
+    );
+    ingest_result
+}
+
+/// Receives jobs, processes them in groups, commits each group with one
+/// flush + fsync, then acknowledges the group. Runs on a blocking thread:
+/// sled and fsync block.
+fn ingest_loop(
+    mut ing: Ingestor<SledStore>,
+    mut rx: mpsc::Receiver<Job>,
+    client: AsyncClient,
+    max_batch: usize,
+) -> anyhow::Result<()> {
+    let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        for job in &batch {
+            match ing.process(&job.inbound)? {
+                Outcome::Stored { .. } | Outcome::Duplicate { .. } | Outcome::Rejected(_) => {}
+            }
+        }
+        let mut attempt = 0u32;
+        loop {
+            match ing.commit() {
+                Ok(()) => break,
+                Err(e) if attempt < 5 => {
+                    attempt += 1;
+                    tracing::error!("commit failed (attempt {attempt}), nothing acknowledged: {e}");
+                    std::thread::sleep(Duration::from_millis(200 << attempt));
+                }
+                Err(e) => {
+                    return Err(anyhow::anyhow!(
+                        "cannot make data durable, exiting without acknowledging: {e}"
+                    ));
+                }
+            }
+        }
+        for job in batch.drain(..) {
+            // Rejected messages are acknowledged too: they are counted (and
+            // security events recorded) durably; a redelivery would not change
+            // the verdict.
+            if let Err(e) = client.try_ack(&job.publish) {
+                tracing::warn!("cannot queue PUBACK (the broker will resend; dedupe absorbs it): {e}");
+            } else {
+                ing.stats().acked.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

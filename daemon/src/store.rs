@@ -1,0 +1,572 @@
+//! Durable storage: one sled database, a few trees, big-endian keys.
+//!
+//! | tree | key | value |
+//! | --- | --- | --- |
+//! | `readings` | device ‖ 0 ‖ boot ‖ seq ‖ idx | [`ReadingRecord`] |
+//! | `frames` | device ‖ 0 ‖ boot ‖ seq | [`FrameRecord`]: the dedupe index |
+//! | `events` | device ‖ 0 ‖ boot ‖ seq ‖ idx | [`EventRecord`] (device events, status) |
+//! | `gaps` | device ‖ 0 ‖ boot ‖ first missing seq | [`GapRecord`] |
+//! | `devices` | device | [`DeviceState`] |
+//! | `security` | device ‖ 0 ‖ minute | [`SecurityRecord`]: bad tags, impersonation |
+//! | `shipments`, `alerts`, `outbox`, `audit` | (see their modules) | |
+//!
+//! Device ids never contain a 0 byte, so `device ‖ 0` is an exact prefix and
+//! keys sort by device, then boot, then sequence. Integers are big-endian so
+//! range scans come out in order.
+//!
+//! **Durability.** sled 0.34 makes writes durable with `flush`, which on Linux
+//! uses `sync_file_range` and does not flush the drive's cache or the file's
+//! metadata (sled issue 1452). [`SledStore::sync`] therefore follows every flush
+//! with an `fsync` of each file in the database directory and of the directory
+//! itself. Callers group many messages into one `sync` (group commit) and only
+//! then acknowledge them.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use coldchain_proto::{ChannelKind, DeviceId, EventKind, FrameRef, Measurement, Status};
+use serde::{Deserialize, Serialize};
+
+/// A storage failure, with the path involved.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled reported an error.
+    #[error("database {path}: {source}")]
+    Sled {
+        /// Database directory.
+        path: PathBuf,
+        /// The error.
+        source: sled::Error,
+    },
+    /// fsync or directory listing failed.
+    #[error("fsync of {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A stored value did not decode (corruption or a newer format).
+    #[error("database {path}: tree {tree}: undecodable value: {detail}")]
+    Decode {
+        /// Database directory.
+        path: PathBuf,
+        /// Tree name.
+        tree: &'static str,
+        /// What failed.
+        detail: String,
+    },
+}
+
+/// Where a reading's time came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeSource {
+    /// The device's synced clock.
+    Device,
+    /// Estimated from the receive time: the device sent uptime.
+    Estimated,
+    /// The device claimed a wall time that cannot be real (before 2020);
+    /// estimated from the receive time.
+    BrokenClock,
+}
+
+/// One stored reading (the key holds device, boot, seq and index).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadingRecord {
+    /// Channel number.
+    pub channel: u8,
+    /// Channel kind.
+    pub kind: ChannelKind,
+    /// Value or fault.
+    pub value: Measurement,
+    /// Wall time of the sample, ms since the Unix epoch (see `time_source`).
+    pub time_ms: i64,
+    /// How `time_ms` was obtained.
+    pub time_source: TimeSource,
+}
+
+/// How a frame reached us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    /// MQTT, binary.
+    Mqtt,
+    /// MQTT, JSON envelope.
+    MqttJson,
+    /// Serial link.
+    Serial,
+}
+
+/// The dedupe index entry of a frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrameRecord {
+    /// When we received it, ms since the Unix epoch.
+    pub received_ms: i64,
+    /// Frame time mapped to wall clock.
+    pub time_ms: i64,
+    /// How `time_ms` was obtained.
+    pub time_source: TimeSource,
+    /// How it arrived.
+    pub via: Via,
+    /// Whether it carried a verified tag (false only for unsigned JSON by policy).
+    pub signed: bool,
+}
+
+/// A stored device event or status heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventBody {
+    /// An event from the device.
+    Event(EventKind),
+    /// A status heartbeat.
+    Status(Status),
+}
+
+/// One stored event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// Wall time, ms since the Unix epoch.
+    pub time_ms: i64,
+    /// How `time_ms` was obtained.
+    pub time_source: TimeSource,
+    /// What happened.
+    pub body: EventBody,
+}
+
+/// Missing sequence numbers `first..=last` in one boot of a device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GapRecord {
+    /// Last missing seq (inclusive); the first is in the key.
+    pub last: u32,
+    /// When the gap was first seen, ms since the Unix epoch.
+    pub detected_ms: i64,
+}
+
+/// What the daemon remembers about a device between frames.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeviceState {
+    /// Highest boot counter seen.
+    pub boot: u32,
+    /// Highest seq seen in that boot.
+    pub max_seq: Option<u32>,
+    /// Last receive time, ms since the Unix epoch.
+    pub last_seen_ms: i64,
+    /// Offset wall - uptime for the current boot, ms, if known.
+    pub uptime_offset_ms: Option<i64>,
+    /// Whether `uptime_offset_ms` came from a clock-synced event (exact) or
+    /// from receive times (estimate: the smallest receive - uptime seen).
+    pub offset_exact: bool,
+    /// Last wall-clock frame time seen in this boot, for clock-jump detection.
+    pub last_wall_ms: Option<i64>,
+    /// Clock jumps seen (wall stamps going backwards or far from our clock).
+    pub clock_jumps: u32,
+}
+
+/// Kinds of security event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecurityKind {
+    /// The tag did not verify.
+    BadTag,
+    /// A frame for one device arrived on another device's topic.
+    DeviceMismatch,
+    /// An unsigned JSON frame from a device that must sign.
+    Unsigned,
+}
+
+/// Security events of one kind for one device in one minute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecurityRecord {
+    /// Kind.
+    pub kind: SecurityKind,
+    /// How many in this minute.
+    pub count: u64,
+    /// Where the last one came from (topic or port).
+    pub source: String,
+    /// First time in this minute, ms.
+    pub first_ms: i64,
+    /// Last time in this minute, ms.
+    pub last_ms: i64,
+}
+
+/// A stored reading with its identity, as the API returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadingRow {
+    /// Device.
+    pub device: String,
+    /// Boot counter.
+    pub boot: u32,
+    /// Sequence number.
+    pub seq: u32,
+    /// Index of the reading within its frame.
+    pub idx: u16,
+    /// The reading.
+    #[serde(flatten)]
+    pub reading: ReadingRecord,
+}
+
+/// Key helpers. Public so tools and tests can build exact keys.
+pub mod key {
+    use coldchain_proto::{DeviceId, FrameRef};
+
+    /// `device ‖ 0`
+    pub fn device_prefix(d: &DeviceId) -> Vec<u8> {
+        let mut k = Vec::with_capacity(d.as_str().len() + 11);
+        k.extend_from_slice(d.as_str().as_bytes());
+        k.push(0);
+        k
+    }
+
+    /// `device ‖ 0 ‖ boot ‖ seq`
+    pub fn frame(d: &DeviceId, r: FrameRef) -> Vec<u8> {
+        let mut k = device_prefix(d);
+        k.extend_from_slice(&r.boot.to_be_bytes());
+        k.extend_from_slice(&r.seq.to_be_bytes());
+        k
+    }
+
+    /// `device ‖ 0 ‖ boot ‖ seq ‖ idx`
+    pub fn item(d: &DeviceId, r: FrameRef, idx: u16) -> Vec<u8> {
+        let mut k = frame(d, r);
+        k.extend_from_slice(&idx.to_be_bytes());
+        k
+    }
+
+    /// Splits an item key back into device, frame and index.
+    pub fn parse_item(k: &[u8]) -> Option<(&str, FrameRef, u16)> {
+        let z = k.iter().position(|&b| b == 0)?;
+        let dev = std::str::from_utf8(&k[..z]).ok()?;
+        let rest = &k[z + 1..];
+        if rest.len() != 10 {
+            return None;
+        }
+        let boot = u32::from_be_bytes(rest[0..4].try_into().ok()?);
+        let seq = u32::from_be_bytes(rest[4..8].try_into().ok()?);
+        let idx = u16::from_be_bytes(rest[8..10].try_into().ok()?);
+        Some((dev, FrameRef { boot, seq }, idx))
+    }
+}
+
+/// Writes staged by the ingest task and made durable together by [`Store::sync`].
+#[derive(Debug, Default)]
+pub struct WriteSet {
+    pub(crate) readings: sled::Batch,
+    pub(crate) frames: sled::Batch,
+    pub(crate) events: sled::Batch,
+    pub(crate) gaps: sled::Batch,
+    pub(crate) devices: sled::Batch,
+    pub(crate) security: sled::Batch,
+    /// Number of staged writes (for logging).
+    pub ops: usize,
+}
+
+fn enc<T: Serialize>(v: &T) -> Vec<u8> {
+    // postcard into a Vec cannot fail for these types (no maps with non-string keys).
+    postcard::to_stdvec(v).unwrap_or_default()
+}
+
+impl WriteSet {
+    /// Stages a reading.
+    pub fn reading(&mut self, d: &DeviceId, r: FrameRef, idx: u16, rec: &ReadingRecord) {
+        self.readings.insert(key::item(d, r, idx), enc(rec));
+        self.ops += 1;
+    }
+    /// Stages a frame's dedupe entry.
+    pub fn frame(&mut self, d: &DeviceId, r: FrameRef, rec: &FrameRecord) {
+        self.frames.insert(key::frame(d, r), enc(rec));
+        self.ops += 1;
+    }
+    /// Stages an event.
+    pub fn event(&mut self, d: &DeviceId, r: FrameRef, idx: u16, rec: &EventRecord) {
+        self.events.insert(key::item(d, r, idx), enc(rec));
+        self.ops += 1;
+    }
+    /// Stages a gap (or its replacement after a late frame split it).
+    pub fn gap(&mut self, d: &DeviceId, boot: u32, first: u32, rec: Option<&GapRecord>) {
+        let k = key::frame(d, FrameRef { boot, seq: first });
+        match rec {
+            Some(rec) => self.gaps.insert(k, enc(rec)),
+            None => self.gaps.remove(k),
+        }
+        self.ops += 1;
+    }
+    /// Stages a device's state.
+    pub fn device(&mut self, d: &DeviceId, st: &DeviceState) {
+        self.devices.insert(d.as_str().as_bytes(), enc(st));
+        self.ops += 1;
+    }
+    /// Stages a security record.
+    pub fn security(&mut self, d: &DeviceId, minute: i64, rec: &SecurityRecord) {
+        let mut k = key::device_prefix(d);
+        k.extend_from_slice(&minute.to_be_bytes());
+        self.security.insert(k, enc(rec));
+        self.ops += 1;
+    }
+}
+
+/// The storage interface the rest of the daemon uses.
+pub trait Store: Send + Sync + 'static {
+    /// Applies staged writes (not yet durable).
+    fn apply(&self, w: WriteSet) -> Result<(), StoreError>;
+    /// Makes everything applied so far durable against a power cut.
+    fn sync(&self) -> Result<(), StoreError>;
+    /// Whether a frame is already stored.
+    fn has_frame(&self, d: &DeviceId, r: FrameRef) -> Result<bool, StoreError>;
+    /// A device's remembered state.
+    fn device_state(&self, d: &DeviceId) -> Result<Option<DeviceState>, StoreError>;
+    /// The gap of `boot` containing `seq`, if any: `(first, record)`.
+    fn gap_containing(
+        &self,
+        d: &DeviceId,
+        boot: u32,
+        seq: u32,
+    ) -> Result<Option<(u32, GapRecord)>, StoreError>;
+    /// A security record for (device, minute).
+    fn security(&self, d: &DeviceId, minute: i64) -> Result<Option<SecurityRecord>, StoreError>;
+    /// Readings of a device in key order, after `after` (exclusive), at most `limit`.
+    fn readings(
+        &self,
+        d: &DeviceId,
+        after: Option<(FrameRef, u16)>,
+        limit: usize,
+    ) -> Result<Vec<ReadingRow>, StoreError>;
+    /// Number of readings stored for a device.
+    fn reading_count(&self, d: &DeviceId) -> Result<u64, StoreError>;
+    /// All gaps of a device: `(boot, first, last)`.
+    fn gaps(&self, d: &DeviceId) -> Result<Vec<(u32, u32, u32)>, StoreError>;
+    /// Ids of every device that has sent data.
+    fn known_devices(&self) -> Result<Vec<String>, StoreError>;
+    /// Bytes the database takes on disk.
+    fn size_on_disk(&self) -> Result<u64, StoreError>;
+}
+
+/// The sled implementation of [`Store`].
+#[derive(Debug, Clone)]
+pub struct SledStore {
+    path: PathBuf,
+    db: sled::Db,
+    readings: sled::Tree,
+    frames: sled::Tree,
+    events: sled::Tree,
+    gaps: sled::Tree,
+    devices: sled::Tree,
+    security: sled::Tree,
+}
+
+impl SledStore {
+    /// Opens (or creates) the database in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.to_path_buf();
+        let err = |source| StoreError::Sled {
+            path: path.clone(),
+            source,
+        };
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                    StoreError::Io {
+                        path: dir.to_path_buf(),
+                        source: std::io::Error::new(
+                            io.kind(),
+                            "database is locked by another process (is the daemon running? use the HTTP API)",
+                        ),
+                    }
+                }
+                e => err(e),
+            })?;
+        let t = |name: &str| db.open_tree(name).map_err(err);
+        Ok(SledStore {
+            readings: t("readings")?,
+            frames: t("frames")?,
+            events: t("events")?,
+            gaps: t("gaps")?,
+            devices: t("devices")?,
+            security: t("security")?,
+            db,
+            path,
+        })
+    }
+
+    /// The database directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The underlying database, for modules that keep their own trees.
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
+    fn sled_err(&self, source: sled::Error) -> StoreError {
+        StoreError::Sled {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn dec<T: for<'a> Deserialize<'a>>(&self, tree: &'static str, v: &[u8]) -> Result<T, StoreError> {
+        postcard::from_bytes(v).map_err(|e| StoreError::Decode {
+            path: self.path.clone(),
+            tree,
+            detail: e.to_string(),
+        })
+    }
+}
+
+/// fsyncs every regular file below `dir`, then `dir` and its subdirectories.
+pub fn fsync_tree(dir: &Path) -> Result<(), StoreError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StoreError::Io { path, source }
+    };
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let entry = entry.map_err(io(dir))?;
+        let p = entry.path();
+        let ft = entry.file_type().map_err(io(&p))?;
+        if ft.is_dir() {
+            fsync_tree(&p)?;
+        } else if ft.is_file() {
+            File::open(&p).and_then(|f| f.sync_all()).map_err(io(&p))?;
+        }
+    }
+    File::open(dir).and_then(|f| f.sync_all()).map_err(io(dir))
+}
+
+impl Store for SledStore {
+    fn apply(&self, w: WriteSet) -> Result<(), StoreError> {
+        // Order matters for crash consistency: sled recovers a prefix of its
+        // log, so if a frame's dedupe entry survived, its readings did too.
+        self.readings.apply_batch(w.readings).map_err(|e| self.sled_err(e))?;
+        self.events.apply_batch(w.events).map_err(|e| self.sled_err(e))?;
+        self.gaps.apply_batch(w.gaps).map_err(|e| self.sled_err(e))?;
+        self.security.apply_batch(w.security).map_err(|e| self.sled_err(e))?;
+        self.frames.apply_batch(w.frames).map_err(|e| self.sled_err(e))?;
+        self.devices.apply_batch(w.devices).map_err(|e| self.sled_err(e))?;
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        self.db.flush().map_err(|e| self.sled_err(e))?;
+        fsync_tree(&self.path)
+    }
+
+    fn has_frame(&self, d: &DeviceId, r: FrameRef) -> Result<bool, StoreError> {
+        self.frames
+            .contains_key(key::frame(d, r))
+            .map_err(|e| self.sled_err(e))
+    }
+
+    fn device_state(&self, d: &DeviceId) -> Result<Option<DeviceState>, StoreError> {
+        match self.devices.get(d.as_str()).map_err(|e| self.sled_err(e))? {
+            Some(v) => Ok(Some(self.dec("devices", &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn gap_containing(
+        &self,
+        d: &DeviceId,
+        boot: u32,
+        seq: u32,
+    ) -> Result<Option<(u32, GapRecord)>, StoreError> {
+        let lo = key::frame(d, FrameRef { boot, seq: 0 });
+        let hi = key::frame(d, FrameRef { boot, seq });
+        if let Some(kv) = self.gaps.range(lo..=hi).next_back() {
+            let (k, v) = kv.map_err(|e| self.sled_err(e))?;
+            let first = u32::from_be_bytes(k[k.len() - 4..].try_into().unwrap_or([0; 4]));
+            let rec: GapRecord = self.dec("gaps", &v)?;
+            if first <= seq && seq <= rec.last {
+                return Ok(Some((first, rec)));
+            }
+        }
+        Ok(None)
+    }
+
+    fn security(&self, d: &DeviceId, minute: i64) -> Result<Option<SecurityRecord>, StoreError> {
+        let mut k = key::device_prefix(d);
+        k.extend_from_slice(&minute.to_be_bytes());
+        match self.security.get(k).map_err(|e| self.sled_err(e))? {
+            Some(v) => Ok(Some(self.dec("security", &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn readings(
+        &self,
+        d: &DeviceId,
+        after: Option<(FrameRef, u16)>,
+        limit: usize,
+    ) -> Result<Vec<ReadingRow>, StoreError> {
+        let prefix = key::device_prefix(d);
+        let mut end = prefix.clone();
+        *end.last_mut().unwrap_or(&mut 0) = 1;
+        let iter = match after {
+            Some((r, idx)) => {
+                let mut start = key::item(d, r, idx);
+                start.push(0);
+                self.readings.range(start..end)
+            }
+            None => self.readings.range(prefix..end),
+        };
+        let mut out = Vec::new();
+        for kv in iter.take(limit) {
+            let (k, v) = kv.map_err(|e| self.sled_err(e))?;
+            let Some((dev, r, idx)) = key::parse_item(&k) else {
+                continue;
+            };
+            out.push(ReadingRow {
+                device: dev.to_string(),
+                boot: r.boot,
+                seq: r.seq,
+                idx,
+                reading: self.dec("readings", &v)?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn reading_count(&self, d: &DeviceId) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for k in self.readings.scan_prefix(key::device_prefix(d)).keys() {
+            k.map_err(|e| self.sled_err(e))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn gaps(&self, d: &DeviceId) -> Result<Vec<(u32, u32, u32)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.gaps.scan_prefix(key::device_prefix(d)) {
+            let (k, v) = kv.map_err(|e| self.sled_err(e))?;
+            let n = k.len();
+            let boot = u32::from_be_bytes(k[n - 8..n - 4].try_into().unwrap_or([0; 4]));
+            let first = u32::from_be_bytes(k[n - 4..].try_into().unwrap_or([0; 4]));
+            let rec: GapRecord = self.dec("gaps", &v)?;
+            out.push((boot, first, rec.last));
+        }
+        Ok(out)
+    }
+
+    fn known_devices(&self) -> Result<Vec<String>, StoreError> {
+        self.devices
+            .iter()
+            .keys()
+            .map(|k| {
+                k.map(|k| String::from_utf8_lossy(&k).into_owned())
+                    .map_err(|e| self.sled_err(e))
+            })
+            .collect()
+    }
+
+    fn size_on_disk(&self) -> Result<u64, StoreError> {
+        self.db.size_on_disk().map_err(|e| self.sled_err(e))
+    }
+}
