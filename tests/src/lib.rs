@@ -266,6 +266,7 @@ impl DeviceCfg {
 impl Daemon {
     /// Writes a config for a daemon talking to `broker_port` and starts it.
     pub fn start(dir: &Path, broker_port: u16, devices: &[DeviceCfg], extra: &str) -> Daemon {
+        std::fs::create_dir_all(dir).expect("daemon dir");
         let http_port = free_port();
         let data_dir = dir.join("data");
         let mut cfg = format!(

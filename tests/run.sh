@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs every check and test of Coldchain: the README's second command, and what CI runs.
+# Installs what the tests need when it is missing (Debian: mosquitto, its clients),
+# then: format check, clippy with -D warnings, the firmware's no_std link check,
+# and cargo test --workspace --locked.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> installing ${missing[*]}"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+# Debian starts a system-wide mosquitto on :1883 after installing it; the tests
+# start their own brokers on free ports and do not need it.
+
+for c in rustfmt clippy; do
+  rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
+done
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+if [ -x firmware/nostd-check.sh ]; then
+  echo "==> firmware no_std link check"
+  firmware/nostd-check.sh
+fi
+echo "==> cargo test --workspace --locked"
+cargo test --workspace --locked
