@@ -18,3 +18,4 @@ pub mod clock;
 
 pub use batch::{Batch, FrameBuilder};
 pub use clock::{Clock, TimeBase};
+pub mod drivers;
