@@ -1,0 +1,385 @@
+//! Data-health conditions: probe faults, silence, battery, clock, lid, tilt,
+//! tampering. Each is a pure function of its inputs in device time.
+//!
+//! Default severities: probe fault, tampering critical; silence, battery, lid,
+//! clock warning; tilt as configured in the profile.
+
+use coldchain_proto::EventKind;
+use serde::{Deserialize, Serialize};
+
+use crate::profile::{HealthLimits, Severity, TiltLimit};
+
+use super::condition::{Condition, ConditionKind, sort};
+use super::input::{SampleValue, Series, ShipmentFacts};
+
+/// A device event in device time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimedEvent {
+    /// Device unix ms.
+    pub t_ms: i64,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// A battery voltage observation (a status heartbeat or a battery-low event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatteryReading {
+    /// Device unix ms.
+    pub t_ms: i64,
+    /// Battery voltage, mV.
+    pub mv: u16,
+}
+
+/// Whether the device clock was synced at a moment (from frame timestamps:
+/// wall-clock stamps are synced, uptime stamps are not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockObservation {
+    /// Device unix ms (estimated when not synced).
+    pub t_ms: i64,
+    /// True when the stamp came from a synced clock.
+    pub synced: bool,
+}
+
+/// Integrity counters kept by ingest for one device during a shipment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct IntegrityCounts {
+    /// Frames whose tag did not verify.
+    pub bad_tags: u64,
+    /// Sequence anomalies: a `(boot, seq)` going backwards with different content,
+    /// a boot counter going backwards, a reused sequence number.
+    pub sequence_anomalies: u64,
+    /// Device time (or receive time if unknown) of the first anomaly.
+    pub first_ms: Option<i64>,
+}
+
+/// All data-health inputs other than the samples.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HealthInputs<'a> {
+    /// Device events (lid, tilt, battery-low, ...). Any order.
+    pub events: &'a [TimedEvent],
+    /// Battery readings. Any order.
+    pub battery: &'a [BatteryReading],
+    /// Clock observations. Any order.
+    pub clock: &'a [ClockObservation],
+    /// Integrity counters.
+    pub integrity: IntegrityCounts,
+}
+
+/// A state that holds over a stretch of time and fires after a delay.
+struct Episode {
+    c: Condition,
+}
+
+impl Episode {
+    fn open(kind: ConditionKind, severity: Severity, t: i64) -> Self {
+        Episode {
+            c: Condition::new(kind, severity, t),
+        }
+    }
+
+    /// Closes (`cleared = true`) or stops at `t`, and fires if it lasted `delay`.
+    fn finish(mut self, t: i64, cleared: bool, delay: i64) -> Condition {
+        let t = t.max(self.c.id.start_ms);
+        if cleared {
+            self.c.cleared_ms = Some(t);
+        }
+        self.c.last_ms = t;
+        self.c.beyond_ms = t - self.c.id.start_ms;
+        self.c.excursions = 1;
+        if self.c.beyond_ms >= delay {
+            self.c.fires_ms = Some(self.c.id.start_ms + delay);
+        }
+        self.c
+    }
+}
+
+/// Probe faults: from a fault sample to the next valid sample. Fires after the
+/// profile's `probe_fault_delay` (at once by default). Not suppressed by the
+/// settle period.
+pub fn probe_faults(
+    series: &Series,
+    limits: &HealthLimits,
+    facts: &ShipmentFacts,
+) -> Vec<Condition> {
+    let hi = facts.end_ms.unwrap_or(i64::MAX);
+    let mut out = Vec::new();
+    let mut open: Option<Episode> = None;
+    let mut last_t = None;
+    for s in series.range(facts.from_ms(), hi) {
+        last_t = Some(s.t_ms);
+        match s.value {
+            SampleValue::Fault(_) => {
+                open.get_or_insert_with(|| {
+                    Episode::open(ConditionKind::ProbeFault, Severity::Critical, s.t_ms)
+                });
+            }
+            SampleValue::Valid(_) => {
+                if let Some(e) = open.take() {
+                    out.push(e.finish(s.t_ms, true, limits.probe_fault_delay_ms));
+                }
+            }
+        }
+    }
+    if let Some(e) = open {
+        let until = facts.end_ms.or(last_t).unwrap_or(e.c.id.start_ms);
+        out.push(e.finish(until, false, limits.probe_fault_delay_ms));
+    }
+    out
+}
+
+/// Gaps in the record: no sample (valid or fault) for `silent_after_intervals`
+/// sampling intervals. The condition starts at the last sample before the gap,
+/// fires when the silence has lasted N intervals (exactly N fires) and clears at
+/// the next sample. Needs `facts.sample_interval_ms`; with `facts.end_ms` a
+/// silence running up to the horizon is reported as active.
+///
+/// This looks at device time, so it finds holes in the *record*. Whether a device
+/// is silent *now* (nothing has arrived) is a question about arrival time: see
+/// [`silent_now`].
+pub fn record_gaps(
+    series: &Series,
+    limits: &HealthLimits,
+    facts: &ShipmentFacts,
+) -> Vec<Condition> {
+    let Some(interval) = facts.sample_interval_ms.filter(|i| *i > 0) else {
+        return Vec::new();
+    };
+    let threshold = interval.saturating_mul(i64::from(limits.silent_after_intervals));
+    let hi = facts.end_ms.unwrap_or(i64::MAX);
+    let mut out = Vec::new();
+    let mut prev: Option<i64> = None;
+    for s in series.range(facts.from_ms(), hi) {
+        if let Some(p) = prev {
+            if s.t_ms - p >= threshold {
+                out.push(
+                    Episode::open(ConditionKind::Silent, Severity::Warning, p)
+                        .finish(s.t_ms, true, threshold),
+                );
+            }
+        }
+        prev = Some(s.t_ms);
+    }
+    if let (Some(p), Some(end)) = (prev, facts.end_ms) {
+        if end - p >= threshold {
+            out.push(
+                Episode::open(ConditionKind::Silent, Severity::Warning, p)
+                    .finish(end, false, threshold),
+            );
+        }
+    }
+    out
+}
+
+/// True when nothing has been heard from a device for `n` sampling intervals:
+/// `now_ms - last_heard_ms >= n × interval_ms`, both by the receiver's clock.
+pub fn silent_now(last_heard_ms: i64, now_ms: i64, interval_ms: i64, n: u32) -> bool {
+    now_ms.saturating_sub(last_heard_ms) >= interval_ms.saturating_mul(i64::from(n))
+}
+
+fn event_rank(k: &EventKind) -> (u8, u64) {
+    match *k {
+        EventKind::LidOpened => (0, 0),
+        EventKind::LidClosed => (1, 0),
+        EventKind::Tilt { angle_deg } => (2, u64::from(angle_deg)),
+        EventKind::TiltCleared => (3, 0),
+        EventKind::Shock { peak_mg } => (4, u64::from(peak_mg)),
+        EventKind::BatteryLow { mv } => (5, u64::from(mv)),
+        EventKind::Boot => (6, 0),
+        EventKind::ClockSynced { unix_ms, .. } => (7, unix_ms),
+        EventKind::QueueOverflow { dropped } => (8, u64::from(dropped)),
+    }
+}
+
+fn sorted_events(events: &[TimedEvent], facts: &ShipmentFacts) -> Vec<TimedEvent> {
+    let hi = facts.end_ms.unwrap_or(i64::MAX);
+    let lo = facts.from_ms();
+    let mut v: Vec<TimedEvent> = events
+        .iter()
+        .copied()
+        .filter(|e| e.t_ms >= lo && e.t_ms <= hi)
+        .collect();
+    // At one instant an opening sorts before a closing, so it is not lost.
+    v.sort_by_key(|e| (e.t_ms, event_rank(&e.kind)));
+    v.dedup();
+    v
+}
+
+/// Lid open longer than `max_ms`: from `LidOpened` to the next `LidClosed`.
+pub fn lid_open(events: &[TimedEvent], max_ms: i64, facts: &ShipmentFacts) -> Vec<Condition> {
+    let mut out = Vec::new();
+    let mut open: Option<Episode> = None;
+    for e in sorted_events(events, facts) {
+        match e.kind {
+            EventKind::LidOpened => {
+                open.get_or_insert_with(|| {
+                    Episode::open(ConditionKind::LidOpen, Severity::Warning, e.t_ms)
+                });
+            }
+            EventKind::LidClosed => {
+                if let Some(ep) = open.take() {
+                    out.push(ep.finish(e.t_ms, true, max_ms));
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(ep) = open {
+        let until = facts.end_ms.unwrap_or(ep.c.id.start_ms);
+        out.push(ep.finish(until, false, max_ms));
+    }
+    out
+}
+
+/// Tilt beyond `limit.max_deg` for longer than `limit.delay_ms`: from a `Tilt`
+/// event with a larger angle to `TiltCleared` or a `Tilt` within the limit.
+/// `peak` is the largest angle seen.
+pub fn tilt(events: &[TimedEvent], limit: &TiltLimit, facts: &ShipmentFacts) -> Vec<Condition> {
+    let mut out = Vec::new();
+    let mut open: Option<Episode> = None;
+    for e in sorted_events(events, facts) {
+        let beyond = match e.kind {
+            EventKind::Tilt { angle_deg } => Some((angle_deg > limit.max_deg, angle_deg)),
+            EventKind::TiltCleared => Some((false, 0)),
+            _ => None,
+        };
+        match beyond {
+            Some((true, angle)) => {
+                let ep = open.get_or_insert_with(|| {
+                    Episode::open(ConditionKind::Tilt, limit.severity, e.t_ms)
+                });
+                ep.c.peak = Some(ep.c.peak.unwrap_or(0).max(i32::from(angle)));
+            }
+            Some((false, _)) => {
+                if let Some(ep) = open.take() {
+                    out.push(ep.finish(e.t_ms, true, limit.delay_ms));
+                }
+            }
+            None => {}
+        }
+    }
+    if let Some(ep) = open {
+        let until = facts.end_ms.unwrap_or(ep.c.id.start_ms);
+        out.push(ep.finish(until, false, limit.delay_ms));
+    }
+    out
+}
+
+/// Battery below `low_mv`: fires at the first low reading; clears at a reading at
+/// or above `low_mv + 100` mV (a little hysteresis: a cold cell recovers a little
+/// when it warms). `peak` is the lowest voltage. `BatteryLow` events among
+/// `events` count as readings too.
+pub fn battery_low(
+    readings: &[BatteryReading],
+    events: &[TimedEvent],
+    low_mv: u16,
+    facts: &ShipmentFacts,
+) -> Vec<Condition> {
+    let hi = facts.end_ms.unwrap_or(i64::MAX);
+    let lo = facts.from_ms();
+    let mut all: Vec<BatteryReading> = readings
+        .iter()
+        .copied()
+        .chain(events.iter().filter_map(|e| match e.kind {
+            EventKind::BatteryLow { mv } => Some(BatteryReading { t_ms: e.t_ms, mv }),
+            _ => None,
+        }))
+        .filter(|r| r.t_ms >= lo && r.t_ms <= hi)
+        .collect();
+    all.sort_by_key(|r| (r.t_ms, r.mv));
+    let clear_mv = u32::from(low_mv) + 100;
+    let mut out = Vec::new();
+    let mut open: Option<Episode> = None;
+    for r in all {
+        if r.mv < low_mv {
+            let ep = open.get_or_insert_with(|| {
+                Episode::open(ConditionKind::BatteryLow, Severity::Warning, r.t_ms)
+            });
+            ep.c.peak = Some(
+                ep.c.peak
+                    .map_or(i32::from(r.mv), |p| p.min(i32::from(r.mv))),
+            );
+            ep.c.last_ms = r.t_ms;
+        } else if u32::from(r.mv) >= clear_mv {
+            if let Some(ep) = open.take() {
+                out.push(ep.finish(r.t_ms, true, 0));
+            }
+        }
+    }
+    if let Some(ep) = open {
+        let until = facts.end_ms.unwrap_or(ep.c.last_ms);
+        out.push(ep.finish(until, false, 0));
+    }
+    out
+}
+
+/// Clock unsynced: from the first unsynced observation to the next synced one.
+/// Fires at once: every time stamped meanwhile is an estimate.
+pub fn clock_unsynced(obs: &[ClockObservation], facts: &ShipmentFacts) -> Vec<Condition> {
+    let hi = facts.end_ms.unwrap_or(i64::MAX);
+    let lo = facts.from_ms();
+    let mut all: Vec<ClockObservation> = obs
+        .iter()
+        .copied()
+        .filter(|o| o.t_ms >= lo && o.t_ms <= hi)
+        .collect();
+    // At one instant, "unsynced" sorts first: the sync ends it.
+    all.sort_by_key(|o| (o.t_ms, o.synced));
+    let mut out = Vec::new();
+    let mut open: Option<Episode> = None;
+    let mut last = None;
+    for o in all {
+        last = Some(o.t_ms);
+        if !o.synced {
+            open.get_or_insert_with(|| {
+                Episode::open(ConditionKind::ClockUnsynced, Severity::Warning, o.t_ms)
+            });
+        } else if let Some(ep) = open.take() {
+            out.push(ep.finish(o.t_ms, true, 0));
+        }
+    }
+    if let Some(ep) = open {
+        let until = facts.end_ms.or(last).unwrap_or(ep.c.id.start_ms);
+        out.push(ep.finish(until, false, 0));
+    }
+    out
+}
+
+/// Bad tags or sequence tampering: one critical condition from the first anomaly,
+/// never cleared within the shipment. `excursions` holds the total count
+/// (saturated at `u32::MAX`).
+pub fn tamper(counts: &IntegrityCounts, facts: &ShipmentFacts) -> Option<Condition> {
+    let total = counts.bad_tags.saturating_add(counts.sequence_anomalies);
+    if total == 0 {
+        return None;
+    }
+    let start = counts.first_ms.or(facts.departure_ms).unwrap_or(0);
+    let mut c = Condition::new(ConditionKind::Tamper, Severity::Critical, start);
+    c.fires_ms = Some(start);
+    c.excursions = u32::try_from(total).unwrap_or(u32::MAX);
+    c.last_ms = facts.end_ms.unwrap_or(start).max(start);
+    Some(c)
+}
+
+/// The data-health conditions that come from inputs other than samples (lid,
+/// tilt, battery, clock, tampering), as the profile asks for them, sorted by start
+/// then kind. Probe faults and record gaps come from [`super::evaluate`].
+pub fn from_inputs(
+    inputs: &HealthInputs<'_>,
+    limits: &HealthLimits,
+    facts: &ShipmentFacts,
+) -> Vec<Condition> {
+    let mut out = Vec::new();
+    if let Some(max) = limits.lid_open_max_ms {
+        out.extend(lid_open(inputs.events, max, facts));
+    }
+    if let Some(t) = &limits.tilt {
+        out.extend(tilt(inputs.events, t, facts));
+    }
+    if let Some(mv) = limits.battery_low_mv {
+        out.extend(battery_low(inputs.battery, inputs.events, mv, facts));
+    }
+    out.extend(clock_unsynced(inputs.clock, facts));
+    out.extend(tamper(&inputs.integrity, facts));
+    sort(&mut out);
+    out
+}
