@@ -27,9 +27,5 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-if [ -x firmware/nostd-check.sh ]; then
-  echo "==> firmware no_std link check"
-  firmware/nostd-check.sh
-fi
 echo "==> cargo test --workspace --locked"
 cargo test --workspace --locked
