@@ -12,15 +12,15 @@ compile_error!("features `defmt` and `log` are mutually exclusive: pick one logg
 macro_rules! shim {
     ($d:tt $name:ident) => {
         macro_rules! $name {
-                                    ($d s:literal $d (, $d x:expr)* $d (,)?) => {{
-                                        #[cfg(feature = "log")]
-                                        ::log::$name!($d s $d (, $d x)*);
-                                        #[cfg(feature = "defmt")]
-                                        ::defmt::$name!($d s $d (, $d x)*);
-                                        #[cfg(not(any(feature = "log", feature = "defmt")))]
-                                        let _ = ($d (&$d x),*);
-                                    }};
-                                }
+                                            ($d s:literal $d (, $d x:expr)* $d (,)?) => {{
+                                                #[cfg(feature = "log")]
+                                                ::log::$name!($d s $d (, $d x)*);
+                                                #[cfg(feature = "defmt")]
+                                                ::defmt::$name!($d s $d (, $d x)*);
+                                                #[cfg(not(any(feature = "log", feature = "defmt")))]
+                                                let _ = ($d (&$d x),*);
+                                            }};
+                                        }
     };
 }
 

@@ -19,3 +19,4 @@ pub mod clock;
 pub use batch::{Batch, FrameBuilder};
 pub use clock::{Clock, TimeBase};
 pub mod drivers;
+pub mod queue;
