@@ -20,3 +20,4 @@ pub use batch::{Batch, FrameBuilder};
 pub use clock::{Clock, TimeBase};
 pub mod drivers;
 pub mod queue;
+pub mod sampler;
