@@ -47,6 +47,8 @@ persistence_location $demo/
 max_inflight_messages 1000
 max_queued_messages 0
 CONF
+# As root, mosquitto would drop to its own user, which cannot write into .demo/.
+[ "$(id -u)" -eq 0 ] && echo "user root" >> "$demo/mosquitto.conf"
 
 {
   cat <<CONF

@@ -198,9 +198,17 @@ impl Mosquitto {
                  max_queued_bytes 0\n\
                  log_dest stderr\n\
                  log_type error\n\
-                 log_type warning\n",
+                 log_type warning\n\
+                 {user}",
                 port = self.port,
-                dir = self.dir.display()
+                dir = self.dir.display(),
+                // As root, mosquitto drops to the `mosquitto` user, which cannot
+                // write its persistence file into our temporary directory.
+                user = if nix::unistd::Uid::effective().is_root() {
+                    "user root\n"
+                } else {
+                    ""
+                },
             ),
         )
         .expect("write mosquitto.conf");

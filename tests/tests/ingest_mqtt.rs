@@ -43,21 +43,36 @@ fn signed(f: &Frame, k: &DeviceKey) -> Vec<u8> {
 fn simulator_frames_reach_sled_through_the_broker_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start(&dir.path().join("broker"));
-    let daemon = Daemon::start(&dir.path().join("daemon"), broker.port, &[DeviceCfg::new("sim-0001")], "");
+    let daemon = Daemon::start(
+        &dir.path().join("daemon"),
+        broker.port,
+        &[DeviceCfg::new("sim-0001")],
+        "",
+    );
     // An independent witness on the broker: mosquitto_sub counts the frames it relays.
-    let (mut witness, mut out) =
-        mosquitto_sub(broker.port, &["-t", "coldchain/v1/dev/sim-0001/up", "-C", "50", "-F", "%t"]).unwrap();
+    let (mut witness, mut out) = mosquitto_sub(
+        broker.port,
+        &["-t", "coldchain/v1/dev/sim-0001/up", "-C", "50", "-F", "%t"],
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(300));
 
     let port = broker.port.to_string();
     let summary = run_sim(&[
-        "--broker", &format!("127.0.0.1:{port}"),
-        "--device", "sim-0001",
-        "--key", TEST_KEY,
-        "--profile", "cryo-ln2",
-        "--frames", "50",
-        "--readings-per-frame", "4",
-        "--interval-ms", "0",
+        "--broker",
+        &format!("127.0.0.1:{port}"),
+        "--device",
+        "sim-0001",
+        "--key",
+        TEST_KEY,
+        "--profile",
+        "cryo-ln2",
+        "--frames",
+        "50",
+        "--readings-per-frame",
+        "4",
+        "--interval-ms",
+        "0",
     ]);
     assert_eq!(summary["frames"], 50);
     let total = summary["readings"].as_u64().unwrap();
@@ -70,11 +85,19 @@ fn simulator_frames_reach_sled_through_the_broker_exactly_once() {
     assert_eq!(rows.len() as u64, total, "stored readings: {rows:?}");
     let ids: BTreeSet<(u64, u64, u64)> = rows
         .iter()
-        .map(|r| (r["boot"].as_u64().unwrap(), r["seq"].as_u64().unwrap(), r["idx"].as_u64().unwrap()))
+        .map(|r| {
+            (
+                r["boot"].as_u64().unwrap(),
+                r["seq"].as_u64().unwrap(),
+                r["idx"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(ids.len(), rows.len(), "a reading was stored twice");
     let boot = rows[0]["boot"].as_u64().unwrap();
-    let want: BTreeSet<_> = (0..50).flat_map(|s| (0..4).map(move |i| (boot, s, i))).collect();
+    let want: BTreeSet<_> = (0..50)
+        .flat_map(|s| (0..4).map(move |i| (boot, s, i)))
+        .collect();
     assert_eq!(ids, want);
     // The cryogenic probe reads cryogenic temperatures, with a time that is not 1970.
     let rtd: Vec<_> = rows.iter().filter(|r| r["kind"] == "rtd").collect();
@@ -109,12 +132,22 @@ fn verification_rules_hold_for_frames_from_a_foreign_client() {
     let daemon = Daemon::start(
         &dir.path().join("daemon"),
         broker.port,
-        &[third_party, unsigned_ok, DeviceCfg::new("dev-a"), DeviceCfg::new("dev-b")],
+        &[
+            third_party,
+            unsigned_ok,
+            DeviceCfg::new("dev-a"),
+            DeviceCfg::new("dev-b"),
+        ],
         "",
     );
     let p = broker.port;
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../proto/README.md")).unwrap();
-    let example = readme.lines().find(|l| l.starts_with("{\"frame\":")).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../proto/README.md"))
+            .unwrap();
+    let example = readme
+        .lines()
+        .find(|l| l.starts_with("{\"frame\":"))
+        .unwrap();
 
     // Signed JSON from the README: stored.
     mosquitto_pub(p, "coldchain/v1/dev/probe-x9/up/json", example.as_bytes()).unwrap();
@@ -125,24 +158,47 @@ fn verification_rules_hold_for_frames_from_a_foreign_client() {
     mosquitto_pub(p, "coldchain/v1/dev/probe-x9/up/json", tampered.as_bytes()).unwrap();
     // Unsigned from a device that must sign: refused.
     let unsigned = example.split(",\"tag\"").next().unwrap().to_string() + "}";
-    mosquitto_pub(p, "coldchain/v1/dev/probe-x9/up/json", unsigned.replace("\"seq\":7", "\"seq\":9").as_bytes()).unwrap();
+    mosquitto_pub(
+        p,
+        "coldchain/v1/dev/probe-x9/up/json",
+        unsigned.replace("\"seq\":7", "\"seq\":9").as_bytes(),
+    )
+    .unwrap();
     // Unsigned from a device allowed to: stored.
-    mosquitto_pub(p, "coldchain/v1/dev/legacy-1/up/json", unsigned.replace("probe-x9", "legacy-1").as_bytes()).unwrap();
+    mosquitto_pub(
+        p,
+        "coldchain/v1/dev/legacy-1/up/json",
+        unsigned.replace("probe-x9", "legacy-1").as_bytes(),
+    )
+    .unwrap();
     // Unknown device.
     let stranger = frame("stranger", 1, 0, Timestamp::Wall(1_763_769_600_000), 4000);
-    mosquitto_pub(p, "coldchain/v1/dev/stranger/up", &signed(&stranger, &key())).unwrap();
+    mosquitto_pub(
+        p,
+        "coldchain/v1/dev/stranger/up",
+        &signed(&stranger, &key()),
+    )
+    .unwrap();
     // dev-a publishes a frame claiming to be dev-b on its own topic, and dev-b's frame on dev-a's topic.
     let as_b = frame("dev-b", 1, 0, Timestamp::Wall(1_763_769_600_000), 4000);
     mosquitto_pub(p, "coldchain/v1/dev/dev-a/up", &signed(&as_b, &key())).unwrap();
     // dev-a: seq 0, 1, then 5 (gap 2..=4), then 3 arrives late (splits the gap).
     for seq in [0, 1, 5, 3] {
-        let f = frame("dev-a", 2, seq, Timestamp::Uptime(10_000 + 1000 * u64::from(seq)), 5000);
+        let f = frame(
+            "dev-a",
+            2,
+            seq,
+            Timestamp::Uptime(10_000 + 1000 * u64::from(seq)),
+            5000,
+        );
         mosquitto_pub(p, "coldchain/v1/dev/dev-a/up", &signed(&f, &key())).unwrap();
     }
     // Garbage on a valid topic.
     mosquitto_pub(p, "coldchain/v1/dev/dev-a/up", b"not a frame at all").unwrap();
 
-    wait_for(T, "all 12 messages acknowledged", || (daemon.stat("acked") >= 12).then_some(()));
+    wait_for(T, "all 12 messages acknowledged", || {
+        (daemon.stat("acked") >= 12).then_some(())
+    });
 
     let x9 = daemon.all_readings("probe-x9");
     assert_eq!(x9.len(), 1);
@@ -156,7 +212,10 @@ fn verification_rules_hold_for_frames_from_a_foreign_client() {
     assert_eq!(daemon.stat("rejected.unknown_device"), 1);
     assert_eq!(daemon.stat("rejected.device_mismatch"), 1);
     assert_eq!(daemon.stat("rejected.malformed"), 1);
-    assert!(daemon.all_readings("dev-b").is_empty(), "impersonated frame was stored");
+    assert!(
+        daemon.all_readings("dev-b").is_empty(),
+        "impersonated frame was stored"
+    );
     assert!(daemon.all_readings("stranger").is_empty());
 
     let a = daemon.all_readings("dev-a");
@@ -179,14 +238,36 @@ fn verification_rules_hold_for_frames_from_a_foreign_client() {
 fn sigterm_exits_cleanly_and_data_survives_restart() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start(&dir.path().join("broker"));
-    let mut daemon = Daemon::start(&dir.path().join("daemon"), broker.port, &[DeviceCfg::new("dev-a")], "");
+    let mut daemon = Daemon::start(
+        &dir.path().join("daemon"),
+        broker.port,
+        &[DeviceCfg::new("dev-a")],
+        "",
+    );
     for seq in 0..20 {
-        let f = frame("dev-a", 1, seq, Timestamp::Wall(1_763_769_600_000 + u64::from(seq) * 60_000), -150_000);
-        mosquitto_pub(broker.port, "coldchain/v1/dev/dev-a/up", &signed(&f, &key())).unwrap();
+        let f = frame(
+            "dev-a",
+            1,
+            seq,
+            Timestamp::Wall(1_763_769_600_000 + u64::from(seq) * 60_000),
+            -150_000,
+        );
+        mosquitto_pub(
+            broker.port,
+            "coldchain/v1/dev/dev-a/up",
+            &signed(&f, &key()),
+        )
+        .unwrap();
     }
-    wait_for(T, "20 frames acknowledged", || (daemon.stat("acked") >= 20).then_some(()));
+    wait_for(T, "20 frames acknowledged", || {
+        (daemon.stat("acked") >= 20).then_some(())
+    });
     let st = daemon.stop();
-    assert!(st.success(), "SIGTERM exit status {st}; logs:\n{}", daemon.logs());
+    assert!(
+        st.success(),
+        "SIGTERM exit status {st}; logs:\n{}",
+        daemon.logs()
+    );
     daemon.restart();
     assert_eq!(daemon.all_readings("dev-a").len(), 20);
     // The broker does not redeliver acknowledged messages: nothing new, no duplicates.

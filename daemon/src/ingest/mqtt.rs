@@ -76,7 +76,10 @@ pub fn connect(cfg: &Config) -> anyhow::Result<(AsyncClient, EventLoop)> {
     // this capacity `try_ack` never finds the request channel full, so the
     // ingest task never waits on the event loop while the event loop waits on
     // the ingest queue.
-    Ok(AsyncClient::new(o, cfg.store.queue + cfg.store.max_batch + 64))
+    Ok(AsyncClient::new(
+        o,
+        cfg.store.queue + cfg.store.max_batch + 64,
+    ))
 }
 
 fn online_topic(cfg: &Config) -> anyhow::Result<String> {
@@ -109,6 +112,7 @@ pub async fn pump(
     let max = Duration::from_millis(cfg.mqtt.reconnect_max_ms);
     let mut backoff = min;
     let mut disconnect_sent = false;
+    let mut connected_before = false;
     // Dropped at stop: the ingest task then drains what it has and ends.
     let mut tx = Some(tx);
     loop {
@@ -138,12 +142,22 @@ pub async fn pump(
                     session_present = ack.session_present,
                     "connected to broker"
                 );
+                if connected_before && !ack.session_present {
+                    tracing::error!(
+                        "the broker has no session for us after a reconnect: QoS 1 messages queued \
+                         for us while we were away are lost (check the broker's persistence and \
+                         max_queued_messages); sequence gaps will show what is missing"
+                    );
+                }
+                connected_before = true;
                 for f in [topic::ALL_DEVICES_UP, topic::ALL_DEVICES_UP_JSON] {
                     if let Err(e) = client.try_subscribe(f, QoS::AtLeastOnce) {
                         tracing::error!("cannot queue subscription to {f}: {e}");
                     }
                 }
-                if let Err(e) = client.try_publish(online.clone(), QoS::AtLeastOnce, true, topic::ONLINE) {
+                if let Err(e) =
+                    client.try_publish(online.clone(), QoS::AtLeastOnce, true, topic::ONLINE)
+                {
                     tracing::warn!("cannot queue online status: {e}");
                 }
             }
