@@ -49,7 +49,7 @@ pub fn mkt_weighted(points: &[(f64, f64)]) -> Option<f64> {
     let mut w_sum = 0.0;
     let mut e_sum = 0.0;
     for &(w, t) in points {
-        if !(w >= 0.0) {
+        if w.is_nan() || w < 0.0 {
             return None;
         }
         w_sum += w;

@@ -125,8 +125,17 @@ fn single_event_resets_cumulative_does_not() {
     assert_eq!(c.peak, Some(9_500));
     assert_eq!(c.cleared_ms, Some(80 * M), "the temperature is back");
     // Cumulative exactly at the delay fires.
-    let exact = series(&[(0, 9_000), (20 * M, 7_000), (60 * M, 9_500), (70 * M, 7_000)]);
-    let c = zones(&one_zone("> 8.0", "cumulative", "30m", 0.0), &exact, &plain());
+    let exact = series(&[
+        (0, 9_000),
+        (20 * M, 7_000),
+        (60 * M, 9_500),
+        (70 * M, 7_000),
+    ]);
+    let c = zones(
+        &one_zone("> 8.0", "cumulative", "30m", 0.0),
+        &exact,
+        &plain(),
+    );
     assert_eq!(c[0].fires_ms, Some(70 * M));
     let short = series(&[
         (0, 9_000),
@@ -134,7 +143,11 @@ fn single_event_resets_cumulative_does_not() {
         (60 * M, 9_500),
         (70 * M - 1, 7_000),
     ]);
-    let c = zones(&one_zone("> 8.0", "cumulative", "30m", 0.0), &short, &plain());
+    let c = zones(
+        &one_zone("> 8.0", "cumulative", "30m", 0.0),
+        &short,
+        &plain(),
+    );
     assert_eq!(c[0].fires_ms, None);
 }
 
@@ -147,7 +160,12 @@ fn settle_period_suppresses_and_clips() {
         ..ShipmentFacts::departing_at(0)
     };
     // Warm only while settling: nothing.
-    let s = series(&[(0, 20_000), (5 * M, 15_000), (10 * M, 5_000), (20 * M, 5_000)]);
+    let s = series(&[
+        (0, 20_000),
+        (5 * M, 15_000),
+        (10 * M, 5_000),
+        (20 * M, 5_000),
+    ]);
     assert!(zones(&p, &s, &facts).is_empty());
     // Warm from 5 min to 45 min: counted from the end of the settle period.
     let s = series(&[(0, 5_000), (5 * M, 9_000), (45 * M, 5_000)]);
@@ -157,10 +175,14 @@ fn settle_period_suppresses_and_clips() {
     assert_eq!(c[0].fires_ms, Some(40 * M));
     assert_eq!(c[0].beyond_ms, 35 * M);
     // Without a settle period it would have fired at 35 min.
-    let c = zones(&p, &s, &ShipmentFacts {
-        settle_ms: 0,
-        ..facts
-    });
+    let c = zones(
+        &p,
+        &s,
+        &ShipmentFacts {
+            settle_ms: 0,
+            ..facts
+        },
+    );
     assert_eq!(c[0].fires_ms, Some(35 * M));
 }
 
@@ -182,7 +204,11 @@ fn hysteresis_merges_chatter_and_delays_clearing() {
     assert_eq!(c.id.start_ms, 0);
     assert_eq!(c.excursions, 2);
     assert_eq!(c.fires_ms, Some(50 * M), "the counter restarted at 20 min");
-    assert_eq!(c.cleared_ms, Some(70 * M), "clears at 7.5, not at 7.8 or 7.6");
+    assert_eq!(
+        c.cleared_ms,
+        Some(70 * M),
+        "clears at 7.5, not at 7.8 or 7.6"
+    );
     assert_eq!(c.beyond_ms, 50 * M);
 
     let without = zones(&one_zone("> 8.0", "single", "30m", 0.0), &s, &plain());
@@ -218,7 +244,11 @@ fn a_long_gap_is_not_counted_as_time_beyond() {
     };
     let c = zones(&p, &s, &gap15);
     assert_eq!(c.len(), 1);
-    assert_eq!(c[0].beyond_ms, 25 * M, "15 min before the gap + 10 min after");
+    assert_eq!(
+        c[0].beyond_ms,
+        25 * M,
+        "15 min before the gap + 10 min after"
+    );
     assert_eq!(c[0].fires_ms, None);
     // With a 20 min max gap: 20 + 10 = 30 min, fires at the end, after the gap.
     let gap20 = ShipmentFacts {
@@ -303,7 +333,12 @@ fn identity_survives_more_data_and_restarts() {
         max_gap_ms: H,
         ..ShipmentFacts::departing_at(0)
     };
-    let mut s = series(&[(0, 5_000), (20 * M, 5_000), (30 * M, 9_000), (70 * M, 9_000)]);
+    let mut s = series(&[
+        (0, 5_000),
+        (20 * M, 5_000),
+        (30 * M, 9_000),
+        (70 * M, 9_000),
+    ]);
     let before = alarm::evaluate(&p, &s, &facts);
     let h1 = ZoneId::high(1).expect("H1");
     let active = before

@@ -31,7 +31,12 @@ fn weighted_vectors_of_domain_md() {
 
 #[test]
 fn rate_factors_of_domain_md() {
-    for (t, want) in [(8.0, 1.4676), (15.0, 3.4822), (25.0, 11.1525), (37.0, 40.8277)] {
+    for (t, want) in [
+        (8.0, 1.4676),
+        (15.0, 3.4822),
+        (25.0, 11.1525),
+        (37.0, 40.8277),
+    ] {
         let f = rate_factor(t, 5.0, DELTA_H_OVER_R_K);
         assert_eq!(round4(f), want, "{t} °C -> {f}");
     }
@@ -116,10 +121,16 @@ fn cryogenic_lanes_are_not_applicable() {
         .collect();
     for name in ["cryo-ln2", "cryo-80"] {
         let p = Profile::builtin(name).expect("builtin");
-        assert_eq!(evaluate(&p, &s, &facts_until(2 * H)), MktOutcome::NotApplicable);
+        assert_eq!(
+            evaluate(&p, &s, &facts_until(2 * H)),
+            MktOutcome::NotApplicable
+        );
     }
     let p = Profile::builtin("fridge").expect("builtin");
-    assert_eq!(evaluate(&p, &Series::new(), &facts_until(2 * H)), MktOutcome::NoData);
+    assert_eq!(
+        evaluate(&p, &Series::new(), &facts_until(2 * H)),
+        MktOutcome::NoData
+    );
 }
 
 /// The sliding window finds the warmest 24 h, exactly: compare with a brute force
@@ -134,7 +145,11 @@ fn warmest_window_matches_brute_force() {
     let mut i = 0i64;
     while t < 72 * H {
         let warm = (30 * H..36 * H).contains(&t);
-        let v = if warm { 12_000 } else { 4_000 + (i * 37 % 3_000) as i32 };
+        let v = if warm {
+            12_000
+        } else {
+            4_000 + (i * 37 % 3_000) as i32
+        };
         samples.push(Sample::valid(t, v));
         t += [7 * m, 13 * m, 5 * m, 21 * m][(i % 4) as usize];
         i += 1;
@@ -165,8 +180,16 @@ fn warmest_window_matches_brute_force() {
     }
     assert!(r.max_window.full);
     assert_eq!(r.max_window.end_ms - r.max_window.start_ms, 24 * H);
-    assert!(r.max_window.mkt_c >= best - 1e-9, "{} < {best}", r.max_window.mkt_c);
-    assert!(r.max_window.mkt_c <= best + 1e-6, "{} > {best}", r.max_window.mkt_c);
+    assert!(
+        r.max_window.mkt_c >= best - 1e-9,
+        "{} < {best}",
+        r.max_window.mkt_c
+    );
+    assert!(
+        r.max_window.mkt_c <= best + 1e-6,
+        "{} > {best}",
+        r.max_window.mkt_c
+    );
     assert!(r.max_window.mkt_c > r.whole_c);
     assert!(r.max_window.start_ms <= 30 * H && r.max_window.end_ms >= 36 * H);
 }

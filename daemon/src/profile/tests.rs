@@ -53,7 +53,9 @@ fn builtins_exist_and_validate() {
         Some(Limit::new(Comparison::Above, -135_000))
     );
     let fridge = Profile::builtin("fridge").expect("fridge");
-    let h1 = fridge.zone(ZoneId::high(1).expect("H1")).expect("fridge H1");
+    let h1 = fridge
+        .zone(ZoneId::high(1).expect("H1"))
+        .expect("fridge H1");
     assert_eq!(h1.limit.to_string(), "> 8.0");
     assert_eq!(fridge.mkt.map(|m| m.window_ms), Some(24 * 3_600_000));
     let ambient = Profile::builtin("ambient").expect("ambient");
@@ -102,9 +104,15 @@ fn with_zone(id: &str, limit: &str) -> String {
 #[test]
 fn a_fifth_high_or_fourth_low_zone_is_refused_naming_profile_and_zone() {
     let e = parse(&with_zone("H5", "> 40.0")).expect_err("H5");
-    assert!(e.contains("lane-x") && e.contains("H5") && e.contains("at most 4 high"), "{e}");
+    assert!(
+        e.contains("lane-x") && e.contains("H5") && e.contains("at most 4 high"),
+        "{e}"
+    );
     let e = parse(&with_zone("L4", "< 0.0")).expect_err("L4");
-    assert!(e.contains("lane-x") && e.contains("L4") && e.contains("3 low"), "{e}");
+    assert!(
+        e.contains("lane-x") && e.contains("L4") && e.contains("3 low"),
+        "{e}"
+    );
     let e = parse(&with_zone("X1", "> 0.0")).expect_err("X1");
     assert!(e.contains("X1"), "{e}");
     // The limits of what is allowed are accepted.
@@ -119,7 +127,15 @@ fn hand_built_profile_with_too_many_zones_is_refused() {
     p.zones = (0..5).map(|_| z.clone()).collect();
     let e = p.validate().expect_err("5 high zones");
     assert!(
-        matches!(&e, ProfileError::TooManyZones { count: 5, max: 4, side: Side::High, .. }),
+        matches!(
+            &e,
+            ProfileError::TooManyZones {
+                count: 5,
+                max: 4,
+                side: Side::High,
+                ..
+            }
+        ),
         "{e}"
     );
     assert!(e.to_string().contains("fridge"), "{e}");
@@ -128,11 +144,21 @@ fn hand_built_profile_with_too_many_zones_is_refused() {
 #[test]
 fn duplicate_zone_wrong_side_and_bad_values_are_refused() {
     let second = with_zone("H1", "> 9.0");
-    let dup = format!("{}{}", with_zone("H1", "> 8.0"), second.split_once('\n').expect("name line").1);
+    let dup = format!(
+        "{}{}",
+        with_zone("H1", "> 8.0"),
+        second.split_once('\n').expect("name line").1
+    );
     let e = parse(&dup).expect_err("dup");
-    assert!(e.contains("lane-x") && e.contains("H1") && e.contains("twice"), "{e}");
+    assert!(
+        e.contains("lane-x") && e.contains("H1") && e.contains("twice"),
+        "{e}"
+    );
     let e = parse(&with_zone("H1", "< 2.0")).expect_err("wrong side");
-    assert!(e.contains("H1") && e.contains("< 2.0") && e.contains("high"), "{e}");
+    assert!(
+        e.contains("H1") && e.contains("< 2.0") && e.contains("high"),
+        "{e}"
+    );
     let e = parse(&with_zone("L1", ">= 2.0")).expect_err("wrong side");
     assert!(e.contains("L1"), "{e}");
     let e = parse(&with_zone("H1", "8.0")).expect_err("no comparison");
@@ -157,8 +183,10 @@ fn mkt_on_a_cryogenic_lane_and_bad_decay_tables_are_refused() {
     )
     .expect_err("zero at reference");
     assert!(e.contains("reference"), "{e}");
-    let e = parse("name = \"t\"\ndecay = { model = \"arrhenius\", activation_k = -1.0, reference = 5.0 }\n")
-        .expect_err("negative Ea");
+    let e = parse(
+        "name = \"t\"\ndecay = { model = \"arrhenius\", activation_k = -1.0, reference = 5.0 }\n",
+    )
+    .expect_err("negative Ea");
     assert!(e.contains("activation_k"), "{e}");
 }
 
@@ -183,7 +211,10 @@ fn hysteresis_moves_the_clearing_point_towards_the_range() {
     let gt8: Limit = "> 8.0".parse().expect("limit");
     assert!(!gt8.is_cleared(7_600, 500));
     assert!(gt8.is_cleared(7_500, 500), "> 8.0 with 0.5 clears at 7.5");
-    assert!(gt8.is_cleared(8_000, 0), "no hysteresis: back within the limit clears");
+    assert!(
+        gt8.is_cleared(8_000, 0),
+        "no hysteresis: back within the limit clears"
+    );
     let ge30: Limit = ">= 30.0".parse().expect("limit");
     assert!(!ge30.is_cleared(29_000, 1_000));
     assert!(ge30.is_cleared(28_999, 1_000));
@@ -194,7 +225,8 @@ fn hysteresis_moves_the_clearing_point_towards_the_range() {
 
 #[test]
 fn decay_table_interpolates_and_clamps() {
-    let DecayModel::Table { .. } = Profile::builtin("fridge").expect("f").decay.expect("decay") else {
+    let DecayModel::Table { .. } = Profile::builtin("fridge").expect("f").decay.expect("decay")
+    else {
         panic!("fridge uses a table")
     };
     let m = Profile::builtin("fridge").expect("f").decay.expect("decay");

@@ -1,0 +1,219 @@
+//! Data-health conditions: silence, probe fault delay, lid, tilt, battery, clock,
+//! tampering.
+
+use coldchain_daemon::alarm::health::{
+    self, BatteryReading, ClockObservation, HealthInputs, IntegrityCounts, TimedEvent,
+};
+use coldchain_daemon::alarm::{self, ConditionKind, Sample, Series, ShipmentFacts};
+use coldchain_daemon::profile::{HealthLimits, Profile, Severity, TiltLimit};
+use coldchain_proto::{EventKind, FaultKind};
+
+const M: i64 = 60_000;
+
+fn facts() -> ShipmentFacts {
+    ShipmentFacts {
+        settle_ms: 0,
+        max_gap_ms: 15 * M,
+        sample_interval_ms: Some(5 * M),
+        ..ShipmentFacts::departing_at(0)
+    }
+}
+
+fn ev(t_ms: i64, kind: EventKind) -> TimedEvent {
+    TimedEvent { t_ms, kind }
+}
+
+#[test]
+fn silence_fires_at_exactly_n_intervals() {
+    let limits = HealthLimits::default(); // 3 intervals
+    let s: Series = [0, 5 * M, 20 * M, 34 * M, 39 * M]
+        .iter()
+        .map(|&t| Sample::valid(t, 5_000))
+        .collect();
+    let c = health::record_gaps(&s, &limits, &facts());
+    assert_eq!(c.len(), 1, "15 min gap fires, 14 min does not: {c:?}");
+    assert_eq!(c[0].id.kind, ConditionKind::Silent);
+    assert_eq!(c[0].id.start_ms, 5 * M);
+    assert_eq!(c[0].fires_ms, Some(20 * M));
+    assert_eq!(c[0].cleared_ms, Some(20 * M));
+    // Silent up to the horizon: active.
+    let live = ShipmentFacts {
+        end_ms: Some(60 * M),
+        ..facts()
+    };
+    let c = health::record_gaps(&s, &limits, &live);
+    let last = c.last().expect("trailing silence");
+    assert_eq!(last.id.start_ms, 39 * M);
+    assert_eq!(last.fires_ms, Some(54 * M));
+    assert!(last.is_active());
+    // Faults are signs of life too.
+    let mut s2 = s.clone();
+    s2.insert(Sample::fault(12 * M, FaultKind::Crc));
+    assert!(health::record_gaps(&s2, &limits, &facts()).is_empty());
+    assert!(health::silent_now(0, 15 * M, 5 * M, 3));
+    assert!(!health::silent_now(0, 15 * M - 1, 5 * M, 3));
+}
+
+#[test]
+fn probe_fault_with_a_delay_fires_only_if_it_lasts() {
+    let limits = HealthLimits {
+        probe_fault_delay_ms: 10 * M,
+        ..HealthLimits::default()
+    };
+    let s: Series = [
+        Sample::fault(0, FaultKind::OpenCircuit),
+        Sample::valid(9 * M, 5_000),
+        Sample::fault(20 * M, FaultKind::OpenCircuit),
+        Sample::valid(30 * M, 5_000),
+    ]
+    .into_iter()
+    .collect();
+    let c = health::probe_faults(&s, &limits, &facts());
+    assert_eq!(c.len(), 2);
+    assert_eq!(c[0].fires_ms, None, "9 min < 10 min");
+    assert_eq!(c[1].fires_ms, Some(30 * M), "exactly at the delay fires");
+    assert_eq!(c[1].severity, Severity::Critical);
+}
+
+#[test]
+fn lid_open_longer_than_the_limit() {
+    let events = [
+        ev(0, EventKind::LidOpened),
+        ev(2 * M, EventKind::LidClosed), // exactly the limit: fires
+        ev(10 * M, EventKind::LidOpened),
+        ev(11 * M, EventKind::LidClosed), // short
+        ev(20 * M, EventKind::LidOpened), // still open
+        ev(21 * M, EventKind::LidOpened), // repeated: same condition
+    ];
+    // Any order.
+    let mut shuffled = events;
+    shuffled.reverse();
+    let live = ShipmentFacts {
+        end_ms: Some(30 * M),
+        ..facts()
+    };
+    let c = health::lid_open(&shuffled, 2 * M, &live);
+    assert_eq!(c, health::lid_open(&events, 2 * M, &live));
+    assert_eq!(c.len(), 3, "{c:?}");
+    assert_eq!(c[0].fires_ms, Some(2 * M));
+    assert_eq!(c[1].fires_ms, None);
+    assert_eq!(c[2].id.start_ms, 20 * M);
+    assert_eq!(c[2].fires_ms, Some(22 * M));
+    assert!(c[2].is_active());
+}
+
+#[test]
+fn tilt_beyond_the_limit_for_longer_than_the_delay() {
+    let limit = TiltLimit {
+        max_deg: 45,
+        delay_ms: 10 * M,
+        severity: Severity::Critical,
+    };
+    let events = [
+        ev(0, EventKind::Tilt { angle_deg: 45 }), // at the limit: fine
+        ev(M, EventKind::Tilt { angle_deg: 80 }),
+        ev(5 * M, EventKind::Tilt { angle_deg: 90 }),
+        ev(11 * M, EventKind::TiltCleared),
+        ev(20 * M, EventKind::Tilt { angle_deg: 60 }),
+        ev(25 * M, EventKind::Tilt { angle_deg: 30 }), // back within
+    ];
+    let c = health::tilt(&events, &limit, &facts());
+    assert_eq!(c.len(), 2, "{c:?}");
+    assert_eq!(c[0].id.start_ms, M);
+    assert_eq!(c[0].fires_ms, Some(11 * M), "exactly at the delay fires");
+    assert_eq!(c[0].peak, Some(90));
+    assert_eq!(c[0].severity, Severity::Critical);
+    assert_eq!(c[1].fires_ms, None);
+    assert_eq!(c[1].cleared_ms, Some(25 * M));
+}
+
+#[test]
+fn battery_low_from_status_and_events() {
+    let readings = [
+        BatteryReading { t_ms: 0, mv: 3600 },
+        BatteryReading {
+            t_ms: 20 * M,
+            mv: 3350,
+        }, // within hysteresis: still low
+        BatteryReading {
+            t_ms: 30 * M,
+            mv: 3400,
+        }, // clears (>= 3300 + 100)
+    ];
+    let events = [ev(10 * M, EventKind::BatteryLow { mv: 3250 })];
+    let c = health::battery_low(&readings, &events, 3300, &facts());
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].id.start_ms, 10 * M);
+    assert_eq!(c[0].fires_ms, Some(10 * M));
+    assert_eq!(c[0].cleared_ms, Some(30 * M));
+    assert_eq!(c[0].peak, Some(3250));
+    // Exactly at the limit is not low.
+    let at = [BatteryReading { t_ms: 0, mv: 3300 }];
+    assert!(health::battery_low(&at, &[], 3300, &facts()).is_empty());
+}
+
+#[test]
+fn clock_unsynced_and_tamper() {
+    let obs = [
+        ClockObservation {
+            t_ms: 0,
+            synced: false,
+        },
+        ClockObservation {
+            t_ms: 5 * M,
+            synced: false,
+        },
+        ClockObservation {
+            t_ms: 8 * M,
+            synced: true,
+        },
+    ];
+    let c = health::clock_unsynced(&obs, &facts());
+    assert_eq!(c.len(), 1);
+    assert_eq!((c[0].fires_ms, c[0].cleared_ms), (Some(0), Some(8 * M)));
+
+    assert_eq!(health::tamper(&IntegrityCounts::default(), &facts()), None);
+    let t = health::tamper(
+        &IntegrityCounts {
+            bad_tags: 2,
+            sequence_anomalies: 1,
+            first_ms: Some(7 * M),
+        },
+        &facts(),
+    )
+    .expect("tamper");
+    assert_eq!(t.id.kind, ConditionKind::Tamper);
+    assert_eq!(t.fires_ms, Some(7 * M));
+    assert_eq!(t.excursions, 3);
+    assert_eq!(t.severity, Severity::Critical);
+}
+
+#[test]
+fn evaluate_all_combines_and_sorts() {
+    let p = Profile::builtin("cryo-ln2").expect("ln2");
+    let s: Series = (0..10)
+        .map(|i| Sample::valid(i * 5 * M, -190_000))
+        .collect();
+    let events = [
+        ev(30 * M, EventKind::Tilt { angle_deg: 90 }),
+        ev(3 * M, EventKind::LidOpened),
+        ev(9 * M, EventKind::LidClosed),
+    ];
+    let inputs = HealthInputs {
+        events: &events,
+        ..HealthInputs::default()
+    };
+    let live = ShipmentFacts {
+        end_ms: Some(45 * M),
+        ..facts()
+    };
+    let all = alarm::evaluate_all(&p, &s, &inputs, &live);
+    let kinds: Vec<ConditionKind> = all.iter().map(|c| c.id.kind).collect();
+    assert_eq!(
+        kinds,
+        [ConditionKind::LidOpen, ConditionKind::Tilt],
+        "{all:?}"
+    );
+    assert_eq!(all[0].fires_ms, Some(8 * M), "5 min lid limit on cryo-ln2");
+    assert_eq!(all[1].fires_ms, Some(40 * M), "10 min tilt delay");
+}
