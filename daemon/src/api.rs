@@ -78,6 +78,10 @@ async fn stats(State(s): State<AppState>) -> Result<Json<serde_json::Value>, Api
         },
         "commits": l(&st.commits),
         "acked": l(&st.acked),
+        "serial": {
+            "opens": l(&st.serial_opens),
+            "damaged_frames": l(&st.serial_damaged),
+        },
         "store_bytes": size,
     })))
 }
@@ -139,7 +143,11 @@ fn parse_device(id: &str) -> Result<DeviceId, ApiError> {
 }
 
 fn parse_cursor(c: &str) -> Result<(FrameRef, u16), ApiError> {
-    let err = || bad_request(format!("after={c:?}: expected boot.seq.idx as returned in `next`"));
+    let err = || {
+        bad_request(format!(
+            "after={c:?}: expected boot.seq.idx as returned in `next`"
+        ))
+    };
     let mut it = c.split('.');
     let boot = it.next().and_then(|x| x.parse().ok()).ok_or_else(err)?;
     let seq = it.next().and_then(|x| x.parse().ok()).ok_or_else(err)?;
@@ -163,7 +171,10 @@ async fn readings(
     }
     let rows = tokio::task::spawn_blocking(move || s.store.readings(&d, after, limit)).await??;
     let next = (rows.len() == limit)
-        .then(|| rows.last().map(|r| format!("{}.{}.{}", r.boot, r.seq, r.idx)))
+        .then(|| {
+            rows.last()
+                .map(|r| format!("{}.{}.{}", r.boot, r.seq, r.idx))
+        })
         .flatten();
     Ok(Json(ReadingsPage {
         readings: rows,

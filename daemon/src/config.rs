@@ -31,6 +31,24 @@ pub struct Config {
     /// `[[devices]]`
     #[serde(default)]
     pub devices: Vec<DeviceEntry>,
+    /// `[[serial]]`
+    #[serde(default)]
+    pub serial: Vec<SerialPort>,
+}
+
+/// `[[serial]]`: a serial port a logger or a docked device talks on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SerialPort {
+    /// Device path, e.g. `/dev/ttyUSB0`.
+    pub path: String,
+    /// Baud rate. Default 115200.
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+}
+
+fn default_baud() -> u32 {
+    115_200
 }
 
 /// `[daemon]`: identity, state directory, logging.
@@ -43,6 +61,9 @@ pub struct DaemonSection {
     pub data_dir: PathBuf,
     /// `human` (default) or `json`.
     pub log_format: LogFormat,
+    /// Seconds between refreshes of the retained time-and-settings message on
+    /// each device's down topic. Default 60.
+    pub time_refresh_s: u64,
 }
 
 impl Default for DaemonSection {
@@ -51,6 +72,7 @@ impl Default for DaemonSection {
             id: "edge".into(),
             data_dir: PathBuf::from("/var/lib/coldchain"),
             log_format: LogFormat::Human,
+            time_refresh_s: 60,
         }
     }
 }
@@ -159,6 +181,9 @@ pub struct DeviceEntry {
     /// that cannot sign, behind broker TLS and ACLs). Default false.
     #[serde(default)]
     pub allow_unsigned_json: bool,
+    /// Settings pushed to the device with the time (`[devices.settings]`).
+    #[serde(default)]
+    pub settings: Option<coldchain_proto::Settings>,
 }
 
 /// A validated device entry.
@@ -170,6 +195,8 @@ pub struct Device {
     pub key: DeviceKey,
     /// Whether unsigned JSON is accepted.
     pub allow_unsigned_json: bool,
+    /// Settings pushed with the time.
+    pub settings: Option<coldchain_proto::Settings>,
 }
 
 impl Config {
@@ -194,13 +221,18 @@ impl Config {
                 self.daemon.id
             );
         }
+        if self.daemon.time_refresh_s == 0 {
+            bail!("key daemon.time_refresh_s: expected at least 1 (seconds)");
+        }
         if self.store.max_batch == 0 {
             bail!("key store.max_batch: expected at least 1");
         }
         if self.store.queue == 0 {
             bail!("key store.queue: expected at least 1");
         }
-        if self.mqtt.reconnect_min_ms == 0 || self.mqtt.reconnect_min_ms > self.mqtt.reconnect_max_ms {
+        if self.mqtt.reconnect_min_ms == 0
+            || self.mqtt.reconnect_min_ms > self.mqtt.reconnect_max_ms
+        {
             bail!(
                 "keys mqtt.reconnect_min_ms / mqtt.reconnect_max_ms: expected 0 < min <= max, got {} and {}",
                 self.mqtt.reconnect_min_ms,
@@ -229,6 +261,7 @@ impl Config {
                 id,
                 key,
                 allow_unsigned_json: d.allow_unsigned_json,
+                settings: d.settings.clone(),
             });
         }
         Ok(out)
@@ -266,7 +299,10 @@ mod tests {
             "{:#}",
             Config::parse("[[devices]]\nid = \"a\"\nkey = \"zz\"\n").unwrap_err()
         );
-        assert!(e.contains("devices[0].key") && e.contains("64 hexadecimal"), "{e}");
+        assert!(
+            e.contains("devices[0].key") && e.contains("64 hexadecimal"),
+            "{e}"
+        );
         let e = format!(
             "{:#}",
             Config::parse("[[devices]]\nid = \"a/b\"\nkey = \"00\"\n").unwrap_err()
@@ -276,7 +312,10 @@ mod tests {
 
     #[test]
     fn the_example_config_parses() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/coldchain.example.toml");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/coldchain.example.toml"
+        );
         Config::load(Path::new(path)).unwrap();
     }
 }

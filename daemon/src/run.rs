@@ -15,8 +15,9 @@ use rumqttc::AsyncClient;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
-use crate::ingest::mqtt::{self, Job};
-use crate::ingest::{Ingestor, Outcome, Stats};
+use crate::ingest::mqtt;
+use crate::ingest::serial;
+use crate::ingest::{Ack, Ingestor, Job, Stats};
 use crate::registry::Registry;
 use crate::store::{SledStore, Store};
 
@@ -67,20 +68,43 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         cfg.clone(),
         client.clone(),
         eventloop,
-        tx,
+        tx.clone(),
         stop_rx.clone(),
         disc_rx,
     ));
 
+    // Serial ports: one thread each.
+    let mut serial_threads = Vec::new();
+    for port in cfg.serial.clone() {
+        let (tx, stop, st) = (tx.clone(), stop_rx.clone(), stats.clone());
+        serial_threads.push(std::thread::spawn(move || {
+            serial::run_port(port, tx, stop, st)
+        }));
+    }
+    drop(tx);
+
+    // Time and settings for every registered device, retained on its down topic.
+    let sync = tokio::spawn(mqtt::publish_sync(
+        client.clone(),
+        registry.clone(),
+        Duration::from_secs(cfg.daemon.time_refresh_s),
+        stop_rx.clone(),
+    ));
+
     // Ingest.
-    let ingestor = Ingestor::new(store.clone(), registry, stats.clone());
+    let ingestor = Ingestor::new(store.clone(), registry.clone(), stats.clone());
     let max_batch = cfg.store.max_batch;
-    let ingest = tokio::task::spawn_blocking(move || ingest_loop(ingestor, rx, client, max_batch));
+    let ingest =
+        tokio::task::spawn_blocking(move || ingest_loop(ingestor, rx, client, registry, max_batch));
 
     shutdown_signal().await;
     tracing::info!("shutting down: stopping intake, flushing, acknowledging");
     let _ = stop_tx.send(true);
-    // The ingest loop ends when the pump drops its sender.
+    // The ingest loop ends when the pump and the serial threads drop their senders.
+    for t in serial_threads {
+        let _ = t.join();
+    }
+    let _ = sync.await;
     let ingest_result = match ingest.await {
         Ok(r) => r,
         Err(e) => Err(anyhow::anyhow!("ingest task failed: {e}")),
@@ -104,9 +128,11 @@ fn ingest_loop(
     mut ing: Ingestor<SledStore>,
     mut rx: mpsc::Receiver<Job>,
     client: AsyncClient,
+    registry: Registry,
     max_batch: usize,
 ) -> anyhow::Result<()> {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
+    let mut outcomes = Vec::with_capacity(max_batch);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < max_batch {
@@ -116,9 +142,7 @@ fn ingest_loop(
             }
         }
         for job in &batch {
-            match ing.process(&job.inbound)? {
-                Outcome::Stored { .. } | Outcome::Duplicate { .. } | Outcome::Rejected(_) => {}
-            }
+            outcomes.push(ing.process(&job.inbound)?);
         }
         let mut attempt = 0u32;
         loop {
@@ -136,14 +160,32 @@ fn ingest_loop(
                 }
             }
         }
-        for job in batch.drain(..) {
-            // Rejected messages are acknowledged too: they are counted (and
-            // security events recorded) durably; a redelivery would not change
-            // the verdict.
-            if let Err(e) = client.try_ack(&job.publish) {
-                tracing::warn!("cannot queue PUBACK (the broker will resend; dedupe absorbs it): {e}");
-            } else {
-                ing.stats().acked.fetch_add(1, Ordering::Relaxed);
+        for (job, outcome) in batch.drain(..).zip(outcomes.drain(..)) {
+            match job.ack {
+                // Rejected messages are acknowledged too: they are counted (and
+                // security events recorded) durably; a redelivery would not
+                // change the verdict.
+                Ack::Mqtt(publish) => match client.try_ack(&publish) {
+                    Ok(()) => {
+                        ing.stats().acked.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => tracing::warn!(
+                        "cannot queue PUBACK (the broker will resend; dedupe absorbs it): {e}"
+                    ),
+                },
+                Ack::Serial(reply) => {
+                    let fref = coldchain_proto::codec::decode_unverified::<coldchain_proto::Frame>(
+                        &job.inbound.payload,
+                    )
+                    .ok()
+                    .map(|(f, _, _)| f.frame_ref());
+                    if let Some(bytes) = outcome.serial_reply(&registry, fref) {
+                        // A closed port drops the reply: the device resends.
+                        if reply.send(bytes).is_ok() {
+                            ing.stats().acked.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
             }
         }
     }
@@ -152,7 +194,10 @@ fn ingest_loop(
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}

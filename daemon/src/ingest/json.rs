@@ -25,8 +25,9 @@ struct Wire<'a> {
 impl<'a> Envelope<'a> {
     /// Parses the envelope; errors say what is wrong with it.
     pub fn parse(payload: &'a [u8]) -> Result<Self, String> {
-        let w: Wire<'a> = serde_json::from_slice(payload)
-            .map_err(|e| format!("JSON envelope: {e} (expected {{\"frame\": {{...}}, \"tag\": \"<32 hex>\"}})"))?;
+        let w: Wire<'a> = serde_json::from_slice(payload).map_err(|e| {
+            format!("JSON envelope: {e} (expected {{\"frame\": {{...}}, \"tag\": \"<32 hex>\"}})")
+        })?;
         let tag = match w.tag {
             None => None,
             Some(t) => {
@@ -38,7 +39,10 @@ impl<'a> Envelope<'a> {
                 Some(tag)
             }
         };
-        Ok(Envelope { frame: w.frame, tag })
+        Ok(Envelope {
+            frame: w.frame,
+            tag,
+        })
     }
 
     /// The exact bytes the tag covers.
@@ -83,8 +87,16 @@ mod tests {
     #[test]
     fn bad_envelopes_say_why() {
         assert!(Envelope::parse(b"{}").unwrap_err().contains("frame"));
-        assert!(Envelope::parse(b"{\"frame\":{},\"tag\":\"xyz\"}").unwrap_err().contains("hexadecimal"));
-        assert!(Envelope::parse(b"{\"frame\":{},\"tag\":\"abcd\"}").unwrap_err().contains("32 hex"));
+        assert!(
+            Envelope::parse(b"{\"frame\":{},\"tag\":\"xyz\"}")
+                .unwrap_err()
+                .contains("hexadecimal")
+        );
+        assert!(
+            Envelope::parse(b"{\"frame\":{},\"tag\":\"abcd\"}")
+                .unwrap_err()
+                .contains("32 hex")
+        );
         assert!(Envelope::parse(b"\xff").is_err());
     }
 }

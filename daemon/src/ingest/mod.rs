@@ -12,6 +12,7 @@
 
 pub mod json;
 pub mod mqtt;
+pub mod serial;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -50,6 +51,24 @@ pub struct Inbound {
     pub payload: Vec<u8>,
     /// When we received it, ms since the Unix epoch.
     pub received_ms: i64,
+}
+
+/// How to acknowledge a message once it is durable.
+#[derive(Debug)]
+pub enum Ack {
+    /// PUBACK this publish.
+    Mqtt(rumqttc::Publish),
+    /// Write a signed ack/nack frame back on this serial port.
+    Serial(std::sync::mpsc::Sender<Vec<u8>>),
+}
+
+/// A message waiting to be stored, and how to acknowledge it afterwards.
+#[derive(Debug)]
+pub struct Job {
+    /// The message.
+    pub inbound: Inbound,
+    /// How to acknowledge it.
+    pub ack: Ack,
 }
 
 /// Why a message was refused.
@@ -108,6 +127,34 @@ pub enum Outcome {
     Rejected(Reject),
 }
 
+impl Outcome {
+    /// The serial-link answer to this outcome, signed with the device's key:
+    /// an ack once the frame is durable (stored now or before), a nack for a
+    /// bad tag. Nothing for messages that name no registered device or frame.
+    pub fn serial_reply(&self, registry: &Registry, frame: Option<FrameRef>) -> Option<Vec<u8>> {
+        use coldchain_proto::{Downlink, NackReason};
+        let (device, msg) = match self {
+            Outcome::Stored { device, frame, .. } | Outcome::Duplicate { device, frame } => {
+                (device, Downlink::Ack(*frame))
+            }
+            Outcome::Rejected(Reject::BadTag(device)) => (
+                device,
+                Downlink::Nack {
+                    frame: frame?,
+                    reason: NackReason::BadTag,
+                },
+            ),
+            Outcome::Rejected(_) => return None,
+        };
+        let key = &registry.get(device)?.key;
+        let mut buf = [0u8; codec::MAX_SIGNED_LEN];
+        let signed = codec::encode_signed(&msg, key, &mut buf).ok()?;
+        let mut line = [0u8; coldchain_proto::serial::MAX_FRAME_LEN];
+        let n = coldchain_proto::serial::encode(signed, &mut line).ok()?;
+        Some(line[..n].to_vec())
+    }
+}
+
 /// Ingest counters, shared with the API.
 #[derive(Debug, Default, Serialize)]
 pub struct Stats {
@@ -135,6 +182,10 @@ pub struct Stats {
     pub commits: AtomicU64,
     /// Messages acknowledged after a commit.
     pub acked: AtomicU64,
+    /// Serial frames that failed COBS or CRC (line damage).
+    pub serial_damaged: AtomicU64,
+    /// Times a serial port was (re)opened.
+    pub serial_opens: AtomicU64,
 }
 
 impl Stats {
@@ -311,7 +362,12 @@ impl<S: Store> Ingestor<S> {
 
     /// Records a security event, aggregated per device and minute so a flood
     /// cannot fill the disk, and logs the first of each minute.
-    fn security(&mut self, msg: &Inbound, d: &DeviceId, kind: SecurityKind) -> Result<(), StoreError> {
+    fn security(
+        &mut self,
+        msg: &Inbound,
+        d: &DeviceId,
+        kind: SecurityKind,
+    ) -> Result<(), StoreError> {
         let minute = msg.received_ms.div_euclid(60_000);
         let mut rec = match self.store.security(d, minute)? {
             Some(r) if r.kind == kind => r,

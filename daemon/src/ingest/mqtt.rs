@@ -16,23 +16,13 @@ use std::time::Duration;
 use anyhow::Context;
 use coldchain_proto::topic;
 use rumqttc::{
-    AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, Publish, QoS, TlsConfiguration,
-    Transport,
+    AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
 };
 use tokio::sync::{mpsc, watch};
 
-use super::{Inbound, now_ms};
+use super::{Ack, Inbound, Job, now_ms};
 use crate::config::Config;
 use crate::store::Via;
-
-/// A message waiting to be stored, and how to acknowledge it afterwards.
-#[derive(Debug)]
-pub struct Job {
-    /// The message.
-    pub inbound: Inbound,
-    /// The publish to acknowledge once durable.
-    pub publish: Publish,
-}
 
 /// Builds the client and its event loop from the config.
 pub fn connect(cfg: &Config) -> anyhow::Result<(AsyncClient, EventLoop)> {
@@ -186,7 +176,7 @@ pub async fn pump(
                         payload: p.payload.to_vec(),
                         received_ms,
                     },
-                    publish: p,
+                    ack: Ack::Mqtt(p),
                 };
                 if sender.send(job).await.is_err() {
                     tracing::error!("ingest task has stopped; no longer forwarding");
@@ -210,6 +200,58 @@ pub async fn pump(
                     _ = disconnect.changed() => {}
                 }
                 backoff = (backoff * 2).min(max);
+            }
+        }
+    }
+}
+
+/// Publishes a signed, retained [`Downlink::Sync`] (time and settings) on every
+/// registered device's down topic, now and every `every`, until `stop`.
+///
+/// Retained so a device that connects later gets it at once; refreshed so the
+/// retained copy is never older than `every` (a device may refuse to set its
+/// clock from an older one: see proto/README.md).
+pub async fn publish_sync(
+    client: AsyncClient,
+    registry: crate::registry::Registry,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    use coldchain_proto::codec::{MAX_SIGNED_LEN, encode_signed};
+    use coldchain_proto::{Downlink, Settings};
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let unix_ms = now_ms().max(0) as u64;
+        for id in registry.ids() {
+            let Some(dev) = registry.get(&id) else {
+                continue;
+            };
+            let msg = Downlink::Sync {
+                unix_ms,
+                settings: dev.settings.clone().unwrap_or_else(|| Settings {
+                    version: 0,
+                    upload_interval_s: 60,
+                    status_interval_s: 300,
+                    tilt_limit_deg: 45,
+                    channels: heapless::Vec::new(),
+                }),
+            };
+            let mut buf = [0u8; MAX_SIGNED_LEN];
+            let Ok(bytes) = encode_signed(&msg, &dev.key, &mut buf) else {
+                tracing::error!(device = %id, "settings do not fit a downlink frame");
+                continue;
+            };
+            let topic = topic::device_down(&id).to_string();
+            if let Err(e) = client
+                .publish(topic, QoS::AtLeastOnce, true, bytes.to_vec())
+                .await
+            {
+                tracing::warn!(device = %id, "cannot queue time sync: {e}");
             }
         }
     }
