@@ -412,7 +412,11 @@ impl SledStore {
         }
     }
 
-    fn dec<T: for<'a> Deserialize<'a>>(&self, tree: &'static str, v: &[u8]) -> Result<T, StoreError> {
+    fn dec<T: for<'a> Deserialize<'a>>(
+        &self,
+        tree: &'static str,
+        v: &[u8],
+    ) -> Result<T, StoreError> {
         postcard::from_bytes(v).map_err(|e| StoreError::Decode {
             path: self.path.clone(),
             tree,
@@ -444,12 +448,24 @@ impl Store for SledStore {
     fn apply(&self, w: WriteSet) -> Result<(), StoreError> {
         // Order matters for crash consistency: sled recovers a prefix of its
         // log, so if a frame's dedupe entry survived, its readings did too.
-        self.readings.apply_batch(w.readings).map_err(|e| self.sled_err(e))?;
-        self.events.apply_batch(w.events).map_err(|e| self.sled_err(e))?;
-        self.gaps.apply_batch(w.gaps).map_err(|e| self.sled_err(e))?;
-        self.security.apply_batch(w.security).map_err(|e| self.sled_err(e))?;
-        self.frames.apply_batch(w.frames).map_err(|e| self.sled_err(e))?;
-        self.devices.apply_batch(w.devices).map_err(|e| self.sled_err(e))?;
+        self.readings
+            .apply_batch(w.readings)
+            .map_err(|e| self.sled_err(e))?;
+        self.events
+            .apply_batch(w.events)
+            .map_err(|e| self.sled_err(e))?;
+        self.gaps
+            .apply_batch(w.gaps)
+            .map_err(|e| self.sled_err(e))?;
+        self.security
+            .apply_batch(w.security)
+            .map_err(|e| self.sled_err(e))?;
+        self.frames
+            .apply_batch(w.frames)
+            .map_err(|e| self.sled_err(e))?;
+        self.devices
+            .apply_batch(w.devices)
+            .map_err(|e| self.sled_err(e))?;
         Ok(())
     }
 
