@@ -57,6 +57,11 @@ pub enum SyncRefused {
     Implausible,
     /// The clock was already set from a live copy; a retained one is older news.
     StaleRetained,
+    /// A retained copy older than the device's policy allows, by its own clock.
+    TooOld {
+        /// Age of the copy, ms.
+        age_ms: u64,
+    },
 }
 
 /// The mapping from uptime to wall-clock time, once known.
@@ -103,6 +108,14 @@ impl TimeBase {
         self.anchor = Some((uptime_ms, unix_ms));
         self.live = !retained;
         Ok(EventKind::ClockSynced { uptime_ms, unix_ms })
+    }
+
+    /// The wall-clock time at `uptime_ms`, if synced.
+    pub fn wall_ms(&self, uptime_ms: u64) -> Option<u64> {
+        match self.stamp(uptime_ms) {
+            Timestamp::Wall(ms) => Some(ms),
+            Timestamp::Uptime(_) => None,
+        }
     }
 
     /// The stamp for something that happened at `uptime_ms` in this boot.

@@ -21,3 +21,5 @@ pub use clock::{Clock, TimeBase};
 pub mod drivers;
 pub mod queue;
 pub mod sampler;
+pub mod sync;
+pub mod uplink;
