@@ -161,6 +161,8 @@ pub struct Mosquitto {
     pub port: u16,
     dir: PathBuf,
     proc: Option<Proc>,
+    /// A config of the test's own instead of the default anonymous one.
+    conf: Option<String>,
 }
 
 impl Mosquitto {
@@ -171,6 +173,23 @@ impl Mosquitto {
             port: free_port(),
             dir: dir.to_path_buf(),
             proc: None,
+            conf: None,
+        };
+        m.restart();
+        m
+    }
+
+    /// Starts a broker with the config `conf(port)` (port: a free port the
+    /// config must listen on, on 127.0.0.1; readiness is a TCP connect to it).
+    /// Used as is on every restart. As root, the config needs `user root` to
+    /// write its persistence into `dir`.
+    pub fn start_with_config(dir: &Path, conf: impl FnOnce(u16) -> String) -> Mosquitto {
+        let port = free_port();
+        let mut m = Mosquitto {
+            port,
+            dir: dir.to_path_buf(),
+            proc: None,
+            conf: Some(conf(port)),
         };
         m.restart();
         m
@@ -212,6 +231,9 @@ impl Mosquitto {
             ),
         )
         .expect("write mosquitto.conf");
+        if let Some(custom) = &self.conf {
+            std::fs::write(&conf, custom).expect("write mosquitto.conf");
+        }
         let mut cmd = Command::new(exe);
         cmd.arg("-c").arg(&conf);
         self.proc = Some(Proc::spawn(
@@ -274,11 +296,27 @@ impl DeviceCfg {
 impl Daemon {
     /// Writes a config for a daemon talking to `broker_port` and starts it.
     pub fn start(dir: &Path, broker_port: u16, devices: &[DeviceCfg], extra: &str) -> Daemon {
+        let opts = DaemonOpts {
+            extra: extra.into(),
+            ..DaemonOpts::default()
+        };
+        Self::start_with(dir, broker_port, devices, &opts)
+    }
+
+    /// [`Daemon::start`] with keys added inside the generated `[mqtt]` and
+    /// `[http]` sections (TOML forbids repeating a table).
+    pub fn start_with(
+        dir: &Path,
+        broker_port: u16,
+        devices: &[DeviceCfg],
+        opts: &DaemonOpts,
+    ) -> Daemon {
+        let (mqtt, http, extra) = (&opts.mqtt, &opts.http, &opts.extra);
         std::fs::create_dir_all(dir).expect("daemon dir");
         let http_port = free_port();
         let data_dir = dir.join("data");
         let mut cfg = format!(
-            "[daemon]\nid = \"test\"\ndata_dir = \"{}\"\n\n[mqtt]\nport = {broker_port}\nreconnect_min_ms = 50\nreconnect_max_ms = 500\n\n[http]\nbind = \"127.0.0.1:{http_port}\"\n\n{extra}\n",
+            "[daemon]\nid = \"test\"\ndata_dir = \"{}\"\n\n[mqtt]\nport = {broker_port}\nreconnect_min_ms = 50\nreconnect_max_ms = 500\n{mqtt}\n\n[http]\nbind = \"127.0.0.1:{http_port}\"\n{http}\n\n{extra}\n",
             data_dir.display()
         );
         for d in devices {
@@ -451,4 +489,44 @@ pub fn read_until(r: &mut impl BufRead, mut pred: impl FnMut(&str) -> bool) -> O
             Ok(_) => {}
         }
     }
+}
+
+/// Options of [`Daemon::start_with`].
+#[derive(Debug, Clone, Default)]
+pub struct DaemonOpts {
+    /// Lines added to the `[mqtt]` section (e.g. `ca_file`, `username`).
+    pub mqtt: String,
+    /// Lines added to the `[http]` section.
+    pub http: String,
+    /// Text after the generated sections (other tables).
+    pub extra: String,
+}
+
+impl Mosquitto {
+    /// The broker's log (stderr) so far, for assertion messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default()
+    }
+}
+
+/// Runs the real `mosquitto_pub` against 127.0.0.1:`port` with extra `args`
+/// (TLS, credentials), QoS 1, `payload` from a file; returns its output
+/// whatever its exit status.
+pub fn mosquitto_pub_with(
+    port: u16,
+    args: &[&str],
+    topic: &str,
+    payload: &[u8],
+) -> anyhow::Result<Output> {
+    let exe = which("mosquitto_pub").context("mosquitto_pub not installed")?;
+    let dir = tempfile::tempdir()?;
+    let f = dir.path().join("payload");
+    std::fs::write(&f, payload)?;
+    Ok(Command::new(exe)
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+        .args(args)
+        .args(["-t", topic, "-f"])
+        .arg(&f)
+        .stdin(Stdio::null())
+        .output()?)
 }
