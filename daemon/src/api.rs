@@ -4,11 +4,19 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::alert::{Alert, AlertState};
+use crate::audit::Audit;
+use crate::evaluate::{Command, Evaluator, Refusal, Request as EvalRequest, status_json};
+use crate::shipment::{Decision, NewShipment};
 use coldchain_proto::{DeviceId, FrameRef};
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +33,16 @@ pub struct AppState {
     pub stats: Arc<Stats>,
     /// Registered devices.
     pub registry: Registry,
+    /// Read-only evaluation of shipments (the evaluator task owns changes).
+    pub reader: Arc<Evaluator>,
+    /// Changes go to the evaluator task.
+    pub requests: mpsc::Sender<EvalRequest>,
+    /// The audit trail.
+    pub audit: Arc<Audit>,
+    /// Bearer token for changes (and reads off loopback).
+    pub token: Option<String>,
+    /// Whether reads need the token too.
+    pub reads_need_token: bool,
 }
 
 /// A JSON error body: `{"error": "..."}` with a 4xx/5xx status.
@@ -50,12 +68,338 @@ fn bad_request(msg: impl Into<String>) -> ApiError {
 /// The router.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
         .route("/api/v1/stats", get(stats))
         .route("/api/v1/devices", get(devices))
         .route("/api/v1/devices/{id}/readings", get(readings))
         .route("/api/v1/devices/{id}/gaps", get(gaps))
+        .route(
+            "/api/v1/shipments",
+            get(list_shipments).post(create_shipment),
+        )
+        .route("/api/v1/shipments/{id}", get(show_shipment))
+        .route("/api/v1/shipments/{id}/depart", post(depart))
+        .route("/api/v1/shipments/{id}/eta", post(eta))
+        .route("/api/v1/shipments/{id}/handoff", post(handoff))
+        .route("/api/v1/shipments/{id}/arrive", post(arrive))
+        .route("/api/v1/shipments/{id}/close", post(close))
+        .route("/api/v1/alerts", get(list_alerts))
+        .route("/api/v1/alerts/{id}/ack", post(ack))
+        .route("/api/v1/audit", get(audit_list))
+        .route("/api/v1/audit/verify", get(audit_verify))
+        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .route("/healthz", get(|| async { "ok\n" }))
         .with_state(state)
+}
+
+/// Bearer-token check: every change needs the token; reads need it when the
+/// API is bound to anything but loopback. Without a configured token the API
+/// is read-only.
+async fn auth(State(s): State<AppState>, req: Request<Body>, next: Next) -> Response {
+    let change = req.method() != Method::GET && req.method() != Method::HEAD;
+    if !change && !s.reads_need_token {
+        return next.run(req).await;
+    }
+    let Some(token) = &s.token else {
+        return ApiError(
+            StatusCode::FORBIDDEN,
+            "this API is read-only: set http.token in the daemon's config to allow changes".into(),
+        )
+        .into_response();
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let ok = given.is_some_and(|g| {
+        // Constant-time comparison.
+        g.len() == token.len()
+            && g.bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    });
+    if !ok {
+        let why = if given.is_none() {
+            "missing bearer token: send Authorization: Bearer <http.token>"
+        } else {
+            "wrong bearer token"
+        };
+        return ApiError(StatusCode::UNAUTHORIZED, why.into()).into_response();
+    }
+    next.run(req).await
+}
+
+async fn send(
+    s: &AppState,
+    shipment: String,
+    by: String,
+    command: Command,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (reply, rx) = oneshot::channel();
+    s.requests
+        .send(EvalRequest {
+            shipment,
+            by,
+            command,
+            reply,
+        })
+        .await
+        .map_err(|_| {
+            ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "daemon is shutting down".into(),
+            )
+        })?;
+    match rx.await {
+        Ok(Ok(v)) => Ok(Json(v)),
+        Ok(Err(Refusal::Bad(m))) => Err(bad_request(m)),
+        Ok(Err(Refusal::NotFound(m))) => Err(ApiError(StatusCode::NOT_FOUND, m)),
+        Ok(Err(Refusal::Conflict(m))) => Err(ApiError(StatusCode::CONFLICT, m)),
+        Ok(Err(Refusal::Internal(m))) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, m)),
+        Err(_) => Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "daemon is shutting down".into(),
+        )),
+    }
+}
+
+/// JSON body extractor whose rejection is a JSON error saying what was wrong.
+struct JsonBody<T>(T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request<Body>, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(JsonBody(v)),
+            Err(e) => Err(ApiError(e.status(), e.body_text())),
+        }
+    }
+}
+
+async fn create_shipment(
+    State(s): State<AppState>,
+    JsonBody(b): JsonBody<serde_json::Value>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    // Two steps so unknown fields in the shipment are reported by name.
+    let by = b
+        .get("by")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string();
+    let mut rest = b.clone();
+    if let Some(o) = rest.as_object_mut() {
+        o.remove("by");
+    }
+    let new: NewShipment =
+        serde_json::from_value(rest).map_err(|e| bad_request(format!("shipment: {e}")))?;
+    let v = send(&s, new.id.clone(), by, Command::Create(new)).await?;
+    Ok((StatusCode::CREATED, v))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ByAt {
+    by: String,
+    #[serde(default)]
+    at_ms: Option<i64>,
+}
+
+async fn depart(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(b): JsonBody<ByAt>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    send(&s, id, b.by, Command::Depart { at_ms: b.at_ms }).await
+}
+
+async fn arrive(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(b): JsonBody<ByAt>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    send(&s, id, b.by, Command::Arrive { at_ms: b.at_ms }).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EtaBody {
+    by: String,
+    eta_ms: i64,
+}
+
+async fn eta(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(b): JsonBody<EtaBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    send(&s, id, b.by, Command::Eta { eta_ms: b.eta_ms }).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HandoffBody {
+    by: String,
+    to: String,
+    location: String,
+    #[serde(default)]
+    at_ms: Option<i64>,
+}
+
+async fn handoff(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(b): JsonBody<HandoffBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    send(
+        &s,
+        id,
+        b.by,
+        Command::Handoff {
+            to: b.to,
+            location: b.location,
+            at_ms: b.at_ms,
+        },
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CloseBody {
+    by: String,
+    decision: Decision,
+    comment: String,
+}
+
+async fn close(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(b): JsonBody<CloseBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    send(
+        &s,
+        id,
+        b.by,
+        Command::Close {
+            decision: b.decision,
+            comment: b.comment,
+        },
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckBody {
+    by: String,
+    comment: String,
+}
+
+async fn ack(
+    State(s): State<AppState>,
+    Path(id): Path<u64>,
+    JsonBody(b): JsonBody<AckBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    send(
+        &s,
+        String::new(),
+        b.by,
+        Command::Ack {
+            alert: id,
+            comment: b.comment,
+        },
+    )
+    .await
+}
+
+async fn list_shipments(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let v = tokio::task::spawn_blocking(move || -> anyhow::Result<serde_json::Value> {
+        let now = crate::ingest::now_ms();
+        let mut out = Vec::new();
+        for sh in s.reader.shipments.all()? {
+            let ev = s.reader.evaluate(&sh, now)?;
+            let alerts = s.reader.alerts.of_shipment(&sh.id)?;
+            let mut st = status_json(&ev, &alerts);
+            if let Some(o) = st.as_object_mut() {
+                o.insert("shipment".into(), serde_json::to_value(&sh)?);
+            }
+            out.push(st);
+        }
+        Ok(serde_json::Value::Array(out))
+    })
+    .await??;
+    Ok(Json(v))
+}
+
+async fn show_shipment(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let v = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, ApiError> {
+        let sh = s
+            .reader
+            .shipments
+            .get(&id)?
+            .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no shipment {id:?}")))?;
+        let ev = s.reader.evaluate(&sh, crate::ingest::now_ms())?;
+        let alerts = s.reader.alerts.of_shipment(&sh.id)?;
+        let audit = s.audit.for_subject(&sh.id)?;
+        Ok(serde_json::json!({
+            "status": status_json(&ev, &alerts),
+            "evaluation": ev,
+            "alerts": alerts,
+            "audit": audit,
+        }))
+    })
+    .await??;
+    Ok(Json(v))
+}
+
+#[derive(Deserialize)]
+struct AlertQuery {
+    open: Option<bool>,
+    shipment: Option<String>,
+}
+
+async fn list_alerts(
+    State(s): State<AppState>,
+    Query(q): Query<AlertQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let v = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Alert>> {
+        Ok(s.reader
+            .alerts
+            .all()?
+            .into_iter()
+            .filter(|a| q.shipment.as_ref().is_none_or(|sh| &a.shipment == sh))
+            .filter(|a| !q.open.unwrap_or(false) || a.state != AlertState::Resolved)
+            .collect())
+    })
+    .await??;
+    Ok(Json(serde_json::to_value(v)?))
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn audit_list(
+    State(s): State<AppState>,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let v = tokio::task::spawn_blocking(move || {
+        s.audit
+            .list(q.after.unwrap_or(0), q.limit.unwrap_or(1000).min(10_000))
+    })
+    .await??;
+    Ok(Json(serde_json::to_value(v)?))
+}
+
+async fn audit_verify(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let v = tokio::task::spawn_blocking(move || s.audit.verify()).await??;
+    Ok(Json(serde_json::to_value(v)?))
 }
 
 async fn stats(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {

@@ -34,6 +34,54 @@ pub struct Config {
     /// `[[serial]]`
     #[serde(default)]
     pub serial: Vec<SerialPort>,
+    /// `[alerts]`
+    #[serde(default)]
+    pub alerts: AlertsSection,
+    /// `[[webhooks]]`
+    #[serde(default)]
+    pub webhooks: Vec<Webhook>,
+    /// `[[profiles]]`: custom profiles, or overrides of the built-in ones by name.
+    #[serde(default)]
+    pub profiles: Vec<crate::profile::Profile>,
+}
+
+/// `[alerts]`: evaluation and escalation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsSection {
+    /// Escalate an alert nobody has acknowledged after this many seconds, and
+    /// again after each further such period. Default 900.
+    pub escalate_after_s: u64,
+    /// Temperature zones are ignored this long after departure. Default 600.
+    pub settle_s: u64,
+    /// A reading stands for at most this long; longer gaps are unknown time. Default 1800.
+    pub max_gap_s: u64,
+    /// Sampling interval assumed for the silence alarm, seconds. Default 60.
+    pub sample_interval_s: u64,
+    /// Seconds between evaluations of a shipment with new data. Default 1.
+    pub evaluate_every_s: u64,
+}
+
+impl Default for AlertsSection {
+    fn default() -> Self {
+        AlertsSection {
+            escalate_after_s: 900,
+            settle_s: 600,
+            max_gap_s: 1800,
+            sample_interval_s: 60,
+            evaluate_every_s: 1,
+        }
+    }
+}
+
+/// `[[webhooks]]`: where alert events are POSTed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    /// URL (http or https).
+    pub url: String,
+    /// Shared secret for the `X-Coldchain-Signature` HMAC header.
+    pub secret: String,
 }
 
 /// `[[serial]]`: a serial port a logger or a docked device talks on.
@@ -159,12 +207,16 @@ impl Default for StoreSection {
 pub struct HttpSection {
     /// Listen address. Default `127.0.0.1:8080`; port 0 picks a free port.
     pub bind: SocketAddr,
+    /// Bearer token required for every change, and for reads too when `bind`
+    /// is not a loopback address. Required when `bind` is not loopback.
+    pub token: Option<String>,
 }
 
 impl Default for HttpSection {
     fn default() -> Self {
         HttpSection {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            token: None,
         }
     }
 }
@@ -221,6 +273,29 @@ impl Config {
                 self.daemon.id
             );
         }
+        if !self.http.bind.ip().is_loopback() && self.http.token.is_none() {
+            bail!(
+                "key http.token: required when http.bind ({}) is not a loopback address",
+                self.http.bind
+            );
+        }
+        if self.http.token.as_ref().is_some_and(|t| t.len() < 16) {
+            bail!("key http.token: expected at least 16 characters");
+        }
+        for (i, w) in self.webhooks.iter().enumerate() {
+            if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+                bail!(
+                    "key webhooks[{i}].url = {:?}: expected an http:// or https:// URL",
+                    w.url
+                );
+            }
+            if w.secret.len() < 16 {
+                bail!("key webhooks[{i}].secret: expected at least 16 characters");
+            }
+        }
+        if self.alerts.escalate_after_s == 0 || self.alerts.evaluate_every_s == 0 {
+            bail!("keys alerts.escalate_after_s and alerts.evaluate_every_s: expected at least 1");
+        }
         if self.daemon.time_refresh_s == 0 {
             bail!("key daemon.time_refresh_s: expected at least 1 (seconds)");
         }
@@ -265,6 +340,17 @@ impl Config {
             });
         }
         Ok(out)
+    }
+
+    /// The profile of this name: from config if defined there, else built in.
+    pub fn profile(
+        &self,
+        name: &str,
+    ) -> Result<crate::profile::Profile, crate::profile::ProfileError> {
+        match self.profiles.iter().find(|p| p.name == name) {
+            Some(p) => Ok(p.clone()),
+            None => crate::profile::Profile::builtin(name),
+        }
     }
 
     /// The MQTT client id in use.

@@ -3,12 +3,17 @@
 //! Data flows one way: frame -> verify -> store -> evaluate -> alert -> deliver.
 
 pub mod alarm;
+pub mod alert;
 pub mod api;
+pub mod audit;
 pub mod config;
+pub mod evaluate;
 pub mod ingest;
 pub mod mkt;
+pub mod outbox;
 pub mod profile;
 pub mod registry;
 pub mod run;
+pub mod shipment;
 pub mod store;
 pub mod viability;

@@ -6,6 +6,7 @@
 //!                         HTTP API reads the store
 //! ```
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -14,10 +15,12 @@ use anyhow::Context;
 use rumqttc::AsyncClient;
 use tokio::sync::{mpsc, watch};
 
+use crate::audit::Audit;
 use crate::config::Config;
+use crate::evaluate::Evaluator;
 use crate::ingest::mqtt;
 use crate::ingest::serial;
-use crate::ingest::{Ack, Ingestor, Job, Stats};
+use crate::ingest::{Ack, Ingestor, Job, Outcome, Stats};
 use crate::registry::Registry;
 use crate::store::{SledStore, Store};
 
@@ -42,12 +45,44 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .with_context(|| format!("key http.bind: cannot listen on {}", cfg.http.bind))?;
     let local = listener.local_addr()?;
     tracing::info!("HTTP API on http://{local}/");
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    // Evaluation, alerts and their delivery.
+    let audit = Arc::new(Audit::open(store.db()).context("opening the audit trail")?);
+    let evaluator = Evaluator::new(cfg.clone(), store.clone(), audit.clone())?;
+    let reader = Arc::new(Evaluator::new(cfg.clone(), store.clone(), audit.clone())?);
+    let outbox = evaluator.outbox.clone();
+    let (touched_tx, touched_rx) = mpsc::unbounded_channel::<HashSet<String>>();
+    let (req_tx, req_rx) = mpsc::channel(64);
+    let eval_task = tokio::spawn(crate::evaluate::run_task(
+        evaluator,
+        store.clone(),
+        touched_rx,
+        req_rx,
+        Duration::from_secs(cfg.alerts.evaluate_every_s),
+        stop_rx.clone(),
+    ));
+    let out_mqtt = tokio::spawn(crate::outbox::run_mqtt(
+        cfg.clone(),
+        outbox.clone(),
+        stop_rx.clone(),
+    ));
+    let out_hooks = tokio::spawn(crate::outbox::run_webhooks(
+        cfg.webhooks.clone(),
+        outbox,
+        stop_rx.clone(),
+    ));
+
     let app = crate::api::router(crate::api::AppState {
         store: store.clone(),
         stats: stats.clone(),
         registry: registry.clone(),
+        reader,
+        requests: req_tx,
+        audit,
+        token: cfg.http.token.clone(),
+        reads_need_token: !cfg.http.bind.ip().is_loopback(),
     });
-    let (stop_tx, stop_rx) = watch::channel(false);
     let (disc_tx, disc_rx) = watch::channel(false);
     let mut http_stop = stop_rx.clone();
     let http = tokio::spawn(async move {
@@ -94,8 +129,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // Ingest.
     let ingestor = Ingestor::new(store.clone(), registry.clone(), stats.clone());
     let max_batch = cfg.store.max_batch;
-    let ingest =
-        tokio::task::spawn_blocking(move || ingest_loop(ingestor, rx, client, registry, max_batch));
+    let ingest = tokio::task::spawn_blocking(move || {
+        ingest_loop(ingestor, rx, client, registry, max_batch, touched_tx)
+    });
 
     shutdown_signal().await;
     tracing::info!("shutting down: stopping intake, flushing, acknowledging");
@@ -112,6 +148,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let _ = disc_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), pump).await;
     let _ = http.await;
+    let _ = eval_task.await;
+    let _ = tokio::time::timeout(Duration::from_secs(3), out_mqtt).await;
+    let _ = tokio::time::timeout(Duration::from_secs(3), out_hooks).await;
     store.sync().context("final flush")?;
     tracing::info!(
         frames = stats.frames_stored.load(Ordering::Relaxed),
@@ -130,6 +169,7 @@ fn ingest_loop(
     client: AsyncClient,
     registry: Registry,
     max_batch: usize,
+    touched: mpsc::UnboundedSender<HashSet<String>>,
 ) -> anyhow::Result<()> {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
     let mut outcomes = Vec::with_capacity(max_batch);
@@ -159,6 +199,16 @@ fn ingest_loop(
                     ));
                 }
             }
+        }
+        let devices: HashSet<String> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                Outcome::Stored { device, .. } => Some(device.to_string()),
+                _ => None,
+            })
+            .collect();
+        if !devices.is_empty() {
+            let _ = touched.send(devices);
         }
         for (job, outcome) in batch.drain(..).zip(outcomes.drain(..)) {
             match job.ack {

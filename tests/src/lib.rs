@@ -46,12 +46,18 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
 }
 
 fn target_dir() -> PathBuf {
-    // Test executables live in <target>/<profile>/deps/.
+    // Test executables live in <target>/<profile>/deps/; the crate's own
+    // binaries (the load harness) in <target>/<profile>/.
     let exe = std::env::current_exe().expect("current_exe");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("test executable is in <target>/<profile>/deps")
-        .to_path_buf()
+    let parent = exe.parent().expect("executable has a directory");
+    if parent.file_name().is_some_and(|n| n == "deps") {
+        parent
+            .parent()
+            .expect("test executable is in <target>/<profile>/deps")
+            .to_path_buf()
+    } else {
+        parent.to_path_buf()
+    }
 }
 
 /// Path of a workspace binary, built once per test process with the same
@@ -249,6 +255,11 @@ impl Mosquitto {
         );
     }
 
+    /// The broker's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().map(|p| p.child.id())
+    }
+
     /// Stops the broker (SIGTERM: it saves its persistence file).
     pub fn stop(&mut self) {
         if let Some(mut p) = self.proc.take() {
@@ -351,6 +362,11 @@ impl Daemon {
         wait_for(Duration::from_secs(30), "daemon /healthz", || {
             http_get(port, "/healthz").ok()
         });
+    }
+
+    /// The daemon's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().map(|p| p.child.id())
     }
 
     /// SIGKILL: a crash. Nothing gets flushed.
@@ -529,4 +545,82 @@ pub fn mosquitto_pub_with(
         .arg(&f)
         .stdin(Stdio::null())
         .output()?)
+}
+
+/// The API token the harness configures when a test asks for one.
+pub const TEST_TOKEN: &str = "test-token-0123456789abcdef";
+
+/// POSTs JSON to the API with an optional bearer token; returns status and body.
+pub fn http_post(port: u16, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let mut req = agent.post(&url);
+    if let Some(t) = token {
+        req = req.header("Authorization", &format!("Bearer {t}"));
+    }
+    let mut resp = req.send_json(body).unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// Publishes each line as one message with `mosquitto_pub -l` (one connection, QoS 1).
+pub fn mosquitto_pub_lines(port: u16, topic: &str, lines: &[String]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let exe = which("mosquitto_pub").context("mosquitto_pub not installed")?;
+    let mut child = Command::new(exe)
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-t", topic, "-l"])
+        .stdin(Stdio::piped())
+        .spawn()?;
+    {
+        let mut stdin = child.stdin.take().context("stdin")?;
+        for l in lines {
+            writeln!(stdin, "{l}")?;
+        }
+    }
+    let st = child.wait()?;
+    if !st.success() {
+        bail!("mosquitto_pub -l exited with {st}");
+    }
+    Ok(())
+}
+
+/// A signed JSON envelope (see proto/README.md) for a frame of readings of
+/// channel 0 (`Some(m°C)` or `None` for an open-circuit fault) at the given device times.
+pub fn json_frame(device: &str, boot: u32, seq: u32, readings: &[(i64, Option<i32>)]) -> String {
+    use coldchain_proto::{Body, ChannelKind, DeviceId, DeviceKey, FaultKind, Frame, Measurement, Reading, Timestamp};
+    let t0 = readings.first().map(|r| r.0).unwrap_or(0);
+    let rs: Vec<Reading> = readings
+        .iter()
+        .map(|&(t, v)| Reading {
+            channel: 0,
+            kind: ChannelKind::Rtd,
+            dt_ms: (t - t0) as u32,
+            value: match v {
+                Some(m) => Measurement::Valid(m),
+                None => Measurement::Fault(FaultKind::OpenCircuit),
+            },
+        })
+        .collect();
+    let f = Frame {
+        device: DeviceId::new(device).expect("device id"),
+        boot,
+        seq,
+        time: Timestamp::Wall(t0 as u64),
+        body: Body::Readings(heapless::Vec::from_slice(&rs).expect("at most 32 readings")),
+    };
+    let text = serde_json::to_string(&f).expect("frame json");
+    let tag = DeviceKey::from_hex(TEST_KEY).expect("key").sign(text.as_bytes());
+    format!("{{\"frame\":{text},\"tag\":\"{}\"}}", hex::encode(tag))
+}
+
+/// Now, ms since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }

@@ -30,6 +30,9 @@ pub enum ConditionKind {
     ViabilityWarning,
     /// The viability window is used up.
     ViabilityGone,
+    /// The temperature is rising towards the critical limit fast enough to
+    /// cross it within the prediction horizon (an LN2 dry shipper running dry).
+    Trend,
 }
 
 impl fmt::Display for ConditionKind {
@@ -45,6 +48,7 @@ impl fmt::Display for ConditionKind {
             ConditionKind::Tamper => f.write_str("tamper"),
             ConditionKind::ViabilityWarning => f.write_str("viability_warning"),
             ConditionKind::ViabilityGone => f.write_str("viability_gone"),
+            ConditionKind::Trend => f.write_str("trend"),
         }
     }
 }

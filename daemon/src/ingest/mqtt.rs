@@ -42,7 +42,21 @@ pub fn connect(cfg: &Config) -> anyhow::Result<(AsyncClient, EventLoop)> {
     if let Some(u) = &m.username {
         o.set_credentials(u.clone(), m.password.clone().unwrap_or_default());
     }
-    if let Some(ca_file) = &m.ca_file {
+    if let Some(t) = tls_transport(cfg) {
+        o.set_transport(t?);
+    }
+    // Every job in the queue or in the ingest batch may owe one PUBACK: with
+    // this capacity `try_ack` never finds the request channel full, so the
+    // ingest task never waits on the event loop while the event loop waits on
+    // the ingest queue.
+    Ok(AsyncClient::new(o, cfg.store.queue + cfg.store.max_batch + 64))
+}
+
+/// The TLS transport from `mqtt.ca_file` (and the client certificate), if TLS is configured.
+pub fn tls_transport(cfg: &Config) -> Option<anyhow::Result<Transport>> {
+    let m = &cfg.mqtt;
+    let ca_file = m.ca_file.as_ref()?;
+    Some((|| {
         let ca = std::fs::read(ca_file)
             .with_context(|| format!("key mqtt.ca_file: cannot read {}", ca_file.display()))?;
         let client_auth = match (&m.client_cert_file, &m.client_key_file) {
@@ -56,20 +70,12 @@ pub fn connect(cfg: &Config) -> anyhow::Result<(AsyncClient, EventLoop)> {
             )),
             _ => None,
         };
-        o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+        Ok(Transport::tls_with_config(TlsConfiguration::Simple {
             ca,
             alpn: None,
             client_auth,
-        }));
-    }
-    // Every job in the queue or in the ingest batch may owe one PUBACK: with
-    // this capacity `try_ack` never finds the request channel full, so the
-    // ingest task never waits on the event loop while the event loop waits on
-    // the ingest queue.
-    Ok(AsyncClient::new(
-        o,
-        cfg.store.queue + cfg.store.max_batch + 64,
-    ))
+        }))
+    })())
 }
 
 fn online_topic(cfg: &Config) -> anyhow::Result<String> {

@@ -1,0 +1,197 @@
+//! Predictive warning: the temperature is rising towards a limit fast enough
+//! to cross it within a horizon.
+//!
+//! A dry shipper holds its sample flat while liquid nitrogen remains, then the
+//! sample warms roughly linearly (domain.md §1). A least-squares line through
+//! the valid readings of the last `window` predicts when the limit will be
+//! crossed; when that is sooner than `horizon` (and the slope is at least
+//! `min_rate`), the condition starts, and it fires at once: its purpose is to
+//! warn *before* the critical zone. It clears when the prediction no longer
+//! holds or the limit is reached (the zone alarm takes over).
+//!
+//! Like every evaluation here it is a pure function of the sample set: the
+//! start is the first sample time at which the prediction held.
+
+use crate::alarm::{Condition, ConditionKind, Series, ShipmentFacts};
+use crate::profile::{Limit, Severity, Side};
+
+/// Parameters of the prediction.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrendSpec {
+    /// The limit to predict (e.g. the critical `> -135.0` of `cryo-ln2`).
+    pub limit: Limit,
+    /// Regression window, ms.
+    pub window_ms: i64,
+    /// Warn when the crossing is predicted within this, ms.
+    pub horizon_ms: i64,
+    /// Ignore slopes below this, m°C per hour (noise on a flat LN2 plateau).
+    pub min_rate_mc_per_h: f64,
+    /// Readings needed in the window.
+    pub min_points: usize,
+}
+
+impl TrendSpec {
+    /// Defaults for a limit: 60 min window, 12 h horizon, 1 °C/h minimum, 6 points.
+    pub fn for_limit(limit: Limit) -> Self {
+        TrendSpec {
+            limit,
+            window_ms: 3_600_000,
+            horizon_ms: 12 * 3_600_000,
+            min_rate_mc_per_h: 1000.0,
+            min_points: 6,
+        }
+    }
+}
+
+/// Predicted crossing from the points (t ms, m°C): `Some(ms from the last
+/// point to the crossing)` for a rising trend, else `None`.
+fn predict(points: &[(i64, i32)], limit_mc: i32) -> Option<(f64, f64)> {
+    let n = points.len() as f64;
+    let t0 = points.first()?.0;
+    let (mut sx, mut sy, mut sxx, mut sxy) = (0.0, 0.0, 0.0, 0.0);
+    for &(t, v) in points {
+        let x = (t - t0) as f64;
+        let y = f64::from(v);
+        sx += x;
+        sy += y;
+        sxx += x * x;
+        sxy += x * y;
+    }
+    let den = n * sxx - sx * sx;
+    if den <= 0.0 {
+        return None;
+    }
+    let slope = (n * sxy - sx * sy) / den; // m°C per ms
+    let intercept = (sy - slope * sx) / n;
+    let last_x = (points.last()?.0 - t0) as f64;
+    let fit_now = intercept + slope * last_x;
+    if slope <= 0.0 {
+        return None;
+    }
+    let to_cross = (f64::from(limit_mc) - fit_now) / slope;
+    Some((to_cross, slope * 3_600_000.0))
+}
+
+/// The trend conditions of a series (high-side limits only).
+pub fn evaluate(spec: &TrendSpec, series: &Series, facts: &ShipmentFacts) -> Vec<Condition> {
+    if spec.limit.cmp.side() != Side::High {
+        return Vec::new();
+    }
+    let from = facts.zones_from_ms();
+    let end = facts.end_ms.unwrap_or(i64::MAX);
+    let pts: Vec<(i64, i32)> = series
+        .iter()
+        .filter(|s| s.t_ms >= from && s.t_ms <= end)
+        .filter_map(|s| s.value.milli_c().map(|v| (s.t_ms, v)))
+        .collect();
+    let mut out = Vec::new();
+    let mut open: Option<Condition> = None;
+    let mut lo = 0;
+    for hi in 0..pts.len() {
+        let (t, v) = pts[hi];
+        while pts[lo].0 < t - spec.window_ms {
+            lo += 1;
+        }
+        let window = &pts[lo..=hi];
+        let beyond = spec.limit.is_beyond(v);
+        let holds = !beyond
+            && window.len() >= spec.min_points
+            && predict(window, spec.limit.milli_c).is_some_and(|(to_cross, rate)| {
+                rate >= spec.min_rate_mc_per_h && to_cross <= spec.horizon_ms as f64
+            });
+        match (&mut open, holds) {
+            (None, true) => {
+                let mut c = Condition::new(ConditionKind::Trend, Severity::Warning, t);
+                c.fires_ms = Some(t);
+                c.peak = Some(v);
+                c.excursions = 1;
+                c.last_ms = t;
+                open = Some(c);
+            }
+            (Some(c), true) => {
+                c.peak = Some(c.peak.unwrap_or(v).max(v));
+                c.last_ms = t;
+                c.beyond_ms = t - c.id.start_ms;
+            }
+            (Some(_), false) => {
+                if let Some(mut c) = open.take() {
+                    c.cleared_ms = Some(t);
+                    c.last_ms = t;
+                    c.beyond_ms = t - c.id.start_ms;
+                    out.push(c);
+                }
+            }
+            (None, false) => {}
+        }
+    }
+    out.extend(open);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alarm::Sample;
+    use crate::profile::Comparison;
+
+    const MIN: i64 = 60_000;
+
+    fn spec() -> TrendSpec {
+        TrendSpec::for_limit(Limit {
+            cmp: Comparison::Above,
+            milli_c: -135_000,
+        })
+    }
+
+    /// Flat at -190 °C for 5 h, then +5 °C/h: with a 12 h horizon the warning
+    /// comes once the rise is established, hours before -135 °C is reached.
+    #[test]
+    fn ln2_running_dry_warns_before_the_critical_limit() {
+        let mut s = Series::new();
+        for i in 0..(20 * 60 / 5) {
+            let t = i * 5 * MIN;
+            let h = t as f64 / 3_600_000.0;
+            let v = if h < 5.0 {
+                -190_000.0
+            } else {
+                -190_000.0 + (h - 5.0) * 5000.0
+            };
+            s.insert(Sample::valid(
+                t,
+                v as i32 + if i % 2 == 0 { 40 } else { -40 },
+            ));
+        }
+        let facts = ShipmentFacts::departing_at(0);
+        let c = evaluate(&spec(), &s, &facts);
+        assert_eq!(c.len(), 1, "{c:?}");
+        let c = &c[0];
+        let start_h = c.start_ms() as f64 / 3_600_000.0;
+        // -135 °C is reached at 5 h + 55/5 h = 16 h. The warning starts once
+        // the crossing is within 12 h: a little after 5 h.
+        assert!((5.0..6.5).contains(&start_h), "warning at {start_h} h");
+        assert!(c.has_fired());
+        assert!(c.fires_ms.unwrap() < 16 * 3_600_000);
+    }
+
+    #[test]
+    fn a_flat_noisy_plateau_never_warns() {
+        let mut s = Series::new();
+        for i in 0..500 {
+            s.insert(Sample::valid(
+                i * MIN,
+                -190_000 + ((i * 7919) % 600) as i32 - 300,
+            ));
+        }
+        assert!(evaluate(&spec(), &s, &ShipmentFacts::departing_at(0)).is_empty());
+    }
+
+    #[test]
+    fn a_slow_drift_beyond_the_horizon_does_not_warn() {
+        let mut s = Series::new();
+        // +1.2 °C/h from -190: -135 is 45 h away, beyond 12 h.
+        for i in 0..300 {
+            s.insert(Sample::valid(i * MIN, -190_000 + (i * 20) as i32));
+        }
+        assert!(evaluate(&spec(), &s, &ShipmentFacts::departing_at(0)).is_empty());
+    }
+}

@@ -1,0 +1,821 @@
+//! Evaluation: each watched shipment is re-evaluated from its stored readings
+//! whenever its devices send data (at most every `alerts.evaluate_every_s`),
+//! and fired conditions become alerts, each exactly once.
+//!
+//! Everything is computed from the whole stored series in device time, so the
+//! same readings arriving live, replayed from a firmware queue or dumped over
+//! serial at arrival give the same alarms and the same report (the property is
+//! proven on the pure engine in `daemon/tests/alarm_order.rs`). Alerts are
+//! stored by (shipment, condition identity) in the same durable step as their
+//! outbox entries, so a restart re-evaluates the same data, finds the same
+//! identities, and notifies nobody twice; a condition that began while the
+//! daemon was down is raised when its data arrives.
+//!
+//! Channels: a shipment may be watched by several probes; their readings form
+//! one series, and where two readings share a timestamp the warmer counts (the
+//! cautious choice).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use coldchain_proto::{DeviceId, EventKind, Measurement};
+use serde::Serialize;
+
+use crate::alarm::health::{
+    BatteryReading, ClockObservation, HealthInputs, IntegrityCounts, TimedEvent,
+};
+use crate::alarm::trend::{self, TrendSpec};
+use crate::alarm::{self, Condition, ConditionKind, Sample, SampleValue, Series, ShipmentFacts};
+use crate::alert::{Alert, AlertState, Alerts};
+use crate::audit::Audit;
+use crate::config::Config;
+use crate::mkt::{self, MktOutcome};
+use crate::outbox::Outbox;
+use crate::profile::{Profile, Severity, Side};
+use crate::shipment::{Shipment, Shipments, State};
+use crate::store::{EventBody, EventRecord, SledStore, Store, TimeSource, key};
+use crate::viability::{self, ViabilityOutcome};
+
+/// One point of a shipment's temperature record (for charts and reports).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Point {
+    /// Device time, ms.
+    pub t_ms: i64,
+    /// milli-°C, or `None` for a fault.
+    pub milli_c: Option<i32>,
+}
+
+/// Everything known about a shipment at one moment.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evaluation {
+    /// The shipment.
+    pub shipment: Shipment,
+    /// Its profile.
+    pub profile: Profile,
+    /// The moment evaluated (arrival for an arrived shipment, else now), ms.
+    pub as_of_ms: i64,
+    /// Readings used.
+    pub readings: usize,
+    /// Fault readings among them.
+    pub faults: usize,
+    /// Readings with an estimated time (device clock not synced).
+    pub estimated_time: usize,
+    /// Latest valid temperature and its time.
+    pub last: Option<Point>,
+    /// Lowest valid temperature, milli-°C.
+    pub min_milli_c: Option<i32>,
+    /// Highest valid temperature, milli-°C.
+    pub max_milli_c: Option<i32>,
+    /// Time-weighted mean over known time, milli-°C.
+    pub mean_milli_c: Option<i32>,
+    /// MKT (not on cryogenic lanes).
+    pub mkt: MktOutcome,
+    /// Viability window.
+    pub viability: ViabilityOutcome,
+    /// Warming events and time above the critical limit (cryogenic lanes).
+    pub warming: Option<alarm::warming::WarmingSummary>,
+    /// Every condition found, fired or not (the report's evidence).
+    pub conditions: Vec<Condition>,
+    /// Sequence gaps of the watching devices: (device, boot, first, last).
+    pub gaps: Vec<(String, u32, u32, u32)>,
+    /// The record, for charts: every reading used, in time order.
+    pub points: Vec<Point>,
+}
+
+impl Evaluation {
+    /// A number that sorts shipments by how much they need a person: open
+    /// critical alerts first, then warnings, then the least window left.
+    pub fn active_conditions(&self) -> impl Iterator<Item = &Condition> {
+        self.conditions.iter().filter(|c| c.is_active())
+    }
+}
+
+/// A sentence for people about a condition.
+pub fn describe(c: &Condition, profile: &Profile) -> String {
+    let t = |m: i32| format!("{:.1} °C", f64::from(m) / 1000.0);
+    match c.id.kind {
+        ConditionKind::Zone(z) => {
+            let zone = profile.zone(z);
+            let limit = zone.map(|z| format!("{}", z.limit)).unwrap_or_default();
+            let side = if z.side() == Side::High {
+                "peak"
+            } else {
+                "lowest"
+            };
+            format!(
+                "{z}: temperature {limit} for {} min ({side} {})",
+                c.beyond_ms / 60_000,
+                c.peak.map(t).unwrap_or_else(|| "n/a".into())
+            )
+        }
+        ConditionKind::ProbeFault => {
+            "probe fault: the probe reports a fault, not a temperature".into()
+        }
+        ConditionKind::Silent => "the device has gone silent".into(),
+        ConditionKind::BatteryLow => "battery low".into(),
+        ConditionKind::ClockUnsynced => "device clock not synced: times are estimated".into(),
+        ConditionKind::LidOpen => format!("lid open for {} min", c.beyond_ms / 60_000),
+        ConditionKind::Tilt => format!(
+            "container tilted beyond its limit for {} min",
+            c.beyond_ms / 60_000
+        ),
+        ConditionKind::Tamper => "frames with bad tags or sequence anomalies".into(),
+        ConditionKind::ViabilityWarning => {
+            "viability window predicted at ETA is below the margin".into()
+        }
+        ConditionKind::ViabilityGone => "viability window used up".into(),
+        ConditionKind::Trend => format!(
+            "warming trend: the critical limit will be reached within hours (now {})",
+            c.peak.map(t).unwrap_or_else(|| "n/a".into())
+        ),
+    }
+}
+
+/// Loads, evaluates, raises.
+#[derive(Debug)]
+pub struct Evaluator {
+    cfg: Config,
+    store: Arc<SledStore>,
+    /// Shipments.
+    pub shipments: Shipments,
+    /// Alerts.
+    pub alerts: Alerts,
+    /// Outbox.
+    pub outbox: Outbox,
+    audit: Arc<Audit>,
+    last_status: HashMap<String, String>,
+}
+
+impl Evaluator {
+    /// A new evaluator over the daemon's database.
+    pub fn new(cfg: Config, store: Arc<SledStore>, audit: Arc<Audit>) -> anyhow::Result<Self> {
+        let db = store.db().clone();
+        Ok(Evaluator {
+            cfg,
+            shipments: Shipments::open(&db)?,
+            alerts: Alerts::open(&db)?,
+            outbox: Outbox::open(&db)?,
+            audit,
+            store,
+            last_status: HashMap::new(),
+        })
+    }
+
+    fn facts(&self, s: &Shipment, now: i64) -> ShipmentFacts {
+        let a = &self.cfg.alerts;
+        ShipmentFacts {
+            departure_ms: s.departure_ms,
+            settle_ms: a.settle_s as i64 * 1000,
+            end_ms: Some(s.arrived_ms.unwrap_or(now)),
+            eta_ms: s.eta_ms,
+            collection_ms: s.collection_ms,
+            nominal_window_ms: s.window_h.map(|h| (h * 3_600_000.0) as i64),
+            max_gap_ms: a.max_gap_s as i64 * 1000,
+            sample_interval_ms: Some(a.sample_interval_s as i64 * 1000),
+        }
+    }
+
+    /// Evaluates one shipment from the store, as of `now` (or its arrival).
+    pub fn evaluate(&self, s: &Shipment, now: i64) -> anyhow::Result<Evaluation> {
+        let profile = self.cfg.profile(&s.profile)?;
+        let facts = self.facts(s, now);
+        let lo = s.departure_ms.unwrap_or(s.created_ms) - 3_600_000;
+        let hi = facts.end_ms.unwrap_or(now) + 60_000;
+        let mut series = Series::new();
+        let (mut n, mut faults, mut estimated) = (0, 0, 0);
+        let mut clock = Vec::new();
+        let mut events = Vec::new();
+        let mut battery = Vec::new();
+        let mut gaps = Vec::new();
+        let mut integrity = IntegrityCounts::default();
+        let mut devices_seen = HashSet::new();
+        for w in &s.watch {
+            let Ok(d) = DeviceId::new(&w.device) else {
+                continue;
+            };
+            let mut after = None;
+            loop {
+                let page = self.store.readings(&d, after, 5000)?;
+                let Some(last) = page.last() else { break };
+                after = Some((
+                    coldchain_proto::FrameRef {
+                        boot: last.boot,
+                        seq: last.seq,
+                    },
+                    last.idx,
+                ));
+                for r in &page {
+                    let rd = &r.reading;
+                    if rd.channel != w.channel || rd.time_ms < lo || rd.time_ms > hi {
+                        continue;
+                    }
+                    n += 1;
+                    if matches!(rd.value, Measurement::Fault(_)) {
+                        faults += 1;
+                    }
+                    let synced = rd.time_source == TimeSource::Device;
+                    if !synced {
+                        estimated += 1;
+                    }
+                    clock.push(ClockObservation {
+                        t_ms: rd.time_ms,
+                        synced,
+                    });
+                    series.insert(Sample {
+                        t_ms: rd.time_ms,
+                        value: SampleValue::from(rd.value),
+                    });
+                }
+                if page.len() < 5000 {
+                    break;
+                }
+            }
+            if devices_seen.insert(w.device.clone()) {
+                for (t_ms, body) in self.events(&d, lo, hi)? {
+                    match body {
+                        EventBody::Event(kind) => {
+                            if let EventKind::BatteryLow { mv } = kind {
+                                battery.push(BatteryReading { t_ms, mv });
+                            }
+                            events.push(TimedEvent { t_ms, kind });
+                        }
+                        EventBody::Status(st) => battery.push(BatteryReading {
+                            t_ms,
+                            mv: st.battery_mv,
+                        }),
+                    }
+                }
+                for (boot, first, last) in self.store.gaps(&d)? {
+                    gaps.push((w.device.clone(), boot, first, last));
+                }
+                let sec = self.security_count(&d)?;
+                integrity.bad_tags += sec.0;
+                if let Some(t) = sec.1 {
+                    integrity.first_ms = Some(integrity.first_ms.map_or(t, |f| f.min(t)));
+                }
+            }
+        }
+        let inputs = HealthInputs {
+            events: &events,
+            battery: &battery,
+            clock: &clock,
+            integrity,
+        };
+        let mut conditions = alarm::evaluate_all(&profile, &series, &inputs, &facts);
+        let viability = viability::evaluate(&profile, &series, &facts);
+        if let ViabilityOutcome::Computed(v) = &viability {
+            conditions.extend(v.conditions.iter().cloned());
+        }
+        if let Some(limit) = trend_limit(&profile) {
+            conditions.extend(trend::evaluate(
+                &TrendSpec::for_limit(limit),
+                &series,
+                &facts,
+            ));
+        }
+        conditions.sort_by_key(|c| (c.id.start_ms, c.id.kind));
+        let warming = alarm::warming::summary(&profile, &series, &facts);
+        let mkt = mkt::evaluate(&profile, &series, &facts);
+
+        let points: Vec<Point> = series
+            .iter()
+            .map(|s| Point {
+                t_ms: s.t_ms,
+                milli_c: s.value.milli_c(),
+            })
+            .collect();
+        let valid: Vec<i32> = points.iter().filter_map(|p| p.milli_c).collect();
+        let segs = series.known_segments(facts.from_ms(), facts.end_ms, facts.max_gap_ms);
+        let (mut wsum, mut tsum) = (0.0, 0.0);
+        for sg in &segs {
+            wsum += f64::from(sg.milli_c) * sg.len_ms() as f64;
+            tsum += sg.len_ms() as f64;
+        }
+        Ok(Evaluation {
+            as_of_ms: facts.end_ms.unwrap_or(now),
+            readings: n,
+            faults,
+            estimated_time: estimated,
+            last: points.iter().rev().find(|p| p.milli_c.is_some()).copied(),
+            min_milli_c: valid.iter().min().copied(),
+            max_milli_c: valid.iter().max().copied(),
+            mean_milli_c: (tsum > 0.0).then(|| (wsum / tsum).round() as i32),
+            mkt,
+            viability,
+            warming,
+            conditions,
+            gaps,
+            points,
+            profile,
+            shipment: s.clone(),
+        })
+    }
+
+    fn events(&self, d: &DeviceId, lo: i64, hi: i64) -> anyhow::Result<Vec<(i64, EventBody)>> {
+        let tree = self.store.db().open_tree("events")?;
+        let mut out = Vec::new();
+        for kv in tree.scan_prefix(key::device_prefix(d)) {
+            let (_, v) = kv?;
+            let e: EventRecord = postcard::from_bytes(&v)?;
+            if e.time_ms >= lo && e.time_ms <= hi {
+                out.push((e.time_ms, e.body));
+            }
+        }
+        Ok(out)
+    }
+
+    fn security_count(&self, d: &DeviceId) -> anyhow::Result<(u64, Option<i64>)> {
+        let tree = self.store.db().open_tree("security")?;
+        let (mut n, mut first) = (0, None);
+        for kv in tree.scan_prefix(key::device_prefix(d)) {
+            let (_, v) = kv?;
+            let r: crate::store::SecurityRecord = postcard::from_bytes(&v)?;
+            n += r.count;
+            first = Some(first.map_or(r.first_ms, |f: i64| f.min(r.first_ms)));
+        }
+        Ok((n, first))
+    }
+
+    /// Evaluates a shipment and raises, updates and resolves its alerts; queues
+    /// notifications and the retained status. Not yet durable: the caller syncs
+    /// the store, then wakes the outbox.
+    pub fn run_one(&mut self, s: &Shipment, now: i64) -> anyhow::Result<Evaluation> {
+        let ev = self.evaluate(s, now)?;
+        for c in ev.conditions.iter().filter(|c| c.has_fired()) {
+            let existing = match self.alerts.find(&s.id, &c.id)? {
+                Some(a) => Some((a, None)),
+                // Late data can move a condition's start earlier: the alert of
+                // the same kind whose span overlaps is the same alarm.
+                None => self
+                    .alerts
+                    .of_shipment(&s.id)?
+                    .into_iter()
+                    .find(|a| {
+                        a.condition.kind == c.id.kind
+                            && a.condition.start_ms <= c.cleared_ms.unwrap_or(c.last_ms)
+                            && c.id.start_ms <= a.cleared_ms.unwrap_or(i64::MAX)
+                    })
+                    .map(|a| (a, Some(c.id))),
+            };
+            match existing {
+                Some((mut a, also)) => {
+                    let changed = a.update_from(c);
+                    let resolved = a.maybe_resolve(now);
+                    if changed || resolved || also.is_some() {
+                        self.alerts.put(&a, also.as_ref())?;
+                    }
+                    if resolved {
+                        self.notify(&a, "resolved")?;
+                    }
+                }
+                None => {
+                    let a = Alert {
+                        id: self.alerts.next_id()?,
+                        shipment: s.id.clone(),
+                        condition: c.id,
+                        severity: c.severity,
+                        message: describe(c, &ev.profile),
+                        state: AlertState::Open,
+                        raised_ms: now,
+                        fires_ms: c.fires_ms.unwrap_or(c.id.start_ms),
+                        cleared_ms: c.cleared_ms,
+                        peak: c.peak,
+                        beyond_ms: c.beyond_ms,
+                        ack: None,
+                        resolved_ms: None,
+                        escalations: 0,
+                        escalated_ms: None,
+                    };
+                    self.alerts.put(&a, None)?;
+                    tracing::warn!(shipment = %s.id, alert = a.id, severity = ?a.severity, condition = %a.condition, "ALERT: {}", a.message);
+                    self.audit.append(
+                        now,
+                        "daemon",
+                        "alert.raise",
+                        &s.id,
+                        serde_json::json!({ "alert": a.id, "condition": a.condition.to_string(), "severity": a.severity, "message": a.message }),
+                    )?;
+                    self.notify(&a, "raised")?;
+                }
+            }
+        }
+        self.status(&ev)?;
+        Ok(ev)
+    }
+
+    /// Queues an alert event to MQTT and every webhook.
+    pub fn notify(&self, a: &Alert, event: &str) -> anyhow::Result<()> {
+        let body = serde_json::json!({ "event": event, "alert": a }).to_string();
+        if let Ok(topic) = coldchain_proto::topic::shipment_alert(&a.shipment) {
+            self.outbox.mqtt(topic.to_string(), body.clone(), false)?;
+        }
+        for (i, h) in self.cfg.webhooks.iter().enumerate() {
+            self.outbox.webhook(i, h.url.clone(), body.clone())?;
+        }
+        Ok(())
+    }
+
+    /// Queues the retained shipment status when it changed.
+    fn status(&mut self, ev: &Evaluation) -> anyhow::Result<()> {
+        let alerts = self.alerts.of_shipment(&ev.shipment.id)?;
+        let status = status_json(ev, &alerts);
+        let text = status.to_string();
+        if self.last_status.get(&ev.shipment.id) != Some(&text) {
+            if let Ok(topic) = coldchain_proto::topic::shipment_status(&ev.shipment.id) {
+                self.outbox
+                    .status(&ev.shipment.id, topic.to_string(), text.clone())?;
+            }
+            self.last_status.insert(ev.shipment.id.clone(), text);
+        }
+        Ok(())
+    }
+
+    /// Escalates open alerts nobody acknowledged in time. Returns how many.
+    pub fn escalate(&mut self, now: i64) -> anyhow::Result<usize> {
+        let after = self.cfg.alerts.escalate_after_s as i64 * 1000;
+        let mut n = 0;
+        for mut a in self.alerts.all()? {
+            if a.state != AlertState::Open {
+                continue;
+            }
+            let since = a.escalated_ms.unwrap_or(a.raised_ms);
+            if now - since >= after {
+                a.escalations += 1;
+                a.escalated_ms = Some(now);
+                self.alerts.put(&a, None)?;
+                tracing::error!(shipment = %a.shipment, alert = a.id, level = a.escalations,
+                    "ESCALATION: alert not acknowledged: {}", a.message);
+                self.audit.append(
+                    now,
+                    "daemon",
+                    "alert.escalate",
+                    &a.shipment,
+                    serde_json::json!({ "alert": a.id, "level": a.escalations }),
+                )?;
+                let body =
+                    serde_json::json!({ "event": "escalated", "level": a.escalations, "alert": a })
+                        .to_string();
+                if let Ok(topic) = coldchain_proto::topic::shipment_alert(&a.shipment) {
+                    self.outbox.mqtt(topic.to_string(), body.clone(), false)?;
+                }
+                for (i, h) in self.cfg.webhooks.iter().enumerate() {
+                    self.outbox.webhook(i, h.url.clone(), body.clone())?;
+                }
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Shipments that watch any of `devices` and are still evaluated.
+    pub fn watching(&self, devices: &HashSet<String>) -> anyhow::Result<Vec<Shipment>> {
+        Ok(self
+            .shipments
+            .all()?
+            .into_iter()
+            .filter(|s| s.is_watched() && s.watch.iter().any(|w| devices.contains(&w.device)))
+            .collect())
+    }
+}
+
+/// The critical high limit to predict towards: the warming limit of a cryogenic
+/// lane, else none (fresh products are covered by their viability window).
+fn trend_limit(p: &Profile) -> Option<crate::profile::Limit> {
+    if !p.cryogenic {
+        return None;
+    }
+    p.warming.map(|w| w.limit).or_else(|| {
+        p.zones
+            .iter()
+            .filter(|z| z.id.side() == Side::High && z.severity == Severity::Critical)
+            .map(|z| z.limit)
+            .next()
+    })
+}
+
+/// The retained status document of a shipment.
+pub fn status_json(ev: &Evaluation, alerts: &[Alert]) -> serde_json::Value {
+    let open: Vec<&Alert> = alerts
+        .iter()
+        .filter(|a| a.state != AlertState::Resolved)
+        .collect();
+    let (remaining, predicted) = match &ev.viability {
+        ViabilityOutcome::Computed(v) => (Some(v.remaining_ms), v.predicted_at_eta_ms),
+        ViabilityOutcome::NotApplicable => (None, None),
+    };
+    serde_json::json!({
+        "shipment": ev.shipment.id,
+        "state": ev.shipment.state,
+        "profile": ev.profile.name,
+        "last": ev.last,
+        "min_milli_c": ev.min_milli_c,
+        "max_milli_c": ev.max_milli_c,
+        "window_remaining_ms": remaining,
+        "window_predicted_at_eta_ms": predicted,
+        "open_alerts": open.len(),
+        "worst_open": open.iter().map(|a| a.severity).max(),
+        "unacknowledged": open.iter().filter(|a| a.state == AlertState::Open).count(),
+    })
+}
+
+/// Whether a shipment is still evaluated on the periodic tick.
+pub fn is_live(s: &Shipment) -> bool {
+    s.state == State::InTransit || s.state == State::Arrived
+}
+
+/// A change requested by a person through the API. Every change goes through
+/// the evaluator's task, which owns shipments and alerts, so a person's
+/// acknowledgement and an evaluation never overwrite each other.
+#[derive(Debug)]
+pub enum Command {
+    /// Create a shipment.
+    Create(crate::shipment::NewShipment),
+    /// Planned -> in transit.
+    Depart {
+        /// Departure, ms (default now).
+        at_ms: Option<i64>,
+    },
+    /// New ETA.
+    Eta {
+        /// ETA, ms.
+        eta_ms: i64,
+    },
+    /// Custody hand-off.
+    Handoff {
+        /// To whom.
+        to: String,
+        /// Where.
+        location: String,
+        /// When, ms (default now).
+        at_ms: Option<i64>,
+    },
+    /// In transit -> arrived.
+    Arrive {
+        /// Arrival, ms (default now).
+        at_ms: Option<i64>,
+    },
+    /// Arrived -> closed, with the person's disposition.
+    Close {
+        /// Decision.
+        decision: crate::shipment::Decision,
+        /// Comment.
+        comment: String,
+    },
+    /// Acknowledge an alert.
+    Ack {
+        /// Alert id.
+        alert: u64,
+        /// Comment.
+        comment: String,
+    },
+}
+
+/// Why a command was refused: the status code an API maps it to, and why.
+#[derive(Debug)]
+pub enum Refusal {
+    /// 400: the request is wrong.
+    Bad(String),
+    /// 404: no such shipment or alert.
+    NotFound(String),
+    /// 409: not allowed in the current state.
+    Conflict(String),
+    /// 500: storage failed.
+    Internal(String),
+}
+
+/// A command addressed to a shipment (or an alert), by a person, with its reply.
+#[derive(Debug)]
+pub struct Request {
+    /// Shipment id (ignored for Create and Ack).
+    pub shipment: String,
+    /// Who asks (recorded in the audit trail).
+    pub by: String,
+    /// What.
+    pub command: Command,
+    /// The result: the shipment or alert as JSON.
+    pub reply: tokio::sync::oneshot::Sender<Result<serde_json::Value, Refusal>>,
+}
+
+impl Evaluator {
+    /// Applies a person's command, records it in the audit trail, re-evaluates,
+    /// and makes it durable before replying.
+    pub fn apply(&mut self, req: &mut Request, now: i64) -> Result<serde_json::Value, Refusal> {
+        use crate::shipment::{Disposition, Handoff};
+        let internal = |e: anyhow::Error| Refusal::Internal(format!("{e:#}"));
+        let by = req.by.trim().to_string();
+        if by.is_empty() {
+            return Err(Refusal::Bad(
+                "field by: who is making this change? (must not be empty)".into(),
+            ));
+        }
+        let result = match &req.command {
+            Command::Create(new) => {
+                self.cfg
+                    .profile(&new.profile)
+                    .map_err(|e| Refusal::Bad(format!("field profile: {e}")))?;
+                let s =
+                    Shipment::create(new.clone(), now).map_err(|e| Refusal::Bad(e.to_string()))?;
+                if !self.shipments.insert_new(&s).map_err(internal)? {
+                    return Err(Refusal::Conflict(format!(
+                        "shipment {} already exists",
+                        s.id
+                    )));
+                }
+                self.audit
+                    .append(
+                        now,
+                        &by,
+                        "shipment.create",
+                        &s.id,
+                        serde_json::to_value(&s).unwrap_or_default(),
+                    )
+                    .map_err(internal)?;
+                serde_json::to_value(&s).unwrap_or_default()
+            }
+            Command::Ack { alert, comment } => {
+                let mut a = self
+                    .alerts
+                    .get(*alert)
+                    .map_err(internal)?
+                    .ok_or_else(|| Refusal::NotFound(format!("no alert {alert}")))?;
+                if a.state != AlertState::Open {
+                    return Err(Refusal::Conflict(format!(
+                        "alert {alert} is already {:?}",
+                        a.state
+                    )));
+                }
+                if comment.trim().is_empty() {
+                    return Err(Refusal::Bad(
+                        "field comment: say what was done (must not be empty)".into(),
+                    ));
+                }
+                a.state = AlertState::Acknowledged;
+                a.ack = Some(crate::alert::Acknowledgement {
+                    by: by.clone(),
+                    comment: comment.clone(),
+                    at_ms: now,
+                });
+                a.maybe_resolve(now);
+                self.alerts.put(&a, None).map_err(internal)?;
+                self.audit
+                    .append(
+                        now,
+                        &by,
+                        "alert.ack",
+                        &a.shipment,
+                        serde_json::json!({ "alert": a.id, "comment": comment }),
+                    )
+                    .map_err(internal)?;
+                self.notify(&a, "acknowledged").map_err(internal)?;
+                serde_json::to_value(&a).unwrap_or_default()
+            }
+            cmd => {
+                let mut s = self
+                    .shipments
+                    .get(&req.shipment)
+                    .map_err(internal)?
+                    .ok_or_else(|| Refusal::NotFound(format!("no shipment {:?}", req.shipment)))?;
+                let conflict = |e: crate::shipment::ShipmentError| match e {
+                    crate::shipment::ShipmentError::Transition { .. } => {
+                        Refusal::Conflict(e.to_string())
+                    }
+                    e => Refusal::Bad(e.to_string()),
+                };
+                let (action, details) = match cmd {
+                    Command::Depart { at_ms } => {
+                        let at = at_ms.unwrap_or(now);
+                        s.depart(at).map_err(conflict)?;
+                        ("shipment.depart", serde_json::json!({ "departure_ms": at }))
+                    }
+                    Command::Eta { eta_ms } => {
+                        let old = s.eta_ms;
+                        s.set_eta(*eta_ms).map_err(conflict)?;
+                        (
+                            "shipment.eta",
+                            serde_json::json!({ "eta_ms": eta_ms, "was": old }),
+                        )
+                    }
+                    Command::Handoff {
+                        to,
+                        location,
+                        at_ms,
+                    } => {
+                        let h = Handoff {
+                            to: to.clone(),
+                            location: location.clone(),
+                            at_ms: at_ms.unwrap_or(now),
+                            by: by.clone(),
+                        };
+                        s.handoff(h.clone()).map_err(conflict)?;
+                        (
+                            "shipment.handoff",
+                            serde_json::to_value(&h).unwrap_or_default(),
+                        )
+                    }
+                    Command::Arrive { at_ms } => {
+                        let at = at_ms.unwrap_or(now);
+                        s.arrive(at).map_err(conflict)?;
+                        ("shipment.arrive", serde_json::json!({ "arrived_ms": at }))
+                    }
+                    Command::Close { decision, comment } => {
+                        let d = Disposition {
+                            decision: *decision,
+                            comment: comment.clone(),
+                            by: by.clone(),
+                            at_ms: now,
+                        };
+                        s.close(d.clone()).map_err(conflict)?;
+                        (
+                            "shipment.close",
+                            serde_json::to_value(&d).unwrap_or_default(),
+                        )
+                    }
+                    Command::Create(_) | Command::Ack { .. } => unreachable!("handled above"),
+                };
+                self.shipments.put(&s).map_err(internal)?;
+                self.audit
+                    .append(now, &by, action, &s.id, details)
+                    .map_err(internal)?;
+                serde_json::to_value(&s).unwrap_or_default()
+            }
+        };
+        Ok(result)
+    }
+}
+
+/// The evaluator's task: re-evaluates shipments whose devices sent data,
+/// applies people's commands, escalates, and makes each round durable before
+/// waking the outbox and replying.
+pub async fn run_task(
+    mut ev: Evaluator,
+    store: Arc<SledStore>,
+    mut touched: tokio::sync::mpsc::UnboundedReceiver<HashSet<String>>,
+    mut requests: tokio::sync::mpsc::Receiver<Request>,
+    every: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut dirty: HashSet<String> = HashSet::new();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_full = 0i64;
+    loop {
+        tokio::select! {
+            Some(devs) = touched.recv() => dirty.extend(devs),
+            Some(mut req) = requests.recv() => {
+                let now = crate::ingest::now_ms();
+                let result = tokio::task::block_in_place(|| {
+                    let r = ev.apply(&mut req, now);
+                    if r.is_ok() {
+                        let id = match &req.command {
+                            Command::Create(n) => Some(n.id.clone()),
+                            Command::Ack { .. } => None,
+                            _ => Some(req.shipment.clone()),
+                        };
+                        if let Some(s) = id.and_then(|id| ev.shipments.get(&id).ok().flatten())
+                            && let Err(e) = ev.run_one(&s, now)
+                        {
+                            tracing::error!(shipment = %s.id, "evaluation failed: {e:#}");
+                        }
+                        store.sync().map_err(|e| Refusal::Internal(e.to_string()))?;
+                    }
+                    r
+                });
+                ev.outbox.wake();
+                let _ = req.reply.send(result);
+            }
+            _ = tick.tick() => {
+                let now = crate::ingest::now_ms();
+                let full = now - last_full >= 30_000;
+                tokio::task::block_in_place(|| {
+                    let shipments = if full {
+                        last_full = now;
+                        ev.shipments.all().map(|v| v.into_iter().filter(is_live).collect())
+                    } else if dirty.is_empty() {
+                        Ok(Vec::new())
+                    } else {
+                        ev.watching(&dirty)
+                    };
+                    dirty.clear();
+                    match shipments {
+                        Ok(list) => {
+                            for s in list {
+                                if let Err(e) = ev.run_one(&s, now) {
+                                    tracing::error!(shipment = %s.id, "evaluation failed: {e:#}");
+                                }
+                            }
+                        }
+                        Err(e) => tracing::error!("cannot list shipments: {e:#}"),
+                    }
+                    if let Err(e) = ev.escalate(now) {
+                        tracing::error!("escalation failed: {e:#}");
+                    }
+                    if let Err(e) = store.sync() {
+                        tracing::error!("cannot make alerts durable: {e}");
+                    }
+                });
+                ev.outbox.wake();
+            }
+            r = stop.changed() => if r.is_err() || *stop.borrow() { return; },
+        }
+    }
+}

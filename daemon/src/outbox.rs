@@ -1,0 +1,423 @@
+//! The persisted outbox: alert events, shipment status and webhooks are
+//! written here in the same durable step as the alert itself, then delivered
+//! at least once, surviving restarts and outages.
+//!
+//! | key | what |
+//! | --- | --- |
+//! | `m` ‖ id | an MQTT publish (alert events), in order |
+//! | `s` ‖ shipment | the latest retained shipment status (a newer one replaces it) |
+//! | `w` ‖ id | a webhook POST |
+//!
+//! MQTT items go out on a connection of their own, one at a time, and leave
+//! the outbox only when the broker's PUBACK for them has arrived. Webhooks are
+//! POSTed with an `X-Coldchain-Signature: sha256=<hex HMAC of the body>` header
+//! and an `X-Coldchain-Delivery` id (receivers dedupe on it); a failure is
+//! retried with exponential backoff up to 5 minutes apart, forever.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::config::{Config, Webhook};
+use crate::ingest::now_ms;
+
+/// What to deliver.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// An MQTT publish, QoS 1.
+    Mqtt {
+        /// Topic.
+        topic: String,
+        /// Payload (JSON text).
+        payload: String,
+        /// Retained.
+        retain: bool,
+    },
+    /// An HTTP POST of JSON.
+    Webhook {
+        /// URL.
+        url: String,
+        /// Body (JSON text).
+        body: String,
+        /// Index of the webhook in the config (for its secret).
+        hook: usize,
+    },
+}
+
+/// An item and its delivery state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Item {
+    /// What.
+    pub delivery: Delivery,
+    /// When queued, ms.
+    pub created_ms: i64,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Not before, ms.
+    pub next_ms: i64,
+    /// Last failure.
+    pub last_error: Option<String>,
+}
+
+/// The outbox tree.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    db: sled::Db,
+    tree: sled::Tree,
+    wake: Arc<Notify>,
+}
+
+impl Outbox {
+    /// Opens the `outbox` tree.
+    pub fn open(db: &sled::Db) -> sled::Result<Self> {
+        Ok(Outbox {
+            db: db.clone(),
+            tree: db.open_tree("outbox")?,
+            wake: Arc::new(Notify::new()),
+        })
+    }
+
+    fn put(&self, key: Vec<u8>, d: Delivery) -> anyhow::Result<()> {
+        let now = now_ms();
+        let item = Item {
+            delivery: d,
+            created_ms: now,
+            attempts: 0,
+            next_ms: now,
+            last_error: None,
+        };
+        self.tree.insert(key, serde_json::to_vec(&item)?)?;
+        Ok(())
+    }
+
+    /// Queues an MQTT publish (not yet durable: the caller syncs, then calls [`Outbox::wake`]).
+    pub fn mqtt(&self, topic: String, payload: String, retain: bool) -> anyhow::Result<()> {
+        let mut k = vec![b'm'];
+        k.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
+        self.put(
+            k,
+            Delivery::Mqtt {
+                topic,
+                payload,
+                retain,
+            },
+        )
+    }
+
+    /// Queues the retained status of a shipment, replacing an undelivered older one.
+    pub fn status(&self, shipment: &str, topic: String, payload: String) -> anyhow::Result<()> {
+        let mut k = vec![b's'];
+        k.extend_from_slice(shipment.as_bytes());
+        self.put(
+            k,
+            Delivery::Mqtt {
+                topic,
+                payload,
+                retain: true,
+            },
+        )
+    }
+
+    /// Queues a webhook POST.
+    pub fn webhook(&self, hook: usize, url: String, body: String) -> anyhow::Result<()> {
+        let mut k = vec![b'w'];
+        k.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
+        self.put(k, Delivery::Webhook { url, body, hook })
+    }
+
+    /// Wakes the delivery tasks.
+    pub fn wake(&self) {
+        self.wake.notify_waiters();
+    }
+
+    /// Items waiting.
+    pub fn depth(&self) -> usize {
+        self.tree.len()
+    }
+
+    /// Items with the given key prefix that are due, oldest first.
+    fn due(&self, prefix: u8, now: i64) -> anyhow::Result<Vec<(sled::IVec, Item)>> {
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix([prefix]) {
+            let (k, v) = kv?;
+            let item: Item = serde_json::from_slice(&v)?;
+            if item.next_ms <= now {
+                out.push((k, item));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes a delivered item, unless it was replaced meanwhile (status).
+    fn done(&self, key: &sled::IVec, item: &Item) -> anyhow::Result<()> {
+        let cur = self.tree.get(key)?;
+        if let Some(cur) = cur {
+            let cur: Item = serde_json::from_slice(&cur)?;
+            if cur.delivery == item.delivery {
+                self.tree.remove(key)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn failed(&self, key: &sled::IVec, mut item: Item, err: String) -> anyhow::Result<()> {
+        item.attempts += 1;
+        let backoff = (1000i64 << item.attempts.min(9)).min(300_000);
+        item.next_ms = now_ms() + backoff;
+        item.last_error = Some(err);
+        // Only if it was not replaced or delivered meanwhile.
+        let cur = self.tree.get(key)?;
+        if let Some(cur) = cur {
+            let cur_item: Item = serde_json::from_slice(&cur)?;
+            if cur_item.delivery == item.delivery {
+                let _ =
+                    self.tree
+                        .compare_and_swap(key, Some(cur), Some(serde_json::to_vec(&item)?))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes sled (and fsyncs): used after removals so a restart does not
+    /// redeliver too much. Delivery is at least once either way.
+    fn flush(&self) {
+        let _ = self.db.flush();
+    }
+}
+
+/// The signature header value for a body: `sha256=<hex HMAC-SHA256(secret, body)>`.
+pub fn signature(secret: &str, body: &str) -> String {
+    let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()) {
+        Ok(m) => m,
+        Err(_) => unreachable!("HMAC takes keys of any length"),
+    };
+    mac.update(body.as_bytes());
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Delivers MQTT items over a connection of its own until `stop`.
+pub async fn run_mqtt(cfg: Config, outbox: Outbox, mut stop: watch::Receiver<bool>) {
+    let m = &cfg.mqtt;
+    let mut o = MqttOptions::new(format!("{}-out", cfg.client_id()), m.host.clone(), m.port);
+    o.set_keep_alive(Duration::from_secs(m.keep_alive_s.max(5)))
+        .set_clean_session(true);
+    if let Some(u) = &m.username {
+        o.set_credentials(u.clone(), m.password.clone().unwrap_or_default());
+    }
+    if let Some(t) = crate::ingest::mqtt::tls_transport(&cfg) {
+        match t {
+            Ok(t) => {
+                o.set_transport(t);
+            }
+            Err(e) => {
+                tracing::error!("outbox: {e:#}");
+                return;
+            }
+        }
+    }
+    let (client, mut eventloop) = AsyncClient::new(o, 64);
+    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<u16>();
+    let (conn_tx, conn_rx) = watch::channel(false);
+    let mut stop2 = stop.clone();
+    let poller = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                ev = eventloop.poll() => match ev {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => { let _ = conn_tx.send(true); }
+                    Ok(Event::Incoming(Packet::PubAck(a))) => { let _ = ack_tx.send(a.pkid); }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let _ = conn_tx.send(false);
+                        tracing::debug!("outbox connection: {e}");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                },
+                r = stop2.changed() => if r.is_err() || *stop2.borrow() { return; },
+            }
+        }
+    });
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let due = outbox
+            .due(b'm', now_ms())
+            .and_then(|mut v| {
+                v.extend(outbox.due(b's', now_ms())?);
+                Ok(v)
+            })
+            .unwrap_or_else(|e| {
+                tracing::error!("outbox: {e:#}");
+                Vec::new()
+            });
+        let mut delivered = false;
+        for (key, item) in due {
+            let Delivery::Mqtt {
+                topic,
+                payload,
+                retain,
+            } = &item.delivery
+            else {
+                continue;
+            };
+            if !*conn_rx.borrow() {
+                break;
+            }
+            while ack_rx.try_recv().is_ok() {}
+            let sent = client
+                .publish(
+                    topic.clone(),
+                    QoS::AtLeastOnce,
+                    *retain,
+                    payload.clone().into_bytes(),
+                )
+                .await;
+            let acked = sent.is_ok()
+                && tokio::time::timeout(Duration::from_secs(10), ack_rx.recv())
+                    .await
+                    .is_ok_and(|a| a.is_some());
+            let r = if acked {
+                delivered = true;
+                outbox.done(&key, &item)
+            } else {
+                outbox.failed(&key, item.clone(), "no PUBACK from the broker".into())
+            };
+            if let Err(e) = r {
+                tracing::error!("outbox: {e:#}");
+            }
+        }
+        if delivered {
+            outbox.flush();
+        }
+        tokio::select! {
+            _ = outbox.wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(1000)) => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    let _ = client.try_disconnect();
+    let _ = tokio::time::timeout(Duration::from_secs(1), poller).await;
+}
+
+/// Delivers webhook items until `stop`.
+pub async fn run_webhooks(hooks: Vec<Webhook>, outbox: Outbox, mut stop: watch::Receiver<bool>) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    loop {
+        let due = outbox.due(b'w', now_ms()).unwrap_or_else(|e| {
+            tracing::error!("outbox: {e:#}");
+            Vec::new()
+        });
+        for (key, item) in due {
+            if *stop.borrow() {
+                return;
+            }
+            let Delivery::Webhook { url, body, hook } = &item.delivery else {
+                continue;
+            };
+            let secret = hooks
+                .get(*hook)
+                .map(|h| h.secret.clone())
+                .unwrap_or_default();
+            let (url, body, agent) = (url.clone(), body.clone(), agent.clone());
+            let delivery_id = hex::encode(&key);
+            let result = tokio::task::spawn_blocking(move || {
+                agent
+                    .post(&url)
+                    .header("Content-Type", "application/json")
+                    .header("X-Coldchain-Signature", &signature(&secret, &body))
+                    .header("X-Coldchain-Delivery", &delivery_id)
+                    .send(&body)
+                    .map(|r| r.status().as_u16())
+            })
+            .await;
+            let r = match result {
+                Ok(Ok(s)) if (200..300).contains(&s) => outbox.done(&key, &item),
+                Ok(Ok(s)) => {
+                    tracing::warn!(url = %item_url(&item), status = s, attempts = item.attempts + 1, "webhook refused; will retry");
+                    outbox.failed(&key, item.clone(), format!("HTTP {s}"))
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(url = %item_url(&item), attempts = item.attempts + 1, "webhook failed; will retry: {e}");
+                    outbox.failed(&key, item.clone(), e.to_string())
+                }
+                Err(e) => outbox.failed(&key, item.clone(), e.to_string()),
+            };
+            if let Err(e) = r {
+                tracing::error!("outbox: {e:#}");
+            }
+        }
+        tokio::select! {
+            _ = outbox.wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+fn item_url(i: &Item) -> &str {
+    match &i.delivery {
+        Delivery::Webhook { url, .. } => url,
+        Delivery::Mqtt { topic, .. } => topic,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_is_hmac_sha256_of_the_body() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            signature("Jefe", "what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn status_replaces_an_undelivered_older_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let o = Outbox::open(&db).unwrap();
+        o.status("S1", "t".into(), "{\"v\":1}".into()).unwrap();
+        o.status("S1", "t".into(), "{\"v\":2}".into()).unwrap();
+        o.mqtt("a".into(), "x".into(), false).unwrap();
+        let due = o.due(b's', i64::MAX).unwrap();
+        assert_eq!(due.len(), 1);
+        assert!(
+            matches!(&due[0].1.delivery, Delivery::Mqtt { payload, .. } if payload == "{\"v\":2}")
+        );
+        assert_eq!(o.depth(), 2);
+    }
+
+    #[test]
+    fn a_failed_item_waits_with_growing_backoff() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let o = Outbox::open(&db).unwrap();
+        o.webhook(0, "http://x".into(), "{}".into()).unwrap();
+        let (k, item) = o.due(b'w', i64::MAX).unwrap().remove(0);
+        o.failed(&k, item, "boom".into()).unwrap();
+        let (k, item) = o.due(b'w', i64::MAX).unwrap().remove(0);
+        assert_eq!(item.attempts, 1);
+        assert!(
+            o.due(b'w', now_ms()).unwrap().is_empty(),
+            "not due again at once"
+        );
+        let first = item.next_ms;
+        o.failed(&k, item, "boom".into()).unwrap();
+        let (_, item) = o.due(b'w', i64::MAX).unwrap().remove(0);
+        assert!(item.next_ms - now_ms() > first - now_ms() - 50);
+        assert_eq!(item.last_error.as_deref(), Some("boom"));
+    }
+}

@@ -1,0 +1,412 @@
+//! Shipments: what travels, what watches it, where it is in its lifecycle.
+//!
+//! `planned -> in_transit -> arrived -> closed`. At close a person records the
+//! disposition (accepted, quarantined, rejected) with a comment: the software
+//! states the evidence and never decides. Every change is written to the audit
+//! trail by the API layer, with who and when.
+
+use serde::{Deserialize, Serialize};
+
+/// Lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Created, not yet left.
+    Planned,
+    /// On its way.
+    InTransit,
+    /// At the destination, disposition pending.
+    Arrived,
+    /// Disposition recorded.
+    Closed,
+}
+
+/// A receiving lab's decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Accepted for use.
+    Accepted,
+    /// Held pending investigation.
+    Quarantined,
+    /// Not to be used.
+    Rejected,
+}
+
+/// The disposition recorded at close.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Disposition {
+    /// The decision.
+    pub decision: Decision,
+    /// The person's comment.
+    pub comment: String,
+    /// Who decided.
+    pub by: String,
+    /// When, ms.
+    pub at_ms: i64,
+}
+
+/// A custody hand-off.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Handoff {
+    /// Who took custody.
+    pub to: String,
+    /// Where.
+    pub location: String,
+    /// When, ms.
+    pub at_ms: i64,
+    /// Who recorded it.
+    pub by: String,
+}
+
+/// A probe channel of a device that watches the shipment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watch {
+    /// Device id.
+    pub device: String,
+    /// Channel number (the product probe).
+    pub channel: u8,
+}
+
+/// A shipment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Shipment {
+    /// Free-text id; an ISBT 128 donation identification number is fine.
+    pub id: String,
+    /// Product description, e.g. "CAR-T, 2 bags".
+    pub product: String,
+    /// ISBT 128 donation identification number, if any.
+    #[serde(default)]
+    pub din: Option<String>,
+    /// Profile name (built-in or from config).
+    pub profile: String,
+    /// Devices and channels that watch it.
+    pub watch: Vec<Watch>,
+    /// Where from.
+    pub origin: String,
+    /// Where to.
+    pub destination: String,
+    /// Departure, ms (set when it leaves).
+    pub departure_ms: Option<i64>,
+    /// Estimated arrival, ms (updatable).
+    pub eta_ms: Option<i64>,
+    /// Collection of the product, ms: the viability window starts here.
+    #[serde(default)]
+    pub collection_ms: Option<i64>,
+    /// Nominal viability window, hours (none for a cryopreserved product).
+    #[serde(default)]
+    pub window_h: Option<f64>,
+    /// Lifecycle state.
+    pub state: State,
+    /// Arrival, ms.
+    #[serde(default)]
+    pub arrived_ms: Option<i64>,
+    /// Custody hand-offs, in order.
+    #[serde(default)]
+    pub handoffs: Vec<Handoff>,
+    /// Disposition, once closed.
+    #[serde(default)]
+    pub disposition: Option<Disposition>,
+    /// When it was created, ms.
+    pub created_ms: i64,
+}
+
+/// What a request to create a shipment carries.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewShipment {
+    /// Id.
+    pub id: String,
+    /// Product.
+    pub product: String,
+    /// DIN.
+    #[serde(default)]
+    pub din: Option<String>,
+    /// Profile name.
+    pub profile: String,
+    /// Watching devices.
+    pub watch: Vec<Watch>,
+    /// Origin.
+    pub origin: String,
+    /// Destination.
+    pub destination: String,
+    /// ETA, ms.
+    #[serde(default)]
+    pub eta_ms: Option<i64>,
+    /// Collection, ms.
+    #[serde(default)]
+    pub collection_ms: Option<i64>,
+    /// Viability window, hours.
+    #[serde(default)]
+    pub window_h: Option<f64>,
+    /// Departure, ms: given, the shipment starts in transit.
+    #[serde(default)]
+    pub departure_ms: Option<i64>,
+}
+
+/// Why a shipment change was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShipmentError {
+    /// Bad id.
+    #[error(
+        "shipment id {0:?}: expected 1-64 characters without '/', '+', '#' or control characters"
+    )]
+    BadId(String),
+    /// A required field is empty.
+    #[error("field {0}: must not be empty")]
+    Empty(&'static str),
+    /// Bad window.
+    #[error("field window_h: expected a positive number of hours, got {0}")]
+    BadWindow(String),
+    /// The transition is not allowed from the current state.
+    #[error("shipment {id} is {state:?}: cannot {action}")]
+    Transition {
+        /// Shipment.
+        id: String,
+        /// Current state.
+        state: State,
+        /// What was attempted.
+        action: &'static str,
+    },
+}
+
+/// Validates a shipment id (it appears in MQTT topics and URLs).
+pub fn check_id(id: &str) -> Result<(), ShipmentError> {
+    if id.is_empty()
+        || id.len() > 64
+        || id
+            .chars()
+            .any(|c| matches!(c, '/' | '+' | '#') || c.is_control())
+    {
+        return Err(ShipmentError::BadId(id.to_string()));
+    }
+    Ok(())
+}
+
+impl Shipment {
+    /// A new shipment from a request, validated.
+    pub fn create(req: NewShipment, now_ms: i64) -> Result<Shipment, ShipmentError> {
+        check_id(&req.id)?;
+        if req.product.trim().is_empty() {
+            return Err(ShipmentError::Empty("product"));
+        }
+        if req.watch.is_empty() {
+            return Err(ShipmentError::Empty("watch"));
+        }
+        if let Some(w) = req.window_h
+            && !(w.is_finite() && w > 0.0)
+        {
+            return Err(ShipmentError::BadWindow(w.to_string()));
+        }
+        Ok(Shipment {
+            state: if req.departure_ms.is_some() {
+                State::InTransit
+            } else {
+                State::Planned
+            },
+            id: req.id,
+            product: req.product,
+            din: req.din,
+            profile: req.profile,
+            watch: req.watch,
+            origin: req.origin,
+            destination: req.destination,
+            departure_ms: req.departure_ms,
+            eta_ms: req.eta_ms,
+            collection_ms: req.collection_ms,
+            window_h: req.window_h,
+            arrived_ms: None,
+            handoffs: Vec::new(),
+            disposition: None,
+            created_ms: now_ms,
+        })
+    }
+
+    fn refuse(&self, action: &'static str) -> ShipmentError {
+        ShipmentError::Transition {
+            id: self.id.clone(),
+            state: self.state,
+            action,
+        }
+    }
+
+    /// Departs: planned -> in transit.
+    pub fn depart(&mut self, at_ms: i64) -> Result<(), ShipmentError> {
+        if self.state != State::Planned {
+            return Err(self.refuse("depart"));
+        }
+        self.state = State::InTransit;
+        self.departure_ms = Some(at_ms);
+        Ok(())
+    }
+
+    /// Updates the ETA (planned or in transit).
+    pub fn set_eta(&mut self, eta_ms: i64) -> Result<(), ShipmentError> {
+        if !matches!(self.state, State::Planned | State::InTransit) {
+            return Err(self.refuse("change the ETA"));
+        }
+        self.eta_ms = Some(eta_ms);
+        Ok(())
+    }
+
+    /// Records a custody hand-off (any state but closed).
+    pub fn handoff(&mut self, h: Handoff) -> Result<(), ShipmentError> {
+        if self.state == State::Closed {
+            return Err(self.refuse("hand off"));
+        }
+        if h.to.trim().is_empty() {
+            return Err(ShipmentError::Empty("to"));
+        }
+        self.handoffs.push(h);
+        Ok(())
+    }
+
+    /// Arrives: in transit -> arrived.
+    pub fn arrive(&mut self, at_ms: i64) -> Result<(), ShipmentError> {
+        if self.state != State::InTransit {
+            return Err(self.refuse("arrive"));
+        }
+        self.state = State::Arrived;
+        self.arrived_ms = Some(at_ms);
+        Ok(())
+    }
+
+    /// Closes with a person's disposition: arrived -> closed.
+    pub fn close(&mut self, d: Disposition) -> Result<(), ShipmentError> {
+        if self.state != State::Arrived {
+            return Err(self.refuse("close (it must have arrived)"));
+        }
+        if d.comment.trim().is_empty() {
+            return Err(ShipmentError::Empty("comment"));
+        }
+        if d.by.trim().is_empty() {
+            return Err(ShipmentError::Empty("by"));
+        }
+        self.state = State::Closed;
+        self.disposition = Some(d);
+        Ok(())
+    }
+
+    /// Whether evaluation still runs (in transit, or arrived and awaiting a
+    /// disposition: a logger dumped at arrival still brings data).
+    pub fn is_watched(&self) -> bool {
+        matches!(self.state, State::InTransit | State::Arrived)
+    }
+}
+
+/// The shipments tree: id -> JSON.
+#[derive(Debug, Clone)]
+pub struct Shipments {
+    tree: sled::Tree,
+}
+
+impl Shipments {
+    /// Opens the `shipments` tree.
+    pub fn open(db: &sled::Db) -> sled::Result<Self> {
+        Ok(Shipments {
+            tree: db.open_tree("shipments")?,
+        })
+    }
+
+    /// One shipment.
+    pub fn get(&self, id: &str) -> anyhow::Result<Option<Shipment>> {
+        match self.tree.get(id.as_bytes())? {
+            Some(v) => Ok(Some(serde_json::from_slice(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores a shipment (not yet durable: the caller syncs).
+    pub fn put(&self, s: &Shipment) -> anyhow::Result<()> {
+        self.tree.insert(s.id.as_bytes(), serde_json::to_vec(s)?)?;
+        Ok(())
+    }
+
+    /// Inserts a new shipment; false if the id exists.
+    pub fn insert_new(&self, s: &Shipment) -> anyhow::Result<bool> {
+        let r = self.tree.compare_and_swap(
+            s.id.as_bytes(),
+            None as Option<&[u8]>,
+            Some(serde_json::to_vec(s)?),
+        )?;
+        Ok(r.is_ok())
+    }
+
+    /// All shipments, by id.
+    pub fn all(&self) -> anyhow::Result<Vec<Shipment>> {
+        self.tree
+            .iter()
+            .values()
+            .map(|v| Ok(serde_json::from_slice(&v?)?))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req() -> NewShipment {
+        NewShipment {
+            id: "W1234 25 123456".into(),
+            product: "CAR-T".into(),
+            din: Some("W1234 25 123456".into()),
+            profile: "cryo-ln2".into(),
+            watch: vec![Watch {
+                device: "ln2-1".into(),
+                channel: 0,
+            }],
+            origin: "Apheresis centre".into(),
+            destination: "Manufacturing".into(),
+            eta_ms: None,
+            collection_ms: None,
+            window_h: None,
+            departure_ms: None,
+        }
+    }
+
+    #[test]
+    fn lifecycle_moves_forward_only() {
+        let mut s = Shipment::create(req(), 0).unwrap();
+        assert_eq!(s.state, State::Planned);
+        assert!(s.arrive(5).is_err(), "cannot arrive before departing");
+        s.depart(10).unwrap();
+        assert!(s.depart(11).is_err());
+        s.set_eta(100).unwrap();
+        let d = Disposition {
+            decision: Decision::Accepted,
+            comment: "ok".into(),
+            by: "lab".into(),
+            at_ms: 50,
+        };
+        assert!(s.close(d.clone()).is_err(), "cannot close before arrival");
+        s.arrive(90).unwrap();
+        assert!(s.set_eta(120).is_err());
+        let mut empty = d.clone();
+        empty.comment = " ".into();
+        assert_eq!(s.close(empty), Err(ShipmentError::Empty("comment")));
+        s.close(d).unwrap();
+        assert_eq!(s.state, State::Closed);
+        assert!(
+            s.handoff(Handoff {
+                to: "x".into(),
+                location: "y".into(),
+                at_ms: 1,
+                by: "z".into()
+            })
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn ids_that_would_break_topics_are_refused() {
+        for bad in ["", "a/b", "a+", "#", "x\ny"] {
+            let mut r = req();
+            r.id = bad.into();
+            assert!(
+                matches!(Shipment::create(r, 0), Err(ShipmentError::BadId(_))),
+                "{bad:?}"
+            );
+        }
+    }
+}

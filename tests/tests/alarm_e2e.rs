@@ -1,0 +1,433 @@
+//! Shipments end to end, through a real Mosquitto into the real daemon:
+//! alarms raised from device data, a predictive warning before the critical
+//! zone, a probe fault that is not an excursion, acknowledgement, the audit
+//! trail, a restart during an active alarm, and webhook delivery to a local
+//! HTTP server that fails its first attempts.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use coldchain_tests::*;
+use serde_json::{Value, json};
+
+const MIN: i64 = 60_000;
+const H: i64 = 3_600_000;
+const T: Duration = Duration::from_secs(60);
+
+fn start(dir: &std::path::Path, devices: &[&str], extra: &str) -> (Mosquitto, Daemon) {
+    let broker = Mosquitto::start(&dir.join("broker"));
+    let devs: Vec<DeviceCfg> = devices.iter().map(|d| DeviceCfg::new(d)).collect();
+    let opts = DaemonOpts {
+        http: format!("token = \"{TEST_TOKEN}\""),
+        extra: format!("[alerts]\nescalate_after_s = 3600\n\n{extra}"),
+        ..DaemonOpts::default()
+    };
+    let daemon = Daemon::start_with(&dir.join("daemon"), broker.port, &devs, &opts);
+    (broker, daemon)
+}
+
+fn post(d: &Daemon, path: &str, body: Value) -> Value {
+    let (status, v) = http_post(d.http_port, path, Some(TEST_TOKEN), &body);
+    assert!((200..300).contains(&status), "POST {path} -> {status}: {v}");
+    v
+}
+
+fn create(d: &Daemon, id: &str, profile: &str, device: &str, departure_ms: i64, extra: Value) {
+    let mut body = json!({
+        "by": "dispatcher anna",
+        "id": id,
+        "product": "test product",
+        "profile": profile,
+        "watch": [{"device": device, "channel": 0}],
+        "origin": "Site A",
+        "destination": "Lab B",
+        "departure_ms": departure_ms,
+    });
+    for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+        body[k] = v;
+    }
+    post(d, "/api/v1/shipments", body);
+}
+
+/// Frames of 12 readings each, from (t, value) pairs.
+fn frames(device: &str, first_seq: u32, readings: &[(i64, Option<i32>)]) -> Vec<String> {
+    readings
+        .chunks(12)
+        .enumerate()
+        .map(|(i, c)| json_frame(device, 1, first_seq + i as u32, c))
+        .collect()
+}
+
+fn alerts(d: &Daemon, shipment: &str) -> Vec<Value> {
+    let enc = shipment.replace(' ', "%20");
+    d.get(&format!("/api/v1/alerts?shipment={enc}"))
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// `"trend"`, or `"H1"` for `{"zone": "H1"}`.
+fn kind_of(a: &Value) -> String {
+    match &a["condition"]["kind"] {
+        Value::String(s) => s.clone(),
+        Value::Object(o) => o
+            .values()
+            .next()
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string(),
+        v => v.to_string(),
+    }
+}
+
+fn kinds(alerts: &[Value]) -> Vec<String> {
+    alerts.iter().map(kind_of).collect()
+}
+
+/// An LN2 dry shipper runs dry mid-journey: flat at -190 °C, then rising
+/// about 6 °C/h. The predictive warning is raised from the data of the first
+/// hours of the rise, while the product is still below -150 °C and before any
+/// critical alarm; the critical alarm follows when -135 °C is crossed.
+#[test]
+fn ln2_shipper_running_dry_warns_before_the_critical_zone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, daemon) = start(dir.path(), &["ln2-7"], "");
+    let t0 = now_ms() - 24 * H;
+    create(
+        &daemon,
+        "W1234 25 000001",
+        "cryo-ln2",
+        "ln2-7",
+        t0,
+        json!({}),
+    );
+    // Every 5 min: 8 h flat, then +6 °C/h.
+    let temp = |t: i64| {
+        let h = (t - t0) as f64 / H as f64;
+        let v = if h < 8.0 {
+            -190.0
+        } else {
+            -190.0 + (h - 8.0) * 6.0
+        };
+        Some((v * 1000.0) as i32 + if (t / (5 * MIN)) % 2 == 0 { 50 } else { -50 })
+    };
+    let all: Vec<(i64, Option<i32>)> = (0..(20 * 12))
+        .map(|i| t0 + i * 5 * MIN)
+        .map(|t| (t, temp(t)))
+        .collect();
+    // First the journey up to 10.5 h: 2.5 h into the rise, the product at about -175 °C.
+    let (early, late) = all.split_at(10 * 12 + 6);
+    let topic = "coldchain/v1/dev/ln2-7/up/json";
+    let early_frames = frames("ln2-7", 0, early);
+    mosquitto_pub_lines(broker.port, topic, &early_frames).unwrap();
+    let warned = wait_for(T, "the predictive warning", || {
+        let a = alerts(&daemon, "W1234 25 000001");
+        kinds(&a).contains(&"trend".to_string()).then_some(a)
+    });
+    let k = kinds(&warned);
+    assert!(
+        !k.iter().any(|k| k == "H2"),
+        "critical zone already raised: {k:?}"
+    );
+    let trend = warned.iter().find(|a| kind_of(a) == "trend").unwrap();
+    assert_eq!(trend["severity"], "warning");
+    assert!(
+        trend["peak"].as_i64().unwrap() < -150_000,
+        "warned while still below -150 °C: {trend}"
+    );
+
+    // The rest of the journey: the shipper warms past -135 °C.
+    mosquitto_pub_lines(
+        broker.port,
+        topic,
+        &frames("ln2-7", early_frames.len() as u32, late),
+    )
+    .unwrap();
+    let all_alerts = wait_for(T, "the critical zone alarm", || {
+        let a = alerts(&daemon, "W1234 25 000001");
+        kinds(&a).contains(&"H2".to_string()).then_some(a)
+    });
+    let h2 = all_alerts.iter().find(|a| kind_of(a) == "H2").unwrap();
+    assert_eq!(h2["severity"], "critical");
+    assert!(
+        trend["fires_ms"].as_i64().unwrap() + 2 * H < h2["fires_ms"].as_i64().unwrap(),
+        "the warning came hours before the critical alarm: {trend} vs {h2}"
+    );
+    let show = daemon.get("/api/v1/shipments/W1234%2025%20000001");
+    let warming = &show["evaluation"]["warming"];
+    assert_eq!(warming["events"], 1, "{warming}");
+    assert!(warming["time_above_ms"].as_i64().unwrap() > 0);
+    assert_eq!(
+        show["evaluation"]["mkt"], "not_applicable",
+        "no MKT on a cryogenic lane"
+    );
+}
+
+/// A probe comes loose: the readings are faults. That is a probe-fault alarm,
+/// never a temperature excursion (no zone alarm, no -242 °C anywhere).
+#[test]
+fn a_loose_probe_is_a_fault_alarm_not_an_excursion() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, daemon) = start(dir.path(), &["ln2-8"], "");
+    let t0 = now_ms() - 6 * H;
+    create(&daemon, "S-LOOSE", "cryo-ln2", "ln2-8", t0, json!({}));
+    let rs: Vec<(i64, Option<i32>)> = (0..48)
+        .map(|i| (t0 + i * 5 * MIN, if i < 24 { Some(-191_000) } else { None }))
+        .collect();
+    mosquitto_pub_lines(
+        broker.port,
+        "coldchain/v1/dev/ln2-8/up/json",
+        &frames("ln2-8", 0, &rs),
+    )
+    .unwrap();
+    let a = wait_for(T, "the probe fault alarm", || {
+        let a = alerts(&daemon, "S-LOOSE");
+        kinds(&a).contains(&"probe_fault".to_string()).then_some(a)
+    });
+    let k = kinds(&a);
+    assert!(
+        k.iter().all(|k| !k.starts_with('H') && !k.starts_with('L')),
+        "a fault became an excursion: {k:?}"
+    );
+    let show = daemon.get("/api/v1/shipments/S-LOOSE");
+    assert_eq!(show["evaluation"]["faults"], 24);
+    assert_eq!(show["evaluation"]["min_milli_c"], -191_000);
+    assert_eq!(show["evaluation"]["max_milli_c"], -191_000);
+}
+
+/// A fridge box left open warms above 8 °C for 40 min: one H1 alarm (not one
+/// per reading), acknowledged by a person, recorded in the audit trail; a
+/// kill -9 and restart during the active alarm raises nothing again and sends
+/// no second notification.
+#[test]
+fn fridge_box_left_open_one_alarm_ack_audit_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, mut daemon) = start(dir.path(), &["fridge-3"], "");
+    let (mut sub, mut out) =
+        mosquitto_sub(broker.port, &["-t", "coldchain/v1/ship/+/alert", "-v"]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = now_ms() - 3 * H;
+    create(
+        &daemon,
+        "FR-1",
+        "fridge",
+        "fridge-3",
+        t0,
+        json!({"window_h": 48.0, "eta_ms": t0 + 6 * H}),
+    );
+    // Every minute: 5 °C for 90 min, then 9.5 °C from 90 to 130 min (box open), then back.
+    let rs: Vec<(i64, Option<i32>)> = (0..150)
+        .map(|i| {
+            (
+                t0 + i * MIN,
+                Some(if (90..130).contains(&i) { 9_500 } else { 5_000 }),
+            )
+        })
+        .collect();
+    let lines = frames("fridge-3", 0, &rs);
+    // Every frame twice, milliseconds apart: still one alarm.
+    let doubled: Vec<String> = lines.iter().flat_map(|l| [l.clone(), l.clone()]).collect();
+    mosquitto_pub_lines(broker.port, "coldchain/v1/dev/fridge-3/up/json", &doubled).unwrap();
+    let a = wait_for(T, "the H1 alarm", || {
+        let a = alerts(&daemon, "FR-1");
+        kinds(&a).contains(&"H1".to_string()).then_some(a)
+    });
+    let h1: Vec<&Value> = a.iter().filter(|x| kind_of(x) == "H1").collect();
+    assert_eq!(h1.len(), 1, "{a:?}");
+    let id = h1[0]["id"].as_u64().unwrap();
+    assert_eq!(h1[0]["state"], "open");
+    assert_eq!(h1[0]["peak"], 9_500);
+    let raised = read_until(&mut out, |l| {
+        l.contains("\"raised\"") && l.contains("\"H1\"")
+    })
+    .unwrap();
+    assert!(
+        raised.starts_with("coldchain/v1/ship/FR-1/alert "),
+        "{raised}"
+    );
+
+    // The status is retained for anyone who subscribes later.
+    let (mut st, mut st_out) = mosquitto_sub(
+        broker.port,
+        &["-t", "coldchain/v1/ship/FR-1/status", "-C", "1", "-W", "10"],
+    )
+    .unwrap();
+    let status: Value = serde_json::from_str(&read_until(&mut st_out, |_| true).unwrap()).unwrap();
+    let _ = st.wait();
+    assert_eq!(status["shipment"], "FR-1");
+    assert!(status["open_alerts"].as_u64().unwrap() >= 1);
+
+    // Restart during the active alarm: nothing new.
+    daemon.kill9();
+    daemon.restart();
+    std::thread::sleep(Duration::from_secs(3));
+    let after = alerts(&daemon, "FR-1");
+    assert_eq!(after.len(), a.len(), "alerts after restart: {after:?}");
+
+    // Acknowledge: refused without a token or without a comment; accepted with both.
+    let (s, _) = http_post(
+        daemon.http_port,
+        &format!("/api/v1/alerts/{id}/ack"),
+        None,
+        &json!({"by": "x", "comment": "y"}),
+    );
+    assert_eq!(s, 401);
+    let (s, e) = http_post(
+        daemon.http_port,
+        &format!("/api/v1/alerts/{id}/ack"),
+        Some(TEST_TOKEN),
+        &json!({"by": "nurse ben", "comment": ""}),
+    );
+    assert_eq!(s, 400, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("comment"));
+    let acked = post(
+        &daemon,
+        &format!("/api/v1/alerts/{id}/ack"),
+        json!({"by": "nurse ben", "comment": "lid closed, box checked"}),
+    );
+    // The box was closed long ago: acknowledged and cleared means resolved.
+    assert_eq!(acked["state"], "resolved", "{acked}");
+    assert_eq!(acked["ack"]["by"], "nurse ben");
+
+    let audit = daemon.get("/api/v1/audit");
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(
+        actions.contains(&"shipment.create")
+            && actions.contains(&"alert.raise")
+            && actions.contains(&"alert.ack"),
+        "{actions:?}"
+    );
+    let h1_raises = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            e["action"] == "alert.raise"
+                && e["details"]["condition"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("H1@")
+        })
+        .count();
+    assert_eq!(h1_raises, 1, "H1 raised once, across the restart: {audit}");
+    assert_eq!(daemon.get("/api/v1/audit/verify")["ok"], true);
+
+    // The MQTT alert topic carried exactly one "raised" for H1 across the restart.
+    let _ = sub.kill();
+    let mut rest = String::new();
+    let _ = out.read_to_string(&mut rest);
+    let again = rest
+        .lines()
+        .filter(|l| l.contains("\"raised\"") && l.contains("\"H1\""))
+        .count();
+    assert_eq!(again, 0, "a second notification after restart:\n{rest}");
+
+    // Arrive and close with a person's disposition.
+    post(
+        &daemon,
+        "/api/v1/shipments/FR-1/arrive",
+        json!({"by": "lab"}),
+    );
+    let closed = post(
+        &daemon,
+        "/api/v1/shipments/FR-1/close",
+        json!({"by": "qa lead", "decision": "quarantined", "comment": "40 min above 8 °C, investigate"}),
+    );
+    assert_eq!(closed["state"], "closed");
+    let (s, e) = http_post(
+        daemon.http_port,
+        "/api/v1/shipments/FR-1/eta",
+        Some(TEST_TOKEN),
+        &json!({"by": "x", "eta_ms": 1}),
+    );
+    assert_eq!(s, 409, "{e}");
+}
+
+/// Webhooks: POSTed with an HMAC signature, retried with backoff after the
+/// receiver fails its first attempts, delivered once it recovers.
+#[test]
+fn webhook_delivery_survives_a_failing_receiver() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received: Arc<Mutex<Vec<(u16, String, String)>>> = Arc::default();
+    let rec = received.clone();
+    std::thread::spawn(move || {
+        for (n, conn) in listener.incoming().enumerate() {
+            let Ok(mut conn) = conn else { continue };
+            let mut r = BufReader::new(conn.try_clone().unwrap());
+            let (mut len, mut sig) = (0, String::new());
+            let mut line = String::new();
+            while r.read_line(&mut line).unwrap_or(0) > 2 {
+                let l = line.to_ascii_lowercase();
+                if let Some(v) = l.strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                if l.starts_with("x-coldchain-signature:") {
+                    sig = line.split_once(':').unwrap().1.trim().to_string();
+                }
+                line.clear();
+            }
+            let mut body = vec![0; len];
+            let _ = r.read_exact(&mut body);
+            // The first two attempts fail.
+            let status = if n < 2 { 500 } else { 200 };
+            rec.lock()
+                .unwrap()
+                .push((status, sig, String::from_utf8_lossy(&body).into_owned()));
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    let secret = "webhook-secret-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, daemon) = start(
+        dir.path(),
+        &["fridge-9"],
+        &format!("[[webhooks]]\nurl = \"http://127.0.0.1:{port}/hook\"\nsecret = \"{secret}\"\n"),
+    );
+    let t0 = now_ms() - 2 * H;
+    create(&daemon, "FR-9", "fridge", "fridge-9", t0, json!({}));
+    let rs: Vec<(i64, Option<i32>)> = (0..90)
+        .map(|i| (t0 + i * MIN, Some(if i >= 30 { 12_000 } else { 5_000 })))
+        .collect();
+    mosquitto_pub_lines(
+        broker.port,
+        "coldchain/v1/dev/fridge-9/up/json",
+        &frames("fridge-9", 0, &rs),
+    )
+    .unwrap();
+    let got = wait_for(
+        Duration::from_secs(90),
+        "a successful webhook delivery",
+        || {
+            let g = received.lock().unwrap().clone();
+            g.iter().any(|(s, _, _)| *s == 200).then_some(g)
+        },
+    );
+    assert!(got.len() >= 3, "two failures, then success: {got:?}");
+    assert_eq!(got[0].0, 500);
+    // The retried body is the same event, and the signature verifies.
+    assert_eq!(got[0].2, got[2].2);
+    let ok = got.iter().find(|(s, _, _)| *s == 200).unwrap();
+    let ev: Value = serde_json::from_str(&ok.2).unwrap();
+    assert_eq!(ev["event"], "raised");
+    assert_eq!(ev["alert"]["shipment"], "FR-9");
+    assert_eq!(ok.1, coldchain_daemon_signature(secret, &ok.2));
+}
+
+/// HMAC-SHA256 of the body as the daemon signs it, computed independently here.
+fn coldchain_daemon_signature(secret: &str, body: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut m = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes()).unwrap();
+    m.update(body.as_bytes());
+    format!("sha256={}", hex::encode(m.finalize().into_bytes()))
+}
