@@ -14,6 +14,7 @@
 mod fmt;
 
 pub mod batch;
+pub mod bootcount;
 pub mod clock;
 
 pub use batch::{Batch, FrameBuilder};

@@ -149,6 +149,20 @@ impl<S: MultiwriteNorFlash, C: CacheImpl<()>> Outbox<S, C> {
         Ok(n)
     }
 
+    /// Calls `f` with each stored frame, oldest first, without removing any.
+    pub async fn for_each(
+        &mut self,
+        buf: &mut [u8; ENTRY_BUF_LEN],
+        mut f: impl FnMut(FrameRef, &[u8]),
+    ) -> Result<(), Error<S::Error>> {
+        let mut it = self.q.iter().await?;
+        while let Some(entry) = it.next(buf).await? {
+            let r = frame_ref(&entry).ok_or(Error::BadEntry)?;
+            f(r, &entry[HEADER_LEN..]);
+        }
+        Ok(())
+    }
+
     /// Frames dropped to a full queue since the last call; resets the count.
     pub fn take_dropped(&mut self) -> u32 {
         core::mem::take(&mut self.dropped)

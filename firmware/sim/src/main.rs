@@ -6,12 +6,19 @@
 
 mod board;
 mod device;
+mod dock;
+mod exec;
+mod flash;
 mod mqtt;
 mod rng;
 mod thermal;
+mod tty;
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -47,9 +54,24 @@ struct Args {
     /// Real-time gap between frames, milliseconds (0: as fast as possible).
     #[arg(long, default_value_t = 1000)]
     interval_ms: u64,
-    /// Boot counter of this run (the first frame is (boot, seq 0)).
-    #[arg(long, default_value_t = 1)]
-    boot: u32,
+    /// Boot counter of this run (the first frame is (boot, seq 0)). Default:
+    /// the counter kept in the simulated flash, incremented at every boot
+    /// (1 on a blank flash).
+    #[arg(long)]
+    boot: Option<u32>,
+    /// Talk to the daemon over this serial port (a tty, or the slave side of
+    /// a pty) instead of MQTT: the firmware's serial uplink drains the flash
+    /// queue with COBS frames and signed acks. `--broker` is then unused.
+    #[arg(long, value_name = "PATH")]
+    serial: Option<PathBuf>,
+    /// Keep the simulated NOR flash (boot counter and frame queue) in this
+    /// file, so a later run (after a kill, a power cut) finds what was not
+    /// acknowledged. Default: in memory. Used with --serial.
+    #[arg(long, value_name = "FILE")]
+    flash: Option<PathBuf>,
+    /// Serial uplink: resend a frame not acknowledged within this time.
+    #[arg(long, default_value_t = 2000)]
+    ack_timeout_ms: u64,
     /// Seed of the simulation (unit hold time, noise).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -111,6 +133,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    if args.serial.is_some() {
+        return run_serial(args).await;
+    }
     let (host, port) = args
         .broker
         .rsplit_once(':')
@@ -157,7 +182,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             frames: args.frames,
             readings_per_frame: usize::from(args.readings_per_frame),
             interval: Duration::from_millis(args.interval_ms),
-            boot: args.boot,
+            boot: args.boot.unwrap_or(1),
             seed: args.seed.wrapping_add(i as u64),
             speed: args.speed,
             start_h: args.start_h,
@@ -203,6 +228,66 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// `--serial`: one logger dumping its flash queue over a serial port.
+async fn run_serial(args: Args) -> anyhow::Result<()> {
+    let key = DeviceKey::from_hex(&args.key).map_err(|e| anyhow::anyhow!("--key: {e}"))?;
+    if args.containers != 1 || args.json || args.events {
+        bail!(
+            "--serial simulates one logger sending signed postcard frames: drop --containers, --json and --events"
+        );
+    }
+    if !(args.speed.is_finite() && args.speed > 0.0) {
+        bail!("--speed must be a positive number, got {}", args.speed);
+    }
+    let faults = device::Faults::parse(&args.faults)?;
+    if !faults.outages.is_empty() || !faults.lids.is_empty() || faults.tip_h.is_some() {
+        bail!("--serial supports the faults probe-open, probe-loose and power-cut");
+    }
+    let device = DeviceId::new(&args.device)
+        .map_err(|e| anyhow::anyhow!("device id {:?}: {e}", args.device))?;
+    let setup = dock::Setup {
+        device: device.clone(),
+        key,
+        profile: args.profile,
+        frames: args.frames,
+        readings_per_frame: usize::from(args.readings_per_frame),
+        interval: Duration::from_millis(args.interval_ms),
+        boot: args.boot,
+        seed: args.seed,
+        speed: args.speed,
+        start_h: args.start_h,
+        serial: args.serial.clone().context("--serial")?,
+        flash: args.flash.clone(),
+        ack_timeout_ms: args.ack_timeout_ms,
+        sensor_faults: (faults.probe_open_h, faults.probe_loose_h),
+        power_cuts: faults.power_cuts.clone(),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let mut task = tokio::task::spawn_blocking(move || dock::run(setup, flag));
+    let sum = tokio::select! {
+        r = &mut task => r.context("logger task")??,
+        _ = shutdown_signal() => {
+            tracing::info!("signal received: stopping");
+            stop.store(true, Ordering::Relaxed);
+            task.await.context("logger task")??
+        }
+    };
+    println!(
+        "{}",
+        serde_json::json!({
+            "device": device.as_str(),
+            "frames": sum.frames,
+            "readings": sum.readings,
+            "boot": sum.boot,
+            "queued": sum.queued,
+            "found": sum.found,
+            "sent": sum.sent,
+        })
+    );
+    Ok(())
 }
 
 async fn shutdown_signal() {
