@@ -20,7 +20,7 @@ type Q = Outbox<MockFlashBase<4, 4, 256>, Cache<Uncached, Uncached, Uncached, ()
 #[test]
 fn buffers_and_queue_fit_a_64k_mcu_with_room_to_spare() {
     let flash = size_of::<MockFlashBase<4, 4, 256>>();
-    let rows: [(&str, usize); 13] = [
+    let rows: [(&str, usize); 15] = [
         ("Sampler (8 channels)", size_of::<Sampler>()),
         ("ReadingBatch (32 readings)", size_of::<ReadingBatch>()),
         ("EventBatch (16 events)", size_of::<EventBatch>()),
@@ -40,6 +40,14 @@ fn buffers_and_queue_fit_a_64k_mcu_with_room_to_spare() {
             size_of::<coldchain_firmware::uplink::serial::SerialUplink>(),
         ),
         ("serial encode buffer (stack)", serial::MAX_FRAME_LEN),
+        (
+            "MqttUplink (rx buffer, topics, state)",
+            size_of::<coldchain_firmware::uplink::mqtt::MqttUplink>(),
+        ),
+        (
+            "MQTT poll scratch (stack: packet out, packet in, builder)",
+            ENTRY_BUF_LEN + 128 + coldchain_firmware::uplink::mqtt::RX_MAX + 1024 + 8,
+        ),
     ];
     let downlink = size_of::<Downlink>();
     let mut total = downlink;
