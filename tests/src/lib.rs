@@ -561,10 +561,15 @@ pub fn http_post(port: u16, path: &str, token: Option<&str>, body: &Value) -> (u
     if let Some(t) = token {
         req = req.header("Authorization", &format!("Bearer {t}"));
     }
-    let mut resp = req.send_json(body).unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let mut resp = req
+        .send_json(body)
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
     let status = resp.status().as_u16();
     let text = resp.body_mut().read_to_string().unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 /// Publishes each line as one message with `mosquitto_pub -l` (one connection, QoS 1).
@@ -572,7 +577,17 @@ pub fn mosquitto_pub_lines(port: u16, topic: &str, lines: &[String]) -> anyhow::
     use std::io::Write;
     let exe = which("mosquitto_pub").context("mosquitto_pub not installed")?;
     let mut child = Command::new(exe)
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-t", topic, "-l"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            topic,
+            "-l",
+        ])
         .stdin(Stdio::piped())
         .spawn()?;
     {
@@ -591,7 +606,9 @@ pub fn mosquitto_pub_lines(port: u16, topic: &str, lines: &[String]) -> anyhow::
 /// A signed JSON envelope (see proto/README.md) for a frame of readings of
 /// channel 0 (`Some(m°C)` or `None` for an open-circuit fault) at the given device times.
 pub fn json_frame(device: &str, boot: u32, seq: u32, readings: &[(i64, Option<i32>)]) -> String {
-    use coldchain_proto::{Body, ChannelKind, DeviceId, DeviceKey, FaultKind, Frame, Measurement, Reading, Timestamp};
+    use coldchain_proto::{
+        Body, ChannelKind, DeviceId, DeviceKey, FaultKind, Frame, Measurement, Reading, Timestamp,
+    };
     let t0 = readings.first().map(|r| r.0).unwrap_or(0);
     let rs: Vec<Reading> = readings
         .iter()
@@ -613,7 +630,9 @@ pub fn json_frame(device: &str, boot: u32, seq: u32, readings: &[(i64, Option<i3
         body: Body::Readings(heapless::Vec::from_slice(&rs).expect("at most 32 readings")),
     };
     let text = serde_json::to_string(&f).expect("frame json");
-    let tag = DeviceKey::from_hex(TEST_KEY).expect("key").sign(text.as_bytes());
+    let tag = DeviceKey::from_hex(TEST_KEY)
+        .expect("key")
+        .sign(text.as_bytes());
     format!("{{\"frame\":{text},\"tag\":\"{}\"}}", hex::encode(tag))
 }
 
@@ -623,4 +642,21 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Waits until the harness daemon (id `test`) has published its retained
+/// `online` status: it is connected and its subscriptions are in place (it
+/// subscribes before publishing that). Before this, a frame published to a
+/// broker that has never seen the daemon's session has no subscriber and is
+/// dropped. `args`: extra `mosquitto_sub` arguments (TLS, credentials).
+/// Meant for a first start: after a restart an older retained `online` may
+/// still be there.
+pub fn wait_daemon_online(broker_port: u16, args: &[&str]) {
+    let mut all = args.to_vec();
+    all.extend(["-t", "coldchain/v1/daemon/test/online", "-W", "60"]);
+    let (mut sub, mut out) = mosquitto_sub(broker_port, &all).expect("start mosquitto_sub");
+    let got = read_until(&mut out, |l| l == "online");
+    let _ = sub.kill();
+    let _ = sub.wait();
+    assert!(got.is_some(), "the daemon did not come online within 60 s");
 }

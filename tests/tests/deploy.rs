@@ -138,7 +138,7 @@ fn install_sh_into_destdir_puts_every_file_in_place_and_is_idempotent() {
         .unwrap();
     assert!(check.status.success(), "{check:?}");
     assert!(
-        String::from_utf8_lossy(&check.stdout).contains("(0 devices"),
+        String::from_utf8_lossy(&check.stdout).contains("0 devices"),
         "{check:?}"
     );
 
@@ -279,6 +279,7 @@ fn minting_and_rotating_a_key_with_the_real_daemon() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start(&dir.path().join("broker"));
     let mut daemon = Daemon::start(&dir.path().join("daemon"), broker.port, &[], "");
+    wait_daemon_online(broker.port, &[]);
     let cfg = daemon.config.to_str().unwrap().to_string();
     let secrets = dir.path().join("secrets");
     let mint = |extra: &[&str]| {

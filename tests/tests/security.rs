@@ -218,7 +218,8 @@ impl Site {
         &self.devs[id]
     }
 
-    /// The daemon, connected over TLS with the daemon account, trusting `ca`.
+    /// The daemon over TLS with the daemon account, trusting `ca`; with the
+    /// right CA, once it is connected and subscribed.
     fn daemon(&self, ca: &str) -> Daemon {
         let devices: Vec<DeviceCfg> = self
             .devs
@@ -235,12 +236,26 @@ impl Site {
             ),
             ..DaemonOpts::default()
         };
-        Daemon::start_with(
+        let daemon = Daemon::start_with(
             &self.dir.path().join("daemon"),
             self.broker.port,
             &devices,
             &opts,
-        )
+        );
+        if ca == self.ca {
+            wait_daemon_online(
+                self.broker.port,
+                &[
+                    "--cafile",
+                    &self.ca,
+                    "-u",
+                    DAEMON_USER,
+                    "-P",
+                    &self.daemon_password,
+                ],
+            );
+        }
+        daemon
     }
 
     /// mosquitto_pub on the password listener, trusting our CA, as `user`.
@@ -506,9 +521,8 @@ fn a_device_cannot_publish_or_read_as_another() {
     let (a, b) = (site.dev("dev-a"), site.dev("dev-b"));
     let b_frame = signed(&frame("dev-b", 1, 0, -160_000), &b.key);
     let a_signed_as_b = signed(&frame("dev-b", 1, 1, -160_000), &a.key);
-    let json = format!(
-        "{{\"frame\":{{\"device\":\"dev-b\",\"boot\":1,\"seq\":2,\"time\":{{\"unix_ms\":1763769600000}},\"body\":{{\"readings\":[{{\"channel\":0,\"kind\":\"rtd\",\"dt_ms\":0,\"value\":{{\"valid\":-160000}}}}]}}}}}}"
-    );
+    // (Unsigned: the daemon would refuse it too; the ACL is what is tested.)
+    let json = r#"{"frame":{"device":"dev-b","boot":1,"seq":2,"time":{"unix_ms":1763769600000},"body":{"readings":[{"channel":0,"kind":"rtd","dt_ms":0,"value":{"valid":-160000}}]}}}"#;
     let b_up_json = "coldchain/v1/dev/dev-b/up/json";
     for (topic, payload) in [
         (up("dev-b"), &b_frame),
@@ -695,4 +709,132 @@ fn tls_with_the_wrong_ca_fails() {
     );
     assert_eq!(daemon.stat("acked"), 0);
     assert!(daemon.all_readings("dev-a").is_empty());
+}
+
+/// GET with an optional bearer token; status and body (status 0: no connection).
+fn get_with(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut req = agent.get(format!("http://127.0.0.1:{port}{path}"));
+    if let Some(t) = token {
+        req = req.header("Authorization", &format!("Bearer {t}"));
+    }
+    match req.call() {
+        Ok(mut resp) => {
+            let status = resp.status().as_u16();
+            (status, resp.body_mut().read_to_string().unwrap_or_default())
+        }
+        // Not listening (yet): status 0.
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// The API refuses a change with a missing or wrong token (and changes
+/// nothing), refuses every change when no token is configured, and when bound
+/// beyond loopback refuses reads without the token too.
+#[test]
+fn the_api_refuses_a_missing_or_wrong_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(&dir.path().join("broker"));
+    let opts = DaemonOpts {
+        http: format!("token = \"{TEST_TOKEN}\""),
+        ..DaemonOpts::default()
+    };
+    let daemon = Daemon::start_with(
+        &dir.path().join("daemon"),
+        broker.port,
+        &[DeviceCfg::new("dev-a")],
+        &opts,
+    );
+    let shipment = |id: &str| {
+        serde_json::json!({
+            "by": "dispatcher anna",
+            "id": id,
+            "product": "test product",
+            "profile": "cryo-ln2",
+            "watch": [{"device": "dev-a", "channel": 0}],
+            "origin": "Site A",
+            "destination": "Lab B",
+            "departure_ms": 1_763_769_600_000i64,
+        })
+    };
+    let wrong_same_length: String = TEST_TOKEN
+        .chars()
+        .rev()
+        .collect::<String>()
+        .replace('t', "x");
+    assert_eq!(wrong_same_length.len(), TEST_TOKEN.len());
+    for (token, why) in [
+        (None, "missing"),
+        (Some("nope"), "wrong"),
+        (Some(wrong_same_length.as_str()), "wrong"),
+        (Some(&TEST_TOKEN[..TEST_TOKEN.len() - 1]), "wrong"),
+        // ("Bearer " with nothing after it may be trimmed to "Bearer" on the way.)
+        (Some(""), "bearer token"),
+    ] {
+        let (status, body) = http_post(
+            daemon.http_port,
+            "/api/v1/shipments",
+            token,
+            &shipment("SHP-X"),
+        );
+        assert_eq!(status, 401, "token {token:?}: {body}");
+        assert!(body.to_string().contains(why), "token {token:?}: {body}");
+    }
+    let (status, body) = http_post(
+        daemon.http_port,
+        "/api/v1/shipments",
+        Some(TEST_TOKEN),
+        &shipment("SHP-1"),
+    );
+    assert!((200..300).contains(&status), "{status}: {body}");
+    // Only the authorised change happened; reads on loopback need no token.
+    let list = daemon.get("/api/v1/shipments").to_string();
+    assert!(list.contains("SHP-1") && !list.contains("SHP-X"), "{list}");
+
+    // No token configured: the API is read-only, whatever is sent.
+    let ro = Daemon::start(
+        &dir.path().join("daemon-ro"),
+        broker.port,
+        &[DeviceCfg::new("dev-a")],
+        "",
+    );
+    let (status, body) = http_post(
+        ro.http_port,
+        "/api/v1/shipments",
+        Some(TEST_TOKEN),
+        &shipment("SHP-2"),
+    );
+    assert_eq!(status, 403, "{body}");
+
+    // Beyond loopback a token is required by check-config, and reads need it.
+    let cfg_dir = dir.path().join("daemon-open");
+    std::fs::create_dir_all(&cfg_dir).unwrap();
+    let port = free_port();
+    let base = format!(
+        "[daemon]\nid = \"open\"\ndata_dir = \"{}\"\n\n[mqtt]\nport = {}\n\n[http]\nbind = \"0.0.0.0:{port}\"\n",
+        cfg_dir.join("data").display(),
+        broker.port
+    );
+    let cfg = cfg_dir.join("coldchain.toml");
+    std::fs::write(&cfg, &base).unwrap();
+    let check = Command::new(bin("coldchain"))
+        .args(["check-config", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!check.status.success());
+    assert!(stderr(&check).contains("http.token"), "{}", stderr(&check));
+    std::fs::write(&cfg, format!("{base}token = \"{TEST_TOKEN}\"\n")).unwrap();
+    let mut cmd = Command::new(bin("coldchain"));
+    cmd.arg("run").arg("--config").arg(&cfg);
+    let _open = Proc::spawn("coldchain", cmd, &cfg_dir.join("daemon.log"));
+    wait_for(T, "the open daemon's /healthz", || {
+        (get_with(port, "/healthz", None).0 == 200).then_some(())
+    });
+    assert_eq!(get_with(port, "/api/v1/stats", None).0, 401);
+    assert_eq!(get_with(port, "/api/v1/stats", Some("nope")).0, 401);
+    assert_eq!(get_with(port, "/api/v1/stats", Some(TEST_TOKEN)).0, 200);
 }
