@@ -2,7 +2,7 @@
 //!
 //! | tree | key | value |
 //! | --- | --- | --- |
-//! | `readings` | device ‖ 0 ‖ boot ‖ seq ‖ idx | [`ReadingRecord`] |
+//! | `frame_readings` | device ‖ 0 ‖ boot ‖ seq | every `(idx, `[`ReadingRecord`]`)` of the frame |
 //! | `frames` | device ‖ 0 ‖ boot ‖ seq | [`FrameRecord`]: the dedupe index |
 //! | `events` | device ‖ 0 ‖ boot ‖ seq ‖ idx | [`EventRecord`] (device events, status) |
 //! | `gaps` | device ‖ 0 ‖ boot ‖ first missing seq | [`GapRecord`] |
@@ -13,6 +13,13 @@
 //! Device ids never contain a 0 byte, so `device ‖ 0` is an exact prefix and
 //! keys sort by device, then boot, then sequence. Integers are big-endian so
 //! range scans come out in order.
+//!
+//! A frame's readings are one value (postcard `Vec<(u16, ReadingRecord)>`):
+//! one sled write per frame instead of one per reading, which is what lets
+//! ingest keep up with tens of thousands of readings a second (see the
+//! README's performance section). The API still pages by `(frame, idx)`.
+//! Databases written by earlier versions kept one entry per reading in a
+//! `readings` tree; [`SledStore::open`] converts them once.
 //!
 //! **Durability.** sled 0.34 makes writes durable with `flush`, which on Linux
 //! uses `sync_file_range` and does not flush the drive's cache or the file's
@@ -248,15 +255,21 @@ pub mod key {
     }
 }
 
+/// Staged writes to one tree: `(key, Some(value))` inserts, `(key, None)` removes.
+type Staged = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
+/// The readings staged for one frame: its key and `(idx, record)` pairs.
+type StagedReadings = (Vec<u8>, Vec<(u16, ReadingRecord)>);
+
 /// Writes staged by the ingest task and made durable together by [`Store::sync`].
 #[derive(Debug, Default)]
 pub struct WriteSet {
-    pub(crate) readings: sled::Batch,
-    pub(crate) frames: sled::Batch,
-    pub(crate) events: sled::Batch,
-    pub(crate) gaps: sled::Batch,
-    pub(crate) devices: sled::Batch,
-    pub(crate) security: sled::Batch,
+    pub(crate) readings: Vec<StagedReadings>,
+    pub(crate) frames: Staged,
+    pub(crate) events: Staged,
+    pub(crate) gaps: Staged,
+    pub(crate) devices: Staged,
+    pub(crate) security: Staged,
     /// Number of staged writes (for logging).
     pub ops: usize,
 }
@@ -266,42 +279,97 @@ fn enc<T: Serialize>(v: &T) -> Vec<u8> {
     postcard::to_stdvec(v).unwrap_or_default()
 }
 
+/// Whether `k` is `key::frame(d, r)`, without building it.
+fn is_frame_key(k: &[u8], d: &DeviceId, r: FrameRef) -> bool {
+    let dev = d.as_str().as_bytes();
+    k.len() == dev.len() + 9
+        && k[..dev.len()] == *dev
+        && k[dev.len()] == 0
+        && k[dev.len() + 1..dev.len() + 5] == r.boot.to_be_bytes()
+        && k[dev.len() + 5..] == r.seq.to_be_bytes()
+}
+
 impl WriteSet {
-    /// Stages a reading.
+    /// Stages a reading. All readings of a frame are stored as one value, so
+    /// stage every reading of a frame in the same write set: applying it
+    /// replaces what was stored for that frame.
     pub fn reading(&mut self, d: &DeviceId, r: FrameRef, idx: u16, rec: &ReadingRecord) {
-        self.readings.insert(key::item(d, r, idx), enc(rec));
+        match self.readings.last_mut() {
+            Some((k, items)) if is_frame_key(k, d, r) => items.push((idx, rec.clone())),
+            _ => {
+                let mut items = Vec::with_capacity(coldchain_proto::MAX_READINGS);
+                items.push((idx, rec.clone()));
+                self.readings.push((key::frame(d, r), items));
+            }
+        }
         self.ops += 1;
     }
     /// Stages a frame's dedupe entry.
     pub fn frame(&mut self, d: &DeviceId, r: FrameRef, rec: &FrameRecord) {
-        self.frames.insert(key::frame(d, r), enc(rec));
+        self.frames.push((key::frame(d, r), Some(enc(rec))));
         self.ops += 1;
     }
     /// Stages an event.
     pub fn event(&mut self, d: &DeviceId, r: FrameRef, idx: u16, rec: &EventRecord) {
-        self.events.insert(key::item(d, r, idx), enc(rec));
+        self.events.push((key::item(d, r, idx), Some(enc(rec))));
         self.ops += 1;
     }
     /// Stages a gap (or its replacement after a late frame split it).
     pub fn gap(&mut self, d: &DeviceId, boot: u32, first: u32, rec: Option<&GapRecord>) {
         let k = key::frame(d, FrameRef { boot, seq: first });
-        match rec {
-            Some(rec) => self.gaps.insert(k, enc(rec)),
-            None => self.gaps.remove(k),
-        }
+        self.gaps.push((k, rec.map(enc)));
         self.ops += 1;
     }
     /// Stages a device's state.
     pub fn device(&mut self, d: &DeviceId, st: &DeviceState) {
-        self.devices.insert(d.as_str().as_bytes(), enc(st));
+        self.devices
+            .push((d.as_str().as_bytes().to_vec(), Some(enc(st))));
         self.ops += 1;
     }
     /// Stages a security record.
     pub fn security(&mut self, d: &DeviceId, minute: i64, rec: &SecurityRecord) {
         let mut k = key::device_prefix(d);
         k.extend_from_slice(&minute.to_be_bytes());
-        self.security.insert(k, enc(rec));
+        self.security.push((k, Some(enc(rec))));
         self.ops += 1;
+    }
+}
+
+/// The value stored for a frame's staged readings: sorted by index, the
+/// last one staged winning for a repeated index.
+fn frame_readings_value(mut items: Vec<(u16, ReadingRecord)>) -> Vec<u8> {
+    if !items.is_sorted_by_key(|(i, _)| *i) || items.windows(2).any(|w| w[0].0 == w[1].0) {
+        items.reverse();
+        items.sort_by_key(|(i, _)| *i);
+        items.dedup_by_key(|(i, _)| *i);
+    }
+    enc(&items)
+}
+
+/// Applies staged writes to a tree: nothing for none, a plain write for one
+/// (no batch marker in sled's log), a sled batch (atomic) for several.
+fn apply_staged(tree: &sled::Tree, staged: Staged) -> sled::Result<()> {
+    match staged.len() {
+        0 => Ok(()),
+        1 => {
+            let Some((k, v)) = staged.into_iter().next() else {
+                return Ok(());
+            };
+            match v {
+                Some(v) => tree.insert(k, v).map(drop),
+                None => tree.remove(k).map(drop),
+            }
+        }
+        _ => {
+            let mut b = sled::Batch::default();
+            for (k, v) in staged {
+                match v {
+                    Some(v) => b.insert(k, v),
+                    None => b.remove(k),
+                }
+            }
+            tree.apply_batch(b)
+        }
     }
 }
 
@@ -346,6 +414,7 @@ pub trait Store: Send + Sync + 'static {
 pub struct SledStore {
     path: PathBuf,
     db: sled::Db,
+    /// `frame_readings`.
     readings: sled::Tree,
     frames: sled::Tree,
     events: sled::Tree,
@@ -383,16 +452,79 @@ impl SledStore {
                 e => err(e),
             })?;
         let t = |name: &str| db.open_tree(name).map_err(err);
-        Ok(SledStore {
-            readings: t("readings")?,
+        let store = SledStore {
+            readings: t("frame_readings")?,
             frames: t("frames")?,
             events: t("events")?,
             gaps: t("gaps")?,
             devices: t("devices")?,
             security: t("security")?,
-            db,
-            path,
-        })
+            db: db.clone(),
+            path: path.clone(),
+        };
+        store.migrate_per_reading_tree()?;
+        Ok(store)
+    }
+
+    /// Converts a `readings` tree of an earlier version (one entry per
+    /// reading, key `device ‖ 0 ‖ boot ‖ seq ‖ idx`) to `frame_readings`,
+    /// durably, then drops it. Idempotent: a crash midway converts again.
+    fn migrate_per_reading_tree(&self) -> Result<(), StoreError> {
+        const OLD: &[u8] = b"readings";
+        if !self.db.tree_names().iter().any(|n| n == OLD) {
+            return Ok(());
+        }
+        let old = self.db.open_tree(OLD).map_err(|e| self.sled_err(e))?;
+        let mut group: Option<StagedReadings> = None;
+        let mut n = 0u64;
+        for kv in old.iter() {
+            let (k, v) = kv.map_err(|e| self.sled_err(e))?;
+            if k.len() < 11 {
+                continue;
+            }
+            let (fk, idx) = k.split_at(k.len() - 2);
+            let idx = u16::from_be_bytes([idx[0], idx[1]]);
+            let rec: ReadingRecord = self.dec("readings", &v)?;
+            n += 1;
+            match &mut group {
+                Some((gk, items)) if gk.as_slice() == fk => items.push((idx, rec)),
+                _ => {
+                    if let Some((gk, items)) = group.take() {
+                        self.merge_frame_readings(gk, items)?;
+                    }
+                    group = Some((fk.to_vec(), vec![(idx, rec)]));
+                }
+            }
+        }
+        if let Some((gk, items)) = group.take() {
+            self.merge_frame_readings(gk, items)?;
+        }
+        self.sync()?;
+        self.db.drop_tree(OLD).map_err(|e| self.sled_err(e))?;
+        self.sync()?;
+        if n > 0 {
+            tracing::info!(
+                readings = n,
+                "converted the readings tree to one value per frame"
+            );
+        }
+        Ok(())
+    }
+
+    fn merge_frame_readings(
+        &self,
+        k: Vec<u8>,
+        mut items: Vec<(u16, ReadingRecord)>,
+    ) -> Result<(), StoreError> {
+        if let Some(v) = self.readings.get(&k).map_err(|e| self.sled_err(e))? {
+            let mut have: Vec<(u16, ReadingRecord)> = self.dec("frame_readings", &v)?;
+            have.append(&mut items);
+            items = have;
+        }
+        self.readings
+            .insert(k, frame_readings_value(items))
+            .map_err(|e| self.sled_err(e))?;
+        Ok(())
     }
 
     /// The database directory.
@@ -448,24 +580,33 @@ impl Store for SledStore {
     fn apply(&self, w: WriteSet) -> Result<(), StoreError> {
         // Order matters for crash consistency: sled recovers a prefix of its
         // log, so if a frame's dedupe entry survived, its readings did too.
-        self.readings
-            .apply_batch(w.readings)
-            .map_err(|e| self.sled_err(e))?;
-        self.events
-            .apply_batch(w.events)
-            .map_err(|e| self.sled_err(e))?;
-        self.gaps
-            .apply_batch(w.gaps)
-            .map_err(|e| self.sled_err(e))?;
-        self.security
-            .apply_batch(w.security)
-            .map_err(|e| self.sled_err(e))?;
-        self.frames
-            .apply_batch(w.frames)
-            .map_err(|e| self.sled_err(e))?;
-        self.devices
-            .apply_batch(w.devices)
-            .map_err(|e| self.sled_err(e))?;
+        // One value per frame: a frame's readings are atomic by construction.
+        let readings = if w.readings.windows(2).all(|p| p[0].0 < p[1].0) {
+            w.readings
+        } else {
+            // The same frame staged more than once: merge in staging order.
+            let mut rs = w.readings;
+            rs.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut merged: Vec<StagedReadings> = Vec::with_capacity(rs.len());
+            for (k, mut items) in rs {
+                match merged.last_mut() {
+                    Some((mk, m)) if *mk == k => m.append(&mut items),
+                    _ => merged.push((k, items)),
+                }
+            }
+            merged
+        };
+        let readings = readings
+            .into_iter()
+            .map(|(k, items)| (k, Some(frame_readings_value(items))))
+            .collect();
+        let e = |e| self.sled_err(e);
+        apply_staged(&self.readings, readings).map_err(e)?;
+        apply_staged(&self.events, w.events).map_err(e)?;
+        apply_staged(&self.gaps, w.gaps).map_err(e)?;
+        apply_staged(&self.security, w.security).map_err(e)?;
+        apply_staged(&self.frames, w.frames).map_err(e)?;
+        apply_staged(&self.devices, w.devices).map_err(e)?;
         Ok(())
     }
 
@@ -524,36 +665,56 @@ impl Store for SledStore {
         let prefix = key::device_prefix(d);
         let mut end = prefix.clone();
         *end.last_mut().unwrap_or(&mut 0) = 1;
-        let iter = match after {
-            Some((r, idx)) => {
-                let mut start = key::item(d, r, idx);
-                start.push(0);
-                self.readings.range(start..end)
-            }
-            None => self.readings.range(prefix..end),
+        let start = match after {
+            Some((r, _)) => key::frame(d, r),
+            None => prefix,
         };
         let mut out = Vec::new();
-        for kv in iter.take(limit) {
+        if limit == 0 {
+            return Ok(out);
+        }
+        for kv in self.readings.range(start..end) {
             let (k, v) = kv.map_err(|e| self.sled_err(e))?;
-            let Some((dev, r, idx)) = key::parse_item(&k) else {
+            let n = k.len();
+            if n < 9 {
                 continue;
+            }
+            let r = FrameRef {
+                boot: u32::from_be_bytes(k[n - 8..n - 4].try_into().unwrap_or([0; 4])),
+                seq: u32::from_be_bytes(k[n - 4..].try_into().unwrap_or([0; 4])),
             };
-            out.push(ReadingRow {
-                device: dev.to_string(),
-                boot: r.boot,
-                seq: r.seq,
-                idx,
-                reading: self.dec("readings", &v)?,
-            });
+            let items: Vec<(u16, ReadingRecord)> = self.dec("frame_readings", &v)?;
+            for (idx, reading) in items {
+                if after.is_some_and(|(ar, ai)| ar == r && idx <= ai) {
+                    continue;
+                }
+                out.push(ReadingRow {
+                    device: d.as_str().to_string(),
+                    boot: r.boot,
+                    seq: r.seq,
+                    idx,
+                    reading,
+                });
+                if out.len() == limit {
+                    return Ok(out);
+                }
+            }
         }
         Ok(out)
     }
 
     fn reading_count(&self, d: &DeviceId) -> Result<u64, StoreError> {
         let mut n = 0;
-        for k in self.readings.scan_prefix(key::device_prefix(d)).keys() {
-            k.map_err(|e| self.sled_err(e))?;
-            n += 1;
+        for v in self.readings.scan_prefix(key::device_prefix(d)).values() {
+            let v = v.map_err(|e| self.sled_err(e))?;
+            // The value starts with the number of readings (postcard varint).
+            let (count, _) =
+                postcard::take_from_bytes::<u64>(&v).map_err(|e| StoreError::Decode {
+                    path: self.path.clone(),
+                    tree: "frame_readings",
+                    detail: e.to_string(),
+                })?;
+            n += count;
         }
         Ok(n)
     }
@@ -584,5 +745,121 @@ impl Store for SledStore {
 
     fn size_on_disk(&self) -> Result<u64, StoreError> {
         self.db.size_on_disk().map_err(|e| self.sled_err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coldchain_proto::{ChannelKind, Measurement};
+
+    fn rec(v: i32) -> ReadingRecord {
+        ReadingRecord {
+            channel: 0,
+            kind: ChannelKind::Rtd,
+            value: Measurement::Valid(v),
+            time_ms: 1_767_225_600_000 + i64::from(v),
+            time_source: TimeSource::Device,
+        }
+    }
+
+    fn dev(s: &str) -> DeviceId {
+        DeviceId::new(s).unwrap()
+    }
+
+    fn ids(rows: &[ReadingRow]) -> Vec<(u32, u32, u16)> {
+        rows.iter().map(|r| (r.boot, r.seq, r.idx)).collect()
+    }
+
+    #[test]
+    fn readings_page_by_frame_and_index_in_key_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let (a, b) = (dev("a"), dev("ab"));
+        for (boot, seq) in [(1, 2), (1, 0), (2, 0)] {
+            let mut w = WriteSet::default();
+            for i in 0..3u16 {
+                w.reading(&a, FrameRef { boot, seq }, i, &rec(i32::from(i)));
+            }
+            s.apply(w).unwrap();
+        }
+        let mut w = WriteSet::default();
+        w.reading(&b, FrameRef { boot: 1, seq: 0 }, 0, &rec(9));
+        s.apply(w).unwrap();
+
+        assert_eq!(s.reading_count(&a).unwrap(), 9);
+        assert_eq!(s.reading_count(&b).unwrap(), 1);
+        let all = s.readings(&a, None, 100).unwrap();
+        assert_eq!(
+            ids(&all),
+            vec![
+                (1, 0, 0),
+                (1, 0, 1),
+                (1, 0, 2),
+                (1, 2, 0),
+                (1, 2, 1),
+                (1, 2, 2),
+                (2, 0, 0),
+                (2, 0, 1),
+                (2, 0, 2)
+            ]
+        );
+        assert!(all.iter().all(|r| r.device == "a"));
+        // Paging with a cursor inside a frame and at its end.
+        let p = s
+            .readings(&a, Some((FrameRef { boot: 1, seq: 0 }, 1)), 2)
+            .unwrap();
+        assert_eq!(ids(&p), vec![(1, 0, 2), (1, 2, 0)]);
+        let p = s
+            .readings(&a, Some((FrameRef { boot: 1, seq: 2 }, 2)), 10)
+            .unwrap();
+        assert_eq!(ids(&p), vec![(2, 0, 0), (2, 0, 1), (2, 0, 2)]);
+        assert!(s.readings(&a, None, 0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn restaging_an_index_keeps_the_last_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let a = dev("a");
+        let f = FrameRef { boot: 1, seq: 1 };
+        let mut w = WriteSet::default();
+        w.reading(&a, f, 1, &rec(1));
+        w.reading(&a, f, 0, &rec(0));
+        w.reading(&a, f, 1, &rec(11));
+        s.apply(w).unwrap();
+        let rows = s.readings(&a, None, 10).unwrap();
+        assert_eq!(ids(&rows), vec![(1, 1, 0), (1, 1, 1)]);
+        assert_eq!(rows[1].reading, rec(11));
+    }
+
+    #[test]
+    fn a_per_reading_tree_of_an_earlier_version_is_converted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dev("dev-1");
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let old = db.open_tree("readings").unwrap();
+            for seq in 0..3u32 {
+                for idx in 0..4u16 {
+                    old.insert(
+                        key::item(&a, FrameRef { boot: 1, seq }, idx),
+                        enc(&rec(seq as i32 * 10 + i32::from(idx))),
+                    )
+                    .unwrap();
+                }
+            }
+            db.flush().unwrap();
+        }
+        let s = SledStore::open(dir.path()).unwrap();
+        assert!(!s.db().tree_names().iter().any(|n| n == b"readings"));
+        assert_eq!(s.reading_count(&a).unwrap(), 12);
+        let rows = s.readings(&a, None, 100).unwrap();
+        assert_eq!(rows.len(), 12);
+        assert_eq!(rows[5].reading, rec(11));
+        assert_eq!((rows[5].seq, rows[5].idx), (1, 1));
+        drop(s);
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.reading_count(&a).unwrap(), 12);
     }
 }
