@@ -348,3 +348,55 @@ fn minting_and_rotating_a_key_with_the_real_daemon() {
         .collect();
     assert_eq!(seqs, vec![1, 3]);
 }
+
+/// deploy/mosquitto/dev.conf as shipped (port and persistence directory
+/// rewritten): the daemon's queued frames survive a broker restart while the
+/// daemon is down.
+#[test]
+fn dev_conf_keeps_the_daemons_queue_across_a_broker_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = std::fs::read_to_string(deploy("mosquitto/dev.conf")).unwrap();
+    let bdir = dir.path().join("broker");
+    let persist = format!("{}/", bdir.display());
+    let mut broker = Mosquitto::start_with_config(&bdir, |port| {
+        let mut conf = shipped.clone();
+        for (from, to) in [
+            (
+                "\nlistener 1883 127.0.0.1\n",
+                format!("\nlistener {port} 127.0.0.1\n"),
+            ),
+            ("/var/lib/mosquitto/", persist.clone()),
+        ] {
+            assert!(conf.contains(from), "dev.conf no longer has {from:?}");
+            conf = conf.replace(from, &to);
+        }
+        if nix::unistd::Uid::effective().is_root() {
+            conf.push_str("user root\n");
+        }
+        conf
+    });
+    let mut daemon = Daemon::start(
+        &dir.path().join("daemon"),
+        broker.port,
+        &[DeviceCfg::new("dev-a")],
+        "",
+    );
+    wait_daemon_online(broker.port, &[]);
+    let key = DeviceKey::from_hex(TEST_KEY).unwrap();
+    let topic = "coldchain/v1/dev/dev-a/up";
+    mosquitto_pub(broker.port, topic, &signed_frame("dev-a", 0, &key)).unwrap();
+    wait_for(T, "frame 0 stored", || {
+        (daemon.stat("readings_stored") == 1).then_some(())
+    });
+    daemon.stop();
+    // Queued for the absent daemon, then the broker restarts.
+    for seq in 1..=5 {
+        mosquitto_pub(broker.port, topic, &signed_frame("dev-a", seq, &key)).unwrap();
+    }
+    broker.restart();
+    daemon.restart();
+    wait_for(T, "the queued frames delivered", || {
+        (daemon.all_readings("dev-a").len() == 6).then_some(())
+    });
+    assert!(!broker.log().contains("Error"), "{}", broker.log());
+}
