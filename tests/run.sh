@@ -28,4 +28,6 @@ cargo fmt --all -- --check
 echo "==> cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> cargo test --workspace --locked"
-cargo test --workspace --locked
+# cargo builds the daemon's and the simulator's binaries before running any
+# test (both packages have integration tests); the end-to-end tests use them.
+COLDCHAIN_BINS_BUILT=1 cargo test --workspace --locked

@@ -69,7 +69,11 @@ fn bad_request(msg: impl Into<String>) -> ApiError {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/stats", get(stats))
-        .route("/api/v1/devices", get(devices))
+        .route("/api/v1/devices", get(devices).post(add_device))
+        .route("/api/v1/export", get(export))
+        .route("/metrics", get(metrics))
+        .route("/readyz", get(readyz))
+        .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/devices/{id}/readings", get(readings))
         .route("/api/v1/devices/{id}/gaps", get(gaps))
         .route(
@@ -539,4 +543,146 @@ async fn gaps(
             .map(|(boot, first, last)| serde_json::json!({"boot": boot, "first": first, "last": last}))
             .collect::<Vec<_>>()
     )))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddDevice {
+    by: String,
+    id: String,
+    /// 64 hex digits; minted by the daemon when absent (and returned once).
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    allow_unsigned_json: bool,
+}
+
+async fn add_device(
+    State(s): State<AppState>,
+    JsonBody(b): JsonBody<AddDevice>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let id = parse_device(&b.id)?;
+    if b.by.trim().is_empty() {
+        return Err(bad_request(
+            "field by: who is adding this device? (must not be empty)",
+        ));
+    }
+    let (key, minted) = match &b.key {
+        Some(k) => (
+            coldchain_proto::DeviceKey::from_hex(k)
+                .map_err(|e| bad_request(format!("field key: {e}")))?,
+            false,
+        ),
+        None => {
+            let mut bytes = [0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+            (coldchain_proto::DeviceKey::from_bytes(bytes), true)
+        }
+    };
+    let fp = crate::registry::fingerprint(&key);
+    let v = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, ApiError> {
+        let now = crate::ingest::now_ms();
+        let replaced = s
+            .registry
+            .add(id.clone(), key.clone(), b.allow_unsigned_json, &b.by, now)
+            .map_err(|e| match e {
+                crate::registry::RegistryError::InConfig(_) => ApiError(StatusCode::CONFLICT, e.to_string()),
+                e => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            })?;
+        s.audit.append(
+            now,
+            &b.by,
+            if replaced { "device.rekey" } else { "device.add" },
+            id.as_str(),
+            serde_json::json!({ "key_fingerprint": fp, "allow_unsigned_json": b.allow_unsigned_json }),
+        )?;
+        s.store.sync()?;
+        let mut out = serde_json::json!({ "id": id.as_str(), "key_fingerprint": fp, "replaced": replaced });
+        if minted {
+            out["key"] = serde_json::Value::String(hex::encode(key.as_bytes()));
+        }
+        Ok(out)
+    })
+    .await??;
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+/// Every tree of the database as JSON lines: `{"tree": name, "key": hex, "value": hex}`.
+/// A consistent-enough backup of a running daemon; `coldchain import` restores it.
+async fn export(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let body = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+        let mut out = String::new();
+        for (_kind, name, items) in s.store.db().export() {
+            let name = String::from_utf8_lossy(&name).into_owned();
+            for mut kv in items {
+                let v = kv.pop().unwrap_or_default();
+                let k = kv.pop().unwrap_or_default();
+                out.push_str(&serde_json::json!({ "tree": name, "key": hex::encode(k), "value": hex::encode(v) }).to_string());
+                out.push('\n');
+            }
+        }
+        Ok(out)
+    })
+    .await??;
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    let store = s.store.clone();
+    match tokio::task::spawn_blocking(move || store.size_on_disk()).await {
+        Ok(Ok(_)) => (StatusCode::OK, "ready\n").into_response(),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n")).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+    }
+}
+
+/// Prometheus text exposition format.
+async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let text = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+        use std::fmt::Write;
+        let st = &s.stats;
+        let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let mut o = String::new();
+        let mut counter = |name: &str, help: &str, v: u64| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        counter("coldchain_frames_stored_total", "Frames stored since start.", l(&st.frames_stored));
+        counter("coldchain_readings_stored_total", "Readings stored since start.", l(&st.readings_stored));
+        counter("coldchain_duplicates_total", "Duplicate frames dropped since start.", l(&st.duplicates));
+        counter("coldchain_gaps_detected_total", "Sequence gaps detected since start.", l(&st.gaps_detected));
+        counter("coldchain_commits_total", "Group commits (flush + fsync) since start.", l(&st.commits));
+        let _ = writeln!(o, "# HELP coldchain_rejected_total Messages rejected since start, by reason.\n# TYPE coldchain_rejected_total counter");
+        for (reason, v) in [
+            ("malformed", l(&st.rejected_malformed)),
+            ("unknown_device", l(&st.rejected_unknown_device)),
+            ("bad_tag", l(&st.rejected_bad_tag)),
+            ("device_mismatch", l(&st.rejected_device_mismatch)),
+            ("unsigned", l(&st.rejected_unsigned)),
+        ] {
+            let _ = writeln!(o, "coldchain_rejected_total{{reason=\"{reason}\"}} {v}");
+        }
+        let _ = writeln!(o, "# HELP coldchain_store_bytes Database size on disk.\n# TYPE coldchain_store_bytes gauge\ncoldchain_store_bytes {}", s.store.size_on_disk()?);
+        let _ = writeln!(o, "# HELP coldchain_outbox_depth Notifications waiting for delivery.\n# TYPE coldchain_outbox_depth gauge\ncoldchain_outbox_depth {}", s.reader.outbox.depth());
+        let alerts = s.reader.alerts.all()?;
+        let _ = writeln!(o, "# HELP coldchain_open_alerts Alerts not yet resolved, by severity.\n# TYPE coldchain_open_alerts gauge");
+        for sev in [crate::profile::Severity::Info, crate::profile::Severity::Warning, crate::profile::Severity::Critical] {
+            let n = alerts.iter().filter(|a| a.state != AlertState::Resolved && a.severity == sev).count();
+            let name = serde_json::to_value(sev)?.as_str().unwrap_or("").to_string();
+            let _ = writeln!(o, "coldchain_open_alerts{{severity=\"{name}\"}} {n}");
+        }
+        let _ = writeln!(o, "# HELP coldchain_device_last_seen_seconds Unix time a device was last heard from.\n# TYPE coldchain_device_last_seen_seconds gauge");
+        for d in s.store.known_devices()? {
+            let Ok(id) = DeviceId::new(&d) else { continue };
+            if let Some(st) = s.store.device_state(&id)? {
+                let _ = writeln!(o, "coldchain_device_last_seen_seconds{{device=\"{d}\"}} {}", st.last_seen_ms / 1000);
+            }
+        }
+        Ok(o)
+    })
+    .await??;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+async fn openapi() -> Json<serde_json::Value> {
+    Json(crate::openapi::document())
 }

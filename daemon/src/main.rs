@@ -1,10 +1,14 @@
 //! `coldchain`: the Coldchain edge daemon and its command line.
+//!
+//! `coldchain run` is the daemon; every other subcommand talks to a running
+//! daemon through its HTTP API (see `cli.rs` for the exit codes).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use coldchain_daemon::cli::{self, ClientCmd, Conn};
 use coldchain_daemon::config::{Config, LogFormat};
 
 #[derive(Parser)]
@@ -16,22 +20,25 @@ use coldchain_daemon::config::{Config, LogFormat};
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    #[command(flatten)]
+    conn: Conn,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the daemon.
-    Run {
-        /// Configuration file (TOML); see deploy/coldchain.example.toml.
-        #[arg(long, short, env = "COLDCHAIN_CONFIG")]
-        config: PathBuf,
-    },
+    Run,
     /// Check a configuration file and exit.
-    CheckConfig {
-        /// Configuration file (TOML).
-        #[arg(long, short, env = "COLDCHAIN_CONFIG")]
-        config: PathBuf,
+    CheckConfig,
+    /// Restore a backup made with `coldchain export` into an empty data
+    /// directory (the daemon must be stopped).
+    Import {
+        /// The backup file (JSON lines).
+        #[arg(long)]
+        from: PathBuf,
     },
+    #[command(flatten)]
+    Client(ClientCmd),
 }
 
 fn init_logging(format: LogFormat) {
@@ -47,24 +54,81 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+fn need_config(conn: &Conn) -> anyhow::Result<Config> {
+    let path = conn
+        .config
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("--config FILE is required (or set COLDCHAIN_CONFIG)"))?;
+    Config::load(path)
+}
+
+fn import(cfg: &Config, from: &PathBuf) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let dir = cfg.daemon.data_dir.join("db");
+    if dir.exists() && std::fs::read_dir(&dir)?.next().is_some() {
+        anyhow::bail!(
+            "{} is not empty: restore only into an empty data directory (move the old one away first)",
+            dir.display()
+        );
+    }
+    let text =
+        std::fs::read_to_string(from).with_context(|| format!("cannot read {}", from.display()))?;
+    let store = coldchain_daemon::store::SledStore::open(&dir)?;
+    let db = store.db();
+    let mut n = 0u64;
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("{} line {}: not JSON", from.display(), i + 1))?;
+        let (Some(tree), Some(k), Some(val)) =
+            (v["tree"].as_str(), v["key"].as_str(), v["value"].as_str())
+        else {
+            anyhow::bail!(
+                "{} line {}: expected {{tree, key, value}}",
+                from.display(),
+                i + 1
+            );
+        };
+        let t = db.open_tree(tree)?;
+        t.insert(hex::decode(k)?, hex::decode(val)?)?;
+        n += 1;
+    }
+    use coldchain_daemon::store::Store;
+    store.sync()?;
+    println!("restored {n} entries into {}", dir.display());
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::Run { config } => Config::load(&config).and_then(|cfg| {
+        Cmd::Run => need_config(&cli.conn).and_then(|cfg| {
             init_logging(cfg.daemon.log_format);
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?
                 .block_on(coldchain_daemon::run::run(cfg))
         }),
-        Cmd::CheckConfig { config } => Config::load(&config).map(|cfg| {
+        Cmd::CheckConfig => need_config(&cli.conn).map(|cfg| {
             println!(
-                "{}: ok ({} devices, data in {})",
-                config.display(),
+                "ok: {} devices, {} webhooks, data in {}",
                 cfg.devices.len(),
+                cfg.webhooks.len(),
                 cfg.daemon.data_dir.display()
             );
         }),
+        Cmd::Import { from } => need_config(&cli.conn).and_then(|cfg| import(&cfg, &from)),
+        Cmd::Client(c) => {
+            return match cli::run(c, &cli.conn) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(f) => {
+                    eprintln!("coldchain: {}", f.message);
+                    ExitCode::from(f.code)
+                }
+            };
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -31,7 +31,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         SledStore::open(&db_dir)
             .with_context(|| format!("opening the database in {}", db_dir.display()))?,
     );
-    let registry = Registry::new(cfg.devices()?);
+    let registry =
+        Registry::open(cfg.devices()?, store.db()).context("loading the device registry")?;
     let stats = Arc::new(Stats::default());
     tracing::info!(
         data_dir = %cfg.daemon.data_dir.display(),
@@ -116,7 +117,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             serial::run_port(port, tx, stop, st)
         }));
     }
-    drop(tx);
+    // Kept to read the queue depth for the watchdog; dropped at shutdown.
+    let probe = tx;
 
     // Time and settings for every registered device, retained on its down topic.
     let sync = tokio::spawn(mqtt::publish_sync(
@@ -133,9 +135,53 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         ingest_loop(ingestor, rx, client, registry, max_batch, touched_tx)
     });
 
+    // systemd: ready now; the watchdog is fed only while ingest makes progress
+    // (or has nothing to do) and the HTTP API answers.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    let watchdog = sd_notify::watchdog_enabled().map(|period| {
+        let (stats, probe) = (stats.clone(), probe.clone());
+        let mut stop = stop_rx.clone();
+        let api = local;
+        tokio::spawn(async move {
+            let mut last_commits = u64::MAX;
+            let mut tick = tokio::time::interval(period / 3);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    r = stop.changed() => if r.is_err() || *stop.borrow() { return; },
+                }
+                let commits = stats.commits.load(Ordering::Relaxed);
+                let queued = probe.max_capacity() - probe.capacity();
+                let ingest_ok = queued == 0 || commits != last_commits;
+                last_commits = commits;
+                let api_ok = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    tokio::net::TcpStream::connect(api),
+                )
+                .await
+                .is_ok_and(|r| r.is_ok());
+                if ingest_ok && api_ok {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                } else {
+                    tracing::error!(
+                        queued,
+                        ingest_ok,
+                        api_ok,
+                        "not feeding the systemd watchdog: the daemon is stuck"
+                    );
+                }
+            }
+        })
+    });
+
     shutdown_signal().await;
     tracing::info!("shutting down: stopping intake, flushing, acknowledging");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
+    drop(probe);
+    if let Some(w) = watchdog {
+        let _ = w.await;
+    }
     // The ingest loop ends when the pump and the serial threads drop their senders.
     for t in serial_threads {
         let _ = t.join();

@@ -62,9 +62,18 @@ fn target_dir() -> PathBuf {
 
 /// Path of a workspace binary, built once per test process with the same
 /// profile as the tests (a no-op when it is up to date).
+///
+/// `tests/run.sh` sets `COLDCHAIN_BINS_BUILT=1`: there `cargo test --workspace`
+/// has already built both binaries with the same features (the daemon and the
+/// simulator packages have integration tests of their own, so cargo builds
+/// their binaries first), and a nested `cargo build` of two packages would
+/// unify features differently and rebuild half the dependency tree.
 pub fn bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
+        if std::env::var_os("COLDCHAIN_BINS_BUILT").is_some() {
+            return;
+        }
         let dir = target_dir();
         let release = dir.file_name().is_some_and(|n| n == "release");
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));

@@ -146,7 +146,8 @@ impl Outcome {
             ),
             Outcome::Rejected(_) => return None,
         };
-        let key = &registry.get(device)?.key;
+        let dev = registry.get(device)?;
+        let key = &dev.key;
         let mut buf = [0u8; codec::MAX_SIGNED_LEN];
         let signed = codec::encode_signed(&msg, key, &mut buf).ok()?;
         let mut line = [0u8; coldchain_proto::serial::MAX_FRAME_LEN];
