@@ -40,6 +40,9 @@ pub struct Config {
     /// `[[webhooks]]`
     #[serde(default)]
     pub webhooks: Vec<Webhook>,
+    /// `[upstream]`: forward to a central broker (off when absent).
+    #[serde(default)]
+    pub upstream: Option<Upstream>,
     /// `[[profiles]]`: custom profiles, or overrides of the built-in ones by name.
     #[serde(default)]
     pub profiles: Vec<crate::profile::Profile>,
@@ -72,6 +75,33 @@ impl Default for AlertsSection {
             evaluate_every_s: 1,
         }
     }
+}
+
+/// `[upstream]`: the central broker verified data is forwarded to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// Broker host.
+    pub host: String,
+    /// Broker port. Default 1883.
+    #[serde(default = "default_mqtt_port")]
+    pub port: u16,
+    /// Topic prefix. Default `coldchain/v1/edge/{daemon.id}`.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Username.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// CA of the upstream broker's certificate; enables TLS.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+fn default_mqtt_port() -> u16 {
+    1883
 }
 
 /// `[[webhooks]]`: where alert events are POSTed.
@@ -351,6 +381,17 @@ impl Config {
             Some(p) => Ok(p.clone()),
             None => crate::profile::Profile::builtin(name),
         }
+    }
+
+    /// The upstream topic prefix, when forwarding is configured.
+    pub fn upstream_prefix(&self) -> Option<String> {
+        self.upstream.as_ref().map(|u| {
+            u.prefix
+                .clone()
+                .unwrap_or_else(|| format!("coldchain/v1/edge/{}", self.daemon.id))
+                .trim_end_matches('/')
+                .to_string()
+        })
     }
 
     /// The MQTT client id in use.

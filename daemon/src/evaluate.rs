@@ -143,14 +143,21 @@ pub struct Evaluator {
     /// Outbox.
     pub outbox: Outbox,
     audit: Arc<Audit>,
+    forward: crate::forward::Forward,
     last_status: HashMap<String, String>,
 }
 
 impl Evaluator {
     /// A new evaluator over the daemon's database.
-    pub fn new(cfg: Config, store: Arc<SledStore>, audit: Arc<Audit>) -> anyhow::Result<Self> {
+    pub fn new(
+        cfg: Config,
+        store: Arc<SledStore>,
+        audit: Arc<Audit>,
+        forward: crate::forward::Forward,
+    ) -> anyhow::Result<Self> {
         let db = store.db().clone();
         Ok(Evaluator {
+            forward,
             cfg,
             shipments: Shipments::open(&db)?,
             alerts: Alerts::open(&db)?,
@@ -409,6 +416,11 @@ impl Evaluator {
         if let Ok(topic) = coldchain_proto::topic::shipment_alert(&a.shipment) {
             self.outbox.mqtt(topic.to_string(), body.clone(), false)?;
         }
+        self.forward.push(
+            &format!("ship/{}/alert", a.shipment),
+            body.clone().into_bytes(),
+            false,
+        )?;
         for (i, h) in self.cfg.webhooks.iter().enumerate() {
             self.outbox.webhook(i, h.url.clone(), body.clone())?;
         }
@@ -425,6 +437,11 @@ impl Evaluator {
                 self.outbox
                     .status(&ev.shipment.id, topic.to_string(), text.clone())?;
             }
+            self.forward.push(
+                &format!("ship/{}/status", ev.shipment.id),
+                text.clone().into_bytes(),
+                true,
+            )?;
             self.last_status.insert(ev.shipment.id.clone(), text);
         }
         Ok(())
@@ -461,6 +478,11 @@ impl Evaluator {
                 for (i, h) in self.cfg.webhooks.iter().enumerate() {
                     self.outbox.webhook(i, h.url.clone(), body.clone())?;
                 }
+                self.forward.push(
+                    &format!("ship/{}/alert", a.shipment),
+                    body.into_bytes(),
+                    false,
+                )?;
                 n += 1;
             }
         }
@@ -781,6 +803,7 @@ pub async fn run_task(
                     r
                 });
                 ev.outbox.wake();
+                ev.forward.wake();
                 let _ = req.reply.send(result);
             }
             _ = tick.tick() => {
@@ -814,6 +837,7 @@ pub async fn run_task(
                     }
                 });
                 ev.outbox.wake();
+                ev.forward.wake();
             }
             r = stop.changed() => if r.is_err() || *stop.borrow() { return; },
         }

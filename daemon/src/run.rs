@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 use crate::audit::Audit;
 use crate::config::Config;
 use crate::evaluate::Evaluator;
+use crate::forward::Forward;
 use crate::ingest::mqtt;
 use crate::ingest::serial;
 use crate::ingest::{Ack, Ingestor, Job, Outcome, Stats};
@@ -50,8 +51,23 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     // Evaluation, alerts and their delivery.
     let audit = Arc::new(Audit::open(store.db()).context("opening the audit trail")?);
-    let evaluator = Evaluator::new(cfg.clone(), store.clone(), audit.clone())?;
-    let reader = Arc::new(Evaluator::new(cfg.clone(), store.clone(), audit.clone())?);
+    let forward = Forward::open(store.db(), cfg.upstream_prefix())?;
+    let evaluator = Evaluator::new(cfg.clone(), store.clone(), audit.clone(), forward.clone())?;
+    let reader = Arc::new(Evaluator::new(
+        cfg.clone(),
+        store.clone(),
+        audit.clone(),
+        forward.clone(),
+    )?);
+    let forwarder = cfg.upstream.clone().map(|up| {
+        tracing::info!(upstream = %format!("{}:{}", up.host, up.port), backlog = forward.depth(), "forwarding to the centre");
+        tokio::spawn(crate::forward::run(
+            up,
+            format!("{}-up", cfg.client_id()),
+            forward.clone(),
+            stop_rx.clone(),
+        ))
+    });
     let outbox = evaluator.outbox.clone();
     let (touched_tx, touched_rx) = mpsc::unbounded_channel::<HashSet<String>>();
     let (req_tx, req_rx) = mpsc::channel(64);
@@ -131,8 +147,17 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // Ingest.
     let ingestor = Ingestor::new(store.clone(), registry.clone(), stats.clone());
     let max_batch = cfg.store.max_batch;
+    let forward_ingest = forward.clone();
     let ingest = tokio::task::spawn_blocking(move || {
-        ingest_loop(ingestor, rx, client, registry, max_batch, touched_tx)
+        ingest_loop(
+            ingestor,
+            rx,
+            client,
+            registry,
+            max_batch,
+            touched_tx,
+            forward_ingest,
+        )
     });
 
     // systemd: ready now; the watchdog is fed only while ingest makes progress
@@ -195,6 +220,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(5), pump).await;
     let _ = http.await;
     let _ = eval_task.await;
+    if let Some(f) = forwarder {
+        let _ = tokio::time::timeout(Duration::from_secs(3), f).await;
+    }
     let _ = tokio::time::timeout(Duration::from_secs(3), out_mqtt).await;
     let _ = tokio::time::timeout(Duration::from_secs(3), out_hooks).await;
     store.sync().context("final flush")?;
@@ -216,6 +244,7 @@ fn ingest_loop(
     registry: Registry,
     max_batch: usize,
     touched: mpsc::UnboundedSender<HashSet<String>>,
+    forward: Forward,
 ) -> anyhow::Result<()> {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
     let mut outcomes = Vec::with_capacity(max_batch);
@@ -228,7 +257,23 @@ fn ingest_loop(
             }
         }
         for job in &batch {
-            outcomes.push(ing.process(&job.inbound)?);
+            let outcome = ing.process(&job.inbound)?;
+            // Queued for the centre before the commit, so it is durable
+            // exactly when the frame is. Duplicates are queued again: after a
+            // crash between a frame's write and its queue entry, the broker's
+            // redelivery is the frame's only way out (the centre dedupes).
+            if forward.enabled()
+                && let Outcome::Stored { device, .. } | Outcome::Duplicate { device, .. } = &outcome
+            {
+                let tail = match job.inbound.via {
+                    crate::store::Via::MqttJson => format!("dev/{device}/up/json"),
+                    crate::store::Via::Mqtt | crate::store::Via::Serial => {
+                        format!("dev/{device}/up")
+                    }
+                };
+                forward.push(&tail, job.inbound.payload.clone(), false)?;
+            }
+            outcomes.push(outcome);
         }
         let mut attempt = 0u32;
         loop {
@@ -246,6 +291,7 @@ fn ingest_loop(
                 }
             }
         }
+        forward.wake();
         let devices: HashSet<String> = outcomes
             .iter()
             .filter_map(|o| match o {
