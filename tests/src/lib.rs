@@ -356,6 +356,13 @@ impl Daemon {
             starts: 0,
         };
         d.restart();
+        // On a plain broker, wait until the daemon has subscribed: a frame
+        // published before its first session exists would have no subscriber.
+        // (TLS and password setups pass their own arguments to
+        // `wait_daemon_online` themselves.)
+        if opts.mqtt.is_empty() {
+            wait_daemon_online(broker_port, &[]);
+        }
         d
     }
 
