@@ -1,10 +1,561 @@
-//! The live dashboard (being written).
+//! The live dashboard, served by the daemon: server-rendered HTML with a
+//! little vanilla JavaScript (no build step; the assets are compiled in).
+//!
+//! * `/`: the shipments, sorted by risk ([`risk`]): unacknowledged critical
+//!   alerts first, then unacknowledged warnings, then acknowledged but open
+//!   alerts, then the least viability window left; closed shipments last.
+//! * `/shipments/{id}`: the temperature chart (the report's SVG: alarm zones
+//!   as bands, excursions marked), the viability window as a gauge, the alert
+//!   timeline with acknowledge buttons, links to the arrival report.
+//! * `/ui/list` and `/ui/shipments/{id}`: the same content without the page
+//!   around it; the pages poll them every few seconds and swap them in.
+//!
+//! Acknowledging POSTs `/api/v1/alerts/{id}/ack` with `{by, comment}` and the
+//! bearer token, which the page asks for once and keeps in `localStorage`.
+//!
+//! All user text (shipment ids, products, comments) is escaped on the server;
+//! the script inserts only server-rendered fragments and sets dialog text with
+//! `textContent`. Pages carry a Content-Security-Policy that allows no inline
+//! script and nothing from other origins.
+
+use std::cmp::Ordering;
+use std::fmt::Write;
 
 use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 
+use crate::alert::{Alert, AlertState};
 use crate::api::AppState;
+use crate::evaluate::status_json;
+use crate::profile::Severity;
+use crate::report::text::{esc, fmt_c, fmt_dur, url_segment, utc};
+use crate::report::{self, ReportData};
+use crate::shipment::{Shipment, State as ShipState};
+use crate::viability::ViabilityOutcome;
+
+const CSS: &str = include_str!("dashboard/dashboard.css");
+const JS: &str = include_str!("dashboard/dashboard.js");
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+/// Seconds between live updates.
+const POLL_S: u32 = 5;
 
 /// Routes of the dashboard, merged into the API router.
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/", get(list_page))
+        .route("/shipments/{id}", get(shipment_page))
+        .route("/ui/list", get(list_fragment))
+        .route("/ui/shipments/{id}", get(shipment_fragment))
+        .route(
+            "/assets/dashboard.css",
+            get(|| async { asset("text/css; charset=utf-8", CSS) }),
+        )
+        .route(
+            "/assets/dashboard.js",
+            get(|| async { asset("text/javascript; charset=utf-8", JS) }),
+        )
+}
+
+fn asset(ct: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, ct),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn html(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, CSP),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// One row of the shipment list.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// The shipment.
+    pub shipment: Shipment,
+    /// Its alerts.
+    pub alerts: Vec<Alert>,
+    /// Viability window remaining, ms (none for a product without one).
+    pub remaining_ms: Option<i64>,
+    /// Nominal window, ms.
+    pub nominal_ms: Option<i64>,
+    /// The status document (`evaluate::status_json`).
+    pub status: serde_json::Value,
+}
+
+/// How much a shipment needs a person, smallest first: unacknowledged
+/// critical, unacknowledged warning, acknowledged but open, the rest;
+/// closed shipments last; within a rank the least window left first.
+pub fn risk(state: ShipState, alerts: &[Alert], remaining_ms: Option<i64>) -> (u8, i64) {
+    let open = |sev: Severity| {
+        alerts
+            .iter()
+            .any(|a| a.state == AlertState::Open && a.severity == sev)
+    };
+    let rank = if state == ShipState::Closed {
+        4
+    } else if open(Severity::Critical) {
+        0
+    } else if open(Severity::Warning) {
+        1
+    } else if alerts.iter().any(|a| a.state != AlertState::Resolved) {
+        2
+    } else {
+        3
+    };
+    (rank, remaining_ms.unwrap_or(i64::MAX))
+}
+
+/// Sorts rows by [`risk`], then by id.
+pub fn sort_by_risk(rows: &mut [Row]) {
+    rows.sort_by(|a, b| {
+        let ka = risk(a.shipment.state, &a.alerts, a.remaining_ms);
+        let kb = risk(b.shipment.state, &b.alerts, b.remaining_ms);
+        ka.cmp(&kb)
+            .then_with(|| a.shipment.id.cmp(&b.shipment.id))
+            .then(Ordering::Equal)
+    });
+}
+
+fn load_rows(s: &AppState) -> anyhow::Result<Vec<Row>> {
+    let now = crate::ingest::now_ms();
+    let mut rows = Vec::new();
+    for sh in s.reader.shipments.all()? {
+        let ev = s.reader.evaluate(&sh, now)?;
+        let alerts = s.reader.alerts.of_shipment(&sh.id)?;
+        let (remaining_ms, nominal_ms) = match &ev.viability {
+            ViabilityOutcome::Computed(v) => (Some(v.remaining_ms), Some(v.nominal_ms)),
+            ViabilityOutcome::NotApplicable => (None, None),
+        };
+        rows.push(Row {
+            status: status_json(&ev, &alerts),
+            shipment: sh,
+            alerts,
+            remaining_ms,
+            nominal_ms,
+        });
+    }
+    sort_by_risk(&mut rows);
+    Ok(rows)
+}
+
+fn severity_name(s: Severity) -> &'static str {
+    match s {
+        Severity::Info => "info",
+        Severity::Warning => "warning",
+        Severity::Critical => "critical",
+    }
+}
+
+fn state_name(s: ShipState) -> &'static str {
+    match s {
+        ShipState::Planned => "planned",
+        ShipState::InTransit => "in transit",
+        ShipState::Arrived => "arrived",
+        ShipState::Closed => "closed",
+    }
+}
+
+/// The list of shipments (the part the page refreshes).
+pub fn list_html(rows: &[Row]) -> String {
+    let mut s = String::new();
+    if rows.is_empty() {
+        s.push_str("<p class=\"empty\">No shipments yet. Create one with <code>coldchain shipment create</code> or POST /api/v1/shipments.</p>");
+        return s;
+    }
+    s.push_str("<table class=\"list\"><thead><tr><th>Shipment</th><th>Lane</th><th>State</th><th>Last</th><th>Min / max</th><th>Window left</th><th>Alerts</th></tr></thead><tbody>\n");
+    for r in rows {
+        let sh = &r.shipment;
+        let (rank, _) = risk(sh.state, &r.alerts, r.remaining_ms);
+        let class = match rank {
+            0 => "risk-critical",
+            1 => "risk-warning",
+            2 => "risk-acked",
+            4 => "risk-closed",
+            _ => "risk-ok",
+        };
+        let last = r.status["last"]["milli_c"]
+            .as_i64()
+            .map(|m| fmt_c(m as i32))
+            .unwrap_or_else(|| "—".into());
+        let mm = match (
+            r.status["min_milli_c"].as_i64(),
+            r.status["max_milli_c"].as_i64(),
+        ) {
+            (Some(a), Some(b)) => format!("{} / {}", fmt_c(a as i32), fmt_c(b as i32)),
+            _ => "—".into(),
+        };
+        let window = match (r.remaining_ms, r.nominal_ms) {
+            (Some(rem), Some(nom)) if nom > 0 => format!(
+                "<meter min=\"0\" max=\"{nom}\" low=\"{}\" optimum=\"{nom}\" value=\"{rem}\"></meter> {}",
+                nom / 4,
+                fmt_dur(rem)
+            ),
+            _ => "<span class=\"muted\">n/a</span>".into(),
+        };
+        let open: Vec<&Alert> = r
+            .alerts
+            .iter()
+            .filter(|a| a.state != AlertState::Resolved)
+            .collect();
+        let unack = open.iter().filter(|a| a.state == AlertState::Open).count();
+        let alerts = if open.is_empty() {
+            "<span class=\"badge ok\">none open</span>".to_string()
+        } else {
+            let worst = open
+                .iter()
+                .map(|a| a.severity)
+                .max()
+                .unwrap_or(Severity::Info);
+            format!(
+                "<span class=\"badge {}\">{} open</span>{}",
+                severity_name(worst),
+                open.len(),
+                if unack > 0 {
+                    format!(" <span class=\"badge unack\">{unack} unacknowledged</span>")
+                } else {
+                    String::new()
+                }
+            )
+        };
+        let _ = writeln!(
+            s,
+            "<tr class=\"{class}\" data-shipment=\"{}\"><td data-label=\"Shipment\"><a href=\"/shipments/{}\">{}</a><div class=\"muted\">{}</div></td><td data-label=\"Lane\">{}</td><td data-label=\"State\">{}</td><td data-label=\"Last\">{last}</td><td data-label=\"Min / max\">{mm}</td><td data-label=\"Window left\">{window}</td><td data-label=\"Alerts\">{alerts}</td></tr>",
+            esc(&sh.id),
+            url_segment(&sh.id),
+            esc(&sh.id),
+            esc(&sh.product),
+            esc(&sh.profile),
+            state_name(sh.state),
+        );
+    }
+    s.push_str("</tbody></table>\n");
+    s
+}
+
+fn page(title: &str, src: &str, body: &str) -> String {
+    format!(
+        r#"<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{} · Coldchain</title>
+<link rel="stylesheet" href="/assets/dashboard.css">
+<script src="/assets/dashboard.js" defer></script>
+</head>
+<body>
+<header class="top"><a class="brand" href="/">Coldchain</a><span id="live-status" class="muted" aria-live="polite"></span><button type="button" id="forget-token" class="link" hidden>forget token</button></header>
+<main id="live" data-src="{}" data-poll-s="{POLL_S}">
+{body}
+</main>
+<dialog id="ack-dialog">
+<form id="ack-form" method="dialog">
+<h2>Acknowledge alert</h2>
+<p id="ack-what" class="what"></p>
+<label>Your name <input name="by" id="ack-by" required autocomplete="name"></label>
+<label>What was done <textarea name="comment" id="ack-comment" required rows="3"></textarea></label>
+<label id="ack-token-label">API token <input name="token" id="ack-token" type="password" autocomplete="off"></label>
+<p id="ack-error" class="error" role="alert"></p>
+<div class="buttons"><button type="button" id="ack-cancel">Cancel</button><button type="submit" id="ack-submit" class="primary">Acknowledge</button></div>
+</form>
+</dialog>
+</body>
+</html>
+"#,
+        esc(title),
+        esc(src),
+    )
+}
+
+async fn list_page(State(s): State<AppState>) -> Response {
+    match tokio::task::spawn_blocking(move || load_rows(&s)).await {
+        Ok(Ok(rows)) => html(
+            StatusCode::OK,
+            page(
+                "Shipments",
+                "/ui/list",
+                &format!(
+                    "<h1>Shipments</h1>\n<div id=\"list\">{}</div>",
+                    list_html(&rows)
+                ),
+            ),
+        ),
+        Ok(Err(e)) => html(StatusCode::INTERNAL_SERVER_ERROR, esc(&format!("{e:#}"))),
+        Err(e) => html(StatusCode::INTERNAL_SERVER_ERROR, esc(&e.to_string())),
+    }
+}
+
+async fn list_fragment(State(s): State<AppState>) -> Response {
+    match tokio::task::spawn_blocking(move || load_rows(&s)).await {
+        Ok(Ok(rows)) => html(
+            StatusCode::OK,
+            format!(
+                "<h1>Shipments</h1>\n<div id=\"list\">{}</div>",
+                list_html(&rows)
+            ),
+        ),
+        Ok(Err(e)) => html(StatusCode::INTERNAL_SERVER_ERROR, esc(&format!("{e:#}"))),
+        Err(e) => html(StatusCode::INTERNAL_SERVER_ERROR, esc(&e.to_string())),
+    }
+}
+
+/// The viability gauge: a half circle filled by the share of the window left.
+fn gauge(d: &ReportData) -> String {
+    let Some(w) = &d.viability.window else {
+        let mut s = String::from(
+            "<div class=\"gauge none\"><p>No viability window: a cryopreserved product while it stays cold.</p>",
+        );
+        if let Some(wm) = &d.viability.warming {
+            let _ = write!(
+                s,
+                "<p>Warming events ({} °C): <strong>{}</strong>, {} above.</p>",
+                esc(&wm.limit),
+                wm.events,
+                fmt_dur(wm.time_above_ms)
+            );
+        }
+        s.push_str("</div>");
+        return s;
+    };
+    let frac = if w.nominal_ms > 0 {
+        (w.remaining_ms as f64 / w.nominal_ms as f64).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    // Arc from 180° (left) to 0° (right), radius 80, centre (100, 100).
+    let a = std::f64::consts::PI * (1.0 - frac);
+    let (x, y) = (100.0 + 80.0 * a.cos(), 100.0 - 80.0 * a.sin());
+    let colour = if frac < 0.1 {
+        "#c0392b"
+    } else if frac < 0.25 {
+        "#d68910"
+    } else {
+        "#1e8449"
+    };
+    let arc = if frac > 0.0 {
+        format!(
+            "<path d=\"M20 100 A80 80 0 0 1 {x:.1} {y:.1}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"18\"/>"
+        )
+    } else {
+        String::new()
+    };
+    let eta = w
+        .predicted_at_eta_ms
+        .map(|p| {
+            if p >= 0 {
+                format!("<p>Predicted at ETA: {} left.</p>", fmt_dur(p))
+            } else {
+                format!(
+                    "<p class=\"bad\">Predicted to run out {} before ETA.</p>",
+                    fmt_dur(-p)
+                )
+            }
+        })
+        .unwrap_or_default();
+    format!(
+        "<div class=\"gauge\" data-remaining-ms=\"{}\"><svg viewBox=\"0 0 200 120\" role=\"img\" aria-label=\"viability window remaining {}\"><path d=\"M20 100 A80 80 0 0 1 180 100\" fill=\"none\" stroke=\"#e5e8eb\" stroke-width=\"18\"/>{arc}<text x=\"100\" y=\"92\" text-anchor=\"middle\" font-size=\"22\" font-weight=\"bold\" fill=\"#1b1f24\">{:.0} %</text><text x=\"100\" y=\"114\" text-anchor=\"middle\" font-size=\"12\" fill=\"#5b6470\">of the window left</text></svg><p><strong>{}</strong> left of {}.</p>{eta}</div>",
+        w.remaining_ms,
+        fmt_dur(w.remaining_ms),
+        frac * 100.0,
+        fmt_dur(w.remaining_ms),
+        fmt_dur(w.nominal_ms),
+    )
+}
+
+/// The shipment's live content (the part the page refreshes).
+pub fn shipment_html(d: &ReportData) -> String {
+    let id = &d.identity;
+    let t = &d.temperature;
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        "<nav class=\"crumbs\"><a href=\"/\">← all shipments</a></nav><h1>{}</h1><p class=\"sub\">{} · {} → {} · lane <strong>{}</strong> · {}</p>",
+        esc(&id.shipment),
+        esc(&id.product),
+        esc(&id.origin),
+        esc(&id.destination),
+        esc(&id.profile),
+        esc(&d.journey.state.replace('_', " ")),
+    );
+    s.push_str("<ul class=\"facts\">");
+    for f in &d.facts {
+        let _ = write!(s, "<li>{}</li>", esc(f));
+    }
+    s.push_str("</ul>");
+    let _ = write!(
+        s,
+        "<div class=\"grid\"><section class=\"card chart-card\"><h2>Temperature</h2>{}<p class=\"muted\">min {} · max {} · mean {}{}</p></section><section class=\"card\"><h2>Viability window</h2>{}</section></div>",
+        report::chart_svg(d),
+        t.min_milli_c.map(fmt_c).unwrap_or_else(|| "—".into()),
+        t.max_milli_c.map(fmt_c).unwrap_or_else(|| "—".into()),
+        t.mean_milli_c.map(fmt_c).unwrap_or_else(|| "—".into()),
+        t.mkt
+            .as_ref()
+            .map(|m| format!(" · MKT {}", fmt_c(m.whole_milli_c)))
+            .unwrap_or_default(),
+        gauge(d),
+    );
+
+    s.push_str("<section class=\"card\"><h2>Alerts</h2>");
+    if d.alerts.is_empty() {
+        s.push_str("<p class=\"muted\">No alert.</p>");
+    } else {
+        s.push_str("<ol class=\"timeline\">");
+        let mut alerts: Vec<_> = d.alerts.iter().collect();
+        alerts.sort_by_key(|a| (a.fires_ms, a.id));
+        for a in alerts {
+            let ack = match (&a.ack_by, &a.ack_comment, a.ack_ms) {
+                (Some(by), c, Some(at)) => format!(
+                    "<p class=\"ack-info\">Acknowledged by <strong>{}</strong> at {}: “{}”</p>",
+                    esc(by),
+                    utc(at),
+                    esc(c.as_deref().unwrap_or(""))
+                ),
+                _ => String::new(),
+            };
+            let button = if a.state == "open" {
+                format!(
+                    "<button type=\"button\" class=\"ack primary\" data-alert=\"{}\" data-what=\"{}\">Acknowledge</button>",
+                    a.id,
+                    esc(&a.message)
+                )
+            } else {
+                String::new()
+            };
+            let _ = write!(
+                s,
+                "<li class=\"alert sev-{} state-{}\" data-alert=\"{}\" data-state=\"{}\"><div class=\"when\">{}</div><div class=\"body\"><span class=\"badge {}\">{}</span> <span class=\"badge state\">{}</span> {}{}{}</div></li>",
+                esc(&a.severity),
+                esc(&a.state),
+                a.id,
+                esc(&a.state),
+                utc(a.fires_ms),
+                esc(&a.severity),
+                esc(&a.severity),
+                esc(&a.state),
+                esc(&a.message),
+                ack,
+                button
+            );
+        }
+        s.push_str("</ol>");
+    }
+    s.push_str("</section>");
+    let seg = url_segment(&id.shipment);
+    let _ = write!(
+        s,
+        "<section class=\"card\"><h2>Arrival report</h2><p><a href=\"/api/v1/shipments/{seg}/report?format=html\" target=\"_blank\" rel=\"noopener\">HTML (prints on A4)</a> · <a href=\"/api/v1/shipments/{seg}/report?format=csv\">CSV</a> · <a href=\"/api/v1/shipments/{seg}/report?format=json\" target=\"_blank\" rel=\"noopener\">JSON</a></p><p class=\"muted\">As of {}. SHA-256 of this data: <code class=\"sha\">{}</code></p></section>",
+        utc(d.as_of_ms),
+        report::sha256(d),
+    );
+    s
+}
+
+fn load_report(s: &AppState, id: &str) -> anyhow::Result<Option<ReportData>> {
+    report::for_shipment(&s.reader, &s.store, id, crate::ingest::now_ms())
+}
+
+async fn shipment_content(s: AppState, id: String) -> Result<String, Response> {
+    let id2 = id.clone();
+    match tokio::task::spawn_blocking(move || load_report(&s, &id2)).await {
+        Ok(Ok(Some(d))) => Ok(shipment_html(&d)),
+        Ok(Ok(None)) => Err(html(
+            StatusCode::NOT_FOUND,
+            page(
+                "Not found",
+                "",
+                &format!(
+                    "<nav class=\"crumbs\"><a href=\"/\">← all shipments</a></nav><h1>No shipment {}</h1>",
+                    esc(&id)
+                ),
+            ),
+        )),
+        Ok(Err(e)) => Err(html(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            esc(&format!("{e:#}")),
+        )),
+        Err(e) => Err(html(StatusCode::INTERNAL_SERVER_ERROR, esc(&e.to_string()))),
+    }
+}
+
+async fn shipment_page(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    let src = format!("/ui/shipments/{}", url_segment(&id));
+    match shipment_content(s, id.clone()).await {
+        Ok(body) => html(StatusCode::OK, page(&id, &src, &body)),
+        Err(r) => r,
+    }
+}
+
+async fn shipment_fragment(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    match shipment_content(s, id).await {
+        Ok(body) => html(StatusCode::OK, body),
+        Err(r) => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alarm::{ConditionId, ConditionKind};
+
+    fn alert(sev: Severity, state: AlertState) -> Alert {
+        Alert {
+            id: 1,
+            shipment: "x".into(),
+            condition: ConditionId {
+                kind: ConditionKind::Silent,
+                start_ms: 0,
+            },
+            severity: sev,
+            message: "m".into(),
+            state,
+            raised_ms: 0,
+            fires_ms: 0,
+            cleared_ms: None,
+            peak: None,
+            beyond_ms: 0,
+            ack: None,
+            resolved_ms: None,
+            escalations: 0,
+            escalated_ms: None,
+        }
+    }
+
+    #[test]
+    fn risk_order() {
+        use AlertState::*;
+        use Severity::*;
+        let t = ShipState::InTransit;
+        let crit = risk(t, &[alert(Critical, Open)], Some(50));
+        let warn = risk(
+            t,
+            &[alert(Warning, Open), alert(Critical, Acknowledged)],
+            Some(1),
+        );
+        let acked = risk(t, &[alert(Critical, Acknowledged)], Some(1));
+        let little = risk(t, &[alert(Warning, Resolved)], Some(10));
+        let lots = risk(t, &[], Some(1000));
+        let none = risk(t, &[], None);
+        let closed = risk(ShipState::Closed, &[alert(Critical, Open)], Some(0));
+        let mut v = vec![none, closed, lots, little, acked, warn, crit];
+        v.sort();
+        assert_eq!(v, vec![crit, warn, acked, little, lots, none, closed]);
+    }
 }

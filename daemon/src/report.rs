@@ -1,10 +1,1321 @@
-//! The arrival report (being written).
+//! The arrival report: one document that tells a receiving lab what a product
+//! went through, in three forms (HTML that prints on A4, CSV, JSON), each
+//! carrying the SHA-256 of the report's canonical data so a copy can be checked
+//! against the daemon later.
+//!
+//! # The data and its hash
+//!
+//! [`build`] turns an [`Evaluation`], the shipment's alerts and per-device
+//! counters into [`ReportData`]: integers (milli-°C, ms), strings, booleans and
+//! nulls only, so its JSON form survives any JSON parser unchanged. The
+//! canonical form is that JSON with object keys sorted and no whitespace
+//! ([`canonical_json`]); [`sha256`] is the SHA-256 of it, hex.
+//!
+//! Every rendering is a pure function of the data ([`render`]): the same data
+//! gives the same bytes. The data carries the moment it describes
+//! (`as_of_ms`: the arrival for an arrived shipment, otherwise when it was
+//! made) and nothing else that depends on the clock, so the daemon can rebuild
+//! a report later and compare.
+//!
+//! # Verification
+//!
+//! [`identify`] reads the shipment, `as_of_ms` and the claimed hash from any
+//! of the three forms. The daemon rebuilds the report of that shipment as of
+//! that moment and [`verify`] compares: whether the daemon's data still hashes
+//! to the claimed value (`data_unchanged`), and whether the file is exactly
+//! what the daemon renders from it (`file_intact`), which catches an edited
+//! figure in an HTML or CSV copy whose hash line was left alone.
+//!
+//! The facts in a report are stated, never judged: the disposition is a
+//! person's decision (domain.md §4).
+//!
+//! # Routes
+//!
+//! * `GET /api/v1/shipments/{id}/report?format=html|csv|json[&as_of_ms=N]`
+//! * `POST /api/v1/reports/verify` with the file's content as the body:
+//!   a [`Verification`] as JSON (404 if the shipment is unknown, 400 if the
+//!   body is not a Coldchain report).
+
+mod chart;
+mod render;
+pub(crate) mod text;
+
+use std::collections::BTreeMap;
 
 use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use coldchain_proto::DeviceId;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
+use crate::alarm::ConditionKind;
+use crate::alert::Alert;
 use crate::api::AppState;
+use crate::evaluate::{Evaluation, Evaluator};
+use crate::mkt::MktOutcome;
+use crate::profile::{Severity, Side, ZoneKind};
+use crate::store::{EventBody, EventRecord, FrameRecord, SecurityKind, SecurityRecord, SledStore};
+use crate::viability::ViabilityOutcome;
+
+pub use chart::svg as chart_svg;
+pub use render::{render_csv, render_html, render_json};
+
+/// The version tag of the report's data layout.
+pub const FORMAT: &str = "coldchain-report/1";
+
+/// Everything a report states. Integers, strings, booleans and nulls only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportData {
+    /// [`FORMAT`].
+    pub format: String,
+    /// The moment described: the arrival, or when the report was made, ms.
+    pub as_of_ms: i64,
+    /// What travelled and what watched it.
+    pub identity: Identity,
+    /// Departure, hand-offs, arrival.
+    pub journey: Journey,
+    /// Temperature figures and excursions.
+    pub temperature: Temperature,
+    /// Completeness and trustworthiness of the record.
+    pub data_health: DataHealth,
+    /// Viability window and warming.
+    pub viability: Viability,
+    /// Alerts with their acknowledgements.
+    pub alerts: Vec<AlertEntry>,
+    /// The disposition, if a person has recorded it.
+    pub disposition: Option<DispositionEntry>,
+    /// Plain sentences of fact, e.g. "no excursion", "31 h of window remaining".
+    pub facts: Vec<String>,
+    /// Every reading used, in time order: `[t_ms, milli-°C or null for a fault]`.
+    pub readings: Vec<(i64, Option<i32>)>,
+}
+
+/// What travelled and what watched it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Identity {
+    /// Shipment id.
+    pub shipment: String,
+    /// Product description.
+    pub product: String,
+    /// ISBT 128 donation identification number.
+    pub din: Option<String>,
+    /// Profile (lane) name.
+    pub profile: String,
+    /// Whether the lane is cryogenic.
+    pub cryogenic: bool,
+    /// Where from.
+    pub origin: String,
+    /// Where to.
+    pub destination: String,
+    /// Devices and their probe channels.
+    pub probes: Vec<Probe>,
+}
+
+/// A probe channel watching the shipment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Probe {
+    /// Device id.
+    pub device: String,
+    /// Channel.
+    pub channel: u8,
+}
+
+/// The journey.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Journey {
+    /// Lifecycle state when the report was made.
+    pub state: String,
+    /// Created, ms.
+    pub created_ms: i64,
+    /// Departure, ms.
+    pub departure_ms: Option<i64>,
+    /// Latest ETA, ms.
+    pub eta_ms: Option<i64>,
+    /// Arrival, ms.
+    pub arrival_ms: Option<i64>,
+    /// Every custody hand-off, in order.
+    pub handoffs: Vec<HandoffEntry>,
+}
+
+/// A custody hand-off.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HandoffEntry {
+    /// When, ms.
+    pub at_ms: i64,
+    /// Who took custody.
+    pub to: String,
+    /// Where.
+    pub location: String,
+    /// Who recorded it.
+    pub by: String,
+}
+
+/// Temperature figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Temperature {
+    /// Valid readings.
+    pub valid_readings: u64,
+    /// Lowest, milli-°C.
+    pub min_milli_c: Option<i32>,
+    /// Highest, milli-°C.
+    pub max_milli_c: Option<i32>,
+    /// Time-weighted mean over known time, milli-°C.
+    pub mean_milli_c: Option<i32>,
+    /// MKT, where the lane has one.
+    pub mkt: Option<MktEntry>,
+    /// Why there is no MKT, when there is none.
+    pub mkt_note: Option<String>,
+    /// Time and count per alarm zone.
+    pub zones: Vec<ZoneEntry>,
+    /// Every excursion (fired or still within its delay).
+    pub excursions: Vec<Excursion>,
+}
+
+/// Mean kinetic temperature (USP <1160>).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MktEntry {
+    /// Over the whole shipment, milli-°C.
+    pub whole_milli_c: i32,
+    /// Time with a known temperature, ms.
+    pub covered_ms: i64,
+    /// The USP window length, ms.
+    pub window_ms: i64,
+    /// The warmest window: start, ms.
+    pub window_start_ms: i64,
+    /// The warmest window: end, ms.
+    pub window_end_ms: i64,
+    /// The warmest window: MKT, milli-°C.
+    pub window_milli_c: i32,
+    /// False when the data span is shorter than the USP window.
+    pub window_full: bool,
+}
+
+/// One alarm zone and what happened in it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ZoneEntry {
+    /// H1..H4, L1..L3.
+    pub zone: String,
+    /// `"high"` or `"low"`.
+    pub side: String,
+    /// The limit as configured, e.g. `"> 8.0"`.
+    pub limit: String,
+    /// The limit, milli-°C.
+    pub limit_milli_c: i32,
+    /// `"single"` or `"cumulative"`.
+    pub kind: String,
+    /// Delay before the alarm fires, ms.
+    pub delay_ms: i64,
+    /// `"info"`, `"warning"` or `"critical"`.
+    pub severity: String,
+    /// Free text from the profile.
+    pub label: Option<String>,
+    /// Time beyond the limit, ms.
+    pub time_beyond_ms: i64,
+    /// Entries beyond the limit.
+    pub entries: u32,
+    /// Alarms fired.
+    pub fired: u32,
+}
+
+/// An excursion (a zone condition).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Excursion {
+    /// Zone.
+    pub zone: String,
+    /// Severity of the zone.
+    pub severity: String,
+    /// Start, ms.
+    pub start_ms: i64,
+    /// End (cleared), ms; `None` while it goes on.
+    pub end_ms: Option<i64>,
+    /// Warmest (high zones) or coldest (low zones) value, milli-°C.
+    pub peak_milli_c: Option<i32>,
+    /// From start to end (or to the last data), ms.
+    pub duration_ms: i64,
+    /// Time strictly beyond the limit, ms.
+    pub beyond_ms: i64,
+    /// Entries beyond the limit (more than one for a cumulative zone).
+    pub entries: u32,
+    /// When the alarm fired; `None` if it stayed within its delay.
+    pub fired_ms: Option<i64>,
+}
+
+/// A stretch of time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stretch {
+    /// Start, ms.
+    pub start_ms: i64,
+    /// End, ms; `None` while it goes on.
+    pub end_ms: Option<i64>,
+    /// Duration, ms.
+    pub duration_ms: i64,
+}
+
+/// Completeness and trustworthiness of the record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataHealth {
+    /// Readings used.
+    pub readings: u64,
+    /// Fault readings among them (a fault is never a temperature).
+    pub fault_readings: u64,
+    /// Stretches of consecutive fault readings.
+    pub faults: Vec<Stretch>,
+    /// Readings whose time is estimated (device clock not synced).
+    pub estimated_time_readings: u64,
+    /// Stretches with the device clock not synced.
+    pub unsynced_clock: Vec<Stretch>,
+    /// Stretches without data (silence).
+    pub silences: Vec<Stretch>,
+    /// Missing sequence numbers per device and boot.
+    pub sequence_gaps: Vec<SequenceGap>,
+    /// Per device: frames and battery.
+    pub devices: Vec<DeviceHealth>,
+    /// Other data-health conditions (lid, tilt, tampering, battery), by kind.
+    pub other: Vec<OtherCondition>,
+}
+
+/// Missing frames of one boot of a device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SequenceGap {
+    /// Device.
+    pub device: String,
+    /// Boot counter.
+    pub boot: u32,
+    /// First missing seq.
+    pub first: u32,
+    /// Last missing seq.
+    pub last: u32,
+}
+
+/// Per-device counters for the shipment's time span.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct DeviceHealth {
+    /// Device.
+    pub device: String,
+    /// Frames stored (their tags verified, or accepted unsigned by policy).
+    pub frames_verified: u64,
+    /// Of those, frames accepted without a tag.
+    pub frames_unsigned_accepted: u64,
+    /// Frames refused: the tag did not verify.
+    pub rejected_bad_tag: u64,
+    /// Frames refused: sent on another device's topic.
+    pub rejected_device_mismatch: u64,
+    /// Frames refused: unsigned from a device that must sign.
+    pub rejected_unsigned: u64,
+    /// Latest battery voltage reported, mV.
+    pub battery_last_mv: Option<u16>,
+    /// Lowest battery voltage reported, mV.
+    pub battery_min_mv: Option<u16>,
+    /// Battery-low events.
+    pub battery_low_events: u64,
+}
+
+/// A data-health condition other than faults, clock and silence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OtherCondition {
+    /// Kind, e.g. `"lid_open"`.
+    pub kind: String,
+    /// Severity.
+    pub severity: String,
+    /// When.
+    pub stretch: Stretch,
+    /// Whether it fired.
+    pub fired: bool,
+}
+
+/// The viability window and warming.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Viability {
+    /// The window, when the product has one.
+    pub window: Option<WindowEntry>,
+    /// Warming above the critical limit, on a cryogenic lane.
+    pub warming: Option<WarmingEntry>,
+}
+
+/// The viability window at `as_of_ms`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowEntry {
+    /// Start (collection, else departure, else first sample), ms.
+    pub start_ms: i64,
+    /// Nominal window at the reference temperature, ms.
+    pub nominal_ms: i64,
+    /// Consumed, reference-equivalent ms.
+    pub consumed_ms: i64,
+    /// Remaining, ms.
+    pub remaining_ms: i64,
+    /// Time without a valid reading inside the window, ms.
+    pub unknown_ms: i64,
+    /// Predicted to remain at ETA, ms (negative: runs out before).
+    pub predicted_at_eta_ms: Option<i64>,
+    /// Loss so far for a table model, hundredths of a percent.
+    pub loss_centi_pct: Option<i64>,
+}
+
+/// Warming events of a cryogenic lane.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WarmingEntry {
+    /// The critical limit, e.g. `"> -135.0"`.
+    pub limit: String,
+    /// Warming events.
+    pub events: u32,
+    /// Time above the limit, ms.
+    pub time_above_ms: i64,
+    /// Warmest value above the limit, milli-°C.
+    pub peak_milli_c: Option<i32>,
+    /// Start of the first event, ms.
+    pub first_ms: Option<i64>,
+    /// Whether the latest value is above the limit.
+    pub above_now: bool,
+}
+
+/// An alert and its acknowledgement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertEntry {
+    /// Id.
+    pub id: u64,
+    /// Condition kind, e.g. `"H1"`, `"probe_fault"`.
+    pub kind: String,
+    /// Severity.
+    pub severity: String,
+    /// Sentence.
+    pub message: String,
+    /// `"open"`, `"acknowledged"`, `"resolved"`.
+    pub state: String,
+    /// When the condition fired (device time), ms.
+    pub fires_ms: i64,
+    /// When the daemon raised it, ms.
+    pub raised_ms: i64,
+    /// When the condition cleared, ms.
+    pub cleared_ms: Option<i64>,
+    /// Who acknowledged it.
+    pub ack_by: Option<String>,
+    /// Their comment.
+    pub ack_comment: Option<String>,
+    /// When, ms.
+    pub ack_ms: Option<i64>,
+    /// Escalations.
+    pub escalations: u32,
+}
+
+/// The disposition recorded by a person.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DispositionEntry {
+    /// `"accepted"`, `"quarantined"`, `"rejected"`.
+    pub decision: String,
+    /// Comment.
+    pub comment: String,
+    /// Who.
+    pub by: String,
+    /// When, ms.
+    pub at_ms: i64,
+}
+
+fn severity(s: Severity) -> String {
+    match s {
+        Severity::Info => "info",
+        Severity::Warning => "warning",
+        Severity::Critical => "critical",
+    }
+    .into()
+}
+
+fn json_name<T: Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => String::new(),
+    }
+}
+
+fn round_c(c: f64) -> i32 {
+    // Temperatures in °C are far inside i32 milli-°C.
+    #[allow(clippy::cast_possible_truncation)]
+    let m = (c * 1000.0).round() as i32;
+    m
+}
+
+fn stretch(start_ms: i64, end_ms: Option<i64>, last_ms: i64) -> Stretch {
+    Stretch {
+        start_ms,
+        end_ms,
+        duration_ms: end_ms.unwrap_or(last_ms) - start_ms,
+    }
+}
+
+/// The report's data from an evaluation, the shipment's alerts and the
+/// per-device counters ([`device_health`]). Pure: the same inputs give the
+/// same data.
+pub fn build(ev: &Evaluation, alerts: &[Alert], devices: Vec<DeviceHealth>) -> ReportData {
+    let s = &ev.shipment;
+    let p = &ev.profile;
+    let identity = Identity {
+        shipment: s.id.clone(),
+        product: s.product.clone(),
+        din: s.din.clone(),
+        profile: p.name.clone(),
+        cryogenic: p.cryogenic,
+        origin: s.origin.clone(),
+        destination: s.destination.clone(),
+        probes: s
+            .watch
+            .iter()
+            .map(|w| Probe {
+                device: w.device.clone(),
+                channel: w.channel,
+            })
+            .collect(),
+    };
+    let journey = Journey {
+        state: json_name(&s.state),
+        created_ms: s.created_ms,
+        departure_ms: s.departure_ms,
+        eta_ms: s.eta_ms,
+        arrival_ms: s.arrived_ms,
+        handoffs: s
+            .handoffs
+            .iter()
+            .map(|h| HandoffEntry {
+                at_ms: h.at_ms,
+                to: h.to.clone(),
+                location: h.location.clone(),
+                by: h.by.clone(),
+            })
+            .collect(),
+    };
+
+    let mut excursions = Vec::new();
+    let mut zones = Vec::new();
+    for z in &p.zones {
+        let conds: Vec<_> = ev
+            .conditions
+            .iter()
+            .filter(|c| c.id.kind == ConditionKind::Zone(z.id))
+            .collect();
+        for c in &conds {
+            excursions.push(Excursion {
+                zone: z.id.to_string(),
+                severity: severity(c.severity),
+                start_ms: c.id.start_ms,
+                end_ms: c.cleared_ms,
+                peak_milli_c: c.peak,
+                duration_ms: c.duration_ms(),
+                beyond_ms: c.beyond_ms,
+                entries: c.excursions,
+                fired_ms: c.fires_ms,
+            });
+        }
+        zones.push(ZoneEntry {
+            zone: z.id.to_string(),
+            side: z.id.side().to_string(),
+            limit: z.limit.to_string(),
+            limit_milli_c: z.limit.milli_c,
+            kind: match z.kind {
+                ZoneKind::Single => "single".into(),
+                ZoneKind::Cumulative => "cumulative".into(),
+            },
+            delay_ms: z.delay_ms,
+            severity: severity(z.severity),
+            label: z.label.clone(),
+            time_beyond_ms: conds.iter().map(|c| c.beyond_ms).sum(),
+            entries: conds.iter().map(|c| c.excursions).sum(),
+            fired: conds.iter().filter(|c| c.has_fired()).count() as u32,
+        });
+    }
+    excursions.sort_by(|a, b| (a.start_ms, &a.zone).cmp(&(b.start_ms, &b.zone)));
+
+    let (mkt, mkt_note) = match &ev.mkt {
+        MktOutcome::Computed(m) => (
+            Some(MktEntry {
+                whole_milli_c: round_c(m.whole_c),
+                covered_ms: m.covered_ms,
+                window_ms: m.window_ms,
+                window_start_ms: m.max_window.start_ms,
+                window_end_ms: m.max_window.end_ms,
+                window_milli_c: round_c(m.max_window.mkt_c),
+                window_full: m.max_window.full,
+            }),
+            None,
+        ),
+        MktOutcome::NotApplicable => (
+            None,
+            Some(if p.cryogenic {
+                "MKT does not apply on a cryogenic lane".into()
+            } else {
+                "the profile has no MKT".into()
+            }),
+        ),
+        MktOutcome::NoData => (None, Some("no time with a known temperature".into())),
+    };
+    let temperature = Temperature {
+        valid_readings: ev.points.iter().filter(|p| p.milli_c.is_some()).count() as u64,
+        min_milli_c: ev.min_milli_c,
+        max_milli_c: ev.max_milli_c,
+        mean_milli_c: ev.mean_milli_c,
+        mkt,
+        mkt_note,
+        zones,
+        excursions,
+    };
+
+    // Data health.
+    let mut faults: Vec<Stretch> = Vec::new();
+    let mut run: Option<(i64, i64)> = None;
+    for pt in &ev.points {
+        match (pt.milli_c, run) {
+            (None, None) => run = Some((pt.t_ms, pt.t_ms)),
+            (None, Some((a, _))) => run = Some((a, pt.t_ms)),
+            (Some(_), Some((a, b))) => {
+                faults.push(stretch(a, Some(pt.t_ms), b));
+                run = None;
+            }
+            (Some(_), None) => {}
+        }
+    }
+    if let Some((a, b)) = run {
+        faults.push(stretch(a, None, b));
+    }
+    let of_kind = |k: ConditionKind| -> Vec<Stretch> {
+        ev.conditions
+            .iter()
+            .filter(|c| c.id.kind == k)
+            .map(|c| stretch(c.id.start_ms, c.cleared_ms, c.last_ms))
+            .collect()
+    };
+    let other = ev
+        .conditions
+        .iter()
+        .filter(|c| {
+            matches!(
+                c.id.kind,
+                ConditionKind::LidOpen
+                    | ConditionKind::Tilt
+                    | ConditionKind::Tamper
+                    | ConditionKind::BatteryLow
+            )
+        })
+        .map(|c| OtherCondition {
+            kind: c.id.kind.to_string(),
+            severity: severity(c.severity),
+            stretch: stretch(c.id.start_ms, c.cleared_ms, c.last_ms),
+            fired: c.has_fired(),
+        })
+        .collect();
+    let data_health = DataHealth {
+        readings: ev.readings as u64,
+        fault_readings: ev.faults as u64,
+        faults,
+        estimated_time_readings: ev.estimated_time as u64,
+        unsynced_clock: of_kind(ConditionKind::ClockUnsynced),
+        silences: of_kind(ConditionKind::Silent),
+        sequence_gaps: ev
+            .gaps
+            .iter()
+            .map(|(device, boot, first, last)| SequenceGap {
+                device: device.clone(),
+                boot: *boot,
+                first: *first,
+                last: *last,
+            })
+            .collect(),
+        devices,
+        other,
+    };
+
+    let window = match &ev.viability {
+        ViabilityOutcome::Computed(v) => Some(WindowEntry {
+            start_ms: v.window_start_ms,
+            nominal_ms: v.nominal_ms,
+            consumed_ms: v.consumed_ms,
+            remaining_ms: v.remaining_ms,
+            unknown_ms: v.unknown_ms,
+            predicted_at_eta_ms: v.predicted_at_eta_ms,
+            loss_centi_pct: v.loss_pct.map(|l| {
+                #[allow(clippy::cast_possible_truncation)]
+                let c = (l * 100.0).round() as i64;
+                c
+            }),
+        }),
+        ViabilityOutcome::NotApplicable => None,
+    };
+    let warming = ev.warming.as_ref().map(|w| WarmingEntry {
+        limit: w.limit.to_string(),
+        events: w.events,
+        time_above_ms: w.time_above_ms,
+        peak_milli_c: w.peak_milli_c,
+        first_ms: w.first_ms,
+        above_now: w.above_now,
+    });
+
+    let alerts: Vec<AlertEntry> = alerts
+        .iter()
+        .map(|a| AlertEntry {
+            id: a.id,
+            kind: a.condition.kind.to_string(),
+            severity: severity(a.severity),
+            message: a.message.clone(),
+            state: json_name(&a.state),
+            fires_ms: a.fires_ms,
+            raised_ms: a.raised_ms,
+            cleared_ms: a.cleared_ms,
+            ack_by: a.ack.as_ref().map(|k| k.by.clone()),
+            ack_comment: a.ack.as_ref().map(|k| k.comment.clone()),
+            ack_ms: a.ack.as_ref().map(|k| k.at_ms),
+            escalations: a.escalations,
+        })
+        .collect();
+    let disposition = s.disposition.as_ref().map(|d| DispositionEntry {
+        decision: json_name(&d.decision),
+        comment: d.comment.clone(),
+        by: d.by.clone(),
+        at_ms: d.at_ms,
+    });
+
+    let mut data = ReportData {
+        format: FORMAT.into(),
+        as_of_ms: ev.as_of_ms,
+        identity,
+        journey,
+        temperature,
+        data_health,
+        viability: Viability { window, warming },
+        alerts,
+        disposition,
+        facts: Vec::new(),
+        readings: ev.points.iter().map(|p| (p.t_ms, p.milli_c)).collect(),
+    };
+    data.facts = facts(&data);
+    data
+}
+
+/// Plain sentences of fact. Never a judgement: no "acceptable", no "passed".
+fn facts(d: &ReportData) -> Vec<String> {
+    use text::{fmt_c, fmt_dur};
+    let mut out = Vec::new();
+    let t = &d.temperature;
+    let fired: Vec<&Excursion> = t
+        .excursions
+        .iter()
+        .filter(|e| e.fired_ms.is_some())
+        .collect();
+    if t.excursions.is_empty() {
+        out.push("no excursion".to_string());
+    } else if fired.is_empty() {
+        out.push(format!(
+            "no alarm from a temperature zone; {} excursion(s) shorter than their zone's delay",
+            t.excursions.len()
+        ));
+    } else {
+        let mut zones: Vec<&str> = fired.iter().map(|e| e.zone.as_str()).collect();
+        zones.dedup();
+        let total: i64 = fired.iter().map(|e| e.beyond_ms).sum();
+        out.push(format!(
+            "{} excursion alarm(s) ({}); {} beyond the limits in total",
+            fired.len(),
+            zones.join(", "),
+            fmt_dur(total)
+        ));
+    }
+    if let (Some(lo), Some(hi)) = (t.min_milli_c, t.max_milli_c) {
+        out.push(format!("temperature {} to {}", fmt_c(lo), fmt_c(hi)));
+    } else {
+        out.push("no valid temperature reading".into());
+    }
+    if let Some(m) = &t.mkt {
+        out.push(format!(
+            "MKT {} over the shipment; warmest {} window {}",
+            fmt_c(m.whole_milli_c),
+            fmt_dur(m.window_ms),
+            fmt_c(m.window_milli_c)
+        ));
+    }
+    if let Some(w) = &d.viability.window {
+        if w.remaining_ms > 0 {
+            out.push(format!("{} of window remaining", fmt_dur(w.remaining_ms)));
+        } else {
+            out.push("viability window used up".into());
+        }
+    }
+    if let Some(w) = &d.viability.warming {
+        out.push(match w.events {
+            0 => format!("no warming event ({})", w.limit),
+            n => format!(
+                "{n} warming event(s) ({}), {} above",
+                w.limit,
+                fmt_dur(w.time_above_ms)
+            ),
+        });
+    }
+    let h = &d.data_health;
+    if h.fault_readings > 0 {
+        out.push(format!("{} probe-fault reading(s)", h.fault_readings));
+    }
+    let missing: u64 = h
+        .sequence_gaps
+        .iter()
+        .map(|g| u64::from(g.last - g.first) + 1)
+        .sum();
+    if !h.silences.is_empty() || missing > 0 {
+        out.push(format!(
+            "{} silence(s), {} frame(s) missing",
+            h.silences.len(),
+            missing
+        ));
+    } else {
+        out.push("no data gap".into());
+    }
+    if h.estimated_time_readings > 0 {
+        out.push(format!(
+            "{} reading(s) with estimated time (device clock not synced)",
+            h.estimated_time_readings
+        ));
+    }
+    let open = d.alerts.iter().filter(|a| a.state == "open").count();
+    out.push(format!(
+        "{} alert(s), {} not acknowledged",
+        d.alerts.len(),
+        open
+    ));
+    out.push(match &d.disposition {
+        Some(x) => format!("disposition recorded by {}: {}", x.by, x.decision),
+        None => "disposition not recorded".into(),
+    });
+    out
+}
+
+/// Per-device counters over the shipment's span: frames stored and refused,
+/// battery. `lo..=hi` is in device time for frames and events; refused frames
+/// are counted by their receive time from `lo` to 24 h after `hi` (a logger
+/// dumped at arrival brings its data then).
+pub fn device_health(store: &SledStore, ev: &Evaluation) -> anyhow::Result<Vec<DeviceHealth>> {
+    let s = &ev.shipment;
+    let lo = s.departure_ms.unwrap_or(s.created_ms) - 3_600_000;
+    let hi = ev.as_of_ms + 60_000;
+    let db = store.db();
+    let frames = db.open_tree("frames")?;
+    let events = db.open_tree("events")?;
+    let security = db.open_tree("security")?;
+    let mut out: Vec<DeviceHealth> = Vec::new();
+    for w in &s.watch {
+        if out.iter().any(|d| d.device == w.device) {
+            continue;
+        }
+        let mut h = DeviceHealth {
+            device: w.device.clone(),
+            ..DeviceHealth::default()
+        };
+        if let Ok(d) = DeviceId::new(&w.device) {
+            let prefix = crate::store::key::device_prefix(&d);
+            for v in frames.scan_prefix(&prefix).values() {
+                let f: FrameRecord = postcard::from_bytes(&v?)?;
+                if (lo..=hi).contains(&f.time_ms) {
+                    h.frames_verified += 1;
+                    if !f.signed {
+                        h.frames_unsigned_accepted += 1;
+                    }
+                }
+            }
+            let mut battery: Vec<(i64, u16)> = Vec::new();
+            for v in events.scan_prefix(&prefix).values() {
+                let e: EventRecord = postcard::from_bytes(&v?)?;
+                if !(lo..=hi).contains(&e.time_ms) {
+                    continue;
+                }
+                match e.body {
+                    EventBody::Status(st) => battery.push((e.time_ms, st.battery_mv)),
+                    EventBody::Event(coldchain_proto::EventKind::BatteryLow { mv }) => {
+                        h.battery_low_events += 1;
+                        battery.push((e.time_ms, mv));
+                    }
+                    EventBody::Event(_) => {}
+                }
+            }
+            battery.sort();
+            h.battery_last_mv = battery.last().map(|b| b.1);
+            h.battery_min_mv = battery.iter().map(|b| b.1).min();
+            for v in security.scan_prefix(&prefix).values() {
+                let r: SecurityRecord = postcard::from_bytes(&v?)?;
+                if r.first_ms < lo || r.first_ms > hi + 24 * 3_600_000 {
+                    continue;
+                }
+                match r.kind {
+                    SecurityKind::BadTag => h.rejected_bad_tag += r.count,
+                    SecurityKind::DeviceMismatch => h.rejected_device_mismatch += r.count,
+                    SecurityKind::Unsigned => h.rejected_unsigned += r.count,
+                }
+            }
+        }
+        out.push(h);
+    }
+    Ok(out)
+}
+
+/// The report of one shipment as of `as_of_ms` (ignored once it has arrived:
+/// then it is as of the arrival). `None` if there is no such shipment.
+pub fn for_shipment(
+    reader: &Evaluator,
+    store: &SledStore,
+    id: &str,
+    as_of_ms: i64,
+) -> anyhow::Result<Option<ReportData>> {
+    let Some(sh) = reader.shipments.get(id)? else {
+        return Ok(None);
+    };
+    let ev = reader.evaluate(&sh, as_of_ms)?;
+    let alerts = reader.alerts.of_shipment(&sh.id)?;
+    let devices = device_health(store, &ev)?;
+    Ok(Some(build(&ev, &alerts, devices)))
+}
+
+/// A JSON value with every object's keys sorted, written without whitespace.
+pub fn canonical_json(v: &serde_json::Value) -> String {
+    fn sorted(v: &serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(m) => {
+                let b: BTreeMap<&String, serde_json::Value> =
+                    m.iter().map(|(k, v)| (k, sorted(v))).collect();
+                let mut out = serde_json::Map::new();
+                for (k, v) in b {
+                    out.insert(k.clone(), v);
+                }
+                serde_json::Value::Object(out)
+            }
+            serde_json::Value::Array(a) => serde_json::Value::Array(a.iter().map(sorted).collect()),
+            other => other.clone(),
+        }
+    }
+    // With serde_json's default map (a BTreeMap) the keys are already sorted;
+    // sorting here keeps the form canonical should `preserve_order` be enabled.
+    let mut out = String::new();
+    write_canonical(&sorted(v), &mut out);
+    out
+}
+
+fn write_canonical(v: &serde_json::Value, out: &mut String) {
+    match v {
+        serde_json::Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&serde_json::Value::String(k.clone()).to_string());
+                out.push(':');
+                write_canonical(&m[k], out);
+            }
+            out.push('}');
+        }
+        serde_json::Value::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(x, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// The data as a JSON value.
+pub fn to_value(d: &ReportData) -> serde_json::Value {
+    serde_json::to_value(d).unwrap_or(serde_json::Value::Null)
+}
+
+/// SHA-256 of the canonical JSON of a data value, hex.
+pub fn sha256_of_value(v: &serde_json::Value) -> String {
+    hex::encode(Sha256::digest(canonical_json(v).as_bytes()))
+}
+
+/// SHA-256 of the report's canonical data, hex.
+pub fn sha256(d: &ReportData) -> String {
+    sha256_of_value(&to_value(d))
+}
+
+/// A report's forms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// HTML for screens and A4 paper.
+    Html,
+    /// CSV with one section per row kind.
+    Csv,
+    /// JSON: `{"coldchain_report", "sha256", "data"}`.
+    Json,
+}
+
+impl Format {
+    /// Parses `html`, `csv`, `json`.
+    pub fn parse(s: &str) -> Option<Format> {
+        match s.to_ascii_lowercase().as_str() {
+            "html" => Some(Format::Html),
+            "csv" => Some(Format::Csv),
+            "json" => Some(Format::Json),
+            _ => None,
+        }
+    }
+}
+
+/// A report rendered in `format`.
+pub fn render(d: &ReportData, format: Format) -> String {
+    match format {
+        Format::Html => render_html(d),
+        Format::Csv => render_csv(d),
+        Format::Json => render_json(d),
+    }
+}
+
+/// What a report file says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileIdentity {
+    /// Its form.
+    pub format: Format,
+    /// Shipment id.
+    pub shipment: String,
+    /// The moment it describes, ms.
+    pub as_of_ms: i64,
+    /// The SHA-256 it claims.
+    pub sha256: String,
+    /// The data it carries, where it carries it (JSON and HTML).
+    #[serde(skip)]
+    pub data: Option<serde_json::Value>,
+}
+
+/// Why a file could not be read as a report.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotAReport {
+    /// Nothing recognisable.
+    #[error("not a Coldchain report: no {0} found (expected a report's HTML, CSV or JSON form)")]
+    Missing(&'static str),
+}
+
+/// Reads shipment, moment and claimed hash from a report file of any form.
+pub fn identify(file_text: &str) -> Result<FileIdentity, NotAReport> {
+    let t = file_text.trim_start_matches('\u{feff}').trim_start();
+    if t.starts_with('{') {
+        let v: serde_json::Value =
+            serde_json::from_str(t).map_err(|_| NotAReport::Missing("valid JSON"))?;
+        let data = v
+            .get("data")
+            .cloned()
+            .ok_or(NotAReport::Missing("\"data\""))?;
+        let sha = v
+            .get("sha256")
+            .and_then(|x| x.as_str())
+            .ok_or(NotAReport::Missing("\"sha256\""))?;
+        let shipment = data["identity"]["shipment"]
+            .as_str()
+            .ok_or(NotAReport::Missing("data.identity.shipment"))?;
+        let as_of = data["as_of_ms"]
+            .as_i64()
+            .ok_or(NotAReport::Missing("data.as_of_ms"))?;
+        return Ok(FileIdentity {
+            format: Format::Json,
+            shipment: shipment.to_string(),
+            as_of_ms: as_of,
+            sha256: sha.to_string(),
+            data: Some(data),
+        });
+    }
+    if t.starts_with("<!DOCTYPE html") || t.starts_with("<html") {
+        let data_text = between(t, render::DATA_OPEN, "</script>")
+            .ok_or(NotAReport::Missing("embedded report data"))?;
+        let data: serde_json::Value = serde_json::from_str(data_text)
+            .map_err(|_| NotAReport::Missing("valid embedded report data"))?;
+        let sha = between(t, render::SHA_META_OPEN, "\"")
+            .ok_or(NotAReport::Missing("the sha256 meta element"))?;
+        let shipment = data["identity"]["shipment"]
+            .as_str()
+            .ok_or(NotAReport::Missing("identity.shipment"))?;
+        let as_of = data["as_of_ms"]
+            .as_i64()
+            .ok_or(NotAReport::Missing("as_of_ms"))?;
+        return Ok(FileIdentity {
+            format: Format::Html,
+            shipment: shipment.to_string(),
+            as_of_ms: as_of,
+            sha256: sha.to_string(),
+            data: Some(data),
+        });
+    }
+    // CSV: `report,<key>,<value>` rows.
+    let mut shipment = None;
+    let mut as_of = None;
+    let mut sha = None;
+    for line in t.lines() {
+        let fields = render::csv_fields(line);
+        if fields.len() >= 3 && fields[0] == "report" {
+            match fields[1].as_str() {
+                "shipment" => shipment = Some(csv_unguard(&fields[2])),
+                "as_of_ms" => as_of = fields[2].parse().ok(),
+                "sha256" => sha = Some(fields[2].clone()),
+                _ => {}
+            }
+        }
+    }
+    Ok(FileIdentity {
+        format: Format::Csv,
+        shipment: shipment.ok_or(NotAReport::Missing("a report,shipment row"))?,
+        as_of_ms: as_of.ok_or(NotAReport::Missing("a report,as_of_ms row"))?,
+        sha256: sha.ok_or(NotAReport::Missing("a report,sha256 row"))?,
+        data: None,
+    })
+}
+
+/// Undoes the spreadsheet-formula guard of the CSV form (a leading `'`).
+fn csv_unguard(f: &str) -> String {
+    match f.strip_prefix('\'') {
+        Some(rest) if rest.starts_with(['=', '+', '@', '-']) => rest.to_string(),
+        _ => f.to_string(),
+    }
+}
+
+fn between<'a>(t: &'a str, open: &str, close: &str) -> Option<&'a str> {
+    let i = t.find(open)? + open.len();
+    let j = t[i..].find(close)? + i;
+    Some(&t[i..j])
+}
+
+/// The outcome of [`verify`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verification {
+    /// The copy is intact and the daemon's data for it is unchanged.
+    pub ok: bool,
+    /// The file's form.
+    pub format: Format,
+    /// Shipment.
+    pub shipment: String,
+    /// The moment the file describes, ms.
+    pub as_of_ms: i64,
+    /// The hash the file claims.
+    pub sha256_in_file: String,
+    /// The hash of the daemon's data for that shipment and moment now.
+    pub sha256_now: String,
+    /// The daemon's data still hashes to what the file claims.
+    pub data_unchanged: bool,
+    /// The file is exactly what the daemon renders from the data it claims
+    /// (`None` when that cannot be told: a CSV copy whose data has changed).
+    pub file_intact: Option<bool>,
+    /// Top-level sections of the data that differ between file and daemon
+    /// (JSON and HTML copies).
+    pub changed_sections: Vec<String>,
+    /// What is wrong, for people.
+    pub problems: Vec<String>,
+}
+
+fn normalise(t: &str) -> String {
+    let t = t.trim_start_matches('\u{feff}').replace("\r\n", "\n");
+    t.trim_end().to_string()
+}
+
+/// Checks a report file against the daemon's current data for the same
+/// shipment and moment (`current`, from [`for_shipment`] with the file's
+/// `as_of_ms`, or the `data` of `GET .../report?format=json&as_of_ms=N`).
+pub fn verify(file_text: &str, current: &ReportData) -> Result<Verification, NotAReport> {
+    let id = identify(file_text)?;
+    let now_value = to_value(current);
+    let sha_now = sha256_of_value(&now_value);
+    let data_unchanged = id.sha256 == sha_now;
+    let mut problems = Vec::new();
+    if current.identity.shipment != id.shipment || current.as_of_ms != id.as_of_ms {
+        problems.push(format!(
+            "the daemon's data is for shipment {:?} as of {}, the file for {:?} as of {}",
+            current.identity.shipment, current.as_of_ms, id.shipment, id.as_of_ms
+        ));
+    }
+    let file_intact = match &id.data {
+        Some(data) => {
+            let hash_ok = sha256_of_value(data) == id.sha256;
+            let rendered_ok = serde_json::from_value::<ReportData>(data.clone())
+                .map(|d| normalise(&render(&d, id.format)) == normalise(file_text))
+                .unwrap_or(false);
+            Some(hash_ok && rendered_ok)
+        }
+        None if data_unchanged => {
+            Some(normalise(&render(current, id.format)) == normalise(file_text))
+        }
+        None => None,
+    };
+    let mut changed_sections = Vec::new();
+    if let (Some(data), serde_json::Value::Object(now)) = (&id.data, &now_value) {
+        let empty = serde_json::Map::new();
+        let file = data.as_object().unwrap_or(&empty);
+        let mut keys: Vec<&String> = now.keys().chain(file.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        for k in keys {
+            if now.get(k) != file.get(k) {
+                changed_sections.push(k.clone());
+            }
+        }
+    }
+    if !data_unchanged {
+        problems.push(if changed_sections.is_empty() {
+            "the daemon's data for this shipment and moment differs from the copy's".to_string()
+        } else {
+            format!(
+                "the daemon's data differs from the copy's in: {}",
+                changed_sections.join(", ")
+            )
+        });
+    }
+    match file_intact {
+        Some(false) => problems.push(
+            "the file's content does not match the data and hash it carries: it was altered".into(),
+        ),
+        None => problems.push(
+            "whether this CSV copy was altered cannot be told while the daemon's data differs"
+                .into(),
+        ),
+        Some(true) => {}
+    }
+    Ok(Verification {
+        ok: data_unchanged && file_intact == Some(true) && problems.is_empty(),
+        format: id.format,
+        shipment: id.shipment,
+        as_of_ms: id.as_of_ms,
+        sha256_in_file: id.sha256,
+        sha256_now: sha_now,
+        data_unchanged,
+        file_intact,
+        changed_sections,
+        problems,
+    })
+}
 
 /// Routes of the report, merged into the API router.
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/api/v1/shipments/{id}/report", get(report))
+        .route("/api/v1/reports/verify", post(verify_endpoint))
+}
+
+#[derive(Deserialize)]
+struct ReportQuery {
+    format: Option<String>,
+    as_of_ms: Option<i64>,
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (
+        status,
+        axum::Json(serde_json::json!({ "error": msg.into() })),
+    )
+        .into_response()
+}
+
+/// A filename fragment from a shipment id: ASCII letters, digits, `-`, `_`, `.`.
+pub(crate) fn file_stem(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+async fn report(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<ReportQuery>,
+) -> Response {
+    let fmt_text = q.format.as_deref().unwrap_or("html");
+    let Some(format) = Format::parse(fmt_text) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("format={fmt_text:?}: expected html, csv or json"),
+        );
+    };
+    let now = crate::ingest::now_ms();
+    let as_of = q.as_of_ms.unwrap_or(now).min(now);
+    let id2 = id.clone();
+    let built = tokio::task::spawn_blocking(move || {
+        for_shipment(&s.reader, &s.store, &id2, as_of).map(|d| d.map(|d| render(&d, format)))
+    })
+    .await;
+    let body = match built {
+        Ok(Ok(Some(b))) => b,
+        Ok(Ok(None)) => return error(StatusCode::NOT_FOUND, format!("no shipment {id:?}")),
+        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let stem = file_stem(&id);
+    match format {
+        Format::Html => (
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8".to_string()),
+                (
+                    header::CONTENT_SECURITY_POLICY,
+                    "default-src 'none'; style-src 'unsafe-inline'".to_string(),
+                ),
+            ],
+            body,
+        )
+            .into_response(),
+        Format::Csv => (
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"report-{stem}.csv\""),
+                ),
+            ],
+            body,
+        )
+            .into_response(),
+        Format::Json => (
+            [(header::CONTENT_TYPE, "application/json".to_string())],
+            body,
+        )
+            .into_response(),
+    }
+}
+
+async fn verify_endpoint(State(s): State<AppState>, body: Bytes) -> Response {
+    let Ok(text) = String::from_utf8(body.to_vec()) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "body: expected the report file's text (UTF-8)",
+        );
+    };
+    let id = match identify(&text) {
+        Ok(id) => id,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let shipment = id.shipment.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        for_shipment(&s.reader, &s.store, &id.shipment, id.as_of_ms)
+    })
+    .await;
+    match r {
+        Ok(Ok(Some(current))) => match verify(&text, &current) {
+            Ok(v) => axum::Json(v).into_response(),
+            Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        },
+        Ok(Ok(None)) => error(
+            StatusCode::NOT_FOUND,
+            format!("no shipment {shipment:?} in this daemon"),
+        ),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Which side a zone is on, as the chart needs it.
+pub(crate) fn side_of(z: &ZoneEntry) -> Side {
+    if z.side == "low" {
+        Side::Low
+    } else {
+        Side::High
+    }
 }

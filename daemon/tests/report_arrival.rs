@@ -1,0 +1,404 @@
+//! The arrival report from a real store and evaluator: its figures, the golden
+//! chart and CSV, the hash (stable, and changing when the data changes), and
+//! verification of intact and tampered copies in every form.
+
+use std::sync::Arc;
+
+use coldchain_daemon::alert::AlertState;
+use coldchain_daemon::audit::Audit;
+use coldchain_daemon::config::Config;
+use coldchain_daemon::evaluate::Evaluator;
+use coldchain_daemon::report::{self, Format, ReportData};
+use coldchain_daemon::shipment::{NewShipment, Shipment, Watch};
+use coldchain_daemon::store::{
+    FrameRecord, ReadingRecord, SledStore, Store, TimeSource, Via, WriteSet,
+};
+use coldchain_proto::{ChannelKind, DeviceId, FaultKind, FrameRef, Measurement};
+
+const MIN: i64 = 60_000;
+const H: i64 = 3_600_000;
+/// 2026-01-01 00:00 UTC.
+const T0: i64 = 1_767_225_600_000;
+const DEV: &str = "fridge-1";
+
+/// Compares with the committed file; `COLDCHAIN_BLESS=1` rewrites it.
+fn check_golden(name: &str, actual: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    if std::env::var_os("COLDCHAIN_BLESS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run with COLDCHAIN_BLESS=1 to create it",
+            path.display()
+        )
+    });
+    assert!(
+        want == actual,
+        "{name} changed; if deliberate, rerun with COLDCHAIN_BLESS=1 and review the diff"
+    );
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    store: Arc<SledStore>,
+    ev: Evaluator,
+    seq: u32,
+}
+
+impl World {
+    fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::parse(&format!(
+            "[daemon]\nid = \"t\"\ndata_dir = \"{}\"\n[alerts]\nsettle_s = 0\nsample_interval_s = 300\n",
+            dir.path().display()
+        ))
+        .unwrap();
+        let store = Arc::new(SledStore::open(&dir.path().join("db")).unwrap());
+        let audit = Arc::new(Audit::open(store.db()).unwrap());
+        let ev = Evaluator::new(cfg, store.clone(), audit).unwrap();
+        World {
+            _dir: dir,
+            store,
+            ev,
+            seq: 0,
+        }
+    }
+
+    /// One frame of readings (m°C or None for a fault).
+    fn frame(&mut self, readings: &[(i64, Option<i32>)]) {
+        let d = DeviceId::new(DEV).unwrap();
+        let r = FrameRef {
+            boot: 1,
+            seq: self.seq,
+        };
+        self.seq += 1;
+        let mut w = WriteSet::default();
+        for (i, &(t, v)) in readings.iter().enumerate() {
+            w.reading(
+                &d,
+                r,
+                i as u16,
+                &ReadingRecord {
+                    channel: 0,
+                    kind: ChannelKind::Rtd,
+                    value: match v {
+                        Some(m) => Measurement::Valid(m),
+                        None => Measurement::Fault(FaultKind::OpenCircuit),
+                    },
+                    time_ms: t,
+                    time_source: TimeSource::Device,
+                },
+            );
+        }
+        w.frame(
+            &d,
+            r,
+            &FrameRecord {
+                received_ms: readings[0].0,
+                time_ms: readings[0].0,
+                time_source: TimeSource::Device,
+                via: Via::MqttJson,
+                signed: true,
+            },
+        );
+        self.store.apply(w).unwrap();
+    }
+
+    fn shipment(&self) -> Shipment {
+        let mut s = Shipment::create(
+            NewShipment {
+                id: "FR <7> & co".into(),
+                product: "PBSC, 1 bag".into(),
+                din: Some("W1234 26 000007".into()),
+                profile: "fridge".into(),
+                watch: vec![Watch {
+                    device: DEV.into(),
+                    channel: 0,
+                }],
+                origin: "Apheresis unit".into(),
+                destination: "Cell lab".into(),
+                eta_ms: Some(T0 + 6 * H),
+                collection_ms: Some(T0 - 2 * H),
+                window_h: Some(48.0),
+                departure_ms: Some(T0),
+            },
+            T0 - H,
+        )
+        .unwrap();
+        s.arrive(T0 + 6 * H).unwrap();
+        self.ev.shipments.put(&s).unwrap();
+        s
+    }
+
+    fn report(&mut self, s: &Shipment) -> ReportData {
+        self.ev.run_one(s, T0 + 7 * H).unwrap();
+        report::for_shipment(&self.ev, &self.store, &s.id, T0 + 7 * H)
+            .unwrap()
+            .unwrap()
+    }
+}
+
+/// 6 h every 5 min at 5 °C, except: 9.5 °C from 90 to 130 min (40 min above
+/// 8 °C: H1 fires after 30 min), probe faults at 200 and 205 min, no data from
+/// 240 to 300 min.
+fn journey() -> Vec<(i64, Option<i32>)> {
+    (0..=72)
+        .map(|i| i * 5)
+        .filter(|m| !(241..300).contains(m))
+        .map(|m| {
+            let v = match m {
+                90..130 => Some(9_500),
+                200 | 205 => None,
+                _ => Some(5_000),
+            };
+            (T0 + m * MIN, v)
+        })
+        .collect()
+}
+
+fn world_with_journey() -> (World, Shipment, ReportData) {
+    let mut w = World::new();
+    for chunk in journey().chunks(12) {
+        w.frame(chunk);
+    }
+    let s = w.shipment();
+    let d = w.report(&s);
+    (w, s, d)
+}
+
+#[test]
+fn figures_of_a_fridge_shipment_with_one_excursion() {
+    let (_w, _s, d) = world_with_journey();
+    let t = &d.temperature;
+    assert_eq!(d.as_of_ms, T0 + 6 * H, "as of the arrival");
+    assert_eq!(t.min_milli_c, Some(5_000));
+    assert_eq!(t.max_milli_c, Some(9_500));
+    assert_eq!(d.data_health.readings, 62);
+    assert_eq!(d.data_health.fault_readings, 2);
+    assert_eq!(t.valid_readings, 60);
+    assert_eq!(d.readings.len(), 62);
+
+    let h1: Vec<_> = t.excursions.iter().filter(|e| e.zone == "H1").collect();
+    assert_eq!(h1.len(), 1, "{:?}", t.excursions);
+    let e = h1[0];
+    assert_eq!(e.start_ms, T0 + 90 * MIN);
+    assert_eq!(e.peak_milli_c, Some(9_500));
+    assert_eq!(e.beyond_ms, 40 * MIN);
+    assert_eq!(
+        e.fired_ms,
+        Some(T0 + 120 * MIN),
+        "fires at the 30 min delay"
+    );
+    assert_eq!(
+        e.end_ms,
+        Some(T0 + 130 * MIN),
+        "clears at the first reading back"
+    );
+    let z = t.zones.iter().find(|z| z.zone == "H1").unwrap();
+    assert_eq!((z.time_beyond_ms, z.entries, z.fired), (40 * MIN, 1, 1));
+    let z2 = t.zones.iter().find(|z| z.zone == "H2").unwrap();
+    assert_eq!(
+        z2.time_beyond_ms,
+        40 * MIN,
+        "cumulative zone counts the same time"
+    );
+    assert_eq!(z2.fired, 0, "below the 2 h cumulative delay");
+
+    let mkt = t.mkt.as_ref().expect("fridge lane has MKT");
+    assert!(
+        mkt.whole_milli_c > 5_000 && mkt.whole_milli_c < 9_500,
+        "{mkt:?}"
+    );
+    assert_eq!(mkt.window_ms, 24 * H);
+    assert!(!mkt.window_full, "6 h of data, 24 h window");
+
+    assert_eq!(d.data_health.faults.len(), 1);
+    assert_eq!(d.data_health.faults[0].start_ms, T0 + 200 * MIN);
+    assert_eq!(d.data_health.faults[0].end_ms, Some(T0 + 210 * MIN));
+    assert!(
+        d.data_health
+            .silences
+            .iter()
+            .any(|g| g.start_ms == T0 + 240 * MIN),
+        "the hour without data is a silence: {:?}",
+        d.data_health.silences
+    );
+    assert_eq!(d.data_health.devices[0].frames_verified, 6);
+
+    let w = d
+        .viability
+        .window
+        .as_ref()
+        .expect("fresh product has a window");
+    assert_eq!(w.start_ms, T0 - 2 * H);
+    assert_eq!(w.nominal_ms, 48 * H);
+    assert!(w.remaining_ms > 0 && w.remaining_ms < 40 * H, "{w:?}");
+    assert!(d.viability.warming.is_none());
+
+    assert!(d.alerts.iter().any(|a| a.kind == "H1" && a.state == "open"));
+    assert!(
+        d.facts
+            .iter()
+            .any(|f| f.contains("1 excursion alarm(s) (H1)")),
+        "{:?}",
+        d.facts
+    );
+    assert!(
+        d.facts.iter().any(|f| f.ends_with("of window remaining")),
+        "{:?}",
+        d.facts
+    );
+    assert!(d.facts.iter().any(|f| f == "disposition not recorded"));
+    assert!(
+        !d.facts
+            .iter()
+            .any(|f| f.contains("accept") || f.contains("pass")),
+        "the report never decides: {:?}",
+        d.facts
+    );
+}
+
+#[test]
+fn golden_chart_and_csv() {
+    let (_w, _s, d) = world_with_journey();
+    let svg = report::chart_svg(&d);
+    // The chart draws every valid reading, marks the faults and the excursion.
+    assert!(svg.contains("data-readings=\"60\""));
+    assert!(svg.contains("data-faults=\"2\""));
+    let drawn: usize = svg
+        .split("class=\"readings\" data-n=\"")
+        .skip(1)
+        .map(|s| s.split('"').next().unwrap().parse::<usize>().unwrap())
+        .sum();
+    assert_eq!(drawn, 60);
+    assert_eq!(svg.matches("class=\"fault\"").count(), 2);
+    assert!(svg.contains("class=\"excursion\" data-zone=\"H1\""));
+    assert!(svg.contains("class=\"gap\""));
+    assert!(!svg.contains("<7>"), "the shipment id is escaped");
+    if let Some(dir) = std::env::var_os("COLDCHAIN_REPORT_OUT") {
+        // For looking at: the HTML form of this report.
+        std::fs::write(
+            std::path::Path::new(&dir).join("report_fridge.html"),
+            report::render_html(&d),
+        )
+        .unwrap();
+    }
+    check_golden("report_fridge.svg", &svg);
+    check_golden("report_fridge.csv", &report::render_csv(&d));
+}
+
+#[test]
+fn rendering_and_hash_are_deterministic_and_follow_the_data() {
+    let (mut w, s, d) = world_with_journey();
+    let again = w.report(&s);
+    assert_eq!(d, again);
+    for f in [Format::Html, Format::Csv, Format::Json] {
+        assert_eq!(report::render(&d, f), report::render(&again, f), "{f:?}");
+    }
+    let h = report::sha256(&d);
+    assert_eq!(h.len(), 64);
+    assert_eq!(h, report::sha256(&again));
+    for f in [Format::Html, Format::Csv, Format::Json] {
+        assert!(report::render(&d, f).contains(&h), "{f:?} carries the hash");
+    }
+
+    // A late frame with one more reading changes the data and the hash.
+    w.frame(&[(T0 + 242 * MIN, Some(5_100))]);
+    let more = w.report(&s);
+    assert_ne!(report::sha256(&more), h);
+
+    // So does an acknowledgement.
+    let mut w2 = world_with_journey();
+    let mut a =
+        w2.0.ev
+            .alerts
+            .of_shipment(&w2.1.id)
+            .unwrap()
+            .into_iter()
+            .find(|a| a.state == AlertState::Open)
+            .unwrap();
+    a.state = AlertState::Acknowledged;
+    w2.0.ev.alerts.put(&a, None).unwrap();
+    let acked = w2.0.report(&w2.1);
+    assert_ne!(report::sha256(&acked), report::sha256(&w2.2));
+}
+
+#[test]
+fn verification_of_intact_and_tampered_copies() {
+    let (mut w, s, d) = world_with_journey();
+    for f in [Format::Html, Format::Csv, Format::Json] {
+        let file = report::render(&d, f);
+        let v = report::verify(&file, &d).unwrap();
+        assert!(v.ok, "{f:?}: {v:?}");
+        assert_eq!(v.shipment, "FR <7> & co");
+        assert_eq!(v.as_of_ms, d.as_of_ms);
+        // Saved with Windows line endings: still intact.
+        let crlf = file.replace("\r\n", "\n").replace('\n', "\r\n");
+        assert!(report::verify(&crlf, &d).unwrap().ok, "{f:?} with CRLF");
+    }
+
+    // A figure edited in the HTML (its hash and embedded data left alone).
+    let html = report::render_html(&d);
+    assert!(html.contains("9.5 °C"));
+    let forged = html.replace("9.5 °C", "7.5 °C");
+    let v = report::verify(&forged, &d).unwrap();
+    assert!(
+        !v.ok && v.data_unchanged && v.file_intact == Some(false),
+        "{v:?}"
+    );
+
+    // A reading edited in the CSV.
+    let csv = report::render_csv(&d);
+    let forged = csv.replacen(",9.500,", ",7.500,", 1);
+    assert_ne!(forged, csv);
+    let v = report::verify(&forged, &d).unwrap();
+    assert!(!v.ok && v.file_intact == Some(false), "{v:?}");
+
+    // The JSON data edited: its hash no longer matches.
+    let json = report::render_json(&d);
+    let forged = json.replacen("9500", "7500", 1);
+    let v = report::verify(&forged, &d).unwrap();
+    assert!(!v.ok && v.file_intact == Some(false), "{v:?}");
+    assert!(
+        v.data_unchanged,
+        "the daemon's data still has the claimed hash"
+    );
+    assert!(!v.changed_sections.is_empty(), "{v:?}");
+
+    // The daemon's data changed since the copy was made (a late frame).
+    w.frame(&[(T0 + 242 * MIN, Some(5_100))]);
+    let now = w.report(&s);
+    let v = report::verify(&json, &now).unwrap();
+    assert!(
+        !v.ok && !v.data_unchanged && v.file_intact == Some(true),
+        "{v:?}"
+    );
+    assert!(
+        v.changed_sections.contains(&"readings".to_string()),
+        "{v:?}"
+    );
+    let v = report::verify(&csv, &now).unwrap();
+    assert!(!v.ok && v.file_intact.is_none(), "{v:?}");
+
+    // Not a report.
+    assert!(report::verify("hello", &d).is_err());
+    assert!(report::identify("{\"a\":1}").is_err());
+}
+
+#[test]
+fn html_escapes_user_text() {
+    let (_w, _s, d) = world_with_journey();
+    let html = report::render_html(&d);
+    assert!(!html.contains("FR <7>"), "raw id in HTML");
+    assert!(html.contains("FR &lt;7&gt; &amp; co"));
+    // The embedded data cannot close its script element.
+    let tail = html.split(r#"id="coldchain-report-data">"#).nth(1).unwrap();
+    let data = tail.split("</script>").next().unwrap();
+    assert!(!data.contains('<'));
+    assert!(html.contains("@page{size:A4"));
+}

@@ -1,0 +1,107 @@
+// Drives Debian's chromium through the dashboard for tests/tests/dashboard.rs.
+// Input (environment): BASE (http://127.0.0.1:PORT), SHIPMENT, ALERT (id of an
+// open alert of SHIPMENT), XSS_SHIPMENT (a shipment whose id and product hold
+// markup), TOKEN, OUT (directory for screenshots), CHROMIUM (executable).
+// Output: one JSON line on stdout with what the pages showed.
+import { chromium } from "playwright-core";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+const env = (k) => {
+  const v = process.env[k];
+  if (!v) { throw new Error(`missing environment variable ${k}`); }
+  return v;
+};
+const BASE = env("BASE"), SHIPMENT = env("SHIPMENT"), ALERT = env("ALERT");
+const XSS = env("XSS_SHIPMENT"), TOKEN = env("TOKEN"), OUT = env("OUT");
+const profile = mkdtempSync(join(tmpdir(), "coldchain-chromium-"));
+const out = { console_errors: [], page_errors: [] };
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  headless: true,
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  // playwright starts chromium with a new, empty --user-data-dir of its own
+  // (it refuses the flag here); temporary files go to this directory.
+  tracesDir: profile,
+});
+try {
+  const watch = (page) => {
+    page.on("console", (m) => { if (m.type() === "error") out.console_errors.push(m.text()); });
+    page.on("pageerror", (e) => out.page_errors.push(String(e)));
+    page.on("dialog", (d) => { out.page_errors.push(`unexpected dialog: ${d.message()}`); d.dismiss(); });
+  };
+  const shipmentUrl = `${BASE}/shipments/${encodeURIComponent(SHIPMENT)}`;
+
+  // Desktop.
+  const desk = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const page = await desk.newPage();
+  watch(page);
+  await page.goto(`${BASE}/`);
+  await page.waitForSelector("table.list tbody tr");
+  out.list_rows = await page.$$eval("table.list tbody tr", (rs) => rs.map((r) => r.dataset.shipment));
+  out.list_text = await page.textContent("table.list");
+  out.xss_fired = await page.evaluate(() => window.__xss === 1);
+  await page.screenshot({ path: join(OUT, "list-desktop.png"), fullPage: true });
+
+  await page.click(`tr[data-shipment="${SHIPMENT.replace(/"/g, '\\"')}"] a`);
+  await page.waitForSelector("svg.chart polyline.readings");
+  out.shipment_url = page.url();
+  out.chart = await page.$eval("svg.chart", (svg) => ({
+    data_readings: Number(svg.dataset.readings),
+    data_faults: Number(svg.dataset.faults),
+    polyline_points: [...svg.querySelectorAll("polyline.readings")]
+      .map((p) => p.points.numberOfItems).reduce((a, b) => a + b, 0),
+    zone_bands: svg.querySelectorAll("rect.zone").length,
+    excursions: svg.querySelectorAll("rect.excursion").length,
+  }));
+  out.gauge = await page.$eval(".gauge", (g) => g.dataset.remainingMs || null);
+  out.alert_state_before = await page.getAttribute(`li.alert[data-alert="${ALERT}"]`, "data-state");
+  await page.screenshot({ path: join(OUT, "shipment-desktop.png"), fullPage: true });
+
+  // Acknowledge through the page: the dialog asks for the token once.
+  await page.click(`button.ack[data-alert="${ALERT}"]`);
+  await page.waitForSelector("#ack-dialog[open]");
+  out.token_asked = await page.isVisible("#ack-token");
+  await page.fill("#ack-by", "nurse <b>ben</b>");
+  await page.fill("#ack-comment", "lid closed <script>window.__xss=1</script>");
+  await page.fill("#ack-token", TOKEN);
+  await page.screenshot({ path: join(OUT, "ack-dialog-desktop.png") });
+  await page.click("#ack-submit");
+  await page.waitForSelector(`li.alert[data-alert="${ALERT}"]:not([data-state="open"])`, { timeout: 15000 });
+  out.alert_state_after = await page.getAttribute(`li.alert[data-alert="${ALERT}"]`, "data-state");
+  out.ack_text = await page.textContent(`li.alert[data-alert="${ALERT}"] .ack-info`);
+  out.token_stored = await page.evaluate(() => localStorage.getItem("coldchain.token"));
+  out.xss_fired = out.xss_fired || await page.evaluate(() => window.__xss === 1);
+  await page.screenshot({ path: join(OUT, "shipment-acknowledged-desktop.png"), fullPage: true });
+
+  // The markup-laden shipment shows as text.
+  await page.goto(`${BASE}/shipments/${encodeURIComponent(XSS)}`);
+  await page.waitForSelector("h1");
+  out.xss_title = await page.textContent("h1");
+  out.xss_fired = out.xss_fired || await page.evaluate(() => window.__xss === 1);
+  await desk.close();
+
+  // Phone.
+  const phone = await browser.newContext({
+    viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true,
+  });
+  const p2 = await phone.newPage();
+  watch(p2);
+  const overflow = () => p2.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  await p2.goto(`${BASE}/`);
+  await p2.waitForSelector("table.list tbody tr");
+  out.phone_list_overflow_px = await overflow();
+  await p2.screenshot({ path: join(OUT, "list-phone.png"), fullPage: true });
+  await p2.goto(shipmentUrl);
+  await p2.waitForSelector("svg.chart");
+  out.phone_shipment_overflow_px = await overflow();
+  await p2.screenshot({ path: join(OUT, "shipment-phone.png"), fullPage: true });
+  await phone.close();
+} finally {
+  await browser.close();
+  rmSync(profile, { recursive: true, force: true });
+}
+console.log(JSON.stringify(out));
