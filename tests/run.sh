@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of Coldchain: the README's second command, and what CI runs.
-# Installs what the tests need when it is missing (Debian: mosquitto, its clients),
+# Installs what the tests need when it is missing (Debian: mosquitto, its clients,
+# chromium, nodejs, npm; npm: playwright-core into tests/web),
 # then: format check, clippy with -D warnings, the firmware's no_std link check,
 # and cargo test --workspace --locked.
 set -euo pipefail
@@ -11,6 +12,11 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 missing=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+# The dashboard test (tests/tests/dashboard.rs) drives Debian's chromium with
+# playwright-core from npm; no browser is downloaded.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]}"
   as_root apt-get update -qq
@@ -18,6 +24,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # Debian starts a system-wide mosquitto on :1883 after installing it; the tests
 # start their own brokers on free ports and do not need it.
+if [ ! -d tests/web/node_modules/playwright-core ]; then
+  echo "==> npm ci (tests/web: playwright-core)"
+  (cd tests/web && npm ci --no-audit --no-fund --loglevel=error)
+fi
 
 for c in rustfmt clippy; do
   rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
