@@ -1,0 +1,219 @@
+//! The arrival report through the real daemon: a fridge shipment with one
+//! excursion arrives; its HTML, CSV and JSON forms state the same figures and
+//! carry the same SHA-256; POST /api/v1/reports/verify accepts each intact
+//! copy and refuses a tampered one, and tells when the daemon's data has
+//! changed since a copy was made (an acknowledgement added).
+
+use coldchain_tests::*;
+use serde_json::{Value, json};
+
+const MIN: i64 = 60_000;
+const H: i64 = 3_600_000;
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+fn get_text(d: &Daemon, path: &str) -> (u16, String, String) {
+    let mut r = agent()
+        .get(&format!("http://127.0.0.1:{}{path}", d.http_port))
+        .call()
+        .unwrap();
+    let ct = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    (
+        r.status().as_u16(),
+        ct,
+        r.body_mut().read_to_string().unwrap(),
+    )
+}
+
+fn verify(d: &Daemon, file: &str, token: Option<&str>) -> (u16, Value) {
+    let mut req = agent().post(&format!(
+        "http://127.0.0.1:{}/api/v1/reports/verify",
+        d.http_port
+    ));
+    if let Some(t) = token {
+        req = req.header("Authorization", &format!("Bearer {t}"));
+    }
+    let mut r = req.send(file.as_bytes()).unwrap();
+    let status = r.status().as_u16();
+    let text = r.body_mut().read_to_string().unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn post(d: &Daemon, path: &str, body: Value) -> Value {
+    let (status, v) = http_post(d.http_port, path, Some(TEST_TOKEN), &body);
+    assert!((200..300).contains(&status), "POST {path} -> {status}: {v}");
+    v
+}
+
+#[test]
+fn report_forms_agree_and_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(&dir.path().join("broker"));
+    let opts = DaemonOpts {
+        http: format!("token = \"{TEST_TOKEN}\""),
+        extra: "[alerts]\nescalate_after_s = 3600\n".into(),
+        ..DaemonOpts::default()
+    };
+    let daemon = Daemon::start_with(
+        &dir.path().join("daemon"),
+        broker.port,
+        &[DeviceCfg::new("fridge-r1")],
+        &opts,
+    );
+    let t0 = now_ms() - 4 * H;
+    post(
+        &daemon,
+        "/api/v1/shipments",
+        json!({
+            "by": "dispatcher anna", "id": "REP 1", "product": "PBSC, 1 bag",
+            "din": "W1234 26 000042", "profile": "fridge",
+            "watch": [{"device": "fridge-r1", "channel": 0}],
+            "origin": "Apheresis unit", "destination": "Cell lab",
+            "departure_ms": t0, "window_h": 48.0, "eta_ms": t0 + 3 * H,
+        }),
+    );
+    post(
+        &daemon,
+        "/api/v1/shipments/REP%201/handoff",
+        json!({"by": "driver", "to": "courier b", "location": "hub", "at_ms": t0 + H}),
+    );
+    let rs: Vec<(i64, Option<i32>)> = (0..150)
+        .map(|i| {
+            (
+                t0 + i * MIN,
+                Some(if (90..130).contains(&i) { 9_500 } else { 5_000 }),
+            )
+        })
+        .collect();
+    let frames: Vec<String> = rs
+        .chunks(12)
+        .enumerate()
+        .map(|(i, c)| json_frame("fridge-r1", 1, i as u32, c))
+        .collect();
+    mosquitto_pub_lines(broker.port, "coldchain/v1/dev/fridge-r1/up/json", &frames).unwrap();
+    let alert = wait_for(std::time::Duration::from_secs(60), "the H1 alert", || {
+        daemon
+            .get("/api/v1/alerts?shipment=REP%201")
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .find(|x| x["condition"]["kind"]["zone"] == "H1")
+                    .cloned()
+            })
+    });
+    post(
+        &daemon,
+        "/api/v1/shipments/REP%201/arrive",
+        json!({"by": "lab", "at_ms": t0 + 150 * MIN}),
+    );
+
+    let base = "/api/v1/shipments/REP%201/report";
+    let (s, ct, json_text) = get_text(&daemon, &format!("{base}?format=json"));
+    assert_eq!(s, 200, "{json_text}");
+    assert!(ct.starts_with("application/json"));
+    let doc: Value = serde_json::from_str(&json_text).unwrap();
+    let data = &doc["data"];
+    let sha = doc["sha256"].as_str().unwrap().to_string();
+    assert_eq!(data["as_of_ms"], t0 + 150 * MIN, "as of the arrival");
+    assert_eq!(data["identity"]["din"], "W1234 26 000042");
+    assert_eq!(data["journey"]["handoffs"][0]["to"], "courier b");
+    let t = &data["temperature"];
+    assert_eq!(t["min_milli_c"], 5_000);
+    assert_eq!(t["max_milli_c"], 9_500);
+    let h1: Vec<&Value> = t["excursions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["zone"] == "H1")
+        .collect();
+    assert_eq!(h1.len(), 1, "{t}");
+    assert_eq!(h1[0]["start_ms"], t0 + 90 * MIN);
+    assert_eq!(h1[0]["end_ms"], t0 + 130 * MIN);
+    assert_eq!(h1[0]["peak_milli_c"], 9_500);
+    assert_eq!(h1[0]["beyond_ms"], 40 * MIN);
+    assert!(t["mkt"]["whole_milli_c"].as_i64().unwrap() > 5_000);
+    assert_eq!(data["data_health"]["readings"], 150);
+    assert_eq!(data["data_health"]["devices"][0]["frames_verified"], 13);
+    assert!(
+        data["viability"]["window"]["remaining_ms"]
+            .as_i64()
+            .unwrap()
+            > 40 * H
+    );
+    assert_eq!(data["alerts"][0]["id"], alert["id"]);
+
+    let (s, ct, html) = get_text(&daemon, &format!("{base}?format=html"));
+    assert_eq!(s, 200);
+    assert!(ct.starts_with("text/html"));
+    assert!(html.contains(&sha) && html.contains("9.5 °C") && html.contains("courier b"));
+    assert!(html.contains("<svg") && html.contains("class=\"excursion\""));
+    let (s, ct, csv) = get_text(&daemon, &format!("{base}?format=csv"));
+    assert_eq!(s, 200);
+    assert!(ct.starts_with("text/csv"));
+    assert!(csv.contains(&format!("report,sha256,{sha}")));
+    assert!(csv.contains("excursion,H1,warning,"));
+    assert_eq!(
+        csv.lines().filter(|l| l.starts_with("reading,")).count(),
+        150
+    );
+
+    // Every intact copy verifies; the verify endpoint is a POST, so it needs the token.
+    for file in [&json_text, &html, &csv] {
+        let (s, v) = verify(&daemon, file, Some(TEST_TOKEN));
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["ok"], true, "{v}");
+        assert_eq!(v["sha256_now"], sha.as_str());
+    }
+    assert_eq!(verify(&daemon, &html, None).0, 401);
+
+    // A tampered copy does not.
+    let forged = html.replace("9.5 °C", "7.5 °C");
+    let (s, v) = verify(&daemon, &forged, Some(TEST_TOKEN));
+    assert_eq!(s, 200);
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(v["file_intact"], false, "{v}");
+    assert_eq!(v["data_unchanged"], true, "{v}");
+    let (s, v) = verify(&daemon, "not a report", Some(TEST_TOKEN));
+    assert_eq!(s, 400, "{v}");
+
+    // The record changes (the alert is acknowledged): old copies no longer
+    // match what the daemon has, and say where.
+    post(
+        &daemon,
+        &format!("/api/v1/alerts/{}/ack", alert["id"]),
+        json!({"by": "qa", "comment": "box was open 40 min, product checked"}),
+    );
+    let (_, v) = verify(&daemon, &json_text, Some(TEST_TOKEN));
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(v["data_unchanged"], false);
+    assert_eq!(v["file_intact"], true);
+    assert!(
+        v["changed_sections"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("alerts")),
+        "{v}"
+    );
+    let (_, _, json2) = get_text(&daemon, &format!("{base}?format=json"));
+    let doc2: Value = serde_json::from_str(&json2).unwrap();
+    assert_ne!(doc2["sha256"], doc["sha256"]);
+    assert_eq!(doc2["data"]["alerts"][0]["ack_by"], "qa");
+
+    let (s, _, _) = get_text(&daemon, &format!("{base}?format=pdf"));
+    assert_eq!(s, 400);
+    let (s, _, _) = get_text(&daemon, "/api/v1/shipments/NOPE/report");
+    assert_eq!(s, 404);
+}
