@@ -50,6 +50,10 @@ CONF
 # As root, mosquitto would drop to its own user, which cannot write into .demo/.
 [ "$(id -u)" -eq 0 ] && echo "user root" >> "$demo/mosquitto.conf"
 
+token_file="$demo/api.token"
+[ -s "$token_file" ] || od -An -tx1 -N16 /dev/urandom | tr -d ' \n' > "$token_file"
+TOKEN=$(cat "$token_file")
+
 {
   cat <<CONF
 [daemon]
@@ -61,8 +65,13 @@ port = $MQTT_PORT
 
 [http]
 bind = "127.0.0.1:$HTTP_PORT"
+token = "$TOKEN"
+
+[alerts]
+# A short settle period so the demo shows alarms within minutes.
+settle_s = 60
 CONF
-  for d in ln2-1 ln2-2 ln2-3 fridge-1 ambient-1; do
+  for d in ln2-1 ln2-2 fridge-1; do
     printf '\n[[devices]]\nid = "%s"\nkey = "%s"\n' "$d" "$KEY"
   done
 } > "$demo/coldchain.toml"
@@ -70,7 +79,7 @@ CONF
 pids=()
 cleanup() {
   echo
-  echo "==> stopping"
+  echo "==> stopping (data stays in $demo/data)"
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
 }
@@ -80,21 +89,39 @@ trap cleanup EXIT INT TERM
 "$bin/coldchain" run --config "$demo/coldchain.toml" > "$demo/daemon.log" 2>&1 & pids+=($!)
 for _ in $(seq 100); do port_busy "$HTTP_PORT" && break; sleep 0.1; done
 
-sim() { "$bin/coldchain-sim" --broker "127.0.0.1:$MQTT_PORT" --key "$KEY" --events "$@"; }
-# Three LN2 dry shippers: one healthy, one whose nitrogen runs out soon, one tipped over.
-sim --device ln2 --containers 1 --profile cryo-ln2 --speed 60 --interval-ms 2000 --seed 1 \
-  > /dev/null 2> "$demo/sim-ln2-1.log" & pids+=($!)
-true
+export COLDCHAIN_API="http://127.0.0.1:$HTTP_PORT" COLDCHAIN_TOKEN="$TOKEN" COLDCHAIN_USER="demo dispatcher"
+cc() { "$bin/coldchain" "$@"; }
+run_id=$(date +%H%M%S)
+cc shipment create --id "CAR-T $run_id" --product "CAR-T, 2 bags" --din "W0000 26 $run_id" \
+  --profile cryo-ln2 --device ln2-1 --origin "Apheresis centre" --destination "Cell therapy lab" \
+  --eta +48h --depart >/dev/null
+cc shipment create --id "HSC $run_id" --product "Cryopreserved HSC" --profile cryo-ln2 --device ln2-2 \
+  --origin "Cord blood bank" --destination "Transplant centre" --eta +30h --depart >/dev/null
+cc shipment create --id "PBSC $run_id" --product "Fresh PBSC" --profile fridge --device fridge-1 \
+  --origin "Donor centre" --destination "Processing lab" --window-h 48 --collected now --eta +6h --depart >/dev/null
+
+sim() { "$bin/coldchain-sim" --broker "127.0.0.1:$MQTT_PORT" --key "$KEY" --events --interval-ms 2000 "$@"; }
+# A healthy dry shipper; one whose nitrogen runs out in a few minutes (model
+# time runs 120 times faster: it warms about 6 °C per minute once dry); a
+# 2-8 °C box.
+sim --device ln2-1 --profile cryo-ln2 --seed 1 > /dev/null 2> "$demo/sim-ln2-1.log" & pids+=($!)
+sim --device ln2-2 --profile cryo-ln2 --seed 2 --speed 120 --dry-in-h 0.05 > /dev/null 2> "$demo/sim-ln2-2.log" & pids+=($!)
+sim --device fridge-1 --profile fridge --seed 3 > /dev/null 2> "$demo/sim-fridge-1.log" & pids+=($!)
 
 cat <<MSG
 
-Coldchain is running.
-  API:        http://127.0.0.1:$HTTP_PORT/api/v1/devices
-  readings:   http://127.0.0.1:$HTTP_PORT/api/v1/devices/ln2-1/readings
-  counters:   http://127.0.0.1:$HTTP_PORT/api/v1/stats
-  broker:     mosquitto_sub -p $MQTT_PORT -t 'coldchain/#' -v
-  logs:       $demo/daemon.log, $demo/sim-*.log
-  config:     $demo/coldchain.toml (device key in $demo/device.key)
-Ctrl-C stops the demo.
+Coldchain is running with three simulated shipments.
+
+  Dashboard   http://127.0.0.1:$HTTP_PORT/
+              (to acknowledge an alert there, give the API token: $TOKEN)
+  Terminal    export COLDCHAIN_API=http://127.0.0.1:$HTTP_PORT COLDCHAIN_TOKEN=$TOKEN
+              $bin/coldchain status
+              $bin/coldchain alerts --open
+              $bin/coldchain ack ALERT_ID --comment "what you did" --by "your name"
+              $bin/coldchain report "HSC $run_id" --format html --out report.html
+
+Within about a minute the dry shipper of "HSC $run_id" starts warming: a
+predictive warning comes first, the critical alarm (above -135 °C) within
+about ten minutes. Logs: $demo/daemon.log, $demo/sim-*.log. Ctrl-C stops the demo.
 MSG
 wait

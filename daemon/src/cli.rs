@@ -344,6 +344,18 @@ impl Client {
         serde_json::from_str(&t).map_err(|e| fail(3, format!("GET {path}: not JSON: {e}")))
     }
 
+    fn post_text(&self, path: &str, body: &str) -> Result<Value, Failure> {
+        let mut req = self
+            .agent
+            .post(&format!("{}{path}", self.base))
+            .header("Content-Type", "text/plain; charset=utf-8");
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", &format!("Bearer {t}"));
+        }
+        let t = self.handle(req.send(body), &format!("POST {path}"))?;
+        serde_json::from_str(&t).map_err(|e| fail(3, format!("POST {path}: not JSON: {e}")))
+    }
+
     fn post(&self, path: &str, body: &Value) -> Result<Value, Failure> {
         let mut req = self.agent.post(&format!("{}{path}", self.base));
         if let Some(t) = &self.token {
@@ -614,11 +626,21 @@ pub fn run(cmd: ClientCmd, conn: &Conn) -> Result<(), Failure> {
             if let Some(file) = verify {
                 let text = std::fs::read_to_string(&file)
                     .map_err(|e| fail(2, format!("cannot read {}: {e}", file.display())))?;
-                let v = c.post("/api/v1/reports/verify", &json!({ "content": text }))?;
+                let v = c.post_text("/api/v1/reports/verify", &text)?;
                 if conn.json {
                     print_json(&v);
+                } else if v["ok"] == json!(true) {
+                    println!(
+                        "{}: matches the daemon's data for shipment {} (sha256 {})",
+                        file.display(),
+                        v["shipment"].as_str().unwrap_or("?"),
+                        v["sha256_now"].as_str().unwrap_or("?")
+                    );
                 } else {
-                    println!("{}", v["message"].as_str().unwrap_or(&v.to_string()));
+                    println!("{}: DOES NOT MATCH", file.display());
+                    for p in v["problems"].as_array().cloned().unwrap_or_default() {
+                        println!("  {}", p.as_str().unwrap_or(""));
+                    }
                 }
                 return if v["ok"] == json!(true) {
                     Ok(())

@@ -168,9 +168,23 @@ fn clock_unsynced_and_tamper() {
             synced: true,
         },
     ];
+    // 8 minutes unsynced: recorded, but it does not fire (the delay is 10 min).
     let c = health::clock_unsynced(&obs, &facts());
     assert_eq!(c.len(), 1);
-    assert_eq!((c[0].fires_ms, c[0].cleared_ms), (Some(0), Some(8 * M)));
+    assert_eq!((c[0].fires_ms, c[0].cleared_ms), (None, Some(8 * M)));
+    // Exactly at the delay fires.
+    let long = [
+        ClockObservation {
+            t_ms: 0,
+            synced: false,
+        },
+        ClockObservation {
+            t_ms: health::CLOCK_UNSYNCED_DELAY_MS,
+            synced: true,
+        },
+    ];
+    let c = health::clock_unsynced(&long, &facts());
+    assert_eq!(c[0].fires_ms, Some(health::CLOCK_UNSYNCED_DELAY_MS));
 
     assert_eq!(health::tamper(&IntegrityCounts::default(), &facts()), None);
     let t = health::tamper(

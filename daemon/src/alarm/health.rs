@@ -312,8 +312,13 @@ pub fn battery_low(
     out
 }
 
+/// A device may run unsynced this long (boot, first connection) before the
+/// condition fires; its times are marked estimated from the first moment.
+pub const CLOCK_UNSYNCED_DELAY_MS: i64 = 10 * 60_000;
+
 /// Clock unsynced: from the first unsynced observation to the next synced one.
-/// Fires at once: every time stamped meanwhile is an estimate.
+/// Fires after [`CLOCK_UNSYNCED_DELAY_MS`]: a device that syncs within minutes
+/// of booting pages nobody, and the report still shows the estimated stretch.
 pub fn clock_unsynced(obs: &[ClockObservation], facts: &ShipmentFacts) -> Vec<Condition> {
     let hi = facts.end_ms.unwrap_or(i64::MAX);
     let lo = facts.from_ms();
@@ -334,12 +339,12 @@ pub fn clock_unsynced(obs: &[ClockObservation], facts: &ShipmentFacts) -> Vec<Co
                 Episode::open(ConditionKind::ClockUnsynced, Severity::Warning, o.t_ms)
             });
         } else if let Some(ep) = open.take() {
-            out.push(ep.finish(o.t_ms, true, 0));
+            out.push(ep.finish(o.t_ms, true, CLOCK_UNSYNCED_DELAY_MS));
         }
     }
     if let Some(ep) = open {
         let until = facts.end_ms.or(last).unwrap_or(ep.c.id.start_ms);
-        out.push(ep.finish(until, false, 0));
+        out.push(ep.finish(until, false, CLOCK_UNSYNCED_DELAY_MS));
     }
     out
 }

@@ -102,6 +102,8 @@ pub struct Setup {
     pub speed: f64,
     /// Model hours at start.
     pub start_h: f64,
+    /// Start this many model hours before the coolant runs out, if set.
+    pub dry_in_h: Option<f64>,
     /// Send event frames too.
     pub events: bool,
     /// Injected faults.
@@ -163,8 +165,12 @@ pub async fn run(
 
     let started = Instant::now();
     let mut container = Container::new(s.profile, s.seed);
-    container.advance(s.start_h);
-    let mut model_h = s.start_h;
+    let start_h = match s.dry_in_h {
+        Some(h) => (container.hold_h() - h).max(0.0),
+        None => s.start_h,
+    };
+    container.advance(start_h);
+    let mut model_h = start_h;
     let channels = board::channels(s.profile);
     let k = s.readings_per_frame;
     let rounds = k.div_ceil(channels.len()).max(1);
@@ -199,7 +205,7 @@ pub async fn run(
             }
 
             // The model catches up with real time.
-            let target_h = s.start_h + started.elapsed().as_secs_f64() / 3600.0 * s.speed;
+            let target_h = start_h + started.elapsed().as_secs_f64() / 3600.0 * s.speed;
             container.advance(target_h - model_h);
             model_h = target_h;
             let f = &s.faults;

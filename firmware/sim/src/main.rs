@@ -88,6 +88,11 @@ struct Args {
     /// Model hours already elapsed at start (e.g. start near the end of the LN2 hold).
     #[arg(long, default_value_t = 0.0)]
     start_h: f64,
+    /// Start this many model hours before the coolant runs out (overrides
+    /// --start-h; the unit's hold time depends on the seed). For demos of a
+    /// dry shipper warming up.
+    #[arg(long)]
+    dry_in_h: Option<f64>,
     /// Also send event frames (boot, clock synced, lid, tilt) and status
     /// heartbeats. Off by default so that frame numbering counts readings only.
     #[arg(long)]
@@ -186,6 +191,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             seed: args.seed.wrapping_add(i as u64),
             speed: args.speed,
             start_h: args.start_h,
+            dry_in_h: args.dry_in_h,
             events: args.events,
             faults: faults.clone(),
             live_sync_only: args.live_sync_only,
