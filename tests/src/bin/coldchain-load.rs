@@ -66,7 +66,10 @@ usage: coldchain-load [options]
   --rate R               offered load, readings/s over all devices (default 0: as fast as possible)
   --publisher own|sim    rumqttc publishers of frames signed at publish time (default),
                          or coldchain-sim --containers N --interval-ms 0
+  --broker-autosave S    mosquitto autosave_interval, seconds (default 5, as deploy/mosquitto/prod.conf;
+                         the test harness's broker uses 1)
   --daemon-toml TOML     extra daemon config, e.g. '[store]\\nmax_batch = 8192'
+  --repeat N             run N times (fresh broker and daemon each), then print best and median (default 1)
   --no-sub               do not run mosquitto_sub alongside
   --no-crash-check       skip the kill -9 / restart / recount at the end
   --poll-ms N            /api/v1/stats poll interval for the latency estimate (default 2)
@@ -83,6 +86,8 @@ struct Args {
     rate: f64,
     sim: bool,
     daemon_toml: String,
+    autosave: u32,
+    repeat: usize,
     sub: bool,
     crash_check: bool,
     poll: Duration,
@@ -99,6 +104,8 @@ fn parse_args() -> anyhow::Result<Args> {
         rate: 0.0,
         sim: false,
         daemon_toml: String::new(),
+        autosave: 5,
+        repeat: 1,
         sub: true,
         crash_check: true,
         poll: Duration::from_millis(2),
@@ -121,7 +128,9 @@ fn parse_args() -> anyhow::Result<Args> {
                     o => bail!("--publisher {o:?}: expected own or sim"),
                 }
             }
+            "--broker-autosave" => a.autosave = val()?.parse()?,
             "--daemon-toml" => a.daemon_toml = val()?.replace("\\n", "\n"),
+            "--repeat" => a.repeat = val()?.parse()?,
             "--no-sub" => a.sub = false,
             "--no-crash-check" => a.crash_check = false,
             "--poll-ms" => a.poll = Duration::from_millis(val()?.parse()?),
@@ -281,6 +290,61 @@ fn stat_u64(v: &serde_json::Value, k: &str) -> u64 {
 
 fn main() -> anyhow::Result<()> {
     let a = parse_args()?;
+    let mut runs = Vec::new();
+    for i in 0..a.repeat.max(1) {
+        if a.repeat > 1 {
+            println!("== run {} of {}", i + 1, a.repeat);
+        }
+        runs.push(run_once(&a)?);
+    }
+    if runs.len() > 1 {
+        let col = |k: &str| {
+            let mut v: Vec<f64> = runs.iter().filter_map(|r| r[k].as_f64()).collect();
+            v.sort_by(f64::total_cmp);
+            v
+        };
+        let med = |v: &[f64]| v.get(v.len() / 2).copied().unwrap_or(f64::NAN);
+        let (rate, ratio, p50, p99, rss) = (
+            col("durable_rate"),
+            col("ratio"),
+            col("p50_ms"),
+            col("p99_ms"),
+            col("peak_rss_kib"),
+        );
+        println!("== {} runs: best / median", runs.len());
+        println!(
+            "  daemon durable readings/s  {:.0} / {:.0}",
+            rate.last().copied().unwrap_or(f64::NAN),
+            med(&rate)
+        );
+        if !ratio.is_empty() {
+            println!(
+                "  ratio durable / raw        {:.3} / {:.3}",
+                ratio.last().copied().unwrap_or(f64::NAN),
+                med(&ratio)
+            );
+        }
+        println!(
+            "  publish->durable p50 ms    {:.1} / {:.1}",
+            p50.first().copied().unwrap_or(f64::NAN),
+            med(&p50)
+        );
+        println!(
+            "  publish->durable p99 ms    {:.1} / {:.1}",
+            p99.first().copied().unwrap_or(f64::NAN),
+            med(&p99)
+        );
+        println!(
+            "  daemon peak RSS MiB        {:.1} / {:.1}",
+            rss.first().copied().unwrap_or(f64::NAN) / 1024.0,
+            med(&rss) / 1024.0
+        );
+    }
+    Ok(())
+}
+
+fn run_once(a: &Args) -> anyhow::Result<serde_json::Value> {
+    let a = a.clone();
     let total_frames = a.devices as u64 * u64::from(a.frames);
     let total_readings = total_frames * a.readings as u64;
     let tmp = tempfile::tempdir()?;
@@ -292,7 +356,32 @@ fn main() -> anyhow::Result<()> {
     let coldchain = bin("coldchain");
     eprintln!("daemon binary: {}", coldchain.display());
 
-    let broker = Mosquitto::start(&root.join("broker"));
+    // The production broker settings (deploy/mosquitto/prod.conf) that matter
+    // here: persistence, autosave, max_inflight_messages 1000, unlimited queue.
+    let bdir = root.join("broker");
+    let autosave = a.autosave;
+    let broker = Mosquitto::start_with_config(&bdir, |port| {
+        format!(
+            "listener {port} 127.0.0.1\n\
+             allow_anonymous true\n\
+             persistence true\n\
+             persistence_location {dir}/\n\
+             autosave_interval {autosave}\n\
+             max_inflight_messages 1000\n\
+             max_queued_messages 0\n\
+             max_queued_bytes 0\n\
+             log_dest stderr\n\
+             log_type error\n\
+             log_type warning\n\
+             {user}",
+            dir = bdir.display(),
+            user = if nix::unistd::Uid::effective().is_root() {
+                "user root\n"
+            } else {
+                ""
+            },
+        )
+    });
     let names: Vec<String> = (1..=a.devices).map(|i| format!("load-{i}")).collect();
     let devs: Vec<DeviceCfg> = names.iter().map(|n| DeviceCfg::new(n)).collect();
     let mut daemon = Daemon::start(&root.join("daemon"), broker.port, &devs, &a.daemon_toml);
@@ -574,20 +663,18 @@ fn main() -> anyhow::Result<()> {
     if let Some(n) = recount {
         println!("  after kill -9 + restart: {n} readings stored (expected {total_readings})");
     }
-    println!(
-        "{}",
-        serde_json::json!({
+    let summary = serde_json::json!({
             "devices": a.devices, "frames": total_frames, "readings_per_frame": a.readings,
             "readings": total_readings, "publisher": if a.sim { "sim" } else { "own" },
-            "offered_rate": a.rate, "inflight": a.inflight,
+            "offered_rate": a.rate, "inflight": a.inflight, "broker_autosave_s": a.autosave,
             "publisher_rate": pub_rate, "sub_rate": sub_rate, "durable_rate": durable_rate,
             "ratio": ratio, "p50_ms": p(0.5), "p99_ms": p(0.99),
             "max_ms": lat_ms.last(), "peak_rss_kib": peak_rss_kib,
             "cpu_daemon_s": cpu1.0 - cpu0.0, "cpu_broker_s": cpu1.1 - cpu0.1,
             "cpu_harness_s": cpu1.2 - cpu0.2, "wall_s": durable_s,
             "commits": commits, "recount": recount,
-        })
-    );
+    });
+    println!("{summary}");
     let mut bad = Vec::new();
     if readings_stored != total_readings {
         bad.push(format!(
@@ -607,5 +694,5 @@ fn main() -> anyhow::Result<()> {
     if !bad.is_empty() {
         bail!("{}", bad.join("; "));
     }
-    Ok(())
+    Ok(summary)
 }

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The ingest benchmark of issue 4 (not a test): a release build of the load
+# harness, which starts a real mosquitto, the release daemon, publishers and
+# mosquitto_sub on loopback, and reports durable readings/s, the raw
+# mosquitto_sub rate, their ratio, publish->durable p50/p99 and the daemon's
+# peak RSS. Arguments go to the harness (see `--help`); by default the
+# README's headline run, three times, best and median.
+#
+#   tests/bench.sh                       # headline: 8 x 4000 frames x 32 readings, 3 runs
+#   tests/bench.sh --readings 4 --frames 8000
+#   tests/bench.sh --rate 50000          # latency below saturation
+#   tests/bench.sh criterion             # the criterion benches of the hot paths
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+if [ "${1:-}" = criterion ]; then
+  shift
+  cargo bench -p coldchain-proto --bench codec "$@"
+  cargo bench -p coldchain-daemon --bench ingest "$@"
+  exit
+fi
+cargo build --release -p coldchain-tests --bin coldchain-load
+if [ $# -eq 0 ]; then
+  set -- --devices 8 --frames 4000 --readings 32 --repeat 3
+fi
+exec "$CARGO_TARGET_DIR/release/coldchain-load" "$@"
