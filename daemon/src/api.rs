@@ -630,6 +630,11 @@ async fn export(State(s): State<AppState>) -> Result<Response, ApiError> {
 async fn readyz(State(s): State<AppState>) -> Response {
     let store = s.store.clone();
     match tokio::task::spawn_blocking(move || store.size_on_disk()).await {
+        Ok(Ok(_)) if s.stats.storage_full.load(Ordering::Relaxed) == 1 => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage full: the database is over store.max_disk_mb; intake paused\n",
+        )
+            .into_response(),
         Ok(Ok(_)) => (StatusCode::OK, "ready\n").into_response(),
         Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n")).into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
@@ -662,6 +667,7 @@ async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
             let _ = writeln!(o, "coldchain_rejected_total{{reason=\"{reason}\"}} {v}");
         }
         let _ = writeln!(o, "# HELP coldchain_store_bytes Database size on disk.\n# TYPE coldchain_store_bytes gauge\ncoldchain_store_bytes {}", s.store.size_on_disk()?);
+        let _ = writeln!(o, "# HELP coldchain_storage_full 1 while the database is over its disk budget and intake is paused.\n# TYPE coldchain_storage_full gauge\ncoldchain_storage_full {}", st.storage_full.load(Ordering::Relaxed));
         let _ = writeln!(o, "# HELP coldchain_outbox_depth Notifications waiting for delivery.\n# TYPE coldchain_outbox_depth gauge\ncoldchain_outbox_depth {}", s.reader.outbox.depth());
         let alerts = s.reader.alerts.all()?;
         let _ = writeln!(o, "# HELP coldchain_open_alerts Alerts not yet resolved, by severity.\n# TYPE coldchain_open_alerts gauge");

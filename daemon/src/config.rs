@@ -220,6 +220,12 @@ pub struct StoreSection {
     pub max_batch: usize,
     /// Messages buffered between the MQTT task and the store. Default 8192.
     pub queue: usize,
+    /// Disk budget of the database, MiB; 0 for none. Default 0. When the
+    /// database is larger, the daemon stops taking new data (it does not
+    /// acknowledge it, so the broker and the devices keep it), reports not
+    /// ready on `/readyz`, sets `coldchain_storage_full` and logs an error,
+    /// until space is made (export, then move the data away).
+    pub max_disk_mb: u64,
 }
 
 impl Default for StoreSection {
@@ -227,6 +233,7 @@ impl Default for StoreSection {
         StoreSection {
             max_batch: 4096,
             queue: 8192,
+            max_disk_mb: 0,
         }
     }
 }

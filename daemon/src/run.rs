@@ -148,6 +148,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let ingestor = Ingestor::new(store.clone(), registry.clone(), stats.clone());
     let max_batch = cfg.store.max_batch;
     let forward_ingest = forward.clone();
+    let budget_bytes = cfg.store.max_disk_mb * 1024 * 1024;
     let ingest = tokio::task::spawn_blocking(move || {
         ingest_loop(
             ingestor,
@@ -157,6 +158,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             max_batch,
             touched_tx,
             forward_ingest,
+            budget_bytes,
         )
     });
 
@@ -245,11 +247,56 @@ fn ingest_loop(
     max_batch: usize,
     touched: mpsc::UnboundedSender<HashSet<String>>,
     forward: Forward,
+    budget_bytes: u64,
 ) -> anyhow::Result<()> {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
     let mut outcomes = Vec::with_capacity(max_batch);
+    let budget = budget_bytes;
+    let db_path = ing.store().path().to_path_buf();
+    let mut last_size_check = std::time::Instant::now() - Duration::from_secs(10);
+    let mut full = false;
     while let Some(first) = rx.blocking_recv() {
+        // Disk budget: over it, take nothing new (nothing is acknowledged, so
+        // nothing is lost: the broker and the devices keep it) until space is made.
+        if budget > 0 && (full || last_size_check.elapsed() >= Duration::from_secs(1)) {
+            last_size_check = std::time::Instant::now();
+            let size = dir_size(&db_path);
+            if size > budget {
+                if !full {
+                    tracing::error!(
+                        size,
+                        budget,
+                        "STORAGE FULL: the database is over store.max_disk_mb; intake paused, nothing acknowledged until space is made"
+                    );
+                    ing.stats().storage_full.store(1, Ordering::Relaxed);
+                }
+                full = true;
+                std::thread::sleep(Duration::from_secs(1));
+            } else if full && size <= budget / 10 * 9 {
+                tracing::info!(size, budget, "storage back under budget: intake resumed");
+                ing.stats().storage_full.store(0, Ordering::Relaxed);
+                full = false;
+            }
+        }
         batch.push(first);
+        if full {
+            // Hold this one, and wait: the channel fills and the broker stops sending.
+            while full {
+                if rx.is_closed() {
+                    // Shutting down: what is held was never acknowledged;
+                    // the broker delivers it again next time.
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_secs(1));
+                let size = dir_size(&db_path);
+                // Resume below 90 % of the budget, so intake does not flap at the limit.
+                if size <= budget / 10 * 9 {
+                    tracing::info!(size, budget, "storage back under budget: intake resumed");
+                    ing.stats().storage_full.store(0, Ordering::Relaxed);
+                    full = false;
+                }
+            }
+        }
         while batch.len() < max_batch {
             match rx.try_recv() {
                 Ok(j) => batch.push(j),
@@ -350,4 +397,18 @@ async fn shutdown_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// Bytes the files below `dir` take (what the disk budget measures).
+fn dir_size(dir: &std::path::Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
 }

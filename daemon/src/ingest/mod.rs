@@ -187,6 +187,8 @@ pub struct Stats {
     pub serial_damaged: AtomicU64,
     /// Times a serial port was (re)opened.
     pub serial_opens: AtomicU64,
+    /// 1 while the database is over its disk budget and intake is paused.
+    pub storage_full: AtomicU64,
 }
 
 impl Stats {
@@ -234,6 +236,11 @@ impl<S: Store> Ingestor<S> {
     /// The counters.
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<S> {
+        &self.store
     }
 
     /// Verifies, decodes and stores one message (written, not yet durable).
