@@ -24,6 +24,10 @@ struct Cli {
     conn: Conn,
 }
 
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once at start; boxing would only obscure the clap derive"
+)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the daemon.

@@ -153,11 +153,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         ingest_loop(
             ingestor,
             rx,
-            client,
-            registry,
+            Outlets {
+                client,
+                registry,
+                touched: touched_tx,
+                forward: forward_ingest,
+            },
             max_batch,
-            touched_tx,
-            forward_ingest,
             budget_bytes,
         )
     });
@@ -242,13 +244,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 fn ingest_loop(
     mut ing: Ingestor<SledStore>,
     mut rx: mpsc::Receiver<Job>,
-    client: AsyncClient,
-    registry: Registry,
+    out: Outlets,
     max_batch: usize,
-    touched: mpsc::UnboundedSender<HashSet<String>>,
-    forward: Forward,
     budget_bytes: u64,
 ) -> anyhow::Result<()> {
+    let Outlets {
+        client,
+        registry,
+        touched,
+        forward,
+    } = out;
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
     let mut outcomes = Vec::with_capacity(max_batch);
     let budget = budget_bytes;
@@ -397,6 +402,18 @@ async fn shutdown_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// Where the ingest loop's results go: acks, evaluation, forwarding.
+struct Outlets {
+    /// To PUBACK MQTT messages.
+    client: AsyncClient,
+    /// To sign serial acks.
+    registry: Registry,
+    /// Devices with new data, for the evaluator.
+    touched: mpsc::UnboundedSender<HashSet<String>>,
+    /// The queue to the centre.
+    forward: Forward,
 }
 
 /// Bytes the files below `dir` take (what the disk budget measures).

@@ -60,7 +60,8 @@ impl World {
         .unwrap();
         let store = Arc::new(SledStore::open(&dir.path().join("db")).unwrap());
         let audit = Arc::new(Audit::open(store.db()).unwrap());
-        let ev = Evaluator::new(cfg, store.clone(), audit).unwrap();
+        let forward = coldchain_daemon::forward::Forward::open(store.db(), None).unwrap();
+        let ev = Evaluator::new(cfg, store.clone(), audit, forward).unwrap();
         World {
             _dir: dir,
             store,

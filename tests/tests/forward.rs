@@ -120,6 +120,7 @@ fn upstream_outage_mid_stream_loses_nothing() {
         },
     );
     let _ = w.kill();
+    let _ = w.wait();
     let missing: Vec<u32> = (0..frames as u32)
         .filter(|s| !seen.contains_key(&(1, *s)))
         .take(10)

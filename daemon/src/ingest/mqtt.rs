@@ -49,7 +49,10 @@ pub fn connect(cfg: &Config) -> anyhow::Result<(AsyncClient, EventLoop)> {
     // this capacity `try_ack` never finds the request channel full, so the
     // ingest task never waits on the event loop while the event loop waits on
     // the ingest queue.
-    Ok(AsyncClient::new(o, cfg.store.queue + cfg.store.max_batch + 64))
+    Ok(AsyncClient::new(
+        o,
+        cfg.store.queue + cfg.store.max_batch + 64,
+    ))
 }
 
 /// The TLS transport from `mqtt.ca_file` (and the client certificate), if TLS is configured.
