@@ -150,7 +150,9 @@ fn ingest(c: &mut Criterion) {
     g.finish();
 
     // Group commit: process `n` frames, then one commit; time per frame.
-    let mut g = c.benchmark_group("group commit (process n frames + flush + fsync), per frame");
+    let mut g = c.benchmark_group(
+        "group commit: n frames processed, then one flush + fsync (time per group)",
+    );
     g.sample_size(10).measurement_time(Duration::from_secs(8));
     for n in [1usize, 64, 512] {
         g.throughput(Throughput::Elements((n * K) as u64));
