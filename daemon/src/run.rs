@@ -148,6 +148,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let ingestor = Ingestor::new(store.clone(), registry.clone(), stats.clone());
     let max_batch = cfg.store.max_batch;
     let forward_ingest = forward.clone();
+    let runtime = tokio::runtime::Handle::current();
     let budget_bytes = cfg.store.max_disk_mb * 1024 * 1024;
     let ingest = tokio::task::spawn_blocking(move || {
         ingest_loop(
@@ -158,6 +159,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 registry,
                 touched: touched_tx,
                 forward: forward_ingest,
+                runtime,
             },
             max_batch,
             budget_bytes,
@@ -253,6 +255,7 @@ fn ingest_loop(
         registry,
         touched,
         forward,
+        runtime,
     } = out;
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
     let mut outcomes = Vec::with_capacity(max_batch);
@@ -359,7 +362,10 @@ fn ingest_loop(
                 // Rejected messages are acknowledged too: they are counted (and
                 // security events recorded) durably; a redelivery would not
                 // change the verdict.
-                Ack::Mqtt(publish) => match client.try_ack(&publish) {
+                // Waits for room in the request channel rather than dropping
+                // the PUBACK: the MQTT task never blocks on the ingest queue,
+                // so the event loop keeps draining it.
+                Ack::Mqtt(publish) => match runtime.block_on(client.ack(&publish)) {
                     Ok(()) => {
                         ing.stats().acked.fetch_add(1, Ordering::Relaxed);
                     }
@@ -414,6 +420,8 @@ struct Outlets {
     touched: mpsc::UnboundedSender<HashSet<String>>,
     /// The queue to the centre.
     forward: Forward,
+    /// To wait for room for a PUBACK from this blocking thread.
+    runtime: tokio::runtime::Handle,
 }
 
 /// Bytes the files below `dir` take (what the disk budget measures).

@@ -36,9 +36,11 @@ fn over_budget_intake_pauses_and_nothing_is_lost() {
     assert_eq!(summary["frames"], frames);
     wait_for(Duration::from_secs(60), "the budget to be hit", || {
         let m = daemon.get("/metrics");
+        // The exact sample line (the HELP text also starts with "... 1").
         m.as_str()
             .unwrap_or("")
-            .contains("coldchain_storage_full 1")
+            .lines()
+            .any(|l| l == "coldchain_storage_full 1")
             .then_some(())
     });
     let (status, body) = {

@@ -45,10 +45,11 @@ pub fn connect(cfg: &Config) -> anyhow::Result<(AsyncClient, EventLoop)> {
     if let Some(t) = tls_transport(cfg) {
         o.set_transport(t?);
     }
-    // Every job in the queue or in the ingest batch may owe one PUBACK: with
-    // this capacity `try_ack` never finds the request channel full, so the
-    // ingest task never waits on the event loop while the event loop waits on
-    // the ingest queue.
+    // Room for a whole queue and batch of PUBACKs. When it is full anyway, the
+    // ingest task waits for room (it never drops an ack); that cannot
+    // deadlock because `pump` never waits on the ingest queue: it holds jobs
+    // in its own buffer and keeps polling the event loop, which drains this
+    // channel.
     Ok(AsyncClient::new(
         o,
         cfg.store.queue + cfg.store.max_batch + 64,
@@ -114,12 +115,46 @@ pub async fn pump(
     let mut connected_before = false;
     // Dropped at stop: the ingest task then drains what it has and ends.
     let mut tx = Some(tx);
+    // Jobs received while the ingest queue is full. Bounded in practice by the
+    // broker: it sends at most `max_inflight_messages` unacknowledged QoS 1
+    // messages, and nothing here is acknowledged before it is durable.
+    let mut held: std::collections::VecDeque<Job> = std::collections::VecDeque::new();
     loop {
+        // Hand held jobs to the ingest task as room frees up; never wait for it
+        // here, so the event loop keeps being polled and PUBACKs keep flowing.
+        let mut closed = false;
+        while let (Some(sender), Some(_)) = (&tx, held.front()) {
+            match sender.try_reserve() {
+                Ok(permit) => {
+                    if let Some(job) = held.pop_front() {
+                        permit.send(job);
+                    }
+                }
+                Err(mpsc::error::TrySendError::Full(())) => break,
+                Err(mpsc::error::TrySendError::Closed(())) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        if closed {
+            tracing::error!("ingest task has stopped; no longer forwarding");
+            tx = None;
+        }
+        let room = async {
+            match (&tx, held.is_empty()) {
+                (Some(s), false) => s.reserve().await.map(drop).unwrap_or(()),
+                _ => std::future::pending().await,
+            }
+        };
         let ev = tokio::select! {
             ev = eventloop.poll() => ev,
+            () = room => continue,
             _ = stop.changed(), if tx.is_some() => {
                 if *stop.borrow() {
                     tx = None;
+                    // Held jobs were never acknowledged: the broker keeps them.
+                    held.clear();
                 }
                 continue;
             }
@@ -187,9 +222,16 @@ pub async fn pump(
                     },
                     ack: Ack::Mqtt(p),
                 };
-                if sender.send(job).await.is_err() {
-                    tracing::error!("ingest task has stopped; no longer forwarding");
-                    tx = None;
+                if !held.is_empty() {
+                    held.push_back(job);
+                } else if let Err(e) = sender.try_send(job) {
+                    match e {
+                        mpsc::error::TrySendError::Full(job) => held.push_back(job),
+                        mpsc::error::TrySendError::Closed(_) => {
+                            tracing::error!("ingest task has stopped; no longer forwarding");
+                            tx = None;
+                        }
+                    }
                 }
             }
             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
