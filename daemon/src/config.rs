@@ -16,6 +16,10 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// SHA-256 of the file's text, hex (set by [`Config::load`]); recorded in
+    /// the audit trail when it changes.
+    #[serde(skip)]
+    pub source_sha256: Option<String>,
     /// `[daemon]`
     #[serde(default)]
     pub daemon: DaemonSection,
@@ -293,7 +297,11 @@ impl Config {
     pub fn load(path: &Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        Self::parse(&text).with_context(|| format!("in config file {}", path.display()))
+        let mut cfg =
+            Self::parse(&text).with_context(|| format!("in config file {}", path.display()))?;
+        use sha2::Digest;
+        cfg.source_sha256 = Some(hex::encode(sha2::Sha256::digest(text.as_bytes())));
+        Ok(cfg)
     }
 
     /// Parses and validates config text.

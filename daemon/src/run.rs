@@ -51,6 +51,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     // Evaluation, alerts and their delivery.
     let audit = Arc::new(Audit::open(store.db()).context("opening the audit trail")?);
+    record_config(&audit, &cfg)?;
     let forward = Forward::open(store.db(), cfg.upstream_prefix())?;
     let evaluator = Evaluator::new(cfg.clone(), store.clone(), audit.clone(), forward.clone())?;
     let reader = Arc::new(Evaluator::new(
@@ -436,4 +437,37 @@ fn dir_size(dir: &std::path::Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
+}
+
+/// Appends a `config.load` entry to the audit trail when the configuration
+/// differs from the one the daemon last ran with (configuration changes are
+/// part of the 21 CFR 11.10(e) trail; the file itself is edited outside).
+fn record_config(audit: &Audit, cfg: &Config) -> anyhow::Result<()> {
+    let Some(sha) = &cfg.source_sha256 else {
+        return Ok(());
+    };
+    let last = audit
+        .list(0, usize::MAX)?
+        .into_iter()
+        .rev()
+        .find(|e| e.action == "config.load")
+        .and_then(|e| e.details["sha256"].as_str().map(str::to_string));
+    if last.as_deref() != Some(sha.as_str()) {
+        let devices: Vec<String> = cfg.devices.iter().map(|d| d.id.clone()).collect();
+        audit.append(
+            crate::ingest::now_ms(),
+            "daemon",
+            "config.load",
+            "config",
+            serde_json::json!({
+                "sha256": sha,
+                "previous_sha256": last,
+                "devices": devices,
+                "webhooks": cfg.webhooks.len(),
+                "upstream": cfg.upstream.as_ref().map(|u| format!("{}:{}", u.host, u.port)),
+                "profiles": cfg.profiles.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
+            }),
+        )?;
+    }
+    Ok(())
 }

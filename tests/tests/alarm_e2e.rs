@@ -292,6 +292,14 @@ fn fridge_box_left_open_one_alarm_ack_audit_and_restart() {
     assert_eq!(acked["ack"]["by"], "nurse ben");
 
     let audit = daemon.get("/api/v1/audit");
+    // The configuration is recorded once: the restart with the same file adds nothing.
+    let config_loads = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "config.load")
+        .count();
+    assert_eq!(config_loads, 1, "{audit}");
     let actions: Vec<&str> = audit
         .as_array()
         .unwrap()
