@@ -413,11 +413,17 @@ impl Evaluator {
     /// Queues an alert event to MQTT and every webhook.
     pub fn notify(&self, a: &Alert, event: &str) -> anyhow::Result<()> {
         let body = serde_json::json!({ "event": event, "alert": a }).to_string();
-        if let Ok(topic) = coldchain_proto::topic::shipment_alert(&a.shipment) {
+        self.deliver(&a.shipment, body)
+    }
+
+    /// Queues an alert event body to the MQTT alert topic, the centre and
+    /// every webhook.
+    fn deliver(&self, shipment: &str, body: String) -> anyhow::Result<()> {
+        if let Ok(topic) = coldchain_proto::topic::shipment_alert(shipment) {
             self.outbox.mqtt(topic.to_string(), body.clone(), false)?;
         }
         self.forward.push(
-            &format!("ship/{}/alert", a.shipment),
+            &format!("ship/{shipment}/alert"),
             body.clone().into_bytes(),
             false,
         )?;
@@ -472,17 +478,7 @@ impl Evaluator {
                 let body =
                     serde_json::json!({ "event": "escalated", "level": a.escalations, "alert": a })
                         .to_string();
-                if let Ok(topic) = coldchain_proto::topic::shipment_alert(&a.shipment) {
-                    self.outbox.mqtt(topic.to_string(), body.clone(), false)?;
-                }
-                for (i, h) in self.cfg.webhooks.iter().enumerate() {
-                    self.outbox.webhook(i, h.url.clone(), body.clone())?;
-                }
-                self.forward.push(
-                    &format!("ship/{}/alert", a.shipment),
-                    body.into_bytes(),
-                    false,
-                )?;
+                self.deliver(&a.shipment, body)?;
                 n += 1;
             }
         }

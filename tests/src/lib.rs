@@ -676,3 +676,17 @@ pub fn wait_daemon_online(broker_port: u16, args: &[&str]) {
     let _ = sub.wait();
     assert!(got.is_some(), "the daemon did not come online within 60 s");
 }
+
+/// An alert's condition kind as text: `"trend"`, or `"H1"` for `{"zone": "H1"}`.
+pub fn alert_kind(a: &Value) -> String {
+    match &a["condition"]["kind"] {
+        Value::String(s) => s.clone(),
+        Value::Object(o) => o
+            .values()
+            .next()
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string(),
+        v => v.to_string(),
+    }
+}

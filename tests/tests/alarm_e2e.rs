@@ -68,22 +68,8 @@ fn alerts(d: &Daemon, shipment: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-/// `"trend"`, or `"H1"` for `{"zone": "H1"}`.
-fn kind_of(a: &Value) -> String {
-    match &a["condition"]["kind"] {
-        Value::String(s) => s.clone(),
-        Value::Object(o) => o
-            .values()
-            .next()
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_string(),
-        v => v.to_string(),
-    }
-}
-
 fn kinds(alerts: &[Value]) -> Vec<String> {
-    alerts.iter().map(kind_of).collect()
+    alerts.iter().map(alert_kind).collect()
 }
 
 /// An LN2 dry shipper runs dry mid-journey: flat at -190 °C, then rising
@@ -131,7 +117,7 @@ fn ln2_shipper_running_dry_warns_before_the_critical_zone() {
         !k.iter().any(|k| k == "H2"),
         "critical zone already raised: {k:?}"
     );
-    let trend = warned.iter().find(|a| kind_of(a) == "trend").unwrap();
+    let trend = warned.iter().find(|a| alert_kind(a) == "trend").unwrap();
     assert_eq!(trend["severity"], "warning");
     assert!(
         trend["peak"].as_i64().unwrap() < -150_000,
@@ -149,7 +135,7 @@ fn ln2_shipper_running_dry_warns_before_the_critical_zone() {
         let a = alerts(&daemon, "W1234 25 000001");
         kinds(&a).contains(&"H2".to_string()).then_some(a)
     });
-    let h2 = all_alerts.iter().find(|a| kind_of(a) == "H2").unwrap();
+    let h2 = all_alerts.iter().find(|a| alert_kind(a) == "H2").unwrap();
     assert_eq!(h2["severity"], "critical");
     assert!(
         trend["fires_ms"].as_i64().unwrap() + 2 * H < h2["fires_ms"].as_i64().unwrap(),
@@ -234,7 +220,7 @@ fn fridge_box_left_open_one_alarm_ack_audit_and_restart() {
         let a = alerts(&daemon, "FR-1");
         kinds(&a).contains(&"H1".to_string()).then_some(a)
     });
-    let h1: Vec<&Value> = a.iter().filter(|x| kind_of(x) == "H1").collect();
+    let h1: Vec<&Value> = a.iter().filter(|x| alert_kind(x) == "H1").collect();
     assert_eq!(h1.len(), 1, "{a:?}");
     let id = h1[0]["id"].as_u64().unwrap();
     assert_eq!(h1[0]["state"], "open");

@@ -8,19 +8,6 @@ use std::time::Duration;
 use coldchain_tests::*;
 use serde_json::{Value, json};
 
-fn kind_of(a: &Value) -> String {
-    match &a["condition"]["kind"] {
-        Value::String(s) => s.clone(),
-        Value::Object(o) => o
-            .values()
-            .next()
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_string(),
-        v => v.to_string(),
-    }
-}
-
 fn alerts(d: &Daemon, shipment: &str) -> Vec<Value> {
     d.get(&format!("/api/v1/alerts?shipment={shipment}"))
         .as_array()
@@ -107,14 +94,14 @@ fn simulated_dry_shipper_and_loose_probe() {
         "the dry shipper's critical alarm",
         || {
             let a = alerts(&daemon, "SIM-DRY");
-            a.iter().any(|x| kind_of(x) == "H2").then_some(a)
+            a.iter().any(|x| alert_kind(x) == "H2").then_some(a)
         },
     );
     let trend = a
         .iter()
-        .find(|x| kind_of(x) == "trend")
+        .find(|x| alert_kind(x) == "trend")
         .expect("a predictive warning");
-    let h2 = a.iter().find(|x| kind_of(x) == "H2").unwrap();
+    let h2 = a.iter().find(|x| alert_kind(x) == "H2").unwrap();
     assert!(
         trend["fires_ms"].as_i64().unwrap() < h2["fires_ms"].as_i64().unwrap(),
         "the warning must come before the critical alarm: {trend} {h2}"
@@ -123,9 +110,11 @@ fn simulated_dry_shipper_and_loose_probe() {
 
     let l = wait_for(Duration::from_secs(30), "the probe fault alarm", || {
         let l = alerts(&daemon, "SIM-LOOSE");
-        l.iter().any(|x| kind_of(x) == "probe_fault").then_some(l)
+        l.iter()
+            .any(|x| alert_kind(x) == "probe_fault")
+            .then_some(l)
     });
-    let kinds: Vec<String> = l.iter().map(kind_of).collect();
+    let kinds: Vec<String> = l.iter().map(alert_kind).collect();
     assert!(
         !kinds
             .iter()
