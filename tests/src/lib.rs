@@ -9,11 +9,12 @@
 //! Every child is killed when its handle drops, so a failing test leaves no
 //! stray processes behind.
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -24,10 +25,19 @@ use serde_json::Value;
 /// The example key documented in proto/README.md. Tests only.
 pub const TEST_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 
-/// A free TCP port on 127.0.0.1 (bound then released).
+/// A free TCP port on 127.0.0.1 (bound then released), never one this test
+/// process has handed out before: tests of one binary run in parallel, and
+/// two of them must not be given the same broker or HTTP port.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = l.local_addr().expect("local addr").port();
+        if given.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// Waits until `f` returns `Some`, polling every 50 ms, up to `timeout`.
@@ -260,8 +270,25 @@ impl Mosquitto {
         wait_for(
             Duration::from_secs(10),
             "mosquitto to accept connections",
-            || TcpStream::connect(("127.0.0.1", port)).ok(),
+            || {
+                // A connect to a port nobody listens on can, rarely, connect
+                // to itself (TCP simultaneous open, when the kernel picks the
+                // same port as the source): not a broker.
+                TcpStream::connect(("127.0.0.1", port))
+                    .ok()
+                    .filter(|s| s.local_addr().map(|a| a.port()).ok() != Some(port))
+            },
         );
+        // Something answered on the port: make sure it is our broker and not
+        // another process that had it (our broker then exits at once).
+        std::thread::sleep(Duration::from_millis(100));
+        let proc = self.proc.as_mut().expect("just started");
+        if let Ok(Some(st)) = proc.child.try_wait() {
+            panic!(
+                "mosquitto on port {port} exited ({st}) right after starting:\n{}",
+                self.log()
+            );
+        }
     }
 
     /// The broker's process id, while it runs.
@@ -360,8 +387,10 @@ impl Daemon {
         // published before its first session exists would have no subscriber.
         // (TLS and password setups pass their own arguments to
         // `wait_daemon_online` themselves.)
-        if opts.mqtt.is_empty() {
-            wait_daemon_online(broker_port, &[]);
+        if opts.mqtt.is_empty()
+            && let Err(e) = try_daemon_online(broker_port, &[])
+        {
+            panic!("{e}\ndaemon log:\n{}", d.logs());
         }
         d
     }
@@ -668,13 +697,60 @@ pub fn now_ms() -> i64 {
 /// Meant for a first start: after a restart an older retained `online` may
 /// still be there.
 pub fn wait_daemon_online(broker_port: u16, args: &[&str]) {
-    let mut all = args.to_vec();
-    all.extend(["-t", "coldchain/v1/daemon/test/online", "-W", "60"]);
-    let (mut sub, mut out) = mosquitto_sub(broker_port, &all).expect("start mosquitto_sub");
-    let got = read_until(&mut out, |l| l == "online");
-    let _ = sub.kill();
-    let _ = sub.wait();
-    assert!(got.is_some(), "the daemon did not come online within 60 s");
+    if let Err(e) = try_daemon_online(broker_port, args) {
+        panic!("{e}");
+    }
+}
+
+/// [`wait_daemon_online`] that returns what went wrong instead of panicking.
+/// A watcher that exits early (the broker refused or dropped it) is started
+/// again until the 60 s are up; the error carries its last words.
+pub fn try_daemon_online(broker_port: u16, args: &[&str]) -> Result<(), String> {
+    let exe = which("mosquitto_sub").ok_or("mosquitto_sub not installed")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut attempts = 0;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        attempts += 1;
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .as_secs()
+            .max(1);
+        let err = tempfile::tempfile().map_err(|e| format!("temporary file: {e}"))?;
+        let mut err_r = err
+            .try_clone()
+            .map_err(|e| format!("temporary file: {e}"))?;
+        let mut sub = Command::new(&exe)
+            .args(["-h", "127.0.0.1", "-p", &broker_port.to_string()])
+            .args(args)
+            .args([
+                "-t",
+                "coldchain/v1/daemon/test/online",
+                "-W",
+                &left.to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("cannot start mosquitto_sub: {e}"))?;
+        let mut out = BufReader::new(sub.stdout.take().ok_or("mosquitto_sub stdout")?);
+        let got = read_until(&mut out, |l| l == "online");
+        let _ = sub.kill();
+        let status = sub.wait();
+        if got.is_some() {
+            return Ok(());
+        }
+        use std::io::{Read, Seek};
+        let mut said = String::new();
+        let _ = err_r.rewind();
+        let _ = err_r.read_to_string(&mut said);
+        last = format!("{status:?}: {}", said.trim());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Err(format!(
+        "the daemon did not come online on the broker at port {broker_port} within 60 s \
+         ({attempts} mosquitto_sub attempts; the last one ended with {last})"
+    ))
 }
 
 /// An alert's condition kind as text: `"trend"`, or `"H1"` for `{"zone": "H1"}`.
