@@ -425,6 +425,7 @@ async fn stats(State(s): State<AppState>) -> Result<Json<serde_json::Value>, Api
             "bad_tag": l(&st.rejected_bad_tag),
             "device_mismatch": l(&st.rejected_device_mismatch),
             "unsigned": l(&st.rejected_unsigned),
+            "sequence_reuse": l(&st.rejected_sequence_reuse),
         },
         "commits": l(&st.commits),
         "acked": l(&st.acked),
@@ -663,6 +664,7 @@ async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
             ("bad_tag", l(&st.rejected_bad_tag)),
             ("device_mismatch", l(&st.rejected_device_mismatch)),
             ("unsigned", l(&st.rejected_unsigned)),
+            ("sequence_reuse", l(&st.rejected_sequence_reuse)),
         ] {
             let _ = writeln!(o, "coldchain_rejected_total{{reason=\"{reason}\"}} {v}");
         }

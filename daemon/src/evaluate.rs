@@ -255,9 +255,10 @@ impl Evaluator {
                 for (boot, first, last) in self.store.gaps(&d)? {
                     gaps.push((w.device.clone(), boot, first, last));
                 }
-                let sec = self.security_count(&d)?;
-                integrity.bad_tags += sec.0;
-                if let Some(t) = sec.1 {
+                let sec = self.security_counts(&d, lo, hi)?;
+                integrity.bad_tags += sec.bad_tags;
+                integrity.sequence_anomalies += sec.sequence_anomalies;
+                if let Some(t) = sec.first_ms {
                     integrity.first_ms = Some(integrity.first_ms.map_or(t, |f| f.min(t)));
                 }
             }
@@ -331,16 +332,30 @@ impl Evaluator {
         Ok(out)
     }
 
-    fn security_count(&self, d: &DeviceId) -> anyhow::Result<(u64, Option<i64>)> {
+    /// A device's security events received from `lo` to 24 h after `hi` (a
+    /// logger dumped at arrival brings its frames then), as the report counts
+    /// them. Bad tags, frames on the wrong topic and unsigned frames count as
+    /// bad tags; a reused sequence number with different content as a
+    /// sequence anomaly.
+    fn security_counts(&self, d: &DeviceId, lo: i64, hi: i64) -> anyhow::Result<IntegrityCounts> {
+        use crate::store::{SecurityKind, SecurityRecord};
         let tree = self.store.db().open_tree("security")?;
-        let (mut n, mut first) = (0, None);
+        let mut c = IntegrityCounts::default();
         for kv in tree.scan_prefix(key::device_prefix(d)) {
             let (_, v) = kv?;
-            let r: crate::store::SecurityRecord = postcard::from_bytes(&v)?;
-            n += r.count;
-            first = Some(first.map_or(r.first_ms, |f: i64| f.min(r.first_ms)));
+            let r: SecurityRecord = postcard::from_bytes(&v)?;
+            if r.first_ms < lo || r.first_ms > hi + 24 * 3_600_000 {
+                continue;
+            }
+            match r.kind {
+                SecurityKind::SequenceReuse => c.sequence_anomalies += r.count,
+                SecurityKind::BadTag | SecurityKind::DeviceMismatch | SecurityKind::Unsigned => {
+                    c.bad_tags += r.count
+                }
+            }
+            c.first_ms = Some(c.first_ms.map_or(r.first_ms, |f| f.min(r.first_ms)));
         }
-        Ok((n, first))
+        Ok(c)
     }
 
     /// Evaluates a shipment and raises, updates and resolves its alerts; queues

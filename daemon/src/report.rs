@@ -306,6 +306,9 @@ pub struct DeviceHealth {
     pub rejected_device_mismatch: u64,
     /// Frames refused: unsigned from a device that must sign.
     pub rejected_unsigned: u64,
+    /// Frames refused: they reused a stored frame's boot and sequence number
+    /// with different content (sequence tampering).
+    pub rejected_sequence_reuse: u64,
     /// Latest battery voltage reported, mV.
     pub battery_last_mv: Option<u16>,
     /// Lowest battery voltage reported, mV.
@@ -845,6 +848,7 @@ pub fn device_health(store: &SledStore, ev: &Evaluation) -> anyhow::Result<Vec<D
                     SecurityKind::BadTag => h.rejected_bad_tag += r.count,
                     SecurityKind::DeviceMismatch => h.rejected_device_mismatch += r.count,
                     SecurityKind::Unsigned => h.rejected_unsigned += r.count,
+                    SecurityKind::SequenceReuse => h.rejected_sequence_reuse += r.count,
                 }
             }
         }

@@ -352,7 +352,9 @@ fn ingest_loop(
             .iter()
             .filter_map(|o| match o {
                 Outcome::Stored { device, .. } => Some(device.to_string()),
-                _ => None,
+                // A security event is evaluated now too (the tamper alarm).
+                Outcome::Rejected(r) => r.security_device().map(|d| d.to_string()),
+                Outcome::Duplicate { .. } => None,
             })
             .collect();
         if !devices.is_empty() {

@@ -3,7 +3,7 @@
 //! | tree | key | value |
 //! | --- | --- | --- |
 //! | `frame_readings` | device ‖ 0 ‖ boot ‖ seq | every `(idx, `[`ReadingRecord`]`)` of the frame |
-//! | `frames` | device ‖ 0 ‖ boot ‖ seq | [`FrameRecord`]: the dedupe index |
+//! | `frames` | device ‖ 0 ‖ boot ‖ seq | [`FrameRecord`] ‖ [`FrameDigest`]: the dedupe index |
 //! | `events` | device ‖ 0 ‖ boot ‖ seq ‖ idx | [`EventRecord`] (device events, status) |
 //! | `gaps` | device ‖ 0 ‖ boot ‖ first missing seq | [`GapRecord`] |
 //! | `devices` | device | [`DeviceState`] |
@@ -105,6 +105,13 @@ pub enum Via {
     Serial,
 }
 
+/// The first 16 bytes of SHA-256 over a frame's canonical (postcard)
+/// encoding: what tells a resend of a frame (same content) from a different
+/// frame reusing its `(device, boot, seq)` (sequence tampering). Stored after
+/// the postcard [`FrameRecord`] in the `frames` tree; entries written before
+/// it existed have none.
+pub type FrameDigest = [u8; 16];
+
 /// The dedupe index entry of a frame.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FrameRecord {
@@ -180,6 +187,10 @@ pub enum SecurityKind {
     DeviceMismatch,
     /// An unsigned JSON frame from a device that must sign.
     Unsigned,
+    /// A frame reusing the `(device, boot, seq)` of a stored frame with
+    /// different content: a replay of a forged or altered frame, or a device
+    /// whose counters went back. The stored frame is kept.
+    SequenceReuse,
 }
 
 /// Security events of one kind for one device in one minute.
@@ -304,9 +315,11 @@ impl WriteSet {
         }
         self.ops += 1;
     }
-    /// Stages a frame's dedupe entry.
-    pub fn frame(&mut self, d: &DeviceId, r: FrameRef, rec: &FrameRecord) {
-        self.frames.push((key::frame(d, r), Some(enc(rec))));
+    /// Stages a frame's dedupe entry with its content digest.
+    pub fn frame(&mut self, d: &DeviceId, r: FrameRef, rec: &FrameRecord, digest: &FrameDigest) {
+        let mut v = enc(rec);
+        v.extend_from_slice(digest);
+        self.frames.push((key::frame(d, r), Some(v)));
         self.ops += 1;
     }
     /// Stages an event.
@@ -379,8 +392,14 @@ pub trait Store: Send + Sync + 'static {
     fn apply(&self, w: WriteSet) -> Result<(), StoreError>;
     /// Makes everything applied so far durable against a power cut.
     fn sync(&self) -> Result<(), StoreError>;
-    /// Whether a frame is already stored.
-    fn has_frame(&self, d: &DeviceId, r: FrameRef) -> Result<bool, StoreError>;
+    /// Whether a frame is already stored (`Some`), and the digest of its
+    /// content if it was stored with one (`Some(None)`: an entry from a
+    /// version that kept none).
+    fn frame_digest(
+        &self,
+        d: &DeviceId,
+        r: FrameRef,
+    ) -> Result<Option<Option<FrameDigest>>, StoreError>;
     /// A device's remembered state.
     fn device_state(&self, d: &DeviceId) -> Result<Option<DeviceState>, StoreError>;
     /// The gap of `boot` containing `seq`, if any: `(first, record)`.
@@ -615,10 +634,25 @@ impl Store for SledStore {
         fsync_tree(&self.path)
     }
 
-    fn has_frame(&self, d: &DeviceId, r: FrameRef) -> Result<bool, StoreError> {
-        self.frames
-            .contains_key(key::frame(d, r))
-            .map_err(|e| self.sled_err(e))
+    fn frame_digest(
+        &self,
+        d: &DeviceId,
+        r: FrameRef,
+    ) -> Result<Option<Option<FrameDigest>>, StoreError> {
+        let Some(v) = self
+            .frames
+            .get(key::frame(d, r))
+            .map_err(|e| self.sled_err(e))?
+        else {
+            return Ok(None);
+        };
+        let (_, rest) =
+            postcard::take_from_bytes::<FrameRecord>(&v).map_err(|e| StoreError::Decode {
+                path: self.path.clone(),
+                tree: "frames",
+                detail: e.to_string(),
+            })?;
+        Ok(Some(FrameDigest::try_from(rest).ok()))
     }
 
     fn device_state(&self, d: &DeviceId) -> Result<Option<DeviceState>, StoreError> {

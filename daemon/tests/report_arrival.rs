@@ -106,6 +106,8 @@ impl World {
                 via: Via::MqttJson,
                 signed: true,
             },
+            // Frames written straight to the store: content digest unused here.
+            &[0; 16],
         );
         self.store.apply(w).unwrap();
     }

@@ -425,3 +425,76 @@ fn coldchain_daemon_signature(secret: &str, body: &str) -> String {
     m.update(body.as_bytes());
     format!("sha256={}", hex::encode(m.finalize().into_bytes()))
 }
+
+/// Sequence tampering: a frame that reuses a stored frame's (device, boot,
+/// seq) with different content (here a forged cold reading meant to hide a
+/// warm one) is refused and counted, the stored frame stands, the shipment
+/// gets one critical tamper alarm, and the report counts it. The same frame
+/// sent again, as JSON or as binary, stays a harmless duplicate.
+#[test]
+fn a_reused_sequence_number_with_other_content_is_tampering() {
+    use coldchain_proto::codec::{MAX_SIGNED_LEN, encode_signed};
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, daemon) = start(dir.path(), &["fr-9"], "");
+    // Readings up to now, so the device is not silent.
+    let t0 = now_ms() - 35 * MIN;
+    create(&daemon, "S-SEQ", "fridge", "fr-9", t0, json!({}));
+    let rs: Vec<(i64, Option<i32>)> = (0..36).map(|i| (t0 + i * MIN, Some(5_000))).collect();
+    let honest = frames("fr-9", 0, &rs);
+    let json_topic = "coldchain/v1/dev/fr-9/up/json";
+    mosquitto_pub_lines(broker.port, json_topic, &honest).unwrap();
+    wait_for(T, "3 frames stored", || {
+        (daemon.stat("frames_stored") == 3).then_some(())
+    });
+    // Resends of frame 1: the same JSON, and the same frame in postcard.
+    let env: Value = serde_json::from_str(&honest[1]).unwrap();
+    let frame: coldchain_proto::Frame = serde_json::from_value(env["frame"].clone()).unwrap();
+    let key = coldchain_proto::DeviceKey::from_hex(TEST_KEY).unwrap();
+    let mut buf = [0u8; MAX_SIGNED_LEN];
+    let binary = encode_signed(&frame, &key, &mut buf).unwrap().to_vec();
+    mosquitto_pub_lines(broker.port, json_topic, &honest[1..2]).unwrap();
+    mosquitto_pub(broker.port, "coldchain/v1/dev/fr-9/up", &binary).unwrap();
+    wait_for(T, "two duplicates", || {
+        (daemon.stat("duplicates") == 2).then_some(())
+    });
+    assert!(
+        alerts(&daemon, "S-SEQ").is_empty(),
+        "a resend raised an alert"
+    );
+    // A forged frame 1, validly signed (the key leaked, or a device bug
+    // reset its counters), with other values.
+    let forged_rs: Vec<(i64, Option<i32>)> =
+        rs[12..24].iter().map(|&(t, _)| (t, Some(3_000))).collect();
+    let forged = json_frame("fr-9", 1, 1, &forged_rs);
+    assert_ne!(forged, honest[1]);
+    mosquitto_pub_lines(broker.port, json_topic, &[forged]).unwrap();
+    wait_for(T, "the forged frame refused", || {
+        (daemon.stat("rejected.sequence_reuse") == 1).then_some(())
+    });
+    assert_eq!(daemon.stat("duplicates"), 2);
+    assert_eq!(daemon.stat("frames_stored"), 3);
+    let stored = daemon.all_readings("fr-9");
+    assert_eq!(stored.len(), 36);
+    assert!(
+        stored.iter().all(|r| r["value"]["valid"] == 5_000),
+        "the stored frame was changed: {stored:?}"
+    );
+    let a = wait_for(T, "the tamper alarm", || {
+        let a = alerts(&daemon, "S-SEQ");
+        (!a.is_empty()).then_some(a)
+    });
+    assert_eq!(kinds(&a), vec!["tamper".to_string()], "{a:?}");
+    assert_eq!(a[0]["severity"], "critical");
+    let metrics = daemon.get("/metrics");
+    let metrics = metrics.as_str().unwrap_or("");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "coldchain_rejected_total{reason=\"sequence_reuse\"} 1"),
+        "{metrics}"
+    );
+    let rep = daemon.get("/api/v1/shipments/S-SEQ/report?format=json");
+    let dev = &rep["data"]["data_health"]["devices"][0];
+    assert_eq!(dev["rejected_sequence_reuse"], 1, "{dev}");
+    assert_eq!(dev["frames_verified"], 3, "{dev}");
+}

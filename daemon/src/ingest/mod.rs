@@ -25,8 +25,8 @@ use serde::Serialize;
 
 use crate::registry::Registry;
 use crate::store::{
-    DeviceState, EventBody, EventRecord, FrameRecord, GapRecord, ReadingRecord, SecurityKind,
-    SecurityRecord, Store, StoreError, TimeSource, Via, WriteSet,
+    DeviceState, EventBody, EventRecord, FrameDigest, FrameRecord, GapRecord, ReadingRecord,
+    SecurityKind, SecurityRecord, Store, StoreError, TimeSource, Via, WriteSet,
 };
 
 /// A wall-clock stamp more than this far ahead of our clock is a clock jump.
@@ -89,6 +89,9 @@ pub enum Reject {
     },
     /// Unsigned JSON from a device that must sign.
     Unsigned(DeviceId),
+    /// A frame whose `(device, boot, seq)` is already stored with different
+    /// content (sequence tampering); the stored frame stands.
+    SequenceReuse(DeviceId, FrameRef),
 }
 
 impl Reject {
@@ -100,6 +103,16 @@ impl Reject {
             Reject::BadTag(_) => "bad_tag",
             Reject::DeviceMismatch { .. } => "device_mismatch",
             Reject::Unsigned(_) => "unsigned",
+            Reject::SequenceReuse(..) => "sequence_reuse",
+        }
+    }
+
+    /// The device whose security record this rejection adds to, if it does.
+    pub fn security_device(&self) -> Option<&DeviceId> {
+        match self {
+            Reject::BadTag(d) | Reject::Unsigned(d) | Reject::SequenceReuse(d, _) => Some(d),
+            Reject::DeviceMismatch { topic, .. } => Some(topic),
+            Reject::Malformed(_) | Reject::UnknownDevice(_) => None,
         }
     }
 }
@@ -179,6 +192,8 @@ pub struct Stats {
     pub rejected_device_mismatch: AtomicU64,
     /// Rejected: unsigned.
     pub rejected_unsigned: AtomicU64,
+    /// Rejected: a stored frame's identity reused with different content.
+    pub rejected_sequence_reuse: AtomicU64,
     /// Group commits done.
     pub commits: AtomicU64,
     /// Messages acknowledged after a commit.
@@ -199,9 +214,26 @@ impl Stats {
             Reject::BadTag(_) => &self.rejected_bad_tag,
             Reject::DeviceMismatch { .. } => &self.rejected_device_mismatch,
             Reject::Unsigned(_) => &self.rejected_unsigned,
+            Reject::SequenceReuse(..) => &self.rejected_sequence_reuse,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// The content digest of a frame: SHA-256 of its postcard encoding (the
+/// same for a frame that came as JSON and as binary), first 16 bytes.
+pub fn frame_digest(f: &Frame) -> FrameDigest {
+    use sha2::{Digest, Sha256};
+    let mut buf = [0u8; codec::MAX_SIGNED_LEN];
+    let h = match postcard::to_slice(f, &mut buf) {
+        Ok(bytes) => Sha256::digest(&*bytes),
+        // Cannot happen for a frame that decoded (it fits the same bound);
+        // the Debug form is still a faithful, deterministic content key.
+        Err(_) => Sha256::digest(format!("{f:?}").as_bytes()),
+    };
+    let mut d = [0u8; 16];
+    d.copy_from_slice(&h[..16]);
+    d
 }
 
 /// Verifies and stores frames. Owned by one task.
@@ -278,14 +310,24 @@ impl<S: Store> Ingestor<S> {
             return Ok(Outcome::Rejected(r));
         }
         let fref = frame.frame_ref();
-        if self.store.has_frame(&frame.device, fref)? {
-            self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-            return Ok(Outcome::Duplicate {
-                device: frame.device,
-                frame: fref,
-            });
+        let digest = frame_digest(&frame);
+        match self.store.frame_digest(&frame.device, fref)? {
+            None => {}
+            // Same content (or an entry too old to tell): a resend.
+            Some(stored) if stored.is_none_or(|s| s == digest) => {
+                self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                return Ok(Outcome::Duplicate {
+                    device: frame.device,
+                    frame: fref,
+                });
+            }
+            Some(_) => {
+                let r = Reject::SequenceReuse(frame.device, fref);
+                self.reject(msg, &r)?;
+                return Ok(Outcome::Rejected(r));
+            }
         }
-        let readings = self.store_frame(&frame, msg, signed)?;
+        let readings = self.store_frame(&frame, msg, signed, &digest)?;
         self.stats.frames_stored.fetch_add(1, Ordering::Relaxed);
         self.stats
             .readings_stored
@@ -359,6 +401,11 @@ impl<S: Store> Ingestor<S> {
             }
             Reject::BadTag(d) => self.security(msg, d, SecurityKind::BadTag)?,
             Reject::Unsigned(d) => self.security(msg, d, SecurityKind::Unsigned)?,
+            Reject::SequenceReuse(d, r) => {
+                self.security(msg, d, SecurityKind::SequenceReuse)?;
+                tracing::warn!(device = %d, boot = r.boot, seq = r.seq, source = %msg.source,
+                    "security: a frame reuses the boot and sequence number of a stored frame with different content; the stored frame is kept, this one refused");
+            }
             Reject::DeviceMismatch { topic, frame } => {
                 self.security(msg, topic, SecurityKind::DeviceMismatch)?;
                 tracing::warn!(topic_device = %topic, frame_device = %frame, source = %msg.source,
@@ -406,7 +453,13 @@ impl<S: Store> Ingestor<S> {
         Ok(self.devices.entry(d.clone()).or_default())
     }
 
-    fn store_frame(&mut self, f: &Frame, msg: &Inbound, signed: bool) -> Result<usize, StoreError> {
+    fn store_frame(
+        &mut self,
+        f: &Frame,
+        msg: &Inbound,
+        signed: bool,
+        digest: &FrameDigest,
+    ) -> Result<usize, StoreError> {
         let d = &f.device;
         let fref = f.frame_ref();
         let mut w = WriteSet::default();
@@ -554,6 +607,7 @@ impl<S: Store> Ingestor<S> {
                 via: msg.via,
                 signed,
             },
+            digest,
         );
         let st = self.state(d)?.clone();
         w.device(d, &st);

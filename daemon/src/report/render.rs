@@ -281,6 +281,7 @@ pub fn render_csv(d: &ReportData) -> String {
             "rejected_bad_tag",
             "rejected_device_mismatch",
             "rejected_unsigned",
+            "rejected_sequence_reuse",
             "battery_last_mv",
             "battery_min_mv",
             "battery_low_events",
@@ -298,6 +299,7 @@ pub fn render_csv(d: &ReportData) -> String {
                 &x.rejected_bad_tag.to_string(),
                 &x.rejected_device_mismatch.to_string(),
                 &x.rejected_unsigned.to_string(),
+                &x.rejected_sequence_reuse.to_string(),
                 &o(x.battery_last_mv),
                 &o(x.battery_min_mv),
                 &x.battery_low_events.to_string(),
@@ -621,12 +623,12 @@ pub fn render_html(d: &ReportData) -> String {
         "<section><h2>Data health</h2><table class=\"kv\"><tr><th>Readings</th><td>{}</td><th>Probe faults</th><td>{}</td><th>Estimated time</th><td>{}</td></tr></table>",
         h.readings, h.fault_readings, h.estimated_time_readings
     );
-    s.push_str("<table><thead><tr><th>Device</th><th>Frames verified</th><th>Rejected (bad tag / wrong topic / unsigned)</th><th>Battery last / min</th><th>Battery-low events</th></tr></thead><tbody>");
+    s.push_str("<table><thead><tr><th>Device</th><th>Frames verified</th><th>Rejected (bad tag / wrong topic / unsigned / reused sequence)</th><th>Battery last / min</th><th>Battery-low events</th></tr></thead><tbody>");
     for x in &h.devices {
         let mv = |v: Option<u16>| v.map(|v| format!("{v} mV")).unwrap_or_else(|| "—".into());
         let _ = write!(
             s,
-            "<tr><td>{}</td><td>{}{}</td><td>{} / {} / {}</td><td>{} / {}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}{}</td><td>{} / {} / {} / {}</td><td>{} / {}</td><td>{}</td></tr>",
             esc(&x.device),
             x.frames_verified,
             if x.frames_unsigned_accepted > 0 {
@@ -640,6 +642,7 @@ pub fn render_html(d: &ReportData) -> String {
             x.rejected_bad_tag,
             x.rejected_device_mismatch,
             x.rejected_unsigned,
+            x.rejected_sequence_reuse,
             mv(x.battery_last_mv),
             mv(x.battery_min_mv),
             x.battery_low_events
