@@ -35,7 +35,7 @@ pub mod warming;
 mod zone;
 
 pub use condition::{Condition, ConditionId, ConditionKind};
-pub use input::{Inserted, Sample, SampleValue, Segment, Series, ShipmentFacts};
+pub use input::{Inserted, LiveArrival, Sample, SampleValue, Segment, Series, ShipmentFacts};
 
 use crate::profile::Profile;
 

@@ -670,6 +670,7 @@ async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
         }
         let _ = writeln!(o, "# HELP coldchain_store_bytes Database size on disk.\n# TYPE coldchain_store_bytes gauge\ncoldchain_store_bytes {}", s.store.size_on_disk()?);
         let _ = writeln!(o, "# HELP coldchain_storage_full 1 while the database is over its disk budget and intake is paused.\n# TYPE coldchain_storage_full gauge\ncoldchain_storage_full {}", st.storage_full.load(Ordering::Relaxed));
+        let _ = writeln!(o, "# HELP coldchain_retention_purged_frames_total Frames purged by retention (store.retention_days) since start.\n# TYPE coldchain_retention_purged_frames_total counter\ncoldchain_retention_purged_frames_total {}", st.retention_purged_frames.load(Ordering::Relaxed));
         let _ = writeln!(o, "# HELP coldchain_outbox_depth Notifications waiting for delivery.\n# TYPE coldchain_outbox_depth gauge\ncoldchain_outbox_depth {}", s.reader.outbox.depth());
         let alerts = s.reader.alerts.all()?;
         let _ = writeln!(o, "# HELP coldchain_open_alerts Alerts not yet resolved, by severity.\n# TYPE coldchain_open_alerts gauge");

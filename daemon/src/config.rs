@@ -230,6 +230,11 @@ pub struct StoreSection {
     /// ready on `/readyz`, sets `coldchain_storage_full` and logs an error,
     /// until space is made (export, then move the data away).
     pub max_disk_mb: u64,
+    /// Device data received more than this many days ago is purged (hourly),
+    /// except data a shipment not closed, or closed within this period, may
+    /// still need; shipments, alerts, the audit trail and undelivered or
+    /// unforwarded items are never purged. 0 keeps everything. Default 0.
+    pub retention_days: u32,
 }
 
 impl Default for StoreSection {
@@ -238,6 +243,7 @@ impl Default for StoreSection {
             max_batch: 4096,
             queue: 8192,
             max_disk_mb: 0,
+            retention_days: 0,
         }
     }
 }

@@ -179,6 +179,7 @@ impl Evaluator {
             nominal_window_ms: s.window_h.map(|h| (h * 3_600_000.0) as i64),
             max_gap_ms: a.max_gap_s as i64 * 1000,
             sample_interval_ms: Some(a.sample_interval_s as i64 * 1000),
+            live: None,
         }
     }
 
@@ -196,6 +197,8 @@ impl Evaluator {
         let mut gaps = Vec::new();
         let mut integrity = IntegrityCounts::default();
         let mut devices_seen = HashSet::new();
+        // The newest sample of the watched channels and the frame it came in.
+        let mut newest: Option<(i64, DeviceId, coldchain_proto::FrameRef)> = None;
         for w in &s.watch {
             let Ok(d) = DeviceId::new(&w.device) else {
                 continue;
@@ -217,6 +220,13 @@ impl Evaluator {
                         continue;
                     }
                     n += 1;
+                    if newest.as_ref().is_none_or(|x| rd.time_ms > x.0) {
+                        let fr = coldchain_proto::FrameRef {
+                            boot: r.boot,
+                            seq: r.seq,
+                        };
+                        newest = Some((rd.time_ms, d.clone(), fr));
+                    }
                     if matches!(rd.value, Measurement::Fault(_)) {
                         faults += 1;
                     }
@@ -262,6 +272,25 @@ impl Evaluator {
                     integrity.first_ms = Some(integrity.first_ms.map_or(t, |f| f.min(t)));
                 }
             }
+        }
+        let mut facts = facts;
+        if s.arrived_ms.is_none()
+            && let Some((_, d, fr)) = &newest
+            && let Some((rec, _)) = self.store.frame(d, *fr)?
+        {
+            let upload_s = self
+                .cfg
+                .devices
+                .iter()
+                .find(|e| e.id == d.as_str())
+                .and_then(|e| e.settings.as_ref())
+                .map_or(crate::ingest::mqtt::DEFAULT_UPLOAD_INTERVAL_S, |st| {
+                    st.upload_interval_s
+                });
+            facts.live = Some(alarm::LiveArrival {
+                newest_sample_received_ms: rec.received_ms,
+                upload_interval_ms: i64::from(upload_s) * 1000,
+            });
         }
         let inputs = HealthInputs {
             events: &events,

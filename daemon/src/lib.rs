@@ -18,6 +18,7 @@ pub mod outbox;
 pub mod profile;
 pub mod registry;
 pub mod report;
+pub mod retention;
 pub mod run;
 pub mod shipment;
 pub mod store;

@@ -70,6 +70,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         ))
     });
     let outbox = evaluator.outbox.clone();
+    let retention = (cfg.store.retention_days > 0).then(|| {
+        tokio::spawn(crate::retention::task(
+            store.clone(),
+            evaluator.shipments.clone(),
+            audit.clone(),
+            cfg.store.retention_days,
+            stats.clone(),
+            stop_rx.clone(),
+        ))
+    });
     let (touched_tx, touched_rx) = mpsc::unbounded_channel::<HashSet<String>>();
     let (req_tx, req_rx) = mpsc::channel(64);
     let eval_task = tokio::spawn(crate::evaluate::run_task(
@@ -227,6 +237,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(5), pump).await;
     let _ = http.await;
     let _ = eval_task.await;
+    if let Some(r) = retention {
+        // A pass in progress finishes its batch of removals; nothing it
+        // removes is needed, so waiting for all of it is not required.
+        let _ = tokio::time::timeout(Duration::from_secs(10), r).await;
+    }
     if let Some(f) = forwarder {
         let _ = tokio::time::timeout(Duration::from_secs(3), f).await;
     }

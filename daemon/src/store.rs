@@ -392,14 +392,13 @@ pub trait Store: Send + Sync + 'static {
     fn apply(&self, w: WriteSet) -> Result<(), StoreError>;
     /// Makes everything applied so far durable against a power cut.
     fn sync(&self) -> Result<(), StoreError>;
-    /// Whether a frame is already stored (`Some`), and the digest of its
-    /// content if it was stored with one (`Some(None)`: an entry from a
-    /// version that kept none).
-    fn frame_digest(
+    /// A stored frame's dedupe entry and the digest of its content if it was
+    /// stored with one (`None`: an entry from a version that kept none).
+    fn frame(
         &self,
         d: &DeviceId,
         r: FrameRef,
-    ) -> Result<Option<Option<FrameDigest>>, StoreError>;
+    ) -> Result<Option<(FrameRecord, Option<FrameDigest>)>, StoreError>;
     /// A device's remembered state.
     fn device_state(&self, d: &DeviceId) -> Result<Option<DeviceState>, StoreError>;
     /// The gap of `boot` containing `seq`, if any: `(first, record)`.
@@ -634,11 +633,11 @@ impl Store for SledStore {
         fsync_tree(&self.path)
     }
 
-    fn frame_digest(
+    fn frame(
         &self,
         d: &DeviceId,
         r: FrameRef,
-    ) -> Result<Option<Option<FrameDigest>>, StoreError> {
+    ) -> Result<Option<(FrameRecord, Option<FrameDigest>)>, StoreError> {
         let Some(v) = self
             .frames
             .get(key::frame(d, r))
@@ -646,13 +645,13 @@ impl Store for SledStore {
         else {
             return Ok(None);
         };
-        let (_, rest) =
+        let (rec, rest) =
             postcard::take_from_bytes::<FrameRecord>(&v).map_err(|e| StoreError::Decode {
                 path: self.path.clone(),
                 tree: "frames",
                 detail: e.to_string(),
             })?;
-        Ok(Some(FrameDigest::try_from(rest).ok()))
+        Ok(Some((rec, FrameDigest::try_from(rest).ok())))
     }
 
     fn device_state(&self, d: &DeviceId) -> Result<Option<DeviceState>, StoreError> {

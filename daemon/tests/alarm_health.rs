@@ -54,6 +54,43 @@ fn silence_fires_at_exactly_n_intervals() {
     assert!(!health::silent_now(0, 15 * M - 1, 5 * M, 3));
 }
 
+/// Live, a device that samples every 5 min but uploads every 30 min is not
+/// silent between uploads: the trailing silence is judged from when its
+/// newest sample *arrived*, against N upload intervals. Without arrival facts
+/// (an arrived shipment) the record alone decides, as before.
+#[test]
+fn live_silence_is_judged_by_arrival_and_upload_interval() {
+    use coldchain_daemon::alarm::LiveArrival;
+    let limits = HealthLimits::default(); // 3 intervals
+    // Samples 0..=30 min every 5 min, uploaded together at 31 min.
+    let s: Series = (0..=6).map(|i| Sample::valid(i * 5 * M, 5_000)).collect();
+    let live = |end: i64| ShipmentFacts {
+        end_ms: Some(end),
+        live: Some(LiveArrival {
+            newest_sample_received_ms: 31 * M,
+            upload_interval_ms: 30 * M,
+        }),
+        ..facts()
+    };
+    // 50 min: 20 min after the last sample (beyond 3 × 5 min) but well
+    // within the next upload: not silent.
+    assert!(health::record_gaps(&s, &limits, &live(50 * M)).is_empty());
+    // By the record alone it would be.
+    let by_record = ShipmentFacts {
+        end_ms: Some(50 * M),
+        ..facts()
+    };
+    assert_eq!(health::record_gaps(&s, &limits, &by_record).len(), 1);
+    // Nothing has arrived for 3 upload intervals after 31 min: silent, from
+    // the last sample, firing at 31 + 90 min.
+    assert!(health::record_gaps(&s, &limits, &live(121 * M - 1)).is_empty());
+    let c = health::record_gaps(&s, &limits, &live(121 * M));
+    assert_eq!(c.len(), 1, "{c:?}");
+    assert_eq!(c[0].id.start_ms, 30 * M);
+    assert_eq!(c[0].fires_ms, Some(121 * M));
+    assert!(c[0].is_active());
+}
+
 #[test]
 fn probe_fault_with_a_delay_fires_only_if_it_lasts() {
     let limits = HealthLimits {

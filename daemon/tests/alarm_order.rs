@@ -56,6 +56,8 @@ fn evaluate_all(s: &Series) -> Everything {
         nominal_window_ms: Some(20 * 60 * M),
         max_gap_ms: 20 * M,
         sample_interval_ms: Some(3 * M),
+        // The order property is about the record (an arrived shipment).
+        live: None,
     };
     Everything {
         alarms: alarm::evaluate(&fridge, s, &facts),

@@ -133,9 +133,11 @@ pub fn probe_faults(
 /// the next sample. Needs `facts.sample_interval_ms`; with `facts.end_ms` a
 /// silence running up to the horizon is reported as active.
 ///
-/// This looks at device time, so it finds holes in the *record*. Whether a device
-/// is silent *now* (nothing has arrived) is a question about arrival time: see
-/// [`silent_now`].
+/// Between samples this looks at device time, so it finds holes in the
+/// *record*. A silence running up to the horizon of a live view is a question
+/// about arrival time (is anything coming in?): with `facts.live` it fires
+/// only once nothing newer has arrived for N times the longer of the sampling
+/// and upload intervals (see [`silent_now`]).
 pub fn record_gaps(
     series: &Series,
     limits: &HealthLimits,
@@ -160,10 +162,23 @@ pub fn record_gaps(
         prev = Some(s.t_ms);
     }
     if let (Some(p), Some(end)) = (prev, facts.end_ms) {
-        if end - p >= threshold {
+        // Live, a device that batches samples into uploads is not silent
+        // between uploads: silent once nothing newer has arrived for N
+        // intervals (the longer of sampling and upload) after the newest
+        // sample did. The condition still starts at the last sample.
+        let delay = match facts.live {
+            Some(l) => {
+                let n = i64::from(limits.silent_after_intervals);
+                let fires = l.newest_sample_received_ms.max(p)
+                    + interval.max(l.upload_interval_ms).saturating_mul(n);
+                fires - p
+            }
+            None => threshold,
+        };
+        if end - p >= delay {
             out.push(
                 Episode::open(ConditionKind::Silent, Severity::Warning, p)
-                    .finish(end, false, threshold),
+                    .finish(end, false, delay),
             );
         }
     }

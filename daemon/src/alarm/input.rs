@@ -291,6 +291,21 @@ pub struct ShipmentFacts {
     pub max_gap_ms: i64,
     /// The device's sampling interval, for the silence condition. `None`: not checked.
     pub sample_interval_ms: Option<i64>,
+    /// Live view only (a shipment not yet arrived): what the receiver knows
+    /// about arrivals, so a silence running up to "now" is judged by what has
+    /// *arrived*, not by sample times alone. `None` for an arrived shipment
+    /// (the record alone decides, whatever the order data came in).
+    #[serde(default)]
+    pub live: Option<LiveArrival>,
+}
+
+/// Arrival facts for the live silence check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveArrival {
+    /// When the frame holding the newest sample was received (receiver clock).
+    pub newest_sample_received_ms: i64,
+    /// How often the device uploads (it batches samples in between), ms.
+    pub upload_interval_ms: i64,
 }
 
 impl ShipmentFacts {
@@ -306,6 +321,7 @@ impl ShipmentFacts {
             nominal_window_ms: None,
             max_gap_ms: 30 * 60_000,
             sample_interval_ms: None,
+            live: None,
         }
     }
 

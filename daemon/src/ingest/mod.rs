@@ -204,6 +204,8 @@ pub struct Stats {
     pub serial_opens: AtomicU64,
     /// 1 while the database is over its disk budget and intake is paused.
     pub storage_full: AtomicU64,
+    /// Frames purged by retention since start.
+    pub retention_purged_frames: AtomicU64,
 }
 
 impl Stats {
@@ -311,7 +313,7 @@ impl<S: Store> Ingestor<S> {
         }
         let fref = frame.frame_ref();
         let digest = frame_digest(&frame);
-        match self.store.frame_digest(&frame.device, fref)? {
+        match self.store.frame(&frame.device, fref)?.map(|(_, d)| d) {
             None => {}
             // Same content (or an entry too old to tell): a resend.
             Some(stored) if stored.is_none_or(|s| s == digest) => {

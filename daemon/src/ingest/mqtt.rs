@@ -24,6 +24,9 @@ use super::{Ack, Inbound, Job, now_ms};
 use crate::config::Config;
 use crate::store::Via;
 
+/// Upload interval sent to a device that has no `[devices.settings]`, seconds.
+pub const DEFAULT_UPLOAD_INTERVAL_S: u32 = 60;
+
 /// Builds the client and its event loop from the config.
 pub fn connect(cfg: &Config) -> anyhow::Result<(AsyncClient, EventLoop)> {
     let m = &cfg.mqtt;
@@ -286,7 +289,7 @@ pub async fn publish_sync(
                 unix_ms,
                 settings: dev.settings.clone().unwrap_or_else(|| Settings {
                     version: 0,
-                    upload_interval_s: 60,
+                    upload_interval_s: DEFAULT_UPLOAD_INTERVAL_S,
                     status_interval_s: 300,
                     tilt_limit_deg: 45,
                     channels: heapless::Vec::new(),

@@ -1,0 +1,220 @@
+//! Retention: device data held longer than `store.retention_days` is purged,
+//! except what a shipment may still need.
+//!
+//! What is purged, per device: frames (readings, events, the dedupe entry)
+//! *received* before the cutoff, sequence-gap records detected before it and
+//! security records whose minute ended before it. Age is by receive time (how
+//! long we have held it), never by the device's clock alone, so a device with
+//! a wrong clock cannot get fresh data purged.
+//!
+//! What is kept whatever its age:
+//! - data in the window of any shipment watching the device that is not
+//!   closed, or was closed less than the retention period ago (from an hour
+//!   before departure, or creation, to a day after arrival: the evaluation
+//!   and report windows);
+//! - shipments, alerts, the audit trail, and the outbox of items not yet
+//!   delivered or forwarded to the centre: retention never touches those
+//!   trees.
+//!
+//! Each pass that purges anything is recorded in the audit trail with its
+//! counts. A frame older than the cutoff that arrives after its purge is
+//! stored again (the dedupe entry went with it) and purged on the next pass.
+
+use std::sync::Arc;
+
+use coldchain_proto::DeviceId;
+
+use crate::shipment::{Shipment, State};
+use crate::store::{FrameRecord, GapRecord, SecurityRecord, SledStore, key};
+
+const H: i64 = 3_600_000;
+const DAY: i64 = 24 * H;
+
+/// What a purge pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Purged {
+    /// Frames removed (with their readings and events).
+    pub frames: u64,
+    /// Readings removed.
+    pub readings: u64,
+    /// Events and status records removed.
+    pub events: u64,
+    /// Gap records removed.
+    pub gaps: u64,
+    /// Security records removed.
+    pub security: u64,
+    /// Frames past the cutoff kept for a shipment.
+    pub kept_for_shipments: u64,
+}
+
+impl Purged {
+    /// Whether anything was removed.
+    pub fn any(&self) -> bool {
+        self.frames + self.gaps + self.security > 0
+    }
+}
+
+/// Device-time windows `[from, to]` that must be kept, per device.
+fn protected(shipments: &[Shipment], cutoff_ms: i64, now_ms: i64) -> Vec<(String, i64, i64)> {
+    let mut out = Vec::new();
+    for s in shipments {
+        let needed = match (&s.state, &s.disposition) {
+            (State::Closed, Some(d)) => d.at_ms >= cutoff_ms,
+            (State::Closed, None) => false,
+            _ => true,
+        };
+        if !needed {
+            continue;
+        }
+        let from = s.departure_ms.unwrap_or(s.created_ms).min(s.created_ms) - H;
+        let to = s.arrived_ms.unwrap_or(now_ms).saturating_add(DAY);
+        for w in &s.watch {
+            out.push((w.device.clone(), from, to));
+        }
+    }
+    out
+}
+
+/// Purges device data received before `cutoff_ms` that no shipment needs
+/// (see the module documentation). Not yet durable: the caller flushes.
+pub fn purge(
+    store: &SledStore,
+    shipments: &[Shipment],
+    cutoff_ms: i64,
+    now_ms: i64,
+) -> anyhow::Result<Purged> {
+    use crate::store::Store;
+    let db = store.db();
+    let frames = db.open_tree("frames")?;
+    let readings = db.open_tree("frame_readings")?;
+    let events = db.open_tree("events")?;
+    let gaps = db.open_tree("gaps")?;
+    let security = db.open_tree("security")?;
+    let keep = protected(shipments, cutoff_ms, now_ms);
+    let mut p = Purged::default();
+    for dev in store.known_devices()? {
+        let Ok(d) = DeviceId::new(&dev) else { continue };
+        let windows: Vec<(i64, i64)> = keep
+            .iter()
+            .filter(|k| k.0 == dev)
+            .map(|k| (k.1, k.2))
+            .collect();
+        let prefix = key::device_prefix(&d);
+        for kv in frames.scan_prefix(&prefix) {
+            let (k, v) = kv?;
+            let (rec, _) = postcard::take_from_bytes::<FrameRecord>(&v)?;
+            if rec.received_ms >= cutoff_ms {
+                continue;
+            }
+            if windows
+                .iter()
+                .any(|&(from, to)| (from..=to).contains(&rec.time_ms))
+            {
+                p.kept_for_shipments += 1;
+                continue;
+            }
+            if let Some(v) = readings.remove(&k)? {
+                let items: Vec<(u16, crate::store::ReadingRecord)> = postcard::from_bytes(&v)?;
+                p.readings += items.len() as u64;
+            }
+            for ek in events.scan_prefix(&k).keys() {
+                events.remove(ek?)?;
+                p.events += 1;
+            }
+            frames.remove(&k)?;
+            p.frames += 1;
+        }
+        for kv in gaps.scan_prefix(&prefix) {
+            let (k, v) = kv?;
+            let g: GapRecord = postcard::from_bytes(&v)?;
+            if g.detected_ms < cutoff_ms {
+                gaps.remove(k)?;
+                p.gaps += 1;
+            }
+        }
+        for kv in security.scan_prefix(&prefix) {
+            let (k, v) = kv?;
+            let r: SecurityRecord = postcard::from_bytes(&v)?;
+            if r.last_ms < cutoff_ms
+                && !windows
+                    .iter()
+                    .any(|&(from, to)| r.first_ms <= to && r.last_ms >= from)
+            {
+                security.remove(k)?;
+                p.security += 1;
+            }
+        }
+    }
+    Ok(p)
+}
+
+/// One pass: purge, record it in the audit trail when anything went, flush.
+pub fn run_pass(
+    store: &SledStore,
+    shipments: &crate::shipment::Shipments,
+    audit: &crate::audit::Audit,
+    retention_days: u32,
+    now_ms: i64,
+) -> anyhow::Result<Purged> {
+    let cutoff = now_ms - i64::from(retention_days) * DAY;
+    let p = purge(store, &shipments.all()?, cutoff, now_ms)?;
+    if p.any() {
+        audit.append(
+            now_ms,
+            "daemon",
+            "retention.purge",
+            "store",
+            serde_json::json!({
+                "retention_days": retention_days,
+                "received_before_ms": cutoff,
+                "purged": p,
+            }),
+        )?;
+        tracing::info!(
+            frames = p.frames,
+            readings = p.readings,
+            events = p.events,
+            gaps = p.gaps,
+            security = p.security,
+            kept_for_shipments = p.kept_for_shipments,
+            retention_days,
+            "retention: purged device data older than the retention period"
+        );
+    }
+    use crate::store::Store;
+    store.sync()?;
+    Ok(p)
+}
+
+/// Runs a pass at start and then hourly until `stop`, on a blocking thread.
+pub async fn task(
+    store: Arc<SledStore>,
+    shipments: crate::shipment::Shipments,
+    audit: Arc<crate::audit::Audit>,
+    retention_days: u32,
+    stats: Arc<crate::ingest::Stats>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use std::sync::atomic::Ordering;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let (st, sh, au) = (store.clone(), shipments.clone(), audit.clone());
+        let r = tokio::task::spawn_blocking(move || {
+            run_pass(&st, &sh, &au, retention_days, crate::ingest::now_ms())
+        })
+        .await;
+        match r {
+            Ok(Ok(p)) => {
+                stats
+                    .retention_purged_frames
+                    .fetch_add(p.frames, Ordering::Relaxed);
+            }
+            Ok(Err(e)) => tracing::error!("retention pass failed (retried in an hour): {e:#}"),
+            Err(e) => tracing::error!("retention pass panicked: {e}"),
+        }
+    }
+}
