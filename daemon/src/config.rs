@@ -227,8 +227,10 @@ pub struct StoreSection {
     /// Disk budget of the database, MiB; 0 for none. Default 0. When the
     /// database is larger, the daemon stops taking new data (it does not
     /// acknowledge it, so the broker and the devices keep it), reports not
-    /// ready on `/readyz`, sets `coldchain_storage_full` and logs an error,
-    /// until space is made (export, then move the data away).
+    /// ready on `/readyz`, sets `coldchain_storage_full`, logs an error and
+    /// raises a critical `storage_full` alert on every shipment in transit,
+    /// until space is made (export, then move the data away, or set
+    /// `retention_days`).
     pub max_disk_mb: u64,
     /// Device data received more than this many days ago is purged (hourly),
     /// except data a shipment not closed, or closed within this period, may

@@ -120,6 +120,7 @@ pub fn describe(c: &Condition, profile: &Profile) -> String {
             c.beyond_ms / 60_000
         ),
         ConditionKind::Tamper => "frames with bad tags or sequence anomalies".into(),
+        ConditionKind::StorageFull => "the edge daemon's storage is over its disk budget: new data is not being stored (the broker keeps it) until space is made".into(),
         ConditionKind::ViabilityWarning => {
             "viability window predicted at ETA is below the margin".into()
         }
@@ -299,6 +300,24 @@ impl Evaluator {
             integrity,
         };
         let mut conditions = alarm::evaluate_all(&profile, &series, &inputs, &facts);
+        // The edge's own storage over budget while the shipment travels: its
+        // data is not being stored (the broker keeps it), so it is watched
+        // blind until space is made.
+        let until_ms = facts.end_ms.unwrap_or(now);
+        for (since, until) in self.store.storage_full_episodes()? {
+            let from = s.departure_ms.unwrap_or(s.created_ms);
+            if since > until_ms || until.is_some_and(|u| u < from) {
+                continue;
+            }
+            let mut c =
+                alarm::Condition::new(ConditionKind::StorageFull, Severity::Critical, since);
+            c.fires_ms = Some(since);
+            c.cleared_ms = until;
+            c.last_ms = until.unwrap_or(until_ms).max(since);
+            c.beyond_ms = c.last_ms - since;
+            c.excursions = 1;
+            conditions.push(c);
+        }
         let viability = viability::evaluate(&profile, &series, &facts);
         if let ViabilityOutcome::Computed(v) = &viability {
             conditions.extend(v.conditions.iter().cloned());
@@ -822,7 +841,15 @@ pub async fn run_task(
     let mut last_full = 0i64;
     loop {
         tokio::select! {
-            Some(devs) = touched.recv() => dirty.extend(devs),
+            // An empty set: something about every shipment changed (the
+            // store went over or back under its budget): a full pass next.
+            Some(devs) = touched.recv() => {
+                if devs.is_empty() {
+                    last_full = 0;
+                } else {
+                    dirty.extend(devs);
+                }
+            }
             Some(mut req) = requests.recv() => {
                 let now = crate::ingest::now_ms();
                 let result = tokio::task::block_in_place(|| {

@@ -597,6 +597,7 @@ pub fn build(ev: &Evaluation, alerts: &[Alert], devices: Vec<DeviceHealth>) -> R
                 ConditionKind::LidOpen
                     | ConditionKind::Tilt
                     | ConditionKind::Tamper
+                    | ConditionKind::StorageFull
                     | ConditionKind::BatteryLow
             )
         })

@@ -279,6 +279,11 @@ fn ingest_loop(
     let db_path = ing.store().path().to_path_buf();
     let mut last_size_check = std::time::Instant::now() - Duration::from_secs(10);
     let mut full = false;
+    // Space was made (or the budget lifted) while the daemon was down: the
+    // episode recorded before ends now.
+    if budget == 0 || dir_size(&db_path) <= budget {
+        ing.store().storage_full_end(crate::ingest::now_ms())?;
+    }
     while let Some(first) = rx.blocking_recv() {
         // Disk budget: over it, take nothing new (nothing is acknowledged, so
         // nothing is lost: the broker and the devices keep it) until space is made.
@@ -293,12 +298,17 @@ fn ingest_loop(
                         "STORAGE FULL: the database is over store.max_disk_mb; intake paused, nothing acknowledged until space is made"
                     );
                     ing.stats().storage_full.store(1, Ordering::Relaxed);
+                    // Raises the storage-full alert on every shipment in transit.
+                    ing.store().storage_full_begin(crate::ingest::now_ms())?;
+                    let _ = touched.send(HashSet::new());
                 }
                 full = true;
                 std::thread::sleep(Duration::from_secs(1));
             } else if full && size <= budget / 10 * 9 {
                 tracing::info!(size, budget, "storage back under budget: intake resumed");
                 ing.stats().storage_full.store(0, Ordering::Relaxed);
+                ing.store().storage_full_end(crate::ingest::now_ms())?;
+                let _ = touched.send(HashSet::new());
                 full = false;
             }
         }
@@ -317,6 +327,8 @@ fn ingest_loop(
                 if size <= budget / 10 * 9 {
                     tracing::info!(size, budget, "storage back under budget: intake resumed");
                     ing.stats().storage_full.store(0, Ordering::Relaxed);
+                    ing.store().storage_full_end(crate::ingest::now_ms())?;
+                    let _ = touched.send(HashSet::new());
                     full = false;
                 }
             }

@@ -8,6 +8,7 @@
 //! | `gaps` | device ‖ 0 ‖ boot ‖ first missing seq | [`GapRecord`] |
 //! | `devices` | device | [`DeviceState`] |
 //! | `security` | device ‖ 0 ‖ minute | [`SecurityRecord`]: bad tags, impersonation |
+//! | `storage_full` | since (ms) | until (ms) or none: disk-budget episodes |
 //! | `shipments`, `alerts`, `outbox`, `audit` | (see their modules) | |
 //!
 //! Device ids never contain a 0 byte, so `device ‖ 0` is an exact prefix and
@@ -560,6 +561,52 @@ impl SledStore {
             path: self.path.clone(),
             source,
         }
+    }
+
+    /// Records that the database went over its disk budget at `at_ms`, unless
+    /// an episode is already open. Durable on return (an alert's identity
+    /// hangs on it).
+    pub fn storage_full_begin(&self, at_ms: i64) -> Result<(), StoreError> {
+        if self.storage_full_episodes()?.iter().any(|e| e.1.is_none()) {
+            return Ok(());
+        }
+        let t = self
+            .db
+            .open_tree("storage_full")
+            .map_err(|e| self.sled_err(e))?;
+        t.insert(at_ms.to_be_bytes(), enc(&None::<i64>))
+            .map_err(|e| self.sled_err(e))?;
+        self.sync()
+    }
+
+    /// Closes the open over-budget episode, if any, at `at_ms`. Durable on return.
+    pub fn storage_full_end(&self, at_ms: i64) -> Result<(), StoreError> {
+        let t = self
+            .db
+            .open_tree("storage_full")
+            .map_err(|e| self.sled_err(e))?;
+        for (since, until) in self.storage_full_episodes()? {
+            if until.is_none() {
+                t.insert(since.to_be_bytes(), enc(&Some(at_ms.max(since))))
+                    .map_err(|e| self.sled_err(e))?;
+            }
+        }
+        self.sync()
+    }
+
+    /// Every over-budget episode: `(since, until)`, `until` `None` while open.
+    pub fn storage_full_episodes(&self) -> Result<Vec<(i64, Option<i64>)>, StoreError> {
+        let t = self
+            .db
+            .open_tree("storage_full")
+            .map_err(|e| self.sled_err(e))?;
+        let mut out = Vec::new();
+        for kv in t.iter() {
+            let (k, v) = kv.map_err(|e| self.sled_err(e))?;
+            let since = i64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
+            out.push((since, self.dec::<Option<i64>>("storage_full", &v)?));
+        }
+        Ok(out)
     }
 
     fn dec<T: for<'a> Deserialize<'a>>(

@@ -12,10 +12,32 @@ fn over_budget_intake_pauses_and_nothing_is_lost() {
     let broker = Mosquitto::start(&dir.path().join("broker"));
     let ddir = dir.path().join("daemon");
     let opts = DaemonOpts {
+        http: format!("token = \"{TEST_TOKEN}\""),
         extra: "[store]\nmax_disk_mb = 1\nmax_batch = 64\n".into(),
         ..DaemonOpts::default()
     };
     let mut daemon = Daemon::start_with(&ddir, broker.port, &[DeviceCfg::new("big-1")], &opts);
+    // A shipment in transit that big-1 watches: it must hear about the pause.
+    let (st, v) = http_post(
+        daemon.http_port,
+        "/api/v1/shipments",
+        Some(TEST_TOKEN),
+        &serde_json::json!({
+            "by": "dispatcher", "id": "S-BIG", "product": "test", "profile": "ambient",
+            "watch": [{"device": "big-1", "channel": 0}],
+            "origin": "A", "destination": "B", "departure_ms": now_ms() - 60_000,
+        }),
+    );
+    assert!((200..300).contains(&st), "{st}: {v}");
+    let storage_alerts = |d: &Daemon| -> Vec<serde_json::Value> {
+        d.get("/api/v1/alerts?shipment=S-BIG")
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| alert_kind(a) == "storage_full")
+            .collect()
+    };
     let frames = 3000u64;
     let summary = run_sim(&[
         "--broker",
@@ -69,6 +91,14 @@ fn over_budget_intake_pauses_and_nothing_is_lost() {
         daemon.stat("frames_stored") <= stored + 64,
         "intake went on while over budget"
     );
+    // The shipment's on-call people are told: one critical alert, still active.
+    let a = wait_for(Duration::from_secs(60), "the storage-full alert", || {
+        let a = storage_alerts(&daemon);
+        (!a.is_empty()).then_some(a)
+    });
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!(a[0]["severity"], "critical");
+    assert!(a[0]["cleared_ms"].is_null(), "{a:?}");
 
     // More room: a restart with a larger budget takes the rest from the broker.
     daemon.stop();
@@ -88,6 +118,16 @@ fn over_budget_intake_pauses_and_nothing_is_lost() {
             .unwrap_or(0);
         (n >= frames * 32).then_some(n)
     });
+    // The same alert (not a new one after the restart), now cleared.
+    let a = wait_for(
+        Duration::from_secs(60),
+        "the storage-full alert cleared",
+        || {
+            let a = storage_alerts(&daemon);
+            a.iter().all(|x| !x["cleared_ms"].is_null()).then_some(a)
+        },
+    );
+    assert_eq!(a.len(), 1, "{a:?}");
     assert!(
         daemon
             .get("/api/v1/devices/big-1/gaps")

@@ -26,6 +26,8 @@ pub enum ConditionKind {
     Tilt,
     /// Frames with bad tags or sequence anomalies were received.
     Tamper,
+    /// The edge daemon's database is over its disk budget: intake is paused.
+    StorageFull,
     /// The viability window predicted to remain at ETA is below the margin.
     ViabilityWarning,
     /// The viability window is used up.
@@ -46,6 +48,7 @@ impl fmt::Display for ConditionKind {
             ConditionKind::LidOpen => f.write_str("lid_open"),
             ConditionKind::Tilt => f.write_str("tilt"),
             ConditionKind::Tamper => f.write_str("tamper"),
+            ConditionKind::StorageFull => f.write_str("storage_full"),
             ConditionKind::ViabilityWarning => f.write_str("viability_warning"),
             ConditionKind::ViabilityGone => f.write_str("viability_gone"),
             ConditionKind::Trend => f.write_str("trend"),
