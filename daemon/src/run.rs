@@ -6,7 +6,7 @@
 //!                         HTTP API reads the store
 //! ```
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -256,6 +256,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     ingest_result
 }
 
+/// How often a device docked on a serial port is sent the time again.
+const SERIAL_SYNC_EVERY: Duration = Duration::from_secs(600);
+
 /// Receives jobs, processes them in groups, commits each group with one
 /// flush + fsync, then acknowledges the group. Runs on a blocking thread:
 /// sled and fsync block.
@@ -279,6 +282,9 @@ fn ingest_loop(
     let db_path = ing.store().path().to_path_buf();
     let mut last_size_check = std::time::Instant::now() - Duration::from_secs(10);
     let mut full = false;
+    // Per (device, boot): a device that rebooted is sent the time at once.
+    let mut serial_synced: HashMap<(coldchain_proto::DeviceId, u32), std::time::Instant> =
+        HashMap::new();
     // Space was made (or the budget lifted) while the daemon was down: the
     // episode recorded before ends now.
     if budget == 0 || dir_size(&db_path) <= budget {
@@ -413,6 +419,28 @@ fn ingest_loop(
                         // A closed port drops the reply: the device resends.
                         if reply.send(bytes).is_ok() {
                             ing.stats().acked.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    // The time and settings, after the first ack to a device
+                    // (and boot) and then every SERIAL_SYNC_EVERY: a logger
+                    // that only ever talks over serial learns the time this way.
+                    if let Outcome::Stored { device, frame, .. }
+                    | Outcome::Duplicate { device, frame } = &outcome
+                        && serial_synced
+                            .get(&(device.clone(), frame.boot))
+                            .is_none_or(|t| t.elapsed() >= SERIAL_SYNC_EVERY)
+                        && let Some(dev) = registry.get(device)
+                    {
+                        let now = crate::ingest::now_ms().max(0) as u64;
+                        let msg = crate::ingest::sync_message(&dev, now);
+                        if let Some(line) = crate::ingest::serial_line(&registry, device, &msg)
+                            && reply.send(line).is_ok()
+                        {
+                            if serial_synced.len() >= 4096 {
+                                serial_synced.clear();
+                            }
+                            serial_synced
+                                .insert((device.clone(), frame.boot), std::time::Instant::now());
                         }
                     }
                 }

@@ -72,7 +72,13 @@ impl Pty {
     }
 
     /// Reads acks until `want` distinct acked frames were seen (or the timeout bounds a hang).
-    fn acks(&mut self, want: usize, nacks: &mut Vec<FrameRef>) -> BTreeSet<FrameRef> {
+    /// Time syncs received go to `syncs` (their `unix_ms`).
+    fn acks(
+        &mut self,
+        want: usize,
+        nacks: &mut Vec<FrameRef>,
+        syncs: &mut Vec<u64>,
+    ) -> BTreeSet<FrameRef> {
         let mut dec = Decoder::new();
         let mut acked = BTreeSet::new();
         let start = Instant::now();
@@ -94,7 +100,7 @@ impl Pty {
                                     acked.insert(r);
                                 }
                                 Downlink::Nack { frame, .. } => nacks.push(frame),
-                                Downlink::Sync { .. } => {}
+                                Downlink::Sync { unix_ms, .. } => syncs.push(unix_ms),
                             }
                         }
                     }
@@ -152,12 +158,23 @@ fn docked_logger_dump_merges_with_mqtt_without_duplicates() {
         }
         wire.extend_from_slice(&line(&signed_frame(seq)));
     }
+    let before = now_ms() as u64;
     pty.master.write_all(&wire).unwrap();
     let mut nacks = Vec::new();
-    let acked = pty.acks(30, &mut nacks);
+    let mut syncs = Vec::new();
+    let acked = pty.acks(30, &mut nacks, &mut syncs);
+    let after = now_ms() as u64;
     let want: BTreeSet<_> = (0..30).map(|seq| FrameRef { boot: 1, seq }).collect();
     assert_eq!(acked, want, "every frame acknowledged once durable");
     assert!(nacks.is_empty());
+    // The docked logger is told the time once (signed with its key: checked
+    // by decode_signed), not once per frame.
+    assert_eq!(syncs.len(), 1, "{syncs:?}");
+    assert!(
+        (before..=after).contains(&syncs[0]),
+        "sync {} not between {before} and {after}",
+        syncs[0]
+    );
     assert!(
         daemon.stat("serial.damaged_frames") >= 2,
         "the damaged and the cut frame are counted"
@@ -189,7 +206,7 @@ fn docked_logger_dump_merges_with_mqtt_without_duplicates() {
         || (daemon.stat("serial.opens") >= 2).then_some(()),
     );
     pty.master.write_all(&line(&signed_frame(30))).unwrap();
-    let acked = pty.acks(1, &mut nacks);
+    let acked = pty.acks(1, &mut nacks, &mut syncs);
     assert!(acked.contains(&FrameRef { boot: 1, seq: 30 }));
     assert_eq!(daemon.all_readings("logger-1").len(), 31);
     let logs = daemon.logs();

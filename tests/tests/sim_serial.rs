@@ -62,6 +62,8 @@ struct Seen {
     held: Vec<FrameRef>,
     /// Acks daemon -> logger, in order.
     acks: Vec<FrameRef>,
+    /// Time syncs daemon -> logger (`unix_ms`), signed with the logger's key.
+    syncs: Vec<u64>,
     /// Anything else the daemon sent, or that did not verify.
     other: Vec<String>,
 }
@@ -140,6 +142,7 @@ impl Cable {
                             let mut s = seen.lock().unwrap();
                             match decode_signed::<Downlink>(p, &key()) {
                                 Ok(Downlink::Ack(r)) => s.acks.push(r),
+                                Ok(Downlink::Sync { unix_ms, .. }) => s.syncs.push(unix_ms),
                                 other => s.other.push(format!("{other:?}")),
                             }
                         }
@@ -249,6 +252,8 @@ fn a_logger_dumps_its_flash_queue_and_every_frame_arrives_once() {
     let want: BTreeSet<FrameRef> = (0..40).map(|seq| FrameRef { boot: 1, seq }).collect();
     assert_eq!(cable.acked(), want);
     assert!(cable.seen.lock().unwrap().other.is_empty());
+    // The logger was told the time once in this boot, not once per frame.
+    assert_eq!(cable.seen.lock().unwrap().syncs.len(), 1);
 
     // The next boot counts on in flash and finds nothing left to send.
     let sum = run(&sim_args(&cable, &flash, "0"));

@@ -159,13 +159,39 @@ impl Outcome {
             ),
             Outcome::Rejected(_) => return None,
         };
-        let dev = registry.get(device)?;
-        let key = &dev.key;
-        let mut buf = [0u8; codec::MAX_SIGNED_LEN];
-        let signed = codec::encode_signed(&msg, key, &mut buf).ok()?;
-        let mut line = [0u8; coldchain_proto::serial::MAX_FRAME_LEN];
-        let n = coldchain_proto::serial::encode(signed, &mut line).ok()?;
-        Some(line[..n].to_vec())
+        serial_line(registry, device, &msg)
+    }
+}
+
+/// `msg` signed with `device`'s key and COBS-framed for the serial link.
+pub fn serial_line(
+    registry: &Registry,
+    device: &DeviceId,
+    msg: &coldchain_proto::Downlink,
+) -> Option<Vec<u8>> {
+    let dev = registry.get(device)?;
+    let mut buf = [0u8; codec::MAX_SIGNED_LEN];
+    let signed = codec::encode_signed(msg, &dev.key, &mut buf).ok()?;
+    let mut line = [0u8; coldchain_proto::serial::MAX_FRAME_LEN];
+    let n = coldchain_proto::serial::encode(signed, &mut line).ok()?;
+    Some(line[..n].to_vec())
+}
+
+/// The time and settings for a device (`Downlink::Sync`), as sent on its MQTT
+/// down topic and over the serial link.
+pub fn sync_message(dev: &crate::config::Device, unix_ms: u64) -> coldchain_proto::Downlink {
+    coldchain_proto::Downlink::Sync {
+        unix_ms,
+        settings: dev
+            .settings
+            .clone()
+            .unwrap_or_else(|| coldchain_proto::Settings {
+                version: 0,
+                upload_interval_s: mqtt::DEFAULT_UPLOAD_INTERVAL_S,
+                status_interval_s: 300,
+                tilt_limit_deg: 45,
+                channels: heapless::Vec::new(),
+            }),
     }
 }
 

@@ -272,7 +272,6 @@ pub async fn publish_sync(
     mut stop: watch::Receiver<bool>,
 ) {
     use coldchain_proto::codec::{MAX_SIGNED_LEN, encode_signed};
-    use coldchain_proto::{Downlink, Settings};
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -285,16 +284,7 @@ pub async fn publish_sync(
             let Some(dev) = registry.get(&id) else {
                 continue;
             };
-            let msg = Downlink::Sync {
-                unix_ms,
-                settings: dev.settings.clone().unwrap_or_else(|| Settings {
-                    version: 0,
-                    upload_interval_s: DEFAULT_UPLOAD_INTERVAL_S,
-                    status_interval_s: 300,
-                    tilt_limit_deg: 45,
-                    channels: heapless::Vec::new(),
-                }),
-            };
+            let msg = super::sync_message(&dev, unix_ms);
             let mut buf = [0u8; MAX_SIGNED_LEN];
             let Ok(bytes) = encode_signed(&msg, &dev.key, &mut buf) else {
                 tracing::error!(device = %id, "settings do not fit a downlink frame");

@@ -4,7 +4,9 @@
 //! seconds while it is absent: a logger is docked and undocked at will), feeds
 //! bytes to the streaming decoder, hands each whole frame to the ingest task
 //! and writes back the signed ack the ingest task produces once the frame is
-//! durable. A damaged frame is counted and logged; the device resends what was
+//! durable, and the signed time and settings (`Downlink::Sync`) after the
+//! first ack of each device boot and every 10 minutes after that: a logger
+//! that only ever talks over serial learns the time this way. A damaged frame is counted and logged; the device resends what was
 //! not acknowledged. A logger that dumps its whole flash log this way merges
 //! with what arrived over MQTT: the store keeps one copy per (device, boot, seq).
 
