@@ -6,8 +6,8 @@
 //!   physically produce is a fault (`OutOfRange`), never a reading: a -242 °C
 //!   RTD is a broken probe.
 //! * Stuck-sensor detection: a real probe's last digit moves; the same exact
-//!   milli-value `stuck_after` times in a row is reported as a fault
-//!   (`NoResponse`, the closest kind the wire has) until the value moves again.
+//!   milli-value `stuck_after` times in a row is reported as a `Stuck` fault
+//!   until the value moves again.
 //!
 //! Time is passed in (uptime ms from a [`crate::Clock`]), so tests are exact
 //! and instant with [`crate::clock::MockClock`].
@@ -152,7 +152,7 @@ fn check(s: &mut State, raw: Result<i32, FaultKind>) -> Measurement {
         s.repeats = 1;
     }
     if s.cfg.stuck_after > 0 && s.repeats >= s.cfg.stuck_after {
-        return Measurement::Fault(FaultKind::NoResponse);
+        return Measurement::Fault(FaultKind::Stuck);
     }
     Measurement::Valid(v)
 }

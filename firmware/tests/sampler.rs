@@ -146,8 +146,8 @@ fn a_stuck_sensor_becomes_a_fault_until_it_moves() {
         [
             Measurement::Valid(-190_000),
             Measurement::Valid(-190_000),
-            Measurement::Fault(FaultKind::NoResponse),
-            Measurement::Fault(FaultKind::NoResponse),
+            Measurement::Fault(FaultKind::Stuck),
+            Measurement::Fault(FaultKind::Stuck),
             Measurement::Valid(-190_001),
         ]
     );

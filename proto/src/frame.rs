@@ -193,6 +193,10 @@ pub enum FaultKind {
     Crc,
     /// The sensor did not answer.
     NoResponse,
+    /// The sensor answers but its value has not moved for longer than a real
+    /// probe's noise allows (stuck-sensor detection on the device). Appended
+    /// last: the postcard encoding of the other kinds is unchanged.
+    Stuck,
 }
 
 /// The outcome of one sample: a value or a fault, never both.

@@ -29,7 +29,8 @@ fn measurement() -> impl Strategy<Value = Measurement> {
             Just(FaultKind::Short),
             Just(FaultKind::OutOfRange),
             Just(FaultKind::Crc),
-            Just(FaultKind::NoResponse)
+            Just(FaultKind::NoResponse),
+            Just(FaultKind::Stuck)
         ]
         .prop_map(Measurement::Fault)
     ]

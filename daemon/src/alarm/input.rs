@@ -31,6 +31,7 @@ impl SampleValue {
                     FaultKind::OutOfRange => 2,
                     FaultKind::Crc => 3,
                     FaultKind::NoResponse => 4,
+                    FaultKind::Stuck => 5,
                 },
             ),
         }
