@@ -498,3 +498,37 @@ fn downlinks_are_verified_acked_and_a_stale_retained_sync_is_ignored() {
     let o = apply(rig.poll(), rig.now, &mut tb);
     assert!(o.clock.is_ok() && o.settings_changed);
 }
+
+#[test]
+fn suback_says_whether_the_down_topic_was_granted() {
+    let mut rig = Rig::new(0);
+    rig.online();
+    rig.broker(&[0x90, 0x03, 0x00, 0x01, 0x01]);
+    assert_eq!(rig.poll(), Some(Event::Subscribed { granted: true }));
+    // 0x80: the broker refused it (an ACL).
+    rig.broker(&[0x90, 0x03, 0x00, 0x01, 0x80]);
+    assert_eq!(rig.poll(), Some(Event::Subscribed { granted: false }));
+}
+
+#[test]
+fn disconnect_sends_disconnect_keeps_the_queue_and_reconnects_only_when_told() {
+    let mut rig = Rig::new(1);
+    rig.online();
+    assert_eq!(rig.poll(), Some(Event::Published(r(0))));
+    rig.published();
+    block_on(rig.mq.disconnect(&mut rig.net, rig.now, 1_000));
+    assert_eq!(packets(&mut rig.net.from_device), vec![(0xE0, vec![])]);
+    assert!(!rig.net.open, "transport closed");
+    assert!(!rig.mq.is_online());
+    assert_eq!(rig.mq.in_flight(), None);
+    assert_eq!(rig.queued(), 1, "the unacknowledged frame stays in flash");
+    rig.now = 999;
+    assert_eq!(rig.poll(), None);
+    rig.now = 1_000;
+    assert_eq!(rig.poll(), Some(Event::Connecting));
+    // Offline already: nothing to send, the transport is closed again.
+    block_on(rig.mq.disconnect(&mut rig.net, rig.now, u64::MAX));
+    rig.net.from_device.clear();
+    block_on(rig.mq.disconnect(&mut rig.net, rig.now, u64::MAX));
+    assert!(rig.net.from_device.is_empty());
+}

@@ -9,7 +9,7 @@ mod device;
 mod dock;
 mod exec;
 mod flash;
-mod mqtt;
+mod net;
 mod rng;
 mod thermal;
 mod tty;
@@ -66,7 +66,7 @@ struct Args {
     serial: Option<PathBuf>,
     /// Keep the simulated NOR flash (boot counter and frame queue) in this
     /// file, so a later run (after a kill, a power cut) finds what was not
-    /// acknowledged. Default: in memory. Used with --serial.
+    /// acknowledged. Default: in memory. One container only.
     #[arg(long, value_name = "FILE")]
     flash: Option<PathBuf>,
     /// Serial uplink: resend a frame not acknowledged within this time.
@@ -75,7 +75,9 @@ struct Args {
     /// Seed of the simulation (unit hold time, noise).
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Publish JSON envelopes on `…/up/json` instead of signed postcard on `…/up`.
+    /// Publish JSON envelopes on `…/up/json` instead of signed postcard on
+    /// `…/up` (simulator only: the firmware sends postcard; the simulator's
+    /// transport rewrites each PUBLISH on its way out).
     #[arg(long)]
     json: bool,
     /// Number of containers, each its own device and MQTT connection.
@@ -151,6 +153,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         bail!("--speed must be a positive number, got {}", args.speed);
     }
     let faults = device::Faults::parse(&args.faults)?;
+    if args.flash.is_some() && args.containers != 1 {
+        bail!("--flash keeps the flash of one container: drop --containers or --flash");
+    }
 
     let n = args.containers;
     let mut ids = Vec::new();
@@ -163,31 +168,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ids.push(DeviceId::new(&name).map_err(|e| anyhow::anyhow!("device id {name:?}: {e}"))?);
     }
 
-    // Connect every container before sampling: an unreachable broker is an error at start.
-    let mut conns = Vec::new();
-    for id in &ids {
-        let cfg = mqtt::Config {
-            host: host.clone(),
-            port,
-            device: id.clone(),
-            key: key.clone(),
-            json: args.json,
-        };
-        let first = mqtt::connect(&cfg).await?;
-        conns.push((cfg, first));
-    }
-
+    // Each container is its own task: it connects (an unreachable broker is
+    // an error at start), applies the retained sync, then samples.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, (cfg, first)) in conns.into_iter().enumerate() {
+    for (i, id) in ids.into_iter().enumerate() {
         let dev = device::Setup {
-            device: cfg.device.clone(),
+            device: id.clone(),
             key: key.clone(),
             profile: args.profile,
             frames: args.frames,
             readings_per_frame: usize::from(args.readings_per_frame),
             interval: Duration::from_millis(args.interval_ms),
-            boot: args.boot.unwrap_or(1),
+            boot: args.boot,
             seed: args.seed.wrapping_add(i as u64),
             speed: args.speed,
             start_h: args.start_h,
@@ -195,12 +188,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
             events: args.events,
             faults: faults.clone(),
             live_sync_only: args.live_sync_only,
+            flash: args.flash.clone(),
+            net: net::NetConfig {
+                host: host.clone(),
+                port,
+            },
+            json: args.json,
         };
         let stop = stop_rx.clone();
-        tasks.spawn(async move {
-            let id = cfg.device.clone();
-            (id, device::run(dev, cfg, first, stop).await)
-        });
+        tasks.spawn(async move { (id, device::run(dev, stop).await) });
     }
 
     let mut stop = Box::pin(shutdown_signal());
@@ -209,10 +205,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tokio::select! {
             next = tasks.join_next() => match next {
                 None => break,
-                Some(Ok((id, Ok(acked)))) => {
+                Some(Ok((id, Ok(sum)))) => {
                     println!(
                         "{}",
-                        serde_json::json!({"device": id.as_str(), "frames": acked.reading_frames, "readings": acked.readings})
+                        serde_json::json!({
+                            "device": id.as_str(),
+                            "frames": sum.frames,
+                            "readings": sum.readings,
+                            "boot": sum.boot,
+                            "queued": sum.queued,
+                            "found": sum.found,
+                            "sent": sum.sent,
+                            "dropped": sum.dropped,
+                        })
                     );
                 }
                 Some(Ok((id, Err(e)))) => {

@@ -91,6 +91,13 @@ pub enum Event {
     Connecting,
     /// CONNACK accepted: online (SUBSCRIBE sent).
     Connected,
+    /// SUBACK: the down topic is subscribed (`granted` false: the broker
+    /// refused it, e.g. by its ACL; no sync will come). A broker sends the
+    /// retained sync right after this.
+    Subscribed {
+        /// The broker granted the subscription.
+        granted: bool,
+    },
     /// The connection is gone (or refused); the next attempt is at `retry_at_ms`.
     Disconnected {
         /// When the next connect is tried.
@@ -111,7 +118,7 @@ pub enum Event {
     },
     /// A message on the down topic that did not verify: ignored.
     Refused(CodecError),
-    /// Any other packet handled (SUBACK, PINGRESP, a downlink that is not a sync).
+    /// Any other packet handled (PINGRESP, a downlink that is not a sync).
     Other,
 }
 
@@ -228,6 +235,24 @@ impl MqttUplink {
     /// The frame published and not yet acknowledged.
     pub fn in_flight(&self) -> Option<FrameRef> {
         self.inflight.map(|(r, _, _)| r)
+    }
+
+    /// Leaves cleanly: sends DISCONNECT (so the broker does not publish the
+    /// last will) and closes the transport. What is queued stays in flash for
+    /// the next connection. The uplink stays offline until the next
+    /// [`MqttUplink::poll`] after `retry_at_ms`.
+    pub async fn disconnect<T: Transport>(&mut self, t: &mut T, now_ms: u64, retry_at_ms: u64) {
+        if self.state == State::Online {
+            let _ = self.send(t, &[0xE0, 0x00], now_ms).await;
+            info!("mqtt: disconnected");
+        }
+        t.close();
+        self.state = State::Offline {
+            retry_at: retry_at_ms,
+        };
+        self.inflight = None;
+        self.ping_sent = None;
+        self.rx_len = 0;
     }
 
     fn pkid(&mut self) -> u16 {
@@ -489,7 +514,15 @@ impl MqttUplink {
                 self.ping_sent = None;
                 Ok(Some(Event::Other))
             }
-            // SUBACK and anything else.
+            // SUBACK: packet id, then one return code (0x80: failure).
+            9 => {
+                let granted = body.get(2).is_some_and(|&c| c != 0x80);
+                if !granted {
+                    warn!("mqtt: the broker refused the subscription to the down topic");
+                }
+                Ok(Some(Event::Subscribed { granted }))
+            }
+            // Anything else.
             _ => Ok(Some(Event::Other)),
         }
     }
