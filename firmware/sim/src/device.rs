@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use coldchain_firmware::batch::{EventBatch, ReadingBatch};
 use coldchain_firmware::queue::{ENTRY_BUF_LEN, Outbox};
+use coldchain_firmware::record::Recorder;
 use coldchain_firmware::sync::{SettingsState, SyncPolicy, apply_sync};
 use coldchain_firmware::uplink::mqtt::{Event, MqttConfig, MqttUplink};
 use coldchain_firmware::{FrameBuilder, TimeBase, bootcount};
@@ -184,6 +185,7 @@ struct Ram {
     booted: Instant,
     events: EventBatch,
     batch: ReadingBatch,
+    rec: Recorder,
 }
 
 impl Ram {
@@ -217,6 +219,7 @@ fn boot(s: &Setup, flash: &mut SimFlash, force: Option<u32>) -> anyhow::Result<(
             booted: Instant::now(),
             events,
             batch: ReadingBatch::new(),
+            rec: Recorder::new(),
         },
     ))
 }
@@ -320,25 +323,34 @@ impl Dev {
         }
     }
 
-    /// Seals, signs and stores a frame.
+    /// Signs and stores a frame; a full flash drops the oldest frames and
+    /// the firmware's `Recorder` stores a `QueueOverflow` event with the count.
     async fn store(&mut self, frame: &Frame, readings: usize) -> anyhow::Result<()> {
-        let signed = self
-            .ram
-            .builder
-            .sign(frame)
-            .map_err(|e| anyhow::anyhow!("signing: {e}"))?;
-        self.q
-            .push(&signed, &mut self.buf)
+        let up = self.ram.uptime_ms();
+        let ram = &mut self.ram;
+        let st = ram
+            .rec
+            .store(
+                &mut ram.builder,
+                &ram.tb,
+                up,
+                &mut self.q,
+                frame,
+                &mut self.buf,
+            )
             .await
             .map_err(|e| anyhow::anyhow!("storing a frame in flash: {e:?}"))?;
-        self.queued.insert(signed.frame_ref, readings);
-        let dropped = self.q.take_dropped();
+        self.queued.insert(st.frame_ref, readings);
+        let dropped = st.removed;
         if dropped > 0 {
             for _ in 0..dropped {
                 self.queued.pop_first();
             }
+            for (r, _) in &st.overflow {
+                self.queued.insert(*r, 0);
+            }
             self.sum.dropped += u64::from(dropped);
-            tracing::warn!(device = %self.s.device, dropped, "flash queue full: oldest frames dropped");
+            tracing::warn!(device = %self.s.device, dropped, "flash queue full: oldest frames dropped; a QueueOverflow event reports them");
         }
         Ok(())
     }
