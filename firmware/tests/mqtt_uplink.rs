@@ -45,6 +45,8 @@ const CFG: MqttConfig = MqttConfig {
     ack_timeout_ms: 5_000,
     backoff_min_ms: 250,
     backoff_max_ms: 2_000,
+    username: None,
+    password: None,
 };
 
 #[derive(Debug)]
@@ -531,4 +533,58 @@ fn disconnect_sends_disconnect_keeps_the_queue_and_reconnects_only_when_told() {
     rig.net.from_device.clear();
     block_on(rig.mq.disconnect(&mut rig.net, rig.now, u64::MAX));
     assert!(rig.net.from_device.is_empty());
+}
+
+/// The whole CONNECT, byte for byte, with and without a login.
+#[test]
+fn connect_bytes_with_user_name_and_password() {
+    let will = b"coldchain/v1/dev/box-7/online";
+    let base = |flags: u8, tail: &[u8]| {
+        let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, flags, 0x00, 30];
+        body.extend_from_slice(&[0x00, 0x05]);
+        body.extend_from_slice(b"box-7");
+        body.extend_from_slice(&[0x00, will.len() as u8]);
+        body.extend_from_slice(will);
+        body.extend_from_slice(&[0x00, 0x07]);
+        body.extend_from_slice(b"offline");
+        body.extend_from_slice(tail);
+        let mut p = vec![0x10, body.len() as u8];
+        p.extend_from_slice(&body);
+        p
+    };
+    let connect = |cfg: MqttConfig| {
+        let mut rig = Rig::new(0);
+        rig.mq = MqttUplink::new(dev(), key(), cfg);
+        assert_eq!(rig.poll(), Some(Event::Connecting));
+        std::mem::take(&mut rig.net.from_device)
+    };
+
+    // No login: user name and password flags clear, nothing after the will.
+    assert_eq!(connect(CFG), base(0x2E, &[]));
+
+    let mut cfg = CFG;
+    cfg.username = Some(heapless::String::try_from("box-7-login").unwrap());
+    cfg.password = Some(heapless::Vec::from_slice(b"s3cr\xC3\xA9t").unwrap());
+    let mut tail = vec![0x00, 11];
+    tail.extend_from_slice(b"box-7-login");
+    tail.extend_from_slice(&[0x00, 7]);
+    tail.extend_from_slice(b"s3cr\xC3\xA9t");
+    assert_eq!(connect(cfg.clone()), base(0xEE, &tail));
+
+    // User name only.
+    cfg.password = None;
+    assert_eq!(connect(cfg), base(0xAE, &tail[..13]));
+
+    // Password only: it goes after an empty user name.
+    let mut cfg = CFG;
+    cfg.password = Some(heapless::Vec::from_slice(b"pw").unwrap());
+    assert_eq!(
+        connect(cfg),
+        base(0xEE, &[0x00, 0x00, 0x00, 0x02, b'p', b'w'])
+    );
+
+    // The password never shows in Debug output (logs).
+    let mut cfg = CFG;
+    cfg.password = Some(heapless::Vec::from_slice(b"hunter2").unwrap());
+    assert!(!format!("{cfg:?}").contains("hunter2"));
 }

@@ -145,6 +145,8 @@ pub struct Setup {
     pub net: NetConfig,
     /// Publish JSON envelopes on `…/up/json` (see [`crate::net`]).
     pub json: bool,
+    /// The MQTT uplink's timing and login (its Debug hides the password).
+    pub mqtt: MqttConfig,
 }
 
 /// What the run did.
@@ -194,14 +196,6 @@ impl Ram {
     }
 }
 
-fn mqtt_config() -> MqttConfig {
-    MqttConfig {
-        keep_alive_s: 10,
-        backoff_max_ms: 8_000,
-        ..MqttConfig::default()
-    }
-}
-
 fn boot(s: &Setup, flash: &mut SimFlash, force: Option<u32>) -> anyhow::Result<(u32, Ram)> {
     let n = crate::exec::block_on(bootcount::next(flash, BOOT_RANGE, force))
         .map_err(|e| anyhow::anyhow!("boot counter in flash: {e:?}"))?;
@@ -215,7 +209,7 @@ fn boot(s: &Setup, flash: &mut SimFlash, force: Option<u32>) -> anyhow::Result<(
             builder: FrameBuilder::new(s.device.clone(), s.key.clone(), n),
             tb: TimeBase::unsynced(),
             settings: SettingsState::new(),
-            uplink: MqttUplink::new(s.device.clone(), s.key.clone(), mqtt_config()),
+            uplink: MqttUplink::new(s.device.clone(), s.key.clone(), s.mqtt.clone()),
             booted: Instant::now(),
             events,
             batch: ReadingBatch::new(),

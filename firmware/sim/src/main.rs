@@ -12,6 +12,7 @@ mod flash;
 mod net;
 mod rng;
 mod thermal;
+mod tls;
 mod tty;
 
 use std::io::IsTerminal;
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use coldchain_firmware::uplink::mqtt::{CREDENTIAL_MAX, MqttConfig};
 use coldchain_proto::{DeviceId, DeviceKey};
 
 use crate::thermal::Profile;
@@ -108,6 +110,16 @@ struct Args {
     /// Use only live (non-retained) `sync` downlinks to set the clock.
     #[arg(long)]
     live_sync_only: bool,
+    /// MQTT user name sent in CONNECT (with --containers N, the same for each).
+    #[arg(long)]
+    username: Option<String>,
+    /// MQTT password sent in CONNECT.
+    #[arg(long, env = "COLDCHAIN_SIM_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// Connect with TLS, trusting the CA certificate(s) in this PEM file; the
+    /// broker's certificate must name the --broker host.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -153,6 +165,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
         bail!("--speed must be a positive number, got {}", args.speed);
     }
     let faults = device::Faults::parse(&args.faults)?;
+    let tls = match &args.ca_file {
+        Some(ca) => Some(tls::Tls::new(ca, &host)?),
+        None => None,
+    };
+    let username = match &args.username {
+        Some(u) => Some(
+            heapless::String::try_from(u.as_str())
+                .map_err(|_| anyhow::anyhow!("--username: longer than {CREDENTIAL_MAX} bytes"))?,
+        ),
+        None => None,
+    };
+    let password = match &args.password {
+        Some(p) => Some(
+            heapless::Vec::from_slice(p.as_bytes())
+                .map_err(|_| anyhow::anyhow!("--password: longer than {CREDENTIAL_MAX} bytes"))?,
+        ),
+        None => None,
+    };
     if args.flash.is_some() && args.containers != 1 {
         bail!("--flash keeps the flash of one container: drop --containers or --flash");
     }
@@ -192,6 +222,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
             net: net::NetConfig {
                 host: host.clone(),
                 port,
+                tls: tls.clone(),
+            },
+            mqtt: MqttConfig {
+                keep_alive_s: 10,
+                backoff_max_ms: 8_000,
+                username: username.clone(),
+                password: password.clone(),
+                ..MqttConfig::default()
             },
             json: args.json,
         };
@@ -244,6 +282,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
 /// `--serial`: one logger dumping its flash queue over a serial port.
 async fn run_serial(args: Args) -> anyhow::Result<()> {
     let key = DeviceKey::from_hex(&args.key).map_err(|e| anyhow::anyhow!("--key: {e}"))?;
+    if args.username.is_some() || args.password.is_some() || args.ca_file.is_some() {
+        bail!("--username, --password and --ca-file are for MQTT: drop them with --serial");
+    }
     if args.containers != 1 || args.json || args.events {
         bail!(
             "--serial simulates one logger sending signed postcard frames: drop --containers, --json and --events"

@@ -57,6 +57,8 @@ pub struct NetConfig {
     pub host: String,
     /// Broker port.
     pub port: u16,
+    /// TLS (`--ca-file`), or plain TCP.
+    pub tls: Option<crate::tls::Tls>,
 }
 
 /// The connection of one simulated device.
@@ -289,7 +291,14 @@ impl Transport for Net {
                 .map_err(|_| err("TCP connect timed out after 5 s"))?
                 .map_err(err)?;
             tcp.set_nodelay(true).map_err(err)?;
-            let s: Box<dyn Stream> = Box::new(tcp);
+            let s: Box<dyn Stream> = match &self.cfg.tls {
+                None => Box::new(tcp),
+                Some(tls) => Box::new(
+                    tls.connect(tcp)
+                        .await
+                        .map_err(|e| err(format!("TLS handshake: {e}")))?,
+                ),
+            };
             Ok::<_, NetError>(s)
         }
         .await;

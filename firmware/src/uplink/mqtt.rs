@@ -56,8 +56,11 @@ pub trait Transport: Read + Write + ReadReady {
     fn close(&mut self);
 }
 
-/// Timing of the MQTT uplink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Longest MQTT user name and password kept.
+pub const CREDENTIAL_MAX: usize = 64;
+
+/// Timing and login of the MQTT uplink.
+#[derive(Clone, PartialEq, Eq)]
 pub struct MqttConfig {
     /// MQTT keep-alive, seconds.
     pub keep_alive_s: u16,
@@ -67,6 +70,25 @@ pub struct MqttConfig {
     pub backoff_min_ms: u64,
     /// Longest reconnect pause.
     pub backoff_max_ms: u64,
+    /// MQTT user name, sent in CONNECT (a broker with a password file or
+    /// per-device accounts). On hardware, TLS belongs to the [`Transport`].
+    pub username: Option<heapless::String<CREDENTIAL_MAX>>,
+    /// MQTT password, sent in CONNECT. Without a `username` it goes with an
+    /// empty user name (MQTT 3.1.1 sends a password only after a user name).
+    pub password: Option<heapless::Vec<u8, CREDENTIAL_MAX>>,
+}
+
+impl core::fmt::Debug for MqttConfig {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("MqttConfig")
+            .field("keep_alive_s", &self.keep_alive_s)
+            .field("ack_timeout_ms", &self.ack_timeout_ms)
+            .field("backoff_min_ms", &self.backoff_min_ms)
+            .field("backoff_max_ms", &self.backoff_max_ms)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "(set)"))
+            .finish()
+    }
 }
 
 impl Default for MqttConfig {
@@ -76,6 +98,8 @@ impl Default for MqttConfig {
             ack_timeout_ms: 10_000,
             backoff_min_ms: 250,
             backoff_max_ms: 60_000,
+            username: None,
+            password: None,
         }
     }
 }
@@ -295,13 +319,33 @@ impl MqttUplink {
         will.push_str(WILL_SUFFIX).ok()?;
         let mut b: heapless::Vec<u8, 1024> = heapless::Vec::new();
         put_str(&mut b, b"MQTT").ok()?;
-        // Level 4 (3.1.1); flags: will retain, will QoS 1, will, clean session.
-        b.extend_from_slice(&[4, 0x20 | 0x08 | 0x04 | 0x02]).ok()?;
+        let pass = self.cfg.password.as_deref();
+        let user = match (&self.cfg.username, pass) {
+            (Some(u), _) => Some(u.as_bytes()),
+            (None, Some(_)) => Some(&b""[..]),
+            (None, None) => None,
+        };
+        // Level 4 (3.1.1); flags: user name, password, will retain, will QoS 1,
+        // will, clean session.
+        let mut flags = 0x20 | 0x08 | 0x04 | 0x02;
+        if user.is_some() {
+            flags |= 0x80;
+        }
+        if pass.is_some() {
+            flags |= 0x40;
+        }
+        b.extend_from_slice(&[4, flags]).ok()?;
         b.extend_from_slice(&self.cfg.keep_alive_s.to_be_bytes())
             .ok()?;
         put_str(&mut b, self.device.as_str().as_bytes()).ok()?;
         put_str(&mut b, will.as_bytes()).ok()?;
         put_str(&mut b, WILL_OFFLINE).ok()?;
+        if let Some(u) = user {
+            put_str(&mut b, u).ok()?;
+        }
+        if let Some(p) = pass {
+            put_str(&mut b, p).ok()?;
+        }
         packet(0x10, &b, out)
     }
 
