@@ -24,7 +24,7 @@ use sequential_storage::cache::Cache;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::board::{self, SensorFaults};
+use crate::board::{self, Board, SensorFaults};
 use crate::flash::{BOOT_RANGE, QUEUE_RANGE, SimFlash};
 use crate::net::{Net, NetConfig};
 use crate::thermal::{Container, Profile};
@@ -188,6 +188,7 @@ struct Ram {
     events: EventBatch,
     batch: ReadingBatch,
     rec: Recorder,
+    board: Board,
 }
 
 impl Ram {
@@ -214,6 +215,7 @@ fn boot(s: &Setup, flash: &mut SimFlash, force: Option<u32>) -> anyhow::Result<(
             events,
             batch: ReadingBatch::new(),
             rec: Recorder::new(),
+            board: Board::boot()?,
         },
     ))
 }
@@ -538,7 +540,7 @@ pub async fn run(s: Setup, mut stop: watch::Receiver<bool>) -> anyhow::Result<Su
             let phys = container.physical();
             let have = d.ram.batch.len();
             for ch in channels.iter().take(k - have) {
-                let m = board::measure(ch, &phys, sensor_faults);
+                let m = d.ram.board.measure(ch, &phys, sensor_faults)?;
                 d.ram
                     .batch
                     .push_reading(up, ch.number, ch.kind, m)

@@ -25,7 +25,7 @@ use coldchain_proto::codec::decode_signed;
 use coldchain_proto::{Body, DeviceId, DeviceKey, Frame, FrameRef};
 use sequential_storage::cache::Cache;
 
-use crate::board::{self, SensorFaults};
+use crate::board::{self, Board, SensorFaults};
 use crate::exec::block_on;
 use crate::flash::{BOOT_RANGE, QUEUE_RANGE, SimFlash};
 use crate::thermal::{Container, Profile};
@@ -100,6 +100,7 @@ struct Ram {
     uplink: SerialUplink,
     booted: Instant,
     rec: Recorder,
+    board: Board,
 }
 
 fn boot(s: &Setup, flash: &mut SimFlash, force: Option<u32>) -> anyhow::Result<(u32, Ram)> {
@@ -118,6 +119,7 @@ fn boot(s: &Setup, flash: &mut SimFlash, force: Option<u32>) -> anyhow::Result<(
             uplink: SerialUplink::new(s.key.clone(), cfg),
             booted: Instant::now(),
             rec: Recorder::new(),
+            board: Board::boot()?,
         },
     ))
 }
@@ -194,8 +196,9 @@ pub fn run(s: Setup, stop: Arc<AtomicBool>) -> anyhow::Result<Summary> {
             let mut batch = ReadingBatch::new();
             for (i, ch) in channels.iter().cycle().take(k).enumerate() {
                 let at = uptime + (i / channels.len()) as u64 * period_ms;
+                let m = ram.board.measure(ch, &phys, faults)?;
                 batch
-                    .push_reading(at, ch.number, ch.kind, board::measure(ch, &phys, faults))
+                    .push_reading(at, ch.number, ch.kind, m)
                     .map_err(|e| anyhow::anyhow!("batch: {e:?}"))?;
             }
             let frame = ram

@@ -5,6 +5,7 @@
 //! `coldchain-sim --help` and `firmware/DESIGN.md`.
 
 mod board;
+mod chips;
 mod device;
 mod dock;
 mod exec;
