@@ -21,6 +21,7 @@ pub use batch::{Batch, FrameBuilder};
 pub use clock::{Clock, TimeBase};
 pub mod drivers;
 pub mod queue;
+pub mod record;
 pub mod sampler;
 pub mod sync;
 pub mod uplink;

@@ -11,11 +11,19 @@
 //!
 //! **Full flash policy: drop the oldest.** When a new frame does not fit,
 //! the oldest frames are removed one at a time until it does; each one is
-//! counted, and the count is reported in the next status frame
-//! (`Status::dropped`) and as a `QueueOverflow` event. The newest data is what
-//! says where the shipment stands now. The count is held in RAM: a power cut
-//! before it is reported loses the count (not silently: the receiver sees the
-//! gap in `seq`).
+//! counted, and [`crate::record::Recorder`] reports the count in a
+//! `QueueOverflow` event frame stored right after, and in the next status
+//! frame (`Status::dropped`). The newest data is what says where the shipment
+//! stands now.
+//!
+//! A report is a frame like any other and may itself be dropped later (a
+//! long outage). The queue therefore tracks the reports it holds
+//! ([`Outbox::push_report`], up to [`MAX_REPORTS_HELD`]): dropping one adds
+//! its count back to the unreported count ([`Outbox::take_unreported`]), so
+//! the next report carries it, and the counts of the reports that leave the
+//! queue by acknowledgement always add up to exactly the frames dropped.
+//! The counts are held in RAM: a power cut before they are stored loses
+//! them (not silently: the receiver sees the gap in `seq`).
 
 use coldchain_proto::FrameRef;
 use coldchain_proto::codec::MAX_SIGNED_LEN;
@@ -47,16 +55,23 @@ impl<E> From<sequential_storage::Error<E>> for Error<E> {
     }
 }
 
+/// Overflow reports the queue keeps track of at once (see the module docs).
+pub const MAX_REPORTS_HELD: usize = 8;
+
 /// The persistent outbox.
 pub struct Outbox<S: MultiwriteNorFlash, C: CacheImpl<()>> {
     q: QueueStorage<S, C>,
     dropped: u32,
+    unreported: u32,
+    reports: heapless::Vec<(FrameRef, u32), MAX_REPORTS_HELD>,
 }
 
 impl<S: MultiwriteNorFlash, C: CacheImpl<()>> core::fmt::Debug for Outbox<S, C> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Outbox")
             .field("dropped", &self.dropped)
+            .field("unreported", &self.unreported)
+            .field("reports", &self.reports)
             .finish_non_exhaustive()
     }
 }
@@ -76,6 +91,8 @@ impl<S: MultiwriteNorFlash, C: CacheImpl<()>> Outbox<S, C> {
         Outbox {
             q: QueueStorage::new(flash, QueueConfig::new(range), cache),
             dropped: 0,
+            unreported: 0,
+            reports: heapless::Vec::new(),
         }
     }
 
@@ -96,16 +113,57 @@ impl<S: MultiwriteNorFlash, C: CacheImpl<()>> Outbox<S, C> {
             match self.q.push(&entry[..n], false).await {
                 Ok(()) => return Ok(()),
                 Err(sequential_storage::Error::FullStorage) => {
-                    if self.q.pop(buf).await?.is_none() {
+                    let Some(gone) = self.q.pop(buf).await? else {
                         // Empty and still no room: the entry is larger than the queue.
                         return Err(Error::Storage(sequential_storage::Error::FullStorage));
-                    }
+                    };
                     self.dropped = self.dropped.saturating_add(1);
+                    self.unreported = self.unreported.saturating_add(1);
+                    // A report dropped: what it reported is unreported again.
+                    if let Some(r) = frame_ref(gone)
+                        && let Some(i) = self.reports.iter().position(|(x, _)| *x == r)
+                    {
+                        let (_, n) = self.reports.swap_remove(i);
+                        self.unreported = self.unreported.saturating_add(n);
+                    }
                     warn!("queue full: dropped the oldest frame");
                 }
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// Stores an overflow report carrying `count` dropped frames (taken
+    /// with [`Outbox::take_unreported`]) and tracks it: if it is dropped in
+    /// turn, `count` becomes unreported again. Call only when
+    /// [`Outbox::report_room`].
+    pub async fn push_report(
+        &mut self,
+        frame: &SignedFrame,
+        count: u32,
+        buf: &mut [u8; ENTRY_BUF_LEN],
+    ) -> Result<(), Error<S::Error>> {
+        self.push(frame, buf).await?;
+        if self.reports.push((frame.frame_ref, count)).is_err() {
+            // No room to track it: keep the count unreported rather than lose it.
+            self.unreported = self.unreported.saturating_add(count);
+        }
+        Ok(())
+    }
+
+    /// True if another report can be tracked.
+    pub fn report_room(&self) -> bool {
+        !self.reports.is_full()
+    }
+
+    /// Frames dropped that no report in the queue carries yet.
+    pub fn unreported(&self) -> u32 {
+        self.unreported
+    }
+
+    /// Frames dropped that no report in the queue carries yet; resets it.
+    pub fn take_unreported(&mut self) -> u32 {
+        core::mem::take(&mut self.unreported)
     }
 
     /// The oldest frame: its ref and its signed bytes (borrowed from `buf`).
@@ -133,6 +191,8 @@ impl<S: MultiwriteNorFlash, C: CacheImpl<()>> Outbox<S, C> {
         while let Some(entry) = it.next(buf).await? {
             if frame_ref(&entry) == Some(which) {
                 entry.pop().await?;
+                // A report delivered: its count has reached the receiver.
+                self.reports.retain(|(r, _)| *r != which);
                 return Ok(true);
             }
         }
@@ -163,7 +223,8 @@ impl<S: MultiwriteNorFlash, C: CacheImpl<()>> Outbox<S, C> {
         Ok(())
     }
 
-    /// Frames dropped to a full queue since the last call; resets the count.
+    /// Frames dropped to a full queue since the last call (each counted
+    /// once, reports included); resets the count. For `Status::dropped`.
     pub fn take_dropped(&mut self) -> u32 {
         core::mem::take(&mut self.dropped)
     }

@@ -45,6 +45,8 @@ const CFG: MqttConfig = MqttConfig {
     ack_timeout_ms: 5_000,
     backoff_min_ms: 250,
     backoff_max_ms: 2_000,
+    username: None,
+    password: None,
 };
 
 #[derive(Debug)]
@@ -497,4 +499,92 @@ fn downlinks_are_verified_acked_and_a_stale_retained_sync_is_ignored() {
     );
     let o = apply(rig.poll(), rig.now, &mut tb);
     assert!(o.clock.is_ok() && o.settings_changed);
+}
+
+#[test]
+fn suback_says_whether_the_down_topic_was_granted() {
+    let mut rig = Rig::new(0);
+    rig.online();
+    rig.broker(&[0x90, 0x03, 0x00, 0x01, 0x01]);
+    assert_eq!(rig.poll(), Some(Event::Subscribed { granted: true }));
+    // 0x80: the broker refused it (an ACL).
+    rig.broker(&[0x90, 0x03, 0x00, 0x01, 0x80]);
+    assert_eq!(rig.poll(), Some(Event::Subscribed { granted: false }));
+}
+
+#[test]
+fn disconnect_sends_disconnect_keeps_the_queue_and_reconnects_only_when_told() {
+    let mut rig = Rig::new(1);
+    rig.online();
+    assert_eq!(rig.poll(), Some(Event::Published(r(0))));
+    rig.published();
+    block_on(rig.mq.disconnect(&mut rig.net, rig.now, 1_000));
+    assert_eq!(packets(&mut rig.net.from_device), vec![(0xE0, vec![])]);
+    assert!(!rig.net.open, "transport closed");
+    assert!(!rig.mq.is_online());
+    assert_eq!(rig.mq.in_flight(), None);
+    assert_eq!(rig.queued(), 1, "the unacknowledged frame stays in flash");
+    rig.now = 999;
+    assert_eq!(rig.poll(), None);
+    rig.now = 1_000;
+    assert_eq!(rig.poll(), Some(Event::Connecting));
+    // Offline already: nothing to send, the transport is closed again.
+    block_on(rig.mq.disconnect(&mut rig.net, rig.now, u64::MAX));
+    rig.net.from_device.clear();
+    block_on(rig.mq.disconnect(&mut rig.net, rig.now, u64::MAX));
+    assert!(rig.net.from_device.is_empty());
+}
+
+/// The whole CONNECT, byte for byte, with and without a login.
+#[test]
+fn connect_bytes_with_user_name_and_password() {
+    let will = b"coldchain/v1/dev/box-7/online";
+    let base = |flags: u8, tail: &[u8]| {
+        let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, flags, 0x00, 30];
+        body.extend_from_slice(&[0x00, 0x05]);
+        body.extend_from_slice(b"box-7");
+        body.extend_from_slice(&[0x00, will.len() as u8]);
+        body.extend_from_slice(will);
+        body.extend_from_slice(&[0x00, 0x07]);
+        body.extend_from_slice(b"offline");
+        body.extend_from_slice(tail);
+        let mut p = vec![0x10, body.len() as u8];
+        p.extend_from_slice(&body);
+        p
+    };
+    let connect = |cfg: MqttConfig| {
+        let mut rig = Rig::new(0);
+        rig.mq = MqttUplink::new(dev(), key(), cfg);
+        assert_eq!(rig.poll(), Some(Event::Connecting));
+        std::mem::take(&mut rig.net.from_device)
+    };
+
+    // No login: user name and password flags clear, nothing after the will.
+    assert_eq!(connect(CFG), base(0x2E, &[]));
+
+    let mut cfg = CFG;
+    cfg.username = Some(heapless::String::try_from("box-7-login").unwrap());
+    cfg.password = Some(heapless::Vec::from_slice(b"s3cr\xC3\xA9t").unwrap());
+    let mut tail = vec![0x00, 11];
+    tail.extend_from_slice(b"box-7-login");
+    tail.extend_from_slice(&[0x00, 7]);
+    tail.extend_from_slice(b"s3cr\xC3\xA9t");
+    assert_eq!(connect(cfg.clone()), base(0xEE, &tail));
+
+    // User name only.
+    cfg.password = None;
+    assert_eq!(connect(cfg), base(0xAE, &tail[..13]));
+
+    // Password only: it goes after an empty user name.
+    let mut cfg = CFG;
+    cfg.password = Some(heapless::Vec::from_slice(b"pw").unwrap());
+    assert_eq!(
+        connect(cfg),
+        base(0xEE, &[0x00, 0x00, 0x00, 0x02, b'p', b'w'])
+    );
+
+    // The password never shows in Debug output (logs).
+    let mut cfg = CFG;
+    cfg.password = Some(heapless::Vec::from_slice(b"hunter2").unwrap());
+    assert!(!format!("{cfg:?}").contains("hunter2"));
 }

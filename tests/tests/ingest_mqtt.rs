@@ -56,6 +56,8 @@ fn simulator_frames_reach_sled_through_the_broker_exactly_once() {
     )
     .unwrap();
     std::thread::sleep(Duration::from_millis(300));
+    // The daemon's retained sync is on the broker before the simulator starts.
+    retained_sync_present(broker.port, "sim-0001");
 
     let port = broker.port.to_string();
     let summary = run_sim(&[
@@ -99,6 +101,11 @@ fn simulator_frames_reach_sled_through_the_broker_exactly_once() {
         .flat_map(|s| (0..4).map(move |i| (boot, s, i)))
         .collect();
     assert_eq!(ids, want);
+    // The simulator applied the retained sync at its first connect, before
+    // its first sample: every reading carries the device's own wall clock.
+    for r in &rows {
+        assert_eq!(r["time_source"], "device", "{r}");
+    }
     // The cryogenic probe reads cryogenic temperatures, with a time that is not 1970.
     let rtd: Vec<_> = rows.iter().filter(|r| r["kind"] == "rtd").collect();
     assert!(!rtd.is_empty());
@@ -116,6 +123,99 @@ fn simulator_frames_reach_sled_through_the_broker_exactly_once() {
     }
     let _ = witness.wait();
     assert_eq!(relayed, 50, "the broker relayed every frame");
+}
+
+/// Waits until the broker holds the daemon's retained sync for `device`.
+fn retained_sync_present(port: u16, device: &str) {
+    let topic = format!("coldchain/v1/dev/{device}/down");
+    wait_for(T, "the daemon's retained sync on the broker", || {
+        let out = std::process::Command::new(which("mosquitto_sub")?)
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", &topic])
+            .args(["--retained-only", "-C", "1", "-W", "1", "-F", "%t"])
+            .output()
+            .ok()?;
+        (String::from_utf8_lossy(&out.stdout).trim() == topic).then_some(())
+    });
+}
+
+/// The broker goes away in the middle of a stream and comes back (stopped
+/// with SIGTERM, restarted on its persistence): the simulator's flash queue
+/// keeps what the broker did not acknowledge, the firmware's uplink
+/// reconnects and republishes it, and every frame reaches the daemon exactly
+/// once.
+#[test]
+fn broker_outage_mid_stream_every_frame_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Mosquitto::start(&dir.path().join("broker"));
+    let daemon = Daemon::start(
+        &dir.path().join("daemon"),
+        broker.port,
+        &[DeviceCfg::new("out-1")],
+        "",
+    );
+    let frames: u64 = 300;
+    let sim = std::process::Command::new(bin("coldchain-sim"))
+        .args(["--broker", &format!("127.0.0.1:{}", broker.port)])
+        .args([
+            "--device",
+            "out-1",
+            "--key",
+            TEST_KEY,
+            "--profile",
+            "fridge",
+        ])
+        .args(["--frames", &frames.to_string(), "--readings-per-frame", "4"])
+        .args(["--interval-ms", "10"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(T, "part of the stream stored", || {
+        (daemon.stat("frames_stored") >= 30).then_some(())
+    });
+    broker.stop();
+    let before = daemon.stat("frames_stored");
+    assert!(before < frames, "the stream ended before the outage");
+    // The logger keeps sampling into its flash while the broker is away.
+    std::thread::sleep(Duration::from_millis(1500));
+    broker.restart();
+
+    let out = sim.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "sim failed: {stderr}");
+    assert!(
+        stderr.contains("broker connection lost"),
+        "the simulator did not see the outage:\n{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
+    assert_eq!(summary["frames"], frames, "{summary}");
+    assert_eq!(summary["readings"], frames * 4, "{summary}");
+    assert_eq!(summary["dropped"], 0, "{summary}");
+    assert_eq!(summary["queued"], 0, "{summary}");
+
+    wait_for(T, "every reading stored", || {
+        (daemon.all_readings("out-1").len() as u64 >= frames * 4).then_some(())
+    });
+    let rows = daemon.all_readings("out-1");
+    let ids: Vec<(u64, u64, u64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["boot"].as_u64().unwrap(),
+                r["seq"].as_u64().unwrap(),
+                r["idx"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let set: BTreeSet<_> = ids.iter().copied().collect();
+    assert_eq!(set.len(), ids.len(), "a reading was stored twice");
+    let want: BTreeSet<_> = (0..frames)
+        .flat_map(|s| (0..4).map(move |i| (1, s, i)))
+        .collect();
+    assert_eq!(set, want);
 }
 
 /// Frames published by mosquitto_pub: the README's signed JSON example, a

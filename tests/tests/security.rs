@@ -838,3 +838,55 @@ fn the_api_refuses_a_missing_or_wrong_token() {
     assert_eq!(get_with(port, "/api/v1/stats", Some("nope")).0, 401);
     assert_eq!(get_with(port, "/api/v1/stats", Some(TEST_TOKEN)).0, 200);
 }
+
+/// `coldchain-sim` as the minted `dev-a`, through the production broker:
+/// TLS against the site CA (`--ca-file`), its MQTT password (`--username`,
+/// `--password` into the firmware's CONNECT), its last will under the ACL.
+/// Every frame is stored, stamped by the device clock (the retained sync was
+/// readable and applied). A wrong password and a foreign CA are refused at
+/// start with a reason.
+#[test]
+fn the_simulator_connects_over_tls_with_its_password() {
+    let site = Site::new();
+    let daemon = site.daemon(&site.ca);
+    let a = site.dev("dev-a");
+    let broker = format!("127.0.0.1:{}", site.broker.port);
+    let sim = |password: &str, ca: &str| {
+        Command::new(bin("coldchain-sim"))
+            .args(["--broker", &broker, "--device", "dev-a"])
+            .args(["--key", &a.key_hex, "--ca-file", ca])
+            .args(["--username", "dev-a", "--password", password])
+            .args(["--frames", "5", "--interval-ms", "0"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = sim(&a.password, &site.ca);
+    ok(&out, "the simulator over TLS with dev-a's password");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
+    assert_eq!(summary["frames"], 5, "{summary}");
+    wait_for(T, "20 readings stored", || {
+        (daemon.all_readings("dev-a").len() >= 20).then_some(())
+    });
+    let rows = daemon.all_readings("dev-a");
+    assert_eq!(rows.len(), 20);
+    for r in &rows {
+        assert_eq!(r["time_source"], "device", "{r}");
+    }
+
+    let out = sim("not-the-password", &site.ca);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot connect to the MQTT broker") && err.contains("dev-a"),
+        "{err}"
+    );
+
+    let out = sim(&a.password, &site.wrong_ca);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("TLS handshake"), "{err}");
+    assert_eq!(daemon.all_readings("dev-a").len(), 20);
+}

@@ -1,8 +1,15 @@
 //! The simulated sensor board: which channels a profile has, and what each
-//! sensor reports for the container's physical state.
+//! sensor reports for the container's physical state. The sample probe (a
+//! PT100) is read through the firmware's MAX31865 driver, over SPI, from a
+//! register model of the chip ([`crate::chips`]); the other channels are
+//! taken from the thermal model directly.
 
-use coldchain_proto::{ChannelKind, FaultKind, Measurement};
+use coldchain_firmware::drivers::max31865::{self, Max31865};
+use coldchain_proto::{ChannelKind, Measurement};
 
+use std::sync::{Arc, Mutex};
+
+use crate::chips::{NoWait, Rtd, RtdInput, SimMax31865, pt100_ohms};
 use crate::thermal::{Physical, Profile};
 
 /// Where a channel looks.
@@ -90,15 +97,54 @@ pub struct SensorFaults {
     pub probe_loose: bool,
 }
 
-/// What channel `ch` reports for `phys`.
-pub fn measure(ch: &Channel, phys: &Physical, faults: SensorFaults) -> Measurement {
-    let milli = |v: f64| Measurement::Valid((v * 1000.0).round() as i32);
-    match ch.source {
-        Source::Probe if faults.probe_open => Measurement::Fault(FaultKind::OpenCircuit),
-        Source::Probe if faults.probe_loose => milli(phys.neck_c),
-        Source::Probe => milli(phys.probe_c),
-        Source::Neck => milli(phys.neck_c),
-        Source::OutsideTemp => milli(phys.outside_c),
-        Source::OutsideRh => milli(phys.outside_rh),
+/// The board's chips, with their drivers.
+#[derive(Debug)]
+pub struct Board {
+    rtd: Max31865<SimMax31865>,
+    probe: RtdInput,
+}
+
+impl Board {
+    /// Powers the board up: the MAX31865 driver initialises its chip.
+    pub fn boot() -> anyhow::Result<Board> {
+        let cfg = max31865::Config::PT100_430;
+        let probe: RtdInput = Arc::new(Mutex::new(Rtd::Ohms(pt100_ohms(0.0))));
+        let mut rtd = Max31865::new(SimMax31865::new(cfg.r_ref, probe.clone()), cfg);
+        rtd.init()
+            .map_err(|e| anyhow::anyhow!("MAX31865 init: {e:?}"))?;
+        Ok(Board { rtd, probe })
+    }
+
+    /// What channel `ch` reports for `phys`.
+    pub fn measure(
+        &mut self,
+        ch: &Channel,
+        phys: &Physical,
+        faults: SensorFaults,
+    ) -> anyhow::Result<Measurement> {
+        let milli = |v: f64| Measurement::Valid((v * 1000.0).round() as i32);
+        Ok(match ch.source {
+            Source::Probe => {
+                let input = if faults.probe_open {
+                    Rtd::Open
+                } else if faults.probe_loose {
+                    Rtd::Ohms(pt100_ohms(phys.neck_c))
+                } else {
+                    Rtd::Ohms(pt100_ohms(phys.probe_c))
+                };
+                *self.probe.lock().unwrap_or_else(|e| e.into_inner()) = input;
+                match self
+                    .rtd
+                    .read_milli_c(&mut NoWait)
+                    .map_err(|e| anyhow::anyhow!("MAX31865: {e:?}"))?
+                {
+                    Ok(m) => Measurement::Valid(m),
+                    Err(f) => Measurement::Fault(f),
+                }
+            }
+            Source::Neck => milli(phys.neck_c),
+            Source::OutsideTemp => milli(phys.outside_c),
+            Source::OutsideRh => milli(phys.outside_rh),
+        })
     }
 }

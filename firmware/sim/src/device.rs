@@ -1,19 +1,48 @@
-//! One simulated container: its thermal model, its sensors, and the firmware's
-//! frame building and signing, feeding its MQTT uplink.
+//! One simulated container on MQTT: the device's main loop on the firmware's
+//! code. When a sampling round is due, the simulated sensors are read (the
+//! thermal model) into a `ReadingBatch`; a full batch is sealed and signed by
+//! `FrameBuilder` and stored in the flash queue (`Outbox` on the simulated NOR
+//! flash, boot counter in the same flash). Otherwise the firmware's MQTT
+//! uplink (`MqttUplink`, over [`crate::net::Net`]) is polled: it publishes the
+//! oldest queued frame and removes it only on its PUBACK, reconnects with
+//! back-off, and hands verified syncs to [`apply_sync`].
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use coldchain_firmware::batch::{EventBatch, ReadingBatch};
-use coldchain_firmware::{FrameBuilder, TimeBase};
-use coldchain_proto::{Body, DeviceId, DeviceKey, Downlink, EventKind, Frame};
-use rumqttc::{AsyncClient, EventLoop};
-use tokio::sync::{mpsc, watch};
+use coldchain_firmware::queue::{ENTRY_BUF_LEN, Outbox};
+use coldchain_firmware::record::Recorder;
+use coldchain_firmware::sync::{SettingsState, SyncPolicy, apply_sync};
+use coldchain_firmware::uplink::mqtt::{Event, MqttConfig, MqttUplink};
+use coldchain_firmware::{FrameBuilder, TimeBase, bootcount};
+use coldchain_proto::codec::decode_signed;
+use coldchain_proto::{Body, DeviceId, DeviceKey, EventKind, Frame, FrameRef};
+use sequential_storage::cache::Cache;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::board::{self, SensorFaults};
-use crate::mqtt::{self, Acked, Command, Outbound, Received};
+use crate::board::{self, Board, SensorFaults};
+use crate::flash::{BOOT_RANGE, QUEUE_RANGE, SimFlash};
+use crate::net::{Net, NetConfig};
 use crate::thermal::{Container, Profile};
+
+/// With `--interval-ms 0` the logger makes frames as fast as the uplink takes
+/// them: a new frame only while fewer than this many wait in flash (a
+/// simulator pacing rule; a real logger samples on its clock).
+const PACE: usize = 32;
+/// After the SUBACK, how long the start waits for the retained sync (the
+/// broker sends it right after the SUBACK; no retained sync: no daemon yet).
+const RETAINED_WAIT: Duration = Duration::from_millis(150);
+/// The start-up check: the broker must answer within this.
+const CONNECT_WAIT: Duration = Duration::from_secs(5);
+/// At a stop signal: how long the queue may still drain.
+const DRAIN_ON_STOP: Duration = Duration::from_secs(3);
+/// Longest idle sleep: the uplink's timers (back-off, keep-alive, ack
+/// timeouts) are checked at least this often.
+const TICK: Duration = Duration::from_millis(50);
 
 /// Faults injected into a run.
 #[derive(Debug, Clone, Default)]
@@ -94,8 +123,8 @@ pub struct Setup {
     pub readings_per_frame: usize,
     /// Real-time gap between frames.
     pub interval: Duration,
-    /// Boot counter at start.
-    pub boot: u32,
+    /// Boot counter override (else the flash counter counts on).
+    pub boot: Option<u32>,
     /// Seed.
     pub seed: u64,
     /// Model hours per real hour.
@@ -110,58 +139,313 @@ pub struct Setup {
     pub faults: Faults,
     /// Set the clock from live sync messages only.
     pub live_sync_only: bool,
+    /// The flash image file (`None`: in memory).
+    pub flash: Option<PathBuf>,
+    /// The broker.
+    pub net: NetConfig,
+    /// Publish JSON envelopes on `…/up/json` (see [`crate::net`]).
+    pub json: bool,
+    /// The MQTT uplink's timing and login (its Debug hides the password).
+    pub mqtt: MqttConfig,
 }
 
-/// The device's volatile state: lost at a power cut.
-struct Volatile {
+/// What the run did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Summary {
+    /// The boot number of the last boot.
+    pub boot: u32,
+    /// Reading frames acknowledged by the broker (this run's, and those found in flash).
+    pub frames: usize,
+    /// Readings in them.
+    pub readings: usize,
+    /// Frames left in the flash queue at exit.
+    pub queued: u32,
+    /// Frames found in the flash queue at the first boot.
+    pub found: usize,
+    /// PUBLISHes sent (resends after a lost connection included).
+    pub sent: u64,
+    /// Frames dropped from a full flash queue.
+    pub dropped: u64,
+}
+
+type Queue = Outbox<
+    SimFlash,
+    sequential_storage::cache::Cache<
+        sequential_storage::cache::Uncached,
+        sequential_storage::cache::Uncached,
+        sequential_storage::cache::Uncached,
+        (),
+    >,
+>;
+
+/// RAM: everything a power cut loses.
+struct Ram {
     builder: FrameBuilder,
     tb: TimeBase,
+    settings: SettingsState,
+    uplink: MqttUplink,
     booted: Instant,
     events: EventBatch,
+    batch: ReadingBatch,
+    rec: Recorder,
+    board: Board,
 }
 
-impl Volatile {
-    fn boot(s: &Setup, boot: u32) -> Self {
-        let mut v = Volatile {
-            builder: FrameBuilder::new(s.device.clone(), s.key.clone(), boot),
-            tb: TimeBase::unsynced(),
-            booted: Instant::now(),
-            events: EventBatch::new(),
-        };
-        if s.events {
-            let _ = v.events.push_event(0, EventKind::Boot);
-        }
-        v
-    }
+impl Ram {
     fn uptime_ms(&self) -> u64 {
         u64::try_from(self.booted.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 }
 
-fn payload(frame: &Frame, builder: &FrameBuilder, json: bool) -> anyhow::Result<Vec<u8>> {
-    if json {
-        let text = serde_json::to_string(frame).context("frame to JSON")?;
-        let tag = builder.key().sign(text.as_bytes());
-        Ok(format!(r#"{{"frame":{text},"tag":"{}"}}"#, hex::encode(tag)).into_bytes())
-    } else {
-        let signed = builder
-            .sign(frame)
-            .map_err(|e| anyhow::anyhow!("signing frame: {e}"))?;
-        Ok(signed.bytes.to_vec())
+fn boot(s: &Setup, flash: &mut SimFlash, force: Option<u32>) -> anyhow::Result<(u32, Ram)> {
+    let n = crate::exec::block_on(bootcount::next(flash, BOOT_RANGE, force))
+        .map_err(|e| anyhow::anyhow!("boot counter in flash: {e:?}"))?;
+    let mut events = EventBatch::new();
+    if s.events {
+        let _ = events.push_event(0, EventKind::Boot);
+    }
+    Ok((
+        n,
+        Ram {
+            builder: FrameBuilder::new(s.device.clone(), s.key.clone(), n),
+            tb: TimeBase::unsynced(),
+            settings: SettingsState::new(),
+            uplink: MqttUplink::new(s.device.clone(), s.key.clone(), s.mqtt.clone()),
+            booted: Instant::now(),
+            events,
+            batch: ReadingBatch::new(),
+            rec: Recorder::new(),
+            board: Board::boot()?,
+        },
+    ))
+}
+
+fn readings_in(bytes: &[u8], key: &DeviceKey) -> usize {
+    match decode_signed::<Frame>(bytes, key) {
+        Ok(Frame {
+            body: Body::Readings(r),
+            ..
+        }) => r.len(),
+        _ => 0,
     }
 }
 
-/// Runs one container until its frames are sent and acknowledged, or `stop`.
-pub async fn run(
+/// The device, its flash and its connection.
+struct Dev {
     s: Setup,
-    cfg: mqtt::Config,
-    first: (AsyncClient, EventLoop),
-    mut stop: watch::Receiver<bool>,
-) -> anyhow::Result<Acked> {
-    let json = cfg.json;
-    let (tx, rx) = mpsc::channel(64);
-    let (down_tx, mut down_rx) = mpsc::channel::<Received>(8);
-    let uplink = tokio::spawn(mqtt::run(cfg, first, rx, down_tx));
+    ram: Ram,
+    boot_no: u32,
+    q: Queue,
+    buf: [u8; ENTRY_BUF_LEN],
+    net: Net,
+    /// Readings per frame in the flash queue, oldest first.
+    queued: BTreeMap<FrameRef, usize>,
+    sum: Summary,
+}
+
+impl Dev {
+    async fn poll(&mut self) -> anyhow::Result<Option<Event>> {
+        let now = self.ram.uptime_ms();
+        let ev = self
+            .ram
+            .uplink
+            .poll(&mut self.net, &mut self.q, now, &mut self.buf)
+            .await
+            .map_err(|e| anyhow::anyhow!("MQTT uplink (flash queue): {e:?}"))?;
+        if let Some(ev) = &ev {
+            self.handle(ev);
+        }
+        Ok(ev)
+    }
+
+    fn handle(&mut self, ev: &Event) {
+        let dev = &self.s.device;
+        match ev {
+            Event::Connected => {
+                tracing::info!(device = %dev, queued = self.queued.len(), "connected to the broker")
+            }
+            Event::Disconnected { retry_at_ms } => {
+                let pause = retry_at_ms.saturating_sub(self.ram.uptime_ms());
+                tracing::warn!(device = %dev, queued = self.queued.len(), "broker connection lost or refused ({}); the queue stays in flash; retrying in {pause} ms",
+                    self.net.last_error.as_deref().unwrap_or("closed"));
+            }
+            Event::Published(_) => self.sum.sent += 1,
+            Event::Acked(r) => {
+                let n = self.queued.remove(r).unwrap_or(0);
+                if n > 0 {
+                    self.sum.frames += 1;
+                    self.sum.readings += n;
+                }
+                tracing::debug!(device = %dev, boot = r.boot, seq = r.seq, "PUBACK: frame removed from flash");
+            }
+            Event::Sync {
+                unix_ms,
+                settings,
+                retained,
+            } => {
+                if *retained && self.s.live_sync_only {
+                    tracing::info!(device = %dev, "retained sync ignored (--live-sync-only)");
+                    return;
+                }
+                let up = self.ram.uptime_ms();
+                let o = apply_sync(
+                    &mut self.ram.tb,
+                    &mut self.ram.settings,
+                    &SyncPolicy::default(),
+                    up,
+                    *unix_ms,
+                    settings.clone(),
+                    *retained,
+                );
+                match o.clock {
+                    Ok(ev) => {
+                        tracing::info!(device = %dev, unix_ms, retained, settings = settings.version, settings_changed = o.settings_changed, "clock set: frames now carry wall-clock time");
+                        if self.s.events {
+                            let _ = self.ram.events.push_event(up, ev);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::info!(device = %dev, unix_ms, retained, settings_changed = o.settings_changed, "sync: clock not set: {e:?}")
+                    }
+                }
+            }
+            Event::Subscribed { granted } => {
+                tracing::debug!(device = %dev, granted, "subscribed to the down topic")
+            }
+            Event::Refused(e) => {
+                tracing::warn!(device = %dev, "ignoring a downlink that does not verify: {e}")
+            }
+            Event::Connecting | Event::Other => {}
+        }
+    }
+
+    /// Signs and stores a frame; a full flash drops the oldest frames and
+    /// the firmware's `Recorder` stores a `QueueOverflow` event with the count.
+    async fn store(&mut self, frame: &Frame, readings: usize) -> anyhow::Result<()> {
+        let up = self.ram.uptime_ms();
+        let ram = &mut self.ram;
+        let st = ram
+            .rec
+            .store(
+                &mut ram.builder,
+                &ram.tb,
+                up,
+                &mut self.q,
+                frame,
+                &mut self.buf,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("storing a frame in flash: {e:?}"))?;
+        self.queued.insert(st.frame_ref, readings);
+        let dropped = st.removed;
+        if dropped > 0 {
+            for _ in 0..dropped {
+                self.queued.pop_first();
+            }
+            for (r, _) in &st.overflow {
+                self.queued.insert(*r, 0);
+            }
+            self.sum.dropped += u64::from(dropped);
+            tracing::warn!(device = %self.s.device, dropped, "flash queue full: oldest frames dropped; a QueueOverflow event reports them");
+        }
+        Ok(())
+    }
+
+    /// Nothing queued and nothing in flight.
+    async fn drained(&mut self) -> anyhow::Result<bool> {
+        Ok(self.ram.uplink.in_flight().is_none()
+            && self
+                .q
+                .oldest(&mut self.buf)
+                .await
+                .map_err(|e| anyhow::anyhow!("flash queue: {e:?}"))?
+                .is_none())
+    }
+
+    /// Sleeps until the broker sends something, `until`, or a stop.
+    async fn idle(&mut self, until: Instant, stop: &mut watch::Receiver<bool>) {
+        let until = until.min(Instant::now() + TICK);
+        tokio::select! {
+            _ = self.net.wait_input() => {}
+            _ = tokio::time::sleep_until(until) => {}
+            _ = stop.changed() => {}
+        }
+    }
+
+    /// The start-up check: connected and subscribed, and the retained sync
+    /// (if the daemon left one) applied before the first sample.
+    async fn first_connect(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + CONNECT_WAIT;
+        let mut subscribed: Option<Instant> = None;
+        let (host, port, dev) = (
+            self.s.net.host.clone(),
+            self.s.net.port,
+            self.s.device.clone(),
+        );
+        loop {
+            match self.poll().await? {
+                Some(Event::Disconnected { .. }) => bail!(
+                    "cannot connect to the MQTT broker at {host}:{port} for device {dev}: {} (check --broker, and the broker's log for a refused login or ACL)",
+                    self.net
+                        .last_error
+                        .clone()
+                        .unwrap_or_else(|| "the broker closed or refused the connection".into())
+                ),
+                Some(Event::Subscribed { .. }) => subscribed = Some(Instant::now()),
+                Some(Event::Sync { .. }) if subscribed.is_some() => return Ok(()),
+                Some(_) => {}
+                None => {
+                    let now = Instant::now();
+                    if subscribed.is_some_and(|t| now >= t + RETAINED_WAIT) {
+                        return Ok(());
+                    }
+                    if subscribed.is_none() && now >= deadline {
+                        bail!(
+                            "no answer from the MQTT broker at {host}:{port} within {CONNECT_WAIT:?} (device {dev})"
+                        );
+                    }
+                    let until = subscribed.map_or(deadline, |t| t + RETAINED_WAIT);
+                    tokio::select! {
+                        _ = self.net.wait_input() => {}
+                        _ = tokio::time::sleep_until(until) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs one container until its frames are made and acknowledged, or `stop`.
+pub async fn run(s: Setup, mut stop: watch::Receiver<bool>) -> anyhow::Result<Summary> {
+    let mut flash = match &s.flash {
+        Some(p) => SimFlash::file(p)?,
+        None => SimFlash::memory(),
+    };
+    let (boot_no, ram) = boot(&s, &mut flash, s.boot)?;
+    let mut q: Queue = Outbox::new(flash, QUEUE_RANGE, Cache::new_uncached());
+    let mut buf = [0u8; ENTRY_BUF_LEN];
+    let mut queued = BTreeMap::new();
+    q.for_each(&mut buf, |r, bytes| {
+        queued.insert(r, readings_in(bytes, &s.key));
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("reading the flash queue: {e:?}"))?;
+    let net = Net::new(s.net.clone(), &s.device, &s.key, s.json);
+    let mut d = Dev {
+        sum: Summary {
+            found: queued.len(),
+            ..Summary::default()
+        },
+        s,
+        ram,
+        boot_no,
+        q,
+        buf,
+        net,
+        queued,
+    };
+    d.first_connect().await?;
+    let s = d.s.clone();
 
     let started = Instant::now();
     let mut container = Container::new(s.profile, s.seed);
@@ -175,37 +459,50 @@ pub async fn run(
     let k = s.readings_per_frame;
     let rounds = k.div_ceil(channels.len()).max(1);
     let period = s.interval / u32::try_from(rounds).unwrap_or(u32::MAX);
-
-    let mut boot = s.boot;
-    let mut v = Volatile::boot(&s, boot);
     let mut outages = s.faults.outages.clone();
     let mut cuts = s.faults.power_cuts.clone();
     let mut lid_open = false;
     let mut tipped = false;
     let mut produced = 0u64;
-    tracing::info!(device = %s.device, profile = ?s.profile, boot, hold_h = container.hold_h(), "container started");
+    let mut next_round = started;
+    let mut stopped_at: Option<Instant> = None;
+    tracing::info!(device = %s.device, profile = ?s.profile, boot = d.boot_no, queued = d.sum.found, hold_h = container.hold_h(), "container started");
 
-    'frames: while s.frames.is_none_or(|n| produced < n) {
-        let mut batch = ReadingBatch::new();
-        for round in 0..rounds {
-            // Injected faults due by now, in real time.
-            let real = started.elapsed();
-            if let Some(i) = outages.iter().position(|(at, _)| *at <= real) {
-                let (_, d) = outages.remove(i);
-                let _ = tx.send(Command::Outage(d)).await;
-            }
-            if let Some(i) = cuts.iter().position(|at| *at <= real) {
-                cuts.remove(i);
-                boot = boot.wrapping_add(1);
-                tracing::warn!(device = %s.device, boot, "injected power cut: rebooting; the flash queue survives, RAM does not");
-                // The samples not yet in a frame were in RAM.
-                batch = ReadingBatch::new();
-                v = Volatile::boot(&s, boot);
-                let _ = tx.send(Command::Outage(Duration::from_millis(300))).await;
-            }
+    loop {
+        let now = Instant::now();
+        let real = now - started;
+        if stopped_at.is_none() && *stop.borrow() {
+            tracing::info!(device = %s.device, queued = d.queued.len(), "stopping: sampling ends, the queue drains");
+            stopped_at = Some(now);
+        }
 
+        // Injected faults due by now, in real time.
+        if let Some(i) = outages.iter().position(|(at, _)| *at <= real) {
+            let (_, dur) = outages.remove(i);
+            tracing::warn!(device = %s.device, "injected outage: offline for {dur:?}");
+            d.net.offline_for(dur);
+        }
+        if let Some(i) = cuts.iter().position(|at| *at <= real) {
+            cuts.remove(i);
+            // Power gone: no DISCONNECT (the broker publishes the last will).
+            coldchain_firmware::uplink::mqtt::Transport::close(&mut d.net);
+            let mut flash = std::mem::replace(
+                &mut d.q,
+                Outbox::new(SimFlash::memory(), QUEUE_RANGE, Cache::new_uncached()),
+            )
+            .into_flash();
+            (d.boot_no, d.ram) = boot(&s, &mut flash, None)?;
+            d.q = Outbox::new(flash, QUEUE_RANGE, Cache::new_uncached());
+            tracing::warn!(device = %s.device, boot = d.boot_no, "injected power cut: rebooted; the flash queue survives, RAM does not");
+            continue;
+        }
+
+        let making = stopped_at.is_none() && s.frames.is_none_or(|n| produced < n);
+        let round_due =
+            making && now >= next_round && (!s.interval.is_zero() || d.queued.len() < PACE);
+        if round_due {
             // The model catches up with real time.
-            let target_h = start_h + started.elapsed().as_secs_f64() / 3600.0 * s.speed;
+            let target_h = start_h + real.as_secs_f64() / 3600.0 * s.speed;
             container.advance(target_h - model_h);
             model_h = target_h;
             let f = &s.faults;
@@ -220,14 +517,14 @@ pub async fn run(
                 .any(|(h, m)| model_h >= *h && model_h < h + m / 60.0);
             container.set_tilt(if now_tipped { 90.0 } else { 2.0 });
             container.set_lid(now_lid);
-            let up = v.uptime_ms();
+            let up = d.ram.uptime_ms();
             if s.events && now_lid != lid_open {
                 let kind = if now_lid {
                     EventKind::LidOpened
                 } else {
                     EventKind::LidClosed
                 };
-                let _ = v.events.push_event(up, kind);
+                let _ = d.ram.events.push_event(up, kind);
             }
             if s.events && now_tipped != tipped {
                 let kind = if now_tipped {
@@ -235,129 +532,77 @@ pub async fn run(
                 } else {
                     EventKind::TiltCleared
                 };
-                let _ = v.events.push_event(up, kind);
+                let _ = d.ram.events.push_event(up, kind);
             }
             lid_open = now_lid;
             tipped = now_tipped;
 
             let phys = container.physical();
-            for ch in channels.iter().take(k - batch.len()) {
-                let m = board::measure(ch, &phys, sensor_faults);
-                batch
+            let have = d.ram.batch.len();
+            for ch in channels.iter().take(k - have) {
+                let m = d.ram.board.measure(ch, &phys, sensor_faults)?;
+                d.ram
+                    .batch
                     .push_reading(up, ch.number, ch.kind, m)
                     .map_err(|e| anyhow::anyhow!("batch: {e:?}"))?;
             }
-            if round + 1 < rounds && wait(period, &mut stop, &mut down_rx, &mut v, &s).await {
-                break 'frames;
+            next_round += period;
+            if d.ram.batch.len() >= k {
+                let ram = &mut d.ram;
+                if let Some(frame) = ram.builder.events(&mut ram.events, &ram.tb) {
+                    d.store(&frame, 0).await?;
+                }
+                let ram = &mut d.ram;
+                let frame = ram
+                    .builder
+                    .readings(&mut ram.batch, &ram.tb)
+                    .context("a batch with readings")?;
+                d.store(&frame, k).await?;
+                produced += 1;
+                if s.frames.is_some_and(|n| produced >= n) {
+                    tracing::info!(device = %s.device, frames = produced, "sampling done: every frame is in flash; waiting for the broker to acknowledge each");
+                }
             }
+            continue;
         }
 
-        if let Some(frame) = v.builder.events(&mut v.events, &v.tb) {
-            send(&tx, &frame, &v.builder, json, 0).await?;
-        }
-        let Some(frame) = v.builder.readings(&mut batch, &v.tb) else {
+        if d.poll().await?.is_some() {
             continue;
-        };
-        let n = match &frame.body {
-            Body::Readings(r) => r.len(),
-            _ => 0,
-        };
-        send(&tx, &frame, &v.builder, json, n).await?;
-        produced += 1;
-        if s.frames.is_none_or(|n| produced < n)
-            && wait(period, &mut stop, &mut down_rx, &mut v, &s).await
+        }
+        let finished = s.frames.is_some_and(|n| produced >= n) || stopped_at.is_some();
+        if finished && d.drained().await? {
+            break;
+        }
+        if let Some(t) = stopped_at
+            && now >= t + DRAIN_ON_STOP
         {
             break;
         }
-        if *stop.borrow() {
-            break;
-        }
+        let wake = if making && !(s.interval.is_zero() && d.queued.len() >= PACE) {
+            next_round
+        } else {
+            now + TICK
+        };
+        d.idle(wake, &mut stop).await;
     }
-    drop(tx);
-    tracing::info!(device = %s.device, frames = produced, "sampling done; waiting for the broker to acknowledge every frame");
-    let mut uplink = uplink;
-    tokio::select! {
-        r = &mut uplink => r.context("uplink task")?,
-        _ = async { stop.wait_for(|s| *s).await.is_ok() } => {
-            // Stopped while frames were still unacknowledged: give the uplink a moment.
-            match tokio::time::timeout(Duration::from_secs(3), &mut uplink).await {
-                Ok(r) => r.context("uplink task")?,
-                Err(_) => {
-                    uplink.abort();
-                    bail!("stopped with frames still unacknowledged by the broker");
-                }
-            }
-        }
-    }
-}
 
-async fn send(
-    tx: &mpsc::Sender<Command>,
-    frame: &Frame,
-    builder: &FrameBuilder,
-    json: bool,
-    readings: usize,
-) -> anyhow::Result<()> {
-    let out = Outbound {
-        frame_ref: frame.frame_ref(),
-        readings,
-        payload: payload(frame, builder, json)?,
-    };
-    tx.send(Command::Send(out))
-        .await
-        .map_err(|_| anyhow::anyhow!("the uplink task ended early"))
-}
-
-/// Sleeps `d` while handling downlinks; true if a stop was requested.
-async fn wait(
-    d: Duration,
-    stop: &mut watch::Receiver<bool>,
-    down: &mut mpsc::Receiver<Received>,
-    v: &mut Volatile,
-    s: &Setup,
-) -> bool {
-    let until = Instant::now() + d;
-    loop {
-        while let Ok(r) = down.try_recv() {
-            apply(r, v, s);
-        }
-        if *stop.borrow() {
-            return true;
-        }
-        if Instant::now() >= until {
-            return false;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep_until(until) => return *stop.borrow(),
-            r = down.recv() => if let Some(r) = r { apply(r, v, s) },
-            _ = stop.changed() => {}
+    let now = d.ram.uptime_ms();
+    d.ram.uplink.disconnect(&mut d.net, now, u64::MAX).await;
+    d.sum.boot = d.boot_no;
+    d.sum.queued =
+        d.q.len(&mut d.buf)
+            .await
+            .map_err(|e| anyhow::anyhow!("flash queue: {e:?}"))?;
+    if d.sum.queued > 0 {
+        match &s.flash {
+            Some(p) => {
+                tracing::warn!(device = %s.device, queued = d.sum.queued, "stopped with frames unacknowledged: they stay in the flash file {} for the next run", p.display())
+            }
+            None => bail!(
+                "stopped with {} frame(s) unacknowledged by the broker, in an in-memory flash (lost; use --flash FILE to keep them)",
+                d.sum.queued
+            ),
         }
     }
-}
-
-fn apply(r: Received, v: &mut Volatile, s: &Setup) {
-    match r.msg {
-        Downlink::Sync { unix_ms, settings } => {
-            if r.retained && s.live_sync_only {
-                tracing::info!(device = %s.device, "retained sync ignored (--live-sync-only)");
-                return;
-            }
-            let up = v.uptime_ms();
-            match v.tb.sync(up, unix_ms, r.retained) {
-                Ok(ev) => {
-                    tracing::info!(device = %s.device, unix_ms, retained = r.retained, settings = settings.version, "clock set: frames now carry wall-clock time");
-                    if s.events {
-                        let _ = v.events.push_event(up, ev);
-                    }
-                }
-                Err(e) => tracing::info!(device = %s.device, unix_ms, "sync not applied: {e:?}"),
-            }
-        }
-        Downlink::Ack(f) => {
-            tracing::debug!(device = %s.device, ?f, "ack on MQTT ignored (PUBACK is the ack)")
-        }
-        Downlink::Nack { frame, reason } => {
-            tracing::warn!(device = %s.device, ?frame, ?reason, "daemon refused a frame")
-        }
-    }
+    Ok(d.sum)
 }

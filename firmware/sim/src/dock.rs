@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use coldchain_firmware::batch::ReadingBatch;
 use coldchain_firmware::queue::{ENTRY_BUF_LEN, Outbox};
+use coldchain_firmware::record::Recorder;
 use coldchain_firmware::sync::{SettingsState, SyncPolicy, apply_sync};
 use coldchain_firmware::uplink::serial::{Event, SerialConfig, SerialUplink};
 use coldchain_firmware::{FrameBuilder, TimeBase, bootcount};
@@ -24,7 +25,7 @@ use coldchain_proto::codec::decode_signed;
 use coldchain_proto::{Body, DeviceId, DeviceKey, Frame, FrameRef};
 use sequential_storage::cache::Cache;
 
-use crate::board::{self, SensorFaults};
+use crate::board::{self, Board, SensorFaults};
 use crate::exec::block_on;
 use crate::flash::{BOOT_RANGE, QUEUE_RANGE, SimFlash};
 use crate::thermal::{Container, Profile};
@@ -98,6 +99,8 @@ struct Ram {
     settings: SettingsState,
     uplink: SerialUplink,
     booted: Instant,
+    rec: Recorder,
+    board: Board,
 }
 
 fn boot(s: &Setup, flash: &mut SimFlash, force: Option<u32>) -> anyhow::Result<(u32, Ram)> {
@@ -115,6 +118,8 @@ fn boot(s: &Setup, flash: &mut SimFlash, force: Option<u32>) -> anyhow::Result<(
             settings: SettingsState::new(),
             uplink: SerialUplink::new(s.key.clone(), cfg),
             booted: Instant::now(),
+            rec: Recorder::new(),
+            board: Board::boot()?,
         },
     ))
 }
@@ -191,24 +196,27 @@ pub fn run(s: Setup, stop: Arc<AtomicBool>) -> anyhow::Result<Summary> {
             let mut batch = ReadingBatch::new();
             for (i, ch) in channels.iter().cycle().take(k).enumerate() {
                 let at = uptime + (i / channels.len()) as u64 * period_ms;
+                let m = ram.board.measure(ch, &phys, faults)?;
                 batch
-                    .push_reading(at, ch.number, ch.kind, board::measure(ch, &phys, faults))
+                    .push_reading(at, ch.number, ch.kind, m)
                     .map_err(|e| anyhow::anyhow!("batch: {e:?}"))?;
             }
             let frame = ram
                 .builder
                 .readings(&mut batch, &ram.tb)
                 .context("a batch with readings")?;
-            let signed = ram
-                .builder
-                .sign(&frame)
-                .map_err(|e| anyhow::anyhow!("signing: {e}"))?;
-            block_on(q.push(&signed, &mut buf))
-                .map_err(|e| anyhow::anyhow!("storing a frame in flash: {e:?}"))?;
-            readings_of.insert(signed.frame_ref, k);
-            let dropped = q.take_dropped();
-            if dropped > 0 {
-                tracing::warn!(device = %s.device, dropped, "flash queue full: oldest frames dropped");
+            let st = block_on(ram.rec.store(
+                &mut ram.builder,
+                &ram.tb,
+                uptime,
+                &mut q,
+                &frame,
+                &mut buf,
+            ))
+            .map_err(|e| anyhow::anyhow!("storing a frame in flash: {e:?}"))?;
+            readings_of.insert(st.frame_ref, k);
+            if st.removed > 0 {
+                tracing::warn!(device = %s.device, dropped = st.removed, "flash queue full: oldest frames dropped; a QueueOverflow event reports them");
             }
             produced += 1;
             next_frame += s.interval;

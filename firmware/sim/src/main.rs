@@ -5,13 +5,15 @@
 //! `coldchain-sim --help` and `firmware/DESIGN.md`.
 
 mod board;
+mod chips;
 mod device;
 mod dock;
 mod exec;
 mod flash;
-mod mqtt;
+mod net;
 mod rng;
 mod thermal;
+mod tls;
 mod tty;
 
 use std::io::IsTerminal;
@@ -23,6 +25,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use coldchain_firmware::uplink::mqtt::{CREDENTIAL_MAX, MqttConfig};
 use coldchain_proto::{DeviceId, DeviceKey};
 
 use crate::thermal::Profile;
@@ -66,7 +69,7 @@ struct Args {
     serial: Option<PathBuf>,
     /// Keep the simulated NOR flash (boot counter and frame queue) in this
     /// file, so a later run (after a kill, a power cut) finds what was not
-    /// acknowledged. Default: in memory. Used with --serial.
+    /// acknowledged. Default: in memory. One container only.
     #[arg(long, value_name = "FILE")]
     flash: Option<PathBuf>,
     /// Serial uplink: resend a frame not acknowledged within this time.
@@ -75,7 +78,9 @@ struct Args {
     /// Seed of the simulation (unit hold time, noise).
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Publish JSON envelopes on `…/up/json` instead of signed postcard on `…/up`.
+    /// Publish JSON envelopes on `…/up/json` instead of signed postcard on
+    /// `…/up` (simulator only: the firmware sends postcard; the simulator's
+    /// transport rewrites each PUBLISH on its way out).
     #[arg(long)]
     json: bool,
     /// Number of containers, each its own device and MQTT connection.
@@ -106,6 +111,16 @@ struct Args {
     /// Use only live (non-retained) `sync` downlinks to set the clock.
     #[arg(long)]
     live_sync_only: bool,
+    /// MQTT user name sent in CONNECT (with --containers N, the same for each).
+    #[arg(long)]
+    username: Option<String>,
+    /// MQTT password sent in CONNECT.
+    #[arg(long, env = "COLDCHAIN_SIM_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// Connect with TLS, trusting the CA certificate(s) in this PEM file; the
+    /// broker's certificate must name the --broker host.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -151,6 +166,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
         bail!("--speed must be a positive number, got {}", args.speed);
     }
     let faults = device::Faults::parse(&args.faults)?;
+    let tls = match &args.ca_file {
+        Some(ca) => Some(tls::Tls::new(ca, &host)?),
+        None => None,
+    };
+    let username = match &args.username {
+        Some(u) => Some(
+            heapless::String::try_from(u.as_str())
+                .map_err(|_| anyhow::anyhow!("--username: longer than {CREDENTIAL_MAX} bytes"))?,
+        ),
+        None => None,
+    };
+    let password = match &args.password {
+        Some(p) => Some(
+            heapless::Vec::from_slice(p.as_bytes())
+                .map_err(|_| anyhow::anyhow!("--password: longer than {CREDENTIAL_MAX} bytes"))?,
+        ),
+        None => None,
+    };
+    if args.flash.is_some() && args.containers != 1 {
+        bail!("--flash keeps the flash of one container: drop --containers or --flash");
+    }
 
     let n = args.containers;
     let mut ids = Vec::new();
@@ -163,31 +199,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ids.push(DeviceId::new(&name).map_err(|e| anyhow::anyhow!("device id {name:?}: {e}"))?);
     }
 
-    // Connect every container before sampling: an unreachable broker is an error at start.
-    let mut conns = Vec::new();
-    for id in &ids {
-        let cfg = mqtt::Config {
-            host: host.clone(),
-            port,
-            device: id.clone(),
-            key: key.clone(),
-            json: args.json,
-        };
-        let first = mqtt::connect(&cfg).await?;
-        conns.push((cfg, first));
-    }
-
+    // Each container is its own task: it connects (an unreachable broker is
+    // an error at start), applies the retained sync, then samples.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, (cfg, first)) in conns.into_iter().enumerate() {
+    for (i, id) in ids.into_iter().enumerate() {
         let dev = device::Setup {
-            device: cfg.device.clone(),
+            device: id.clone(),
             key: key.clone(),
             profile: args.profile,
             frames: args.frames,
             readings_per_frame: usize::from(args.readings_per_frame),
             interval: Duration::from_millis(args.interval_ms),
-            boot: args.boot.unwrap_or(1),
+            boot: args.boot,
             seed: args.seed.wrapping_add(i as u64),
             speed: args.speed,
             start_h: args.start_h,
@@ -195,12 +219,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
             events: args.events,
             faults: faults.clone(),
             live_sync_only: args.live_sync_only,
+            flash: args.flash.clone(),
+            net: net::NetConfig {
+                host: host.clone(),
+                port,
+                tls: tls.clone(),
+            },
+            mqtt: MqttConfig {
+                keep_alive_s: 10,
+                backoff_max_ms: 8_000,
+                username: username.clone(),
+                password: password.clone(),
+                ..MqttConfig::default()
+            },
+            json: args.json,
         };
         let stop = stop_rx.clone();
-        tasks.spawn(async move {
-            let id = cfg.device.clone();
-            (id, device::run(dev, cfg, first, stop).await)
-        });
+        tasks.spawn(async move { (id, device::run(dev, stop).await) });
     }
 
     let mut stop = Box::pin(shutdown_signal());
@@ -209,10 +244,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tokio::select! {
             next = tasks.join_next() => match next {
                 None => break,
-                Some(Ok((id, Ok(acked)))) => {
+                Some(Ok((id, Ok(sum)))) => {
                     println!(
                         "{}",
-                        serde_json::json!({"device": id.as_str(), "frames": acked.reading_frames, "readings": acked.readings})
+                        serde_json::json!({
+                            "device": id.as_str(),
+                            "frames": sum.frames,
+                            "readings": sum.readings,
+                            "boot": sum.boot,
+                            "queued": sum.queued,
+                            "found": sum.found,
+                            "sent": sum.sent,
+                            "dropped": sum.dropped,
+                        })
                     );
                 }
                 Some(Ok((id, Err(e)))) => {
@@ -239,6 +283,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
 /// `--serial`: one logger dumping its flash queue over a serial port.
 async fn run_serial(args: Args) -> anyhow::Result<()> {
     let key = DeviceKey::from_hex(&args.key).map_err(|e| anyhow::anyhow!("--key: {e}"))?;
+    if args.username.is_some() || args.password.is_some() || args.ca_file.is_some() {
+        bail!("--username, --password and --ca-file are for MQTT: drop them with --serial");
+    }
     if args.containers != 1 || args.json || args.events {
         bail!(
             "--serial simulates one logger sending signed postcard frames: drop --containers, --json and --events"

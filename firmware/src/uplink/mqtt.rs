@@ -56,8 +56,11 @@ pub trait Transport: Read + Write + ReadReady {
     fn close(&mut self);
 }
 
-/// Timing of the MQTT uplink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Longest MQTT user name and password kept.
+pub const CREDENTIAL_MAX: usize = 64;
+
+/// Timing and login of the MQTT uplink.
+#[derive(Clone, PartialEq, Eq)]
 pub struct MqttConfig {
     /// MQTT keep-alive, seconds.
     pub keep_alive_s: u16,
@@ -67,6 +70,25 @@ pub struct MqttConfig {
     pub backoff_min_ms: u64,
     /// Longest reconnect pause.
     pub backoff_max_ms: u64,
+    /// MQTT user name, sent in CONNECT (a broker with a password file or
+    /// per-device accounts). On hardware, TLS belongs to the [`Transport`].
+    pub username: Option<heapless::String<CREDENTIAL_MAX>>,
+    /// MQTT password, sent in CONNECT. Without a `username` it goes with an
+    /// empty user name (MQTT 3.1.1 sends a password only after a user name).
+    pub password: Option<heapless::Vec<u8, CREDENTIAL_MAX>>,
+}
+
+impl core::fmt::Debug for MqttConfig {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("MqttConfig")
+            .field("keep_alive_s", &self.keep_alive_s)
+            .field("ack_timeout_ms", &self.ack_timeout_ms)
+            .field("backoff_min_ms", &self.backoff_min_ms)
+            .field("backoff_max_ms", &self.backoff_max_ms)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "(set)"))
+            .finish()
+    }
 }
 
 impl Default for MqttConfig {
@@ -76,6 +98,8 @@ impl Default for MqttConfig {
             ack_timeout_ms: 10_000,
             backoff_min_ms: 250,
             backoff_max_ms: 60_000,
+            username: None,
+            password: None,
         }
     }
 }
@@ -91,6 +115,13 @@ pub enum Event {
     Connecting,
     /// CONNACK accepted: online (SUBSCRIBE sent).
     Connected,
+    /// SUBACK: the down topic is subscribed (`granted` false: the broker
+    /// refused it, e.g. by its ACL; no sync will come). A broker sends the
+    /// retained sync right after this.
+    Subscribed {
+        /// The broker granted the subscription.
+        granted: bool,
+    },
     /// The connection is gone (or refused); the next attempt is at `retry_at_ms`.
     Disconnected {
         /// When the next connect is tried.
@@ -111,7 +142,7 @@ pub enum Event {
     },
     /// A message on the down topic that did not verify: ignored.
     Refused(CodecError),
-    /// Any other packet handled (SUBACK, PINGRESP, a downlink that is not a sync).
+    /// Any other packet handled (PINGRESP, a downlink that is not a sync).
     Other,
 }
 
@@ -230,6 +261,24 @@ impl MqttUplink {
         self.inflight.map(|(r, _, _)| r)
     }
 
+    /// Leaves cleanly: sends DISCONNECT (so the broker does not publish the
+    /// last will) and closes the transport. What is queued stays in flash for
+    /// the next connection. The uplink stays offline until the next
+    /// [`MqttUplink::poll`] after `retry_at_ms`.
+    pub async fn disconnect<T: Transport>(&mut self, t: &mut T, now_ms: u64, retry_at_ms: u64) {
+        if self.state == State::Online {
+            let _ = self.send(t, &[0xE0, 0x00], now_ms).await;
+            info!("mqtt: disconnected");
+        }
+        t.close();
+        self.state = State::Offline {
+            retry_at: retry_at_ms,
+        };
+        self.inflight = None;
+        self.ping_sent = None;
+        self.rx_len = 0;
+    }
+
     fn pkid(&mut self) -> u16 {
         let p = self.next_pkid;
         self.next_pkid = if p == u16::MAX { 1 } else { p + 1 };
@@ -270,13 +319,33 @@ impl MqttUplink {
         will.push_str(WILL_SUFFIX).ok()?;
         let mut b: heapless::Vec<u8, 1024> = heapless::Vec::new();
         put_str(&mut b, b"MQTT").ok()?;
-        // Level 4 (3.1.1); flags: will retain, will QoS 1, will, clean session.
-        b.extend_from_slice(&[4, 0x20 | 0x08 | 0x04 | 0x02]).ok()?;
+        let pass = self.cfg.password.as_deref();
+        let user = match (&self.cfg.username, pass) {
+            (Some(u), _) => Some(u.as_bytes()),
+            (None, Some(_)) => Some(&b""[..]),
+            (None, None) => None,
+        };
+        // Level 4 (3.1.1); flags: user name, password, will retain, will QoS 1,
+        // will, clean session.
+        let mut flags = 0x20 | 0x08 | 0x04 | 0x02;
+        if user.is_some() {
+            flags |= 0x80;
+        }
+        if pass.is_some() {
+            flags |= 0x40;
+        }
+        b.extend_from_slice(&[4, flags]).ok()?;
         b.extend_from_slice(&self.cfg.keep_alive_s.to_be_bytes())
             .ok()?;
         put_str(&mut b, self.device.as_str().as_bytes()).ok()?;
         put_str(&mut b, will.as_bytes()).ok()?;
         put_str(&mut b, WILL_OFFLINE).ok()?;
+        if let Some(u) = user {
+            put_str(&mut b, u).ok()?;
+        }
+        if let Some(p) = pass {
+            put_str(&mut b, p).ok()?;
+        }
         packet(0x10, &b, out)
     }
 
@@ -489,7 +558,15 @@ impl MqttUplink {
                 self.ping_sent = None;
                 Ok(Some(Event::Other))
             }
-            // SUBACK and anything else.
+            // SUBACK: packet id, then one return code (0x80: failure).
+            9 => {
+                let granted = body.get(2).is_some_and(|&c| c != 0x80);
+                if !granted {
+                    warn!("mqtt: the broker refused the subscription to the down topic");
+                }
+                Ok(Some(Event::Subscribed { granted }))
+            }
+            // Anything else.
             _ => Ok(Some(Event::Other)),
         }
     }
