@@ -5,6 +5,7 @@
 //! | `coldchain/v1/dev/{device}/up` | device → daemon | signed postcard [`crate::Frame`] |
 //! | `coldchain/v1/dev/{device}/up/json` | device → daemon | JSON envelope (see `proto/README.md`) |
 //! | `coldchain/v1/dev/{device}/down` | daemon → device, retained | signed postcard [`crate::Downlink`] |
+//! | `coldchain/v1/dev/{device}/online` | device → anyone, retained | `online` after connecting, last will `offline` |
 //! | `coldchain/v1/ship/{shipment}/status` | daemon → anyone, retained | JSON shipment status |
 //! | `coldchain/v1/ship/{shipment}/alert` | daemon → anyone | JSON alert event |
 //! | `coldchain/v1/daemon/{id}/online` | daemon → anyone, retained | `online`, last will `offline` |
@@ -21,9 +22,11 @@ pub const TOPIC_MAX: usize = 128;
 pub const ALL_DEVICES_UP: &str = "coldchain/v1/dev/+/up";
 /// Subscription filter for all JSON device uplinks.
 pub const ALL_DEVICES_UP_JSON: &str = "coldchain/v1/dev/+/up/json";
-/// Payload of the daemon online topic while it runs.
+/// Subscription filter for every device's online status.
+pub const ALL_DEVICES_ONLINE: &str = "coldchain/v1/dev/+/online";
+/// Payload of an online topic (daemon or device) while it is connected.
 pub const ONLINE: &str = "online";
-/// Payload of the daemon online topic's last will.
+/// Payload of an online topic's last will.
 pub const OFFLINE: &str = "offline";
 
 /// A topic string.
@@ -73,6 +76,18 @@ pub fn device_up_json(id: &DeviceId) -> TopicBuf {
 /// `coldchain/v1/dev/{device}/down`
 pub fn device_down(id: &DeviceId) -> TopicBuf {
     device(id, "down")
+}
+/// `coldchain/v1/dev/{device}/online`: retained `online`/`offline` (last will).
+pub fn device_online(id: &DeviceId) -> TopicBuf {
+    device(id, "online")
+}
+/// The device of a `coldchain/v1/dev/{device}/online` topic.
+pub fn parse_device_online(topic: &str) -> Option<DeviceId> {
+    let id = topic
+        .strip_prefix(PREFIX)?
+        .strip_prefix("/dev/")?
+        .strip_suffix("/online")?;
+    DeviceId::new(id).ok()
 }
 /// `coldchain/v1/ship/{shipment}/status`
 pub fn shipment_status(shipment: &str) -> Result<TopicBuf, TopicError> {
@@ -149,5 +164,15 @@ mod tests {
         assert_eq!(parse_uplink(&device_down(&d)), None);
         assert_eq!(parse_uplink("coldchain/v1/dev/a#b/up"), None);
         assert_eq!(parse_uplink("other/v1/dev/x1/up"), None);
+    }
+
+    #[test]
+    fn device_online_topic_parses_back() {
+        let d = DeviceId::new("x1").unwrap();
+        assert_eq!(device_online(&d), "coldchain/v1/dev/x1/online");
+        assert_eq!(parse_device_online(&device_online(&d)), Some(d.clone()));
+        assert_eq!(parse_device_online(&device_up(&d)), None);
+        assert_eq!(parse_device_online("coldchain/v1/daemon/x1/online"), None);
+        assert_eq!(parse_device_online("coldchain/v1/dev/a/b/online"), None);
     }
 }
