@@ -445,6 +445,11 @@ struct DeviceInfo {
     boot: Option<u32>,
     max_seq: Option<u32>,
     last_seen_ms: Option<i64>,
+    /// Connected to the broker, from its retained online topic (`None`:
+    /// never said).
+    online: Option<bool>,
+    /// When the daemon learned `online`.
+    online_since_ms: Option<i64>,
 }
 
 async fn devices(State(s): State<AppState>) -> Result<Json<Vec<DeviceInfo>>, ApiError> {
@@ -460,7 +465,16 @@ async fn devices(State(s): State<AppState>) -> Result<Json<Vec<DeviceInfo>>, Api
         for id in ids {
             let Ok(d) = DeviceId::new(&id) else { continue };
             let st = s.store.device_state(&d)?;
+            let pr = s
+                .stats
+                .presence
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&id)
+                .copied();
             out.push(DeviceInfo {
+                online: pr.map(|p| p.online),
+                online_since_ms: pr.map(|p| p.since_ms),
                 registered: s.registry.get(&d).is_some(),
                 readings: s.store.reading_count(&d)?,
                 boot: st.as_ref().map(|s| s.boot),
@@ -685,6 +699,11 @@ async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
             if let Some(st) = s.store.device_state(&id)? {
                 let _ = writeln!(o, "coldchain_device_last_seen_seconds{{device=\"{d}\"}} {}", st.last_seen_ms / 1000);
             }
+        }
+        let _ = writeln!(o, "# HELP coldchain_device_online 1 while a device's retained online topic says online, 0 after its last will.\n# TYPE coldchain_device_online gauge");
+        let presence = s.stats.presence.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for (d, p) in presence {
+            let _ = writeln!(o, "coldchain_device_online{{device=\"{d}\"}} {}", u8::from(p.online));
         }
         Ok(o)
     })

@@ -134,6 +134,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tx.clone(),
         stop_rx.clone(),
         disc_rx,
+        stats.clone(),
     ));
 
     // Serial ports: one thread each.

@@ -374,3 +374,67 @@ fn sigterm_exits_cleanly_and_data_survives_restart() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(daemon.stat("duplicates"), 0);
 }
+
+/// A device's retained online topic: the daemon shows it connected, and when
+/// the device vanishes without a goodbye the broker's last will turns it
+/// offline. The "device" is a real `mosquitto_sub` carrying the same will the
+/// firmware sets, killed with SIGKILL.
+#[test]
+fn a_device_last_will_shows_it_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(&dir.path().join("broker"));
+    let daemon = Daemon::start(
+        &dir.path().join("daemon"),
+        broker.port,
+        &[DeviceCfg::new("van-3")],
+        "",
+    );
+    let online_topic = "coldchain/v1/dev/van-3/online";
+    let presence = |d: &Daemon| {
+        let devs = d.get("/api/v1/devices");
+        devs.as_array()
+            .and_then(|a| a.iter().find(|x| x["id"] == "van-3").cloned())
+            .map(|x| x["online"].clone())
+            .unwrap_or(serde_json::Value::Null)
+    };
+    assert!(
+        presence(&daemon).is_null(),
+        "no status before the device says"
+    );
+    let (mut dev, _out) = mosquitto_sub(
+        broker.port,
+        &[
+            "-i",
+            "van-3",
+            "-t",
+            "coldchain/v1/dev/van-3/down",
+            "--will-topic",
+            online_topic,
+            "--will-payload",
+            "offline",
+            "--will-retain",
+            "--will-qos",
+            "1",
+        ],
+    )
+    .unwrap();
+    let out = mosquitto_pub_with(broker.port, &["-r"], online_topic, b"online").unwrap();
+    assert!(out.status.success(), "{out:?}");
+    wait_for(T, "the daemon to show van-3 online", || {
+        (presence(&daemon) == serde_json::Value::Bool(true)).then_some(())
+    });
+    dev.kill().unwrap();
+    let _ = dev.wait();
+    wait_for(T, "the last will to show van-3 offline", || {
+        (presence(&daemon) == serde_json::Value::Bool(false)).then_some(())
+    });
+    let m = daemon.get("/metrics");
+    assert!(
+        m.as_str()
+            .unwrap_or("")
+            .lines()
+            .any(|l| l == "coldchain_device_online{device=\"van-3\"} 0"),
+        "{m}"
+    );
+    assert!(daemon.logs().contains("device lost its broker connection"));
+}

@@ -232,7 +232,25 @@ pub struct Stats {
     pub storage_full: AtomicU64,
     /// Frames purged by retention since start.
     pub retention_purged_frames: AtomicU64,
+    /// Each device's connection as its retained online topic last said.
+    #[serde(skip)]
+    pub presence: std::sync::Mutex<std::collections::BTreeMap<String, Presence>>,
 }
+
+/// A device's connection to the broker, from its retained
+/// `coldchain/v1/dev/{device}/online` topic (`online` after it connects, its
+/// last will `offline` when the broker loses it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Presence {
+    /// Connected.
+    pub online: bool,
+    /// When the daemon learned it (its clock), ms since the Unix epoch.
+    pub since_ms: i64,
+}
+
+/// Most devices whose presence is tracked (the ACL keeps strangers out; this
+/// bounds memory on a broker without one).
+pub const PRESENCE_MAX: usize = 4096;
 
 impl Stats {
     fn count_reject(&self, r: &Reject) {

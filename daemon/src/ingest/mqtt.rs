@@ -10,6 +10,8 @@
 //!   exponentially, then polling again reconnects.
 //! * `coldchain/v1/daemon/{id}/online` is retained `online`, with a retained
 //!   last will of `offline`.
+//! * Each device's retained `coldchain/v1/dev/{device}/online` (its last will
+//!   `offline`) is followed and shown on `/api/v1/devices` and `/metrics`.
 
 use std::time::Duration;
 
@@ -103,6 +105,7 @@ pub async fn pump(
     tx: mpsc::Sender<Job>,
     mut stop: watch::Receiver<bool>,
     mut disconnect: watch::Receiver<bool>,
+    stats: std::sync::Arc<super::Stats>,
 ) {
     let online = match online_topic(&cfg) {
         Ok(t) => t,
@@ -187,7 +190,11 @@ pub async fn pump(
                     );
                 }
                 connected_before = true;
-                for f in [topic::ALL_DEVICES_UP, topic::ALL_DEVICES_UP_JSON] {
+                for f in [
+                    topic::ALL_DEVICES_UP,
+                    topic::ALL_DEVICES_UP_JSON,
+                    topic::ALL_DEVICES_ONLINE,
+                ] {
                     if let Err(e) = client.try_subscribe(f, QoS::AtLeastOnce) {
                         tracing::error!("cannot queue subscription to {f}: {e}");
                     }
@@ -205,6 +212,14 @@ pub async fn pump(
                     continue;
                 };
                 let received_ms = now_ms();
+                if let Some(d) = topic::parse_device_online(&p.topic) {
+                    presence(&stats, &d, &p.payload, received_ms);
+                    // Nothing to make durable: acknowledged at once.
+                    if let Err(e) = client.try_ack(&p) {
+                        tracing::warn!("cannot queue PUBACK for {}: {e}", p.topic);
+                    }
+                    continue;
+                }
                 let (via, claimed) = match topic::parse_uplink(&p.topic) {
                     Some(topic::Uplink::Binary(d)) => (Via::Mqtt, Some(d)),
                     Some(topic::Uplink::Json(d)) => (Via::MqttJson, Some(d)),
@@ -255,6 +270,44 @@ pub async fn pump(
                 }
                 backoff = (backoff * 2).min(max);
             }
+        }
+    }
+}
+
+/// Records a device's online/offline status; logs each change.
+fn presence(stats: &super::Stats, d: &coldchain_proto::DeviceId, payload: &[u8], now: i64) {
+    let online = match payload {
+        p if p == topic::ONLINE.as_bytes() => true,
+        p if p == topic::OFFLINE.as_bytes() => false,
+        // An empty retained message clears the topic (a device retired).
+        [] => {
+            let mut m = stats.presence.lock().unwrap_or_else(|e| e.into_inner());
+            m.remove(d.as_str());
+            return;
+        }
+        other => {
+            tracing::warn!(device = %d, payload = %String::from_utf8_lossy(other),
+                "device online topic: expected \"online\" or \"offline\"; ignored");
+            return;
+        }
+    };
+    let mut m = stats.presence.lock().unwrap_or_else(|e| e.into_inner());
+    if m.len() >= super::PRESENCE_MAX && !m.contains_key(d.as_str()) {
+        return;
+    }
+    let changed = m.get(d.as_str()).is_none_or(|p| p.online != online);
+    if changed {
+        m.insert(
+            d.to_string(),
+            super::Presence {
+                online,
+                since_ms: now,
+            },
+        );
+        if online {
+            tracing::info!(device = %d, "device connected to the broker");
+        } else {
+            tracing::warn!(device = %d, "device lost its broker connection (its last will)");
         }
     }
 }
