@@ -753,6 +753,22 @@ pub fn try_daemon_online(broker_port: u16, args: &[&str]) -> Result<(), String> 
     ))
 }
 
+/// The `(boot, seq, idx)` of each stored reading in `rows` (as
+/// [`Daemon::all_readings`] returns them), asserting that none is there twice.
+pub fn reading_ids(rows: &[Value]) -> std::collections::BTreeSet<(u64, u64, u64)> {
+    let id = |r: &Value, k: &str| {
+        r[k].as_u64()
+            .unwrap_or_else(|| panic!("reading without {k}: {r}"))
+    };
+    let ids: Vec<_> = rows
+        .iter()
+        .map(|r| (id(r, "boot"), id(r, "seq"), id(r, "idx")))
+        .collect();
+    let set: std::collections::BTreeSet<_> = ids.iter().copied().collect();
+    assert_eq!(set.len(), ids.len(), "a reading is stored twice");
+    set
+}
+
 /// An alert's condition kind as text: `"trend"`, or `"H1"` for `{"zone": "H1"}`.
 pub fn alert_kind(a: &Value) -> String {
     match &a["condition"]["kind"] {

@@ -23,18 +23,7 @@ fn readings_count(d: &Daemon, device: &str) -> u64 {
 
 fn assert_exactly_once(d: &Daemon, device: &str, frames: u64, per_frame: u64) {
     let rows = d.all_readings(device);
-    let ids: Vec<(u64, u64, u64)> = rows
-        .iter()
-        .map(|r| {
-            (
-                r["boot"].as_u64().unwrap(),
-                r["seq"].as_u64().unwrap(),
-                r["idx"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    let set: BTreeSet<_> = ids.iter().copied().collect();
-    assert_eq!(set.len(), ids.len(), "a reading is stored twice");
+    let set = reading_ids(&rows);
     let want: BTreeSet<_> = (0..frames)
         .flat_map(|s| (0..per_frame).map(move |i| (1, s, i)))
         .collect();

@@ -85,17 +85,7 @@ fn simulator_frames_reach_sled_through_the_broker_exactly_once() {
     });
     let rows = daemon.all_readings("sim-0001");
     assert_eq!(rows.len() as u64, total, "stored readings: {rows:?}");
-    let ids: BTreeSet<(u64, u64, u64)> = rows
-        .iter()
-        .map(|r| {
-            (
-                r["boot"].as_u64().unwrap(),
-                r["seq"].as_u64().unwrap(),
-                r["idx"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(ids.len(), rows.len(), "a reading was stored twice");
+    let ids = reading_ids(&rows);
     let boot = rows[0]["boot"].as_u64().unwrap();
     let want: BTreeSet<_> = (0..50)
         .flat_map(|s| (0..4).map(move |i| (boot, s, i)))
@@ -200,18 +190,7 @@ fn broker_outage_mid_stream_every_frame_exactly_once() {
         (daemon.all_readings("out-1").len() as u64 >= frames * 4).then_some(())
     });
     let rows = daemon.all_readings("out-1");
-    let ids: Vec<(u64, u64, u64)> = rows
-        .iter()
-        .map(|r| {
-            (
-                r["boot"].as_u64().unwrap(),
-                r["seq"].as_u64().unwrap(),
-                r["idx"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    let set: BTreeSet<_> = ids.iter().copied().collect();
-    assert_eq!(set.len(), ids.len(), "a reading was stored twice");
+    let set = reading_ids(&rows);
     let want: BTreeSet<_> = (0..frames)
         .flat_map(|s| (0..4).map(move |i| (1, s, i)))
         .collect();
