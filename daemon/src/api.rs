@@ -100,9 +100,21 @@ pub fn router(state: AppState) -> Router {
 /// Bearer-token check: every change needs the token; reads need it when the
 /// API is bound to anything but loopback. Without a configured token the API
 /// is read-only.
-async fn auth(State(s): State<AppState>, req: Request<Body>, next: Next) -> Response {
+/// Whether a dashboard page request carried what reads need. Off loopback a
+/// browser's first GET of a page has no token: the page then comes as a shell
+/// without data that asks for the token (kept in the browser) and loads its
+/// content through the token-protected fragments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageAccess(pub bool);
+
+fn is_dashboard_page(path: &str) -> bool {
+    path == "/" || path.starts_with("/shipments/") || path.starts_with("/assets/")
+}
+
+async fn auth(State(s): State<AppState>, mut req: Request<Body>, next: Next) -> Response {
     let change = req.method() != Method::GET && req.method() != Method::HEAD;
     if !change && !s.reads_need_token {
+        req.extensions_mut().insert(PageAccess(true));
         return next.run(req).await;
     }
     let Some(token) = &s.token else {
@@ -125,6 +137,11 @@ async fn auth(State(s): State<AppState>, req: Request<Body>, next: Next) -> Resp
                 .fold(0u8, |acc, (a, b)| acc | (a ^ b))
                 == 0
     });
+    if !change && is_dashboard_page(req.uri().path()) {
+        // Pages and assets carry no data without the token (see PageAccess).
+        req.extensions_mut().insert(PageAccess(ok));
+        return next.run(req).await;
+    }
     if !ok {
         let why = if given.is_none() {
             "missing bearer token: send Authorization: Bearer <http.token>"
@@ -133,6 +150,7 @@ async fn auth(State(s): State<AppState>, req: Request<Body>, next: Next) -> Resp
         };
         return ApiError(StatusCode::UNAUTHORIZED, why.into()).into_response();
     }
+    req.extensions_mut().insert(PageAccess(true));
     next.run(req).await
 }
 

@@ -13,6 +13,12 @@
 //! Acknowledging POSTs `/api/v1/alerts/{id}/ack` with `{by, comment}` and the
 //! bearer token, which the page asks for once and keeps in `localStorage`.
 //!
+//! When reads need the token too (the daemon is bound beyond loopback, e.g.
+//! for phones on the lab's network), a browser's first GET of a page carries
+//! none: the page then comes without data, asks for the token, keeps it, and
+//! loads its content through the token-protected `/ui/…` fragments; a token
+//! kept from before loads it at once. No data leaves without the token.
+//!
 //! All user text (shipment ids, products, comments) is escaped on the server;
 //! the script inserts only server-rendered fragments and sets dialog text with
 //! `textContent`. Pages carry a Content-Security-Policy that allows no inline
@@ -21,14 +27,14 @@
 use std::cmp::Ordering;
 use std::fmt::Write;
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
 
 use crate::alert::{Alert, AlertState};
-use crate::api::AppState;
+use crate::api::{AppState, PageAccess};
 use crate::evaluate::status_json;
 use crate::profile::Severity;
 use crate::report::text::{esc, fmt_c, fmt_dur, url_segment, utc};
@@ -262,7 +268,7 @@ fn page(title: &str, src: &str, body: &str) -> String {
 </head>
 <body>
 <header class="top"><a class="brand" href="/">Coldchain</a><span id="live-status" class="muted" aria-live="polite"></span><button type="button" id="forget-token" class="link" hidden>forget token</button></header>
-<main id="live" data-src="{}" data-poll-s="{POLL_S}">
+<main id="live" data-src="{}" data-poll-s="{POLL_S}" data-locked="{}">
 {body}
 </main>
 <dialog id="ack-dialog">
@@ -281,10 +287,23 @@ fn page(title: &str, src: &str, body: &str) -> String {
 "#,
         esc(title),
         esc(src),
+        u8::from(body == LOCKED),
     )
 }
 
-async fn list_page(State(s): State<AppState>) -> Response {
+/// The body of a page requested without the token its data needs.
+const LOCKED: &str = r#"<section class="locked"><h1>API token needed</h1>
+<p>This daemon serves its data only with its API token (<code>http.token</code>): it is reachable from beyond this machine.</p>
+<form id="token-form"><label>API token <input id="token-input" type="password" autocomplete="off" required></label>
+<button type="submit" class="primary">Show</button><p id="token-error" class="error" role="alert"></p></form></section>"#;
+
+async fn list_page(
+    State(s): State<AppState>,
+    Extension(PageAccess(granted)): Extension<PageAccess>,
+) -> Response {
+    if !granted {
+        return html(StatusCode::OK, page("Shipments", "/ui/list", LOCKED));
+    }
     match tokio::task::spawn_blocking(move || load_rows(&s)).await {
         Ok(Ok(rows)) => html(
             StatusCode::OK,
@@ -495,8 +514,15 @@ async fn shipment_content(s: AppState, id: String) -> Result<String, Response> {
     }
 }
 
-async fn shipment_page(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+async fn shipment_page(
+    State(s): State<AppState>,
+    Extension(PageAccess(granted)): Extension<PageAccess>,
+    Path(id): Path<String>,
+) -> Response {
     let src = format!("/ui/shipments/{}", url_segment(&id));
+    if !granted {
+        return html(StatusCode::OK, page(&id, &src, LOCKED));
+    }
     match shipment_content(s, id.clone()).await {
         Ok(body) => html(StatusCode::OK, page(&id, &src, &body)),
         Err(r) => r,

@@ -362,8 +362,13 @@ impl Daemon {
         std::fs::create_dir_all(dir).expect("daemon dir");
         let http_port = free_port();
         let data_dir = dir.join("data");
+        let host = if opts.bind_all {
+            "0.0.0.0"
+        } else {
+            "127.0.0.1"
+        };
         let mut cfg = format!(
-            "[daemon]\nid = \"test\"\ndata_dir = \"{}\"\n\n[mqtt]\nport = {broker_port}\nreconnect_min_ms = 50\nreconnect_max_ms = 500\n{mqtt}\n\n[http]\nbind = \"127.0.0.1:{http_port}\"\n{http}\n\n{extra}\n",
+            "[daemon]\nid = \"test\"\ndata_dir = \"{}\"\n\n[mqtt]\nport = {broker_port}\nreconnect_min_ms = 50\nreconnect_max_ms = 500\n{mqtt}\n\n[http]\nbind = \"{host}:{http_port}\"\n{http}\n\n{extra}\n",
             data_dir.display()
         );
         for d in devices {
@@ -561,6 +566,9 @@ pub struct DaemonOpts {
     pub http: String,
     /// Text after the generated sections (other tables).
     pub extra: String,
+    /// Listen on every address (`0.0.0.0`) instead of loopback: reads then
+    /// need the token, as on a gateway reachable from the network.
+    pub bind_all: bool,
 }
 
 impl Mosquitto {

@@ -235,3 +235,100 @@ fn dashboard_lists_charts_and_acknowledges_in_chromium() {
     }
     drop(broker);
 }
+
+/// A daemon reachable from the network (bound to 0.0.0.0) serves data only
+/// with the token: a phone's browser gets a page that asks for it, refuses a
+/// wrong one, then shows the list, and the token kept in the browser opens
+/// the next page's chart at once. Without the token nothing is shown.
+#[test]
+fn off_loopback_the_dashboard_asks_for_the_token_on_a_phone() {
+    let (chromium, web) = browser_ready();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(&dir.path().join("broker"));
+    let opts = DaemonOpts {
+        http: format!("token = \"{TEST_TOKEN}\""),
+        bind_all: true,
+        ..DaemonOpts::default()
+    };
+    let daemon = Daemon::start_with(
+        &dir.path().join("daemon"),
+        broker.port,
+        &[DeviceCfg::new("fridge-l1")],
+        &opts,
+    );
+    let t0 = now_ms() - H;
+    post(
+        &daemon,
+        "/api/v1/shipments",
+        shipment("FR-LOCK", "CAR-T, 1 bag", "fridge-l1", t0),
+    );
+    let rs: Vec<(i64, Option<i32>)> = (0..24).map(|i| (t0 + i * MIN, Some(5_000))).collect();
+    let frames: Vec<String> = rs
+        .chunks(12)
+        .enumerate()
+        .map(|(i, c)| json_frame("fridge-l1", 1, i as u32, c))
+        .collect();
+    mosquitto_pub_lines(broker.port, "coldchain/v1/dev/fridge-l1/up/json", &frames).unwrap();
+    // Without the token the data stays out of reach: the page shell and the
+    // fragment behind it.
+    let page = ureq::get(&format!("http://127.0.0.1:{}/", daemon.http_port))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(page.contains("API token needed"), "{page}");
+    assert!(!page.contains("FR-LOCK"), "{page}");
+    let frag = ureq::get(&format!("http://127.0.0.1:{}/ui/list", daemon.http_port)).call();
+    assert!(
+        matches!(frag, Err(ureq::Error::StatusCode(401))),
+        "{frag:?}"
+    );
+    wait_for(Duration::from_secs(60), "24 readings stored", || {
+        let v = ureq::get(&format!(
+            "http://127.0.0.1:{}/api/v1/shipments/FR-LOCK",
+            daemon.http_port
+        ))
+        .header("Authorization", &format!("Bearer {TEST_TOKEN}"))
+        .call()
+        .ok()?
+        .body_mut()
+        .read_to_string()
+        .ok()?;
+        let v: Value = serde_json::from_str(&v).ok()?;
+        (v["evaluation"]["readings"] == 24).then_some(())
+    });
+
+    let out = Command::new("node")
+        .arg(web.join("locked.mjs"))
+        .current_dir(&web)
+        .env("BASE", format!("http://127.0.0.1:{}", daemon.http_port))
+        .env("SHIPMENT", "FR-LOCK")
+        .env("TOKEN", TEST_TOKEN)
+        .env("OUT", screenshot_dir())
+        .env("CHROMIUM", &chromium)
+        .output()
+        .expect("run node tests/web/locked.mjs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "browser run failed: {}\nstdout: {stdout}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+    );
+    let r: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("driver output {stdout:?}: {e}"));
+    assert_eq!(r["first_status"], 200, "{r}");
+    assert_eq!(r["rows_before"], 0, "{r}");
+    assert!(
+        !r["text_before"].as_str().unwrap().contains("FR-LOCK"),
+        "{r}"
+    );
+    assert!(
+        r["kept_after_wrong"].is_null(),
+        "a wrong token was kept: {r}"
+    );
+    assert_eq!(r["rows_after"], json!(["FR-LOCK"]), "{r}");
+    assert_eq!(r["chart_readings"], 24, "{r}");
+    assert_eq!(r["page_errors"], json!([]), "{r}");
+}

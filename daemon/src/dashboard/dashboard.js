@@ -33,13 +33,22 @@
     var src = live && live.dataset.src;
     if (!src || busy) { return Promise.resolve(); }
     busy = true;
+    var locked = live.dataset.locked === "1";
+    if (locked && !token()) { busy = false; return Promise.resolve(); }
     return fetch(src, { headers: headers(), cache: "no-store" })
       .then(function (r) {
+        if (r.status === 401 && locked) {
+          localStorage.removeItem(TOKEN_KEY);
+          showForget();
+          var te = document.getElementById("token-error");
+          if (te) { te.textContent = "wrong token"; }
+        }
         if (!r.ok) { throw new Error("HTTP " + r.status); }
         return r.text();
       })
       .then(function (html) {
         live.innerHTML = html;
+        live.dataset.locked = "0";
         setStatus("updated " + clock(), false);
       })
       .catch(function (e) { setStatus("update failed (" + e.message + ")", true); })
@@ -48,8 +57,24 @@
   if (live && live.dataset.src) {
     var every = (parseInt(live.dataset.pollS, 10) || 5) * 1000;
     setInterval(refresh, every);
-    setStatus("live, updated " + clock(), false);
+    if (live.dataset.locked === "1") {
+      // A page served without data (the daemon needs the token for reads):
+      // with a token kept from before, load the content now; else ask.
+      setStatus(token() ? "loading" : "token needed", !token());
+      refresh();
+    } else {
+      setStatus("live, updated " + clock(), false);
+    }
   }
+  document.addEventListener("submit", function (e) {
+    if (!e.target || e.target.id !== "token-form") { return; }
+    e.preventDefault();
+    var v = document.getElementById("token-input").value.trim();
+    if (!v) { return; }
+    localStorage.setItem(TOKEN_KEY, v);
+    showForget();
+    refresh();
+  });
 
   forget.addEventListener("click", function () {
     localStorage.removeItem(TOKEN_KEY);
