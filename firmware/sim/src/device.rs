@@ -1,6 +1,8 @@
 //! One simulated container on MQTT: the device's main loop on the firmware's
-//! code. When a sampling round is due, the simulated sensors are read (the
-//! thermal model) into a `ReadingBatch`; a full batch is sealed and signed by
+//! code. When the firmware's `Sampler` has channels due, they are read from
+//! the simulated board (the thermal model) through its checks (plausibility,
+//! stuck detection; see [`crate::sampling`]) into a `ReadingBatch`; a batch
+//! of `--readings-per-frame` readings is sealed and signed by
 //! `FrameBuilder` and stored in the flash queue (`Outbox` on the simulated NOR
 //! flash, boot counter in the same flash). Otherwise the firmware's MQTT
 //! uplink (`MqttUplink`, over [`crate::net::Net`]) is polled: it publishes the
@@ -15,6 +17,7 @@ use anyhow::{Context, bail};
 use coldchain_firmware::batch::{EventBatch, ReadingBatch};
 use coldchain_firmware::queue::{ENTRY_BUF_LEN, Outbox};
 use coldchain_firmware::record::Recorder;
+use coldchain_firmware::sampler::Sampler;
 use coldchain_firmware::sync::{SettingsState, SyncPolicy, apply_sync};
 use coldchain_firmware::uplink::mqtt::{Event, MqttConfig, MqttUplink};
 use coldchain_firmware::{FrameBuilder, TimeBase, bootcount};
@@ -27,6 +30,7 @@ use tokio::time::Instant;
 use crate::board::{self, Board, SensorFaults};
 use crate::flash::{BOOT_RANGE, QUEUE_RANGE, SimFlash};
 use crate::net::{Net, NetConfig};
+use crate::sampling;
 use crate::thermal::{Container, Profile};
 
 /// With `--interval-ms 0` the logger makes frames as fast as the uplink takes
@@ -189,6 +193,9 @@ struct Ram {
     batch: ReadingBatch,
     rec: Recorder,
     board: Board,
+    sampler: Sampler,
+    /// The settings version the sampler was built from (`None`: no settings).
+    sampler_version: Option<u32>,
 }
 
 impl Ram {
@@ -216,8 +223,23 @@ fn boot(s: &Setup, flash: &mut SimFlash, force: Option<u32>) -> anyhow::Result<(
             batch: ReadingBatch::new(),
             rec: Recorder::new(),
             board: Board::boot()?,
+            sampler: sampling::sampler(
+                &sampling::configs(board::channels(s.profile), None, period_ms(s), s.speed),
+                0,
+            )?,
+            sampler_version: None,
         },
     ))
+}
+
+/// Every channel's sampling interval without pushed settings, real ms: a
+/// frame of `--readings-per-frame` readings every `--interval-ms`.
+fn period_ms(s: &Setup) -> u64 {
+    let rounds = s
+        .readings_per_frame
+        .div_ceil(board::channels(s.profile).len())
+        .max(1);
+    u64::try_from(s.interval.as_millis()).unwrap_or(u64::MAX) / rounds as u64
 }
 
 fn readings_in(bytes: &[u8], key: &DeviceKey) -> usize {
@@ -457,14 +479,11 @@ pub async fn run(s: Setup, mut stop: watch::Receiver<bool>) -> anyhow::Result<Su
     let mut model_h = start_h;
     let channels = board::channels(s.profile);
     let k = s.readings_per_frame;
-    let rounds = k.div_ceil(channels.len()).max(1);
-    let period = s.interval / u32::try_from(rounds).unwrap_or(u32::MAX);
     let mut outages = s.faults.outages.clone();
     let mut cuts = s.faults.power_cuts.clone();
     let mut lid_open = false;
     let mut tipped = false;
     let mut produced = 0u64;
-    let mut next_round = started;
     let mut stopped_at: Option<Instant> = None;
     tracing::info!(device = %s.device, profile = ?s.profile, boot = d.boot_no, queued = d.sum.found, hold_h = container.hold_h(), "container started");
 
@@ -497,9 +516,21 @@ pub async fn run(s: Setup, mut stop: watch::Receiver<bool>) -> anyhow::Result<Su
             continue;
         }
 
+        // New settings from the daemon: the sampler follows them.
+        let version = d.ram.settings.current().map(|x| x.version);
+        if version != d.ram.sampler_version {
+            let cfgs =
+                sampling::configs(channels, d.ram.settings.current(), period_ms(&s), s.speed);
+            d.ram.sampler = sampling::sampler(&cfgs, d.ram.uptime_ms())?;
+            d.ram.sampler_version = version;
+            tracing::debug!(device = %s.device, ?version, ?cfgs, "sampling settings");
+        }
+
         let making = stopped_at.is_none() && s.frames.is_none_or(|n| produced < n);
-        let round_due =
-            making && now >= next_round && (!s.interval.is_zero() || d.queued.len() < PACE);
+        let next_due = d.ram.sampler.next_due_ms().unwrap_or(u64::MAX);
+        let round_due = making
+            && d.ram.uptime_ms() >= next_due
+            && (!s.interval.is_zero() || d.queued.len() < PACE);
         if round_due {
             // The model catches up with real time.
             let target_h = start_h + real.as_secs_f64() / 3600.0 * s.speed;
@@ -538,15 +569,17 @@ pub async fn run(s: Setup, mut stop: watch::Receiver<bool>) -> anyhow::Result<Su
             tipped = now_tipped;
 
             let phys = container.physical();
-            let have = d.ram.batch.len();
-            for ch in channels.iter().take(k - have) {
-                let m = d.ram.board.measure(ch, &phys, sensor_faults)?;
-                d.ram
-                    .batch
-                    .push_reading(up, ch.number, ch.kind, m)
-                    .map_err(|e| anyhow::anyhow!("batch: {e:?}"))?;
-            }
-            next_round += period;
+            let ram = &mut d.ram;
+            sampling::sample(
+                &mut ram.sampler,
+                &mut ram.board,
+                channels,
+                &phys,
+                sensor_faults,
+                up,
+                &mut ram.batch,
+                k,
+            )?;
             if d.ram.batch.len() >= k {
                 let ram = &mut d.ram;
                 if let Some(frame) = ram.builder.events(&mut ram.events, &ram.tb) {
@@ -579,7 +612,10 @@ pub async fn run(s: Setup, mut stop: watch::Receiver<bool>) -> anyhow::Result<Su
             break;
         }
         let wake = if making && !(s.interval.is_zero() && d.queued.len() >= PACE) {
-            next_round
+            d.ram
+                .booted
+                .checked_add(Duration::from_millis(next_due))
+                .unwrap_or(now + TICK)
         } else {
             now + TICK
         };

@@ -12,6 +12,7 @@ mod exec;
 mod flash;
 mod net;
 mod rng;
+mod sampling;
 mod thermal;
 mod tls;
 mod tty;
