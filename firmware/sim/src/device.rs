@@ -44,6 +44,17 @@ const RETAINED_WAIT: Duration = Duration::from_millis(150);
 const CONNECT_WAIT: Duration = Duration::from_secs(5);
 /// At a stop signal: how long the queue may still drain.
 const DRAIN_ON_STOP: Duration = Duration::from_secs(3);
+/// Status heartbeat interval before the daemon's settings say otherwise,
+/// device seconds (the daemon's own default).
+const STATUS_INTERVAL_S: u32 = 300;
+
+/// The simulated battery, a lithium thionyl chloride primary cell (3.6 V
+/// nominal, a flat discharge): 3 600 mV new, 0.5 mV less per model hour,
+/// never below 3 000 mV. `model_h` counts from the start of the shipment.
+pub fn battery_mv(model_h: f64) -> u16 {
+    (3_600.0 - 0.5 * model_h.max(0.0)).clamp(3_000.0, 3_600.0) as u16
+}
+
 /// Longest idle sleep: the uplink's timers (back-off, keep-alive, ack
 /// timeouts) are checked at least this often.
 const TICK: Duration = Duration::from_millis(50);
@@ -484,6 +495,8 @@ pub async fn run(s: Setup, mut stop: watch::Receiver<bool>) -> anyhow::Result<Su
     let mut lid_open = false;
     let mut tipped = false;
     let mut produced = 0u64;
+    // Device seconds since the start at which the next status is due.
+    let mut next_status_s = 0.0f64;
     let mut stopped_at: Option<Instant> = None;
     tracing::info!(device = %s.device, profile = ?s.profile, boot = d.boot_no, queued = d.sum.found, hold_h = container.hold_h(), "container started");
 
@@ -527,6 +540,36 @@ pub async fn run(s: Setup, mut stop: watch::Receiver<bool>) -> anyhow::Result<Su
         }
 
         let making = stopped_at.is_none() && s.frames.is_none_or(|n| produced < n);
+
+        // Status heartbeat (with --events): every status_interval_s of the
+        // settings in force, in device time (--speed), with the battery, the
+        // frames waiting in flash and those dropped since the last status.
+        let device_s = real.as_secs_f64() * s.speed;
+        if s.events && making && device_s >= next_status_s {
+            let every = d
+                .ram
+                .settings
+                .current()
+                .map_or(STATUS_INTERVAL_S, |x| x.status_interval_s)
+                .max(1);
+            while next_status_s <= device_s {
+                next_status_s += f64::from(every);
+            }
+            let queued =
+                d.q.len(&mut d.buf)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("flash queue: {e:?}"))?;
+            let mv = battery_mv(start_h + device_s / 3600.0);
+            let up = d.ram.uptime_ms();
+            let ram = &mut d.ram;
+            let frame = ram
+                .rec
+                .status(&mut ram.builder, &ram.tb, up, mv, None, queued);
+            d.store(&frame, 0).await?;
+            tracing::debug!(device = %s.device, battery_mv = mv, queued, "status stored");
+            continue;
+        }
+
         let next_due = d.ram.sampler.next_due_ms().unwrap_or(u64::MAX);
         let round_due = making
             && d.ram.uptime_ms() >= next_due
@@ -612,10 +655,18 @@ pub async fn run(s: Setup, mut stop: watch::Receiver<bool>) -> anyhow::Result<Su
             break;
         }
         let wake = if making && !(s.interval.is_zero() && d.queued.len() >= PACE) {
-            d.ram
+            let sample_at = d
+                .ram
                 .booted
                 .checked_add(Duration::from_millis(next_due))
-                .unwrap_or(now + TICK)
+                .unwrap_or(now + TICK);
+            if s.events {
+                let status_at =
+                    started + Duration::from_secs_f64((next_status_s / s.speed).min(1e9));
+                sample_at.min(status_at)
+            } else {
+                sample_at
+            }
         } else {
             now + TICK
         };
