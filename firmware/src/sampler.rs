@@ -101,11 +101,24 @@ impl Sampler {
         &mut self,
         now_ms: u64,
         batch: &mut ReadingBatch,
+        read: impl FnMut(&ChannelConfig) -> Result<i32, FaultKind>,
+    ) -> Result<usize, BatchError> {
+        self.poll_up_to(now_ms, batch, usize::MAX, read)
+    }
+
+    /// As [`Sampler::poll`], for frames smaller than a full batch: stops
+    /// with `Err(Full)` once `batch` holds `limit` readings (the channels not
+    /// read stay due: seal and call again).
+    pub fn poll_up_to(
+        &mut self,
+        now_ms: u64,
+        batch: &mut ReadingBatch,
+        limit: usize,
         mut read: impl FnMut(&ChannelConfig) -> Result<i32, FaultKind>,
     ) -> Result<usize, BatchError> {
         let mut n = 0;
         for s in self.ch.iter_mut().filter(|s| s.next_due_ms <= now_ms) {
-            if batch.is_full() {
+            if batch.is_full() || batch.len() >= limit {
                 return Err(BatchError::Full);
             }
             let m = check(s, read(&s.cfg));

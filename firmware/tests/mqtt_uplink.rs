@@ -215,19 +215,45 @@ impl Rig {
     fn broker(&mut self, bytes: &[u8]) {
         self.net.to_device.extend(bytes);
     }
-    /// Connects: CONNECT checked, CONNACK given, SUBSCRIBE checked.
+    /// Connects: CONNECT checked, CONNACK given, SUBSCRIBE and the retained
+    /// `online` checked byte for byte, the `online` PUBACKed (as a broker
+    /// does, also for a publish its ACL refuses).
     fn online(&mut self) {
+        let pkid = self.connack().expect("an online message");
+        self.puback(pkid);
+        assert_eq!(self.poll(), Some(Event::Other), "online PUBACK");
+    }
+    /// Connects and returns the packet id of the retained `online`, if sent
+    /// (not acknowledged yet).
+    fn connack(&mut self) -> Option<u16> {
         assert_eq!(self.poll(), Some(Event::Connecting));
         let p = packets(&mut self.net.from_device);
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].0, 0x10, "CONNECT");
         self.broker(&[0x20, 0x02, 0x00, 0x00]);
         assert_eq!(self.poll(), Some(Event::Connected));
+        let bytes = self.net.from_device.clone();
         let p = packets(&mut self.net.from_device);
         assert_eq!(p[0].0, 0x82, "SUBSCRIBE");
         let (topic, rest) = mqtt_str(&p[0].1[2..]);
         assert_eq!(topic, "coldchain/v1/dev/box-7/down");
         assert_eq!(rest, [1], "QoS 1");
+        match p.len() {
+            1 => None,
+            2 => {
+                // PUBLISH, QoS 1, retained, payload "online".
+                let (topic, rest) = mqtt_str(&p[1].1);
+                assert_eq!(topic, "coldchain/v1/dev/box-7/online");
+                let pkid = u16::from_be_bytes([rest[0], rest[1]]);
+                let mut online = vec![0x33, 39, 0x00, 29];
+                online.extend_from_slice(b"coldchain/v1/dev/box-7/online");
+                online.extend_from_slice(&pkid.to_be_bytes());
+                online.extend_from_slice(b"online");
+                assert!(bytes.ends_with(&online), "retained online: {bytes:02x?}");
+                Some(pkid)
+            }
+            n => panic!("{n} packets after CONNACK"),
+        }
     }
     /// The PUBLISHes the device sent: (pkid, frame ref).
     fn published(&mut self) -> Vec<(u16, FrameRef)> {
@@ -270,6 +296,7 @@ fn r(seq: u32) -> FrameRef {
 
 #[test]
 fn connect_carries_a_last_will_and_a_clean_session() {
+    // (The retained "online" after CONNACK: Rig::online.)
     let mut rig = Rig::new(0);
     assert_eq!(rig.poll(), Some(Event::Connecting));
     let p = packets(&mut rig.net.from_device);
@@ -513,13 +540,19 @@ fn suback_says_whether_the_down_topic_was_granted() {
 }
 
 #[test]
-fn disconnect_sends_disconnect_keeps_the_queue_and_reconnects_only_when_told() {
+fn disconnect_says_offline_sends_disconnect_keeps_the_queue_and_reconnects_only_when_told() {
     let mut rig = Rig::new(1);
     rig.online();
     assert_eq!(rig.poll(), Some(Event::Published(r(0))));
     rig.published();
     block_on(rig.mq.disconnect(&mut rig.net, rig.now, 1_000));
-    assert_eq!(packets(&mut rig.net.from_device), vec![(0xE0, vec![])]);
+    // The retained "offline" first (no will after a DISCONNECT), QoS 0.
+    let mut offline = vec![0x31, 38, 0x00, 29];
+    offline.extend_from_slice(b"coldchain/v1/dev/box-7/online");
+    offline.extend_from_slice(b"offline");
+    offline.extend_from_slice(&[0xE0, 0x00]);
+    assert_eq!(rig.net.from_device, offline);
+    rig.net.from_device.clear();
     assert!(!rig.net.open, "transport closed");
     assert!(!rig.mq.is_online());
     assert_eq!(rig.mq.in_flight(), None);
@@ -587,4 +620,51 @@ fn connect_bytes_with_user_name_and_password() {
     let mut cfg = CFG;
     cfg.password = Some(heapless::Vec::from_slice(b"hunter2").unwrap());
     assert!(!format!("{cfg:?}").contains("hunter2"));
+}
+
+/// Every CONNACK is followed by a retained `online` (QoS 1, its own packet
+/// id), so a reconnect replaces the `offline` the broker published as the last
+/// will of the lost connection. Its PUBACK removes no frame.
+#[test]
+fn each_connection_announces_itself_online_retained() {
+    let mut rig = Rig::new(1);
+    let online = rig.connack().unwrap();
+    // Packet ids: 1 for the SUBSCRIBE, 2 for online, the frame's next.
+    assert_eq!(online, 2);
+    assert_eq!(rig.poll(), Some(Event::Published(r(0))));
+    let p = rig.published();
+    assert_eq!(p[0].0, 3);
+    rig.puback(online);
+    assert_eq!(rig.poll(), Some(Event::Other));
+    assert_eq!(rig.queued(), 1, "the online PUBACK removed a frame");
+    assert_eq!(rig.mq.in_flight(), Some(r(0)));
+    rig.net.open = false;
+    assert!(matches!(rig.poll(), Some(Event::Disconnected { .. })));
+    rig.now += CFG.backoff_min_ms;
+    // online() checks the retained "online" again on the new connection.
+    rig.online();
+    assert_eq!(rig.poll(), Some(Event::Published(r(0))));
+    assert_eq!(rig.queued(), 1);
+}
+
+/// MQTT 3.1.1 lets a broker close the connection on a publish its ACL
+/// refuses. A connection lost before the `online` PUBACK: the next one goes
+/// without it, so frames still flow; the one after tries again.
+#[test]
+fn a_connection_lost_before_the_online_puback_makes_the_next_go_without_it() {
+    let mut rig = Rig::new(1);
+    assert!(rig.connack().is_some());
+    // The broker closes instead of acknowledging.
+    rig.net.open = false;
+    assert!(matches!(rig.poll(), Some(Event::Disconnected { .. })));
+    rig.now += CFG.backoff_min_ms;
+    assert_eq!(rig.connack(), None, "no online message this time");
+    assert_eq!(rig.poll(), Some(Event::Published(r(0))));
+    let p = rig.published();
+    rig.puback(p[0].0);
+    assert_eq!(rig.poll(), Some(Event::Acked(r(0))));
+    rig.net.open = false;
+    assert!(matches!(rig.poll(), Some(Event::Disconnected { .. })));
+    rig.now += CFG.backoff_min_ms;
+    assert!(rig.connack().is_some(), "tried again");
 }

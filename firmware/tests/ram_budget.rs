@@ -45,8 +45,8 @@ fn buffers_and_queue_fit_a_64k_mcu_with_room_to_spare() {
             size_of::<coldchain_firmware::uplink::mqtt::MqttUplink>(),
         ),
         (
-            "MQTT poll scratch (stack: packet out, packet in, builder)",
-            ENTRY_BUF_LEN + 128 + coldchain_firmware::uplink::mqtt::RX_MAX + 1024 + 8,
+            "MQTT poll scratch (stack: packet out, packet in, builder, SUBSCRIBE + online out)",
+            ENTRY_BUF_LEN + 128 + coldchain_firmware::uplink::mqtt::RX_MAX + 1024 + 320 + 8,
         ),
     ];
     let downlink = size_of::<Downlink>();

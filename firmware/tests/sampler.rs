@@ -167,3 +167,25 @@ fn readings_in_a_batch_carry_offsets_from_the_first() {
     assert_eq!(dts, [0, 1_000, 2_000, 3_000]);
     assert_eq!(b.start_ms(), Some(0));
 }
+
+/// A frame smaller than a batch: `poll_up_to` stops at the limit and the
+/// channels not read stay due for the next frame, none skipped.
+#[test]
+fn poll_up_to_stops_at_the_limit_and_keeps_the_rest_due() {
+    let mut s = Sampler::new();
+    for ch in 0..3u8 {
+        let mut c = rtd(1000, 1000);
+        c.channel = ch;
+        c.high_milli = None;
+        s.add(c, 0).unwrap();
+    }
+    let mut b = ReadingBatch::new();
+    assert!(s.poll_up_to(0, &mut b, 2, |_| Ok(-190_000)).is_err());
+    let chans: Vec<u8> = b.items().iter().map(|r| r.channel).collect();
+    assert_eq!(chans, [0, 1]);
+    assert_eq!(s.next_due_ms(), Some(0), "channel 2 still due");
+    let mut b = ReadingBatch::new();
+    assert_eq!(s.poll_up_to(0, &mut b, 2, |_| Ok(-190_000)), Ok(1));
+    assert_eq!(b.items()[0].channel, 2);
+    assert_eq!(s.next_due_ms(), Some(1000));
+}

@@ -113,6 +113,21 @@ fn simulator_frames_reach_sled_through_the_broker_exactly_once() {
     }
     let _ = witness.wait();
     assert_eq!(relayed, 50, "the broker relayed every frame");
+    // The firmware said "online" when it connected and "offline" when it
+    // left: the daemon saw both (it shows the last).
+    wait_for(T, "the daemon to see sim-0001 go offline", || {
+        let d = daemon.get("/api/v1/devices");
+        let x = d
+            .as_array()?
+            .iter()
+            .find(|x| x["id"] == "sim-0001")?
+            .clone();
+        (x["online"] == false).then_some(())
+    });
+    assert!(
+        daemon.logs().contains("device connected to the broker"),
+        "the daemon never saw sim-0001 online"
+    );
 }
 
 /// Waits until the broker holds the daemon's retained sync for `device`.
@@ -415,5 +430,72 @@ fn a_device_last_will_shows_it_offline() {
             .any(|l| l == "coldchain_device_online{device=\"van-3\"} 0"),
         "{m}"
     );
-    assert!(daemon.logs().contains("device lost its broker connection"));
+    assert!(daemon.logs().contains("device offline"));
+}
+
+/// With `--events` the simulator sends status heartbeats (the firmware's
+/// `Recorder::status`) every `status_interval_s` of the daemon's settings
+/// (300 s), in device time: at `--speed 600` one every 0.5 s. The daemon
+/// stores them as Status events: the shipment report shows the battery.
+#[test]
+fn simulator_status_heartbeats_reach_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(&dir.path().join("broker"));
+    let opts = DaemonOpts {
+        http: format!("token = \"{TEST_TOKEN}\""),
+        ..DaemonOpts::default()
+    };
+    let daemon = Daemon::start_with(
+        &dir.path().join("daemon"),
+        broker.port,
+        &[DeviceCfg::new("hb-1")],
+        &opts,
+    );
+    let (st, v) = http_post(
+        daemon.http_port,
+        "/api/v1/shipments",
+        Some(TEST_TOKEN),
+        &serde_json::json!({
+            "by": "test", "id": "HB", "product": "cells", "profile": "cryo-ln2",
+            "watch": [{"device": "hb-1", "channel": 0}], "origin": "A", "destination": "B",
+            "departure_ms": now_ms() - 60_000,
+        }),
+    );
+    assert!((200..300).contains(&st), "{st}: {v}");
+    let health = || {
+        daemon.get("/api/v1/shipments/HB/report?format=json")["data"]["data_health"]["devices"][0]
+            .clone()
+    };
+    assert!(
+        health()["battery_last_mv"].is_null(),
+        "a battery before any status: {}",
+        health()
+    );
+    let summary = run_sim(&[
+        "--broker",
+        &format!("127.0.0.1:{}", broker.port),
+        "--device",
+        "hb-1",
+        "--key",
+        TEST_KEY,
+        "--events",
+        "--speed",
+        "600",
+        "--frames",
+        "10",
+        "--interval-ms",
+        "200",
+    ]);
+    assert_eq!(summary["frames"], 10, "{summary}");
+    let h = wait_for(T, "the 40 readings and a battery in the report", || {
+        let h = health();
+        (daemon.all_readings("hb-1").len() >= 40 && !h["battery_last_mv"].is_null()).then_some(h)
+    });
+    let last = h["battery_last_mv"].as_u64().unwrap();
+    let min = h["battery_min_mv"].as_u64().unwrap();
+    // A new cell, 0.5 mV less per model hour: well above 3 000 mV after the
+    // few model hours of this run, and falling (the last is the lowest).
+    assert!((3_590..=3_600).contains(&last), "{h}");
+    assert_eq!(min, last, "{h}");
+    assert_eq!(h["battery_low_events"], 0, "{h}");
 }

@@ -534,6 +534,11 @@ fn a_device_cannot_publish_or_read_as_another() {
             "coldchain/v1/daemon/test/online".to_string(),
             &b"offline".to_vec(),
         ),
+        // Nor another device's online status.
+        (
+            "coldchain/v1/dev/dev-b/online".to_string(),
+            &b"offline".to_vec(),
+        ),
     ] {
         // MQTT 3.1.1 cannot tell a publisher it was refused: the broker acks
         // and drops. MQTT 5 says so in the PUBACK.
@@ -875,6 +880,58 @@ fn the_simulator_connects_over_tls_with_its_password() {
     for r in &rows {
         assert_eq!(r["time_source"], "device", "{r}");
     }
+
+    // Its online status, read by the daemon account with the real
+    // mosquitto_sub: the clean exit of the run above left a retained
+    // "offline" (said by the device itself: a DISCONNECT suppresses the will).
+    let online_topic = "coldchain/v1/dev/dev-a/online";
+    let sub = |extra: &[&str]| {
+        let mut args = vec![
+            "--cafile",
+            &site.ca,
+            "-u",
+            DAEMON_USER,
+            "-P",
+            &site.daemon_password,
+            "-t",
+            online_topic,
+        ];
+        args.extend_from_slice(extra);
+        mosquitto_sub(site.broker.port, &args).unwrap()
+    };
+    let (mut s, mut r) = sub(&["-C", "1", "-W", "30"]);
+    let got = read_until(&mut r, |_| true);
+    let _ = s.wait();
+    assert_eq!(got.as_deref(), Some("offline"), "after a clean exit");
+    // A running simulator is "online" (retained, after its CONNACK); killed
+    // with SIGKILL it says nothing more, and the broker publishes its last
+    // will "offline" under the ACL.
+    let (mut s, mut r) = sub(&["-W", "120"]);
+    let mut cmd = Command::new(bin("coldchain-sim"));
+    cmd.args(["--broker", &broker, "--device", "dev-a"])
+        .args(["--key", &a.key_hex, "--ca-file", &site.ca])
+        .args(["--username", "dev-a", "--password", &a.password])
+        .args(["--interval-ms", "1000"]);
+    let mut running = Proc::spawn(
+        "coldchain-sim",
+        cmd,
+        &site.dir.path().join("sim-running.log"),
+    );
+    assert_eq!(
+        read_until(&mut r, |l| l == "online").as_deref(),
+        Some("online"),
+        "the running simulator never said online: {}",
+        site.broker.log()
+    );
+    running.kill9();
+    assert_eq!(
+        read_until(&mut r, |l| l == "offline").as_deref(),
+        Some("offline"),
+        "no last will after SIGKILL: {}",
+        site.broker.log()
+    );
+    let _ = s.kill();
+    let _ = s.wait();
 
     let out = sim("not-the-password", &site.ca);
     assert!(!out.status.success());

@@ -307,7 +307,7 @@ fn presence(stats: &super::Stats, d: &coldchain_proto::DeviceId, payload: &[u8],
         if online {
             tracing::info!(device = %d, "device connected to the broker");
         } else {
-            tracing::warn!(device = %d, "device lost its broker connection (its last will)");
+            tracing::warn!(device = %d, "device offline (it said so on leaving, or the broker published its last will)");
         }
     }
 }

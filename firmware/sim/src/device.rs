@@ -1,6 +1,8 @@
 //! One simulated container on MQTT: the device's main loop on the firmware's
-//! code. When a sampling round is due, the simulated sensors are read (the
-//! thermal model) into a `ReadingBatch`; a full batch is sealed and signed by
+//! code. When the firmware's `Sampler` has channels due, they are read from
+//! the simulated board (the thermal model) through its checks (plausibility,
+//! stuck detection; see [`crate::sampling`]) into a `ReadingBatch`; a batch
+//! of `--readings-per-frame` readings is sealed and signed by
 //! `FrameBuilder` and stored in the flash queue (`Outbox` on the simulated NOR
 //! flash, boot counter in the same flash). Otherwise the firmware's MQTT
 //! uplink (`MqttUplink`, over [`crate::net::Net`]) is polled: it publishes the
@@ -15,6 +17,7 @@ use anyhow::{Context, bail};
 use coldchain_firmware::batch::{EventBatch, ReadingBatch};
 use coldchain_firmware::queue::{ENTRY_BUF_LEN, Outbox};
 use coldchain_firmware::record::Recorder;
+use coldchain_firmware::sampler::Sampler;
 use coldchain_firmware::sync::{SettingsState, SyncPolicy, apply_sync};
 use coldchain_firmware::uplink::mqtt::{Event, MqttConfig, MqttUplink};
 use coldchain_firmware::{FrameBuilder, TimeBase, bootcount};
@@ -27,6 +30,7 @@ use tokio::time::Instant;
 use crate::board::{self, Board, SensorFaults};
 use crate::flash::{BOOT_RANGE, QUEUE_RANGE, SimFlash};
 use crate::net::{Net, NetConfig};
+use crate::sampling;
 use crate::thermal::{Container, Profile};
 
 /// With `--interval-ms 0` the logger makes frames as fast as the uplink takes
@@ -40,6 +44,17 @@ const RETAINED_WAIT: Duration = Duration::from_millis(150);
 const CONNECT_WAIT: Duration = Duration::from_secs(5);
 /// At a stop signal: how long the queue may still drain.
 const DRAIN_ON_STOP: Duration = Duration::from_secs(3);
+/// Status heartbeat interval before the daemon's settings say otherwise,
+/// device seconds (the daemon's own default).
+const STATUS_INTERVAL_S: u32 = 300;
+
+/// The simulated battery, a lithium thionyl chloride primary cell (3.6 V
+/// nominal, a flat discharge): 3 600 mV new, 0.5 mV less per model hour,
+/// never below 3 000 mV. `model_h` counts from the start of the shipment.
+pub fn battery_mv(model_h: f64) -> u16 {
+    (3_600.0 - 0.5 * model_h.max(0.0)).clamp(3_000.0, 3_600.0) as u16
+}
+
 /// Longest idle sleep: the uplink's timers (back-off, keep-alive, ack
 /// timeouts) are checked at least this often.
 const TICK: Duration = Duration::from_millis(50);
@@ -189,6 +204,9 @@ struct Ram {
     batch: ReadingBatch,
     rec: Recorder,
     board: Board,
+    sampler: Sampler,
+    /// The settings version the sampler was built from (`None`: no settings).
+    sampler_version: Option<u32>,
 }
 
 impl Ram {
@@ -216,8 +234,23 @@ fn boot(s: &Setup, flash: &mut SimFlash, force: Option<u32>) -> anyhow::Result<(
             batch: ReadingBatch::new(),
             rec: Recorder::new(),
             board: Board::boot()?,
+            sampler: sampling::sampler(
+                &sampling::configs(board::channels(s.profile), None, period_ms(s), s.speed),
+                0,
+            )?,
+            sampler_version: None,
         },
     ))
+}
+
+/// Every channel's sampling interval without pushed settings, real ms: a
+/// frame of `--readings-per-frame` readings every `--interval-ms`.
+fn period_ms(s: &Setup) -> u64 {
+    let rounds = s
+        .readings_per_frame
+        .div_ceil(board::channels(s.profile).len())
+        .max(1);
+    u64::try_from(s.interval.as_millis()).unwrap_or(u64::MAX) / rounds as u64
 }
 
 fn readings_in(bytes: &[u8], key: &DeviceKey) -> usize {
@@ -457,14 +490,13 @@ pub async fn run(s: Setup, mut stop: watch::Receiver<bool>) -> anyhow::Result<Su
     let mut model_h = start_h;
     let channels = board::channels(s.profile);
     let k = s.readings_per_frame;
-    let rounds = k.div_ceil(channels.len()).max(1);
-    let period = s.interval / u32::try_from(rounds).unwrap_or(u32::MAX);
     let mut outages = s.faults.outages.clone();
     let mut cuts = s.faults.power_cuts.clone();
     let mut lid_open = false;
     let mut tipped = false;
     let mut produced = 0u64;
-    let mut next_round = started;
+    // Device seconds since the start at which the next status is due.
+    let mut next_status_s = 0.0f64;
     let mut stopped_at: Option<Instant> = None;
     tracing::info!(device = %s.device, profile = ?s.profile, boot = d.boot_no, queued = d.sum.found, hold_h = container.hold_h(), "container started");
 
@@ -497,9 +529,51 @@ pub async fn run(s: Setup, mut stop: watch::Receiver<bool>) -> anyhow::Result<Su
             continue;
         }
 
+        // New settings from the daemon: the sampler follows them.
+        let version = d.ram.settings.current().map(|x| x.version);
+        if version != d.ram.sampler_version {
+            let cfgs =
+                sampling::configs(channels, d.ram.settings.current(), period_ms(&s), s.speed);
+            d.ram.sampler = sampling::sampler(&cfgs, d.ram.uptime_ms())?;
+            d.ram.sampler_version = version;
+            tracing::debug!(device = %s.device, ?version, ?cfgs, "sampling settings");
+        }
+
         let making = stopped_at.is_none() && s.frames.is_none_or(|n| produced < n);
-        let round_due =
-            making && now >= next_round && (!s.interval.is_zero() || d.queued.len() < PACE);
+
+        // Status heartbeat (with --events): every status_interval_s of the
+        // settings in force, in device time (--speed), with the battery, the
+        // frames waiting in flash and those dropped since the last status.
+        let device_s = real.as_secs_f64() * s.speed;
+        if s.events && making && device_s >= next_status_s {
+            let every = d
+                .ram
+                .settings
+                .current()
+                .map_or(STATUS_INTERVAL_S, |x| x.status_interval_s)
+                .max(1);
+            while next_status_s <= device_s {
+                next_status_s += f64::from(every);
+            }
+            let queued =
+                d.q.len(&mut d.buf)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("flash queue: {e:?}"))?;
+            let mv = battery_mv(start_h + device_s / 3600.0);
+            let up = d.ram.uptime_ms();
+            let ram = &mut d.ram;
+            let frame = ram
+                .rec
+                .status(&mut ram.builder, &ram.tb, up, mv, None, queued);
+            d.store(&frame, 0).await?;
+            tracing::debug!(device = %s.device, battery_mv = mv, queued, "status stored");
+            continue;
+        }
+
+        let next_due = d.ram.sampler.next_due_ms().unwrap_or(u64::MAX);
+        let round_due = making
+            && d.ram.uptime_ms() >= next_due
+            && (!s.interval.is_zero() || d.queued.len() < PACE);
         if round_due {
             // The model catches up with real time.
             let target_h = start_h + real.as_secs_f64() / 3600.0 * s.speed;
@@ -538,15 +612,17 @@ pub async fn run(s: Setup, mut stop: watch::Receiver<bool>) -> anyhow::Result<Su
             tipped = now_tipped;
 
             let phys = container.physical();
-            let have = d.ram.batch.len();
-            for ch in channels.iter().take(k - have) {
-                let m = d.ram.board.measure(ch, &phys, sensor_faults)?;
-                d.ram
-                    .batch
-                    .push_reading(up, ch.number, ch.kind, m)
-                    .map_err(|e| anyhow::anyhow!("batch: {e:?}"))?;
-            }
-            next_round += period;
+            let ram = &mut d.ram;
+            sampling::sample(
+                &mut ram.sampler,
+                &mut ram.board,
+                channels,
+                &phys,
+                sensor_faults,
+                up,
+                &mut ram.batch,
+                k,
+            )?;
             if d.ram.batch.len() >= k {
                 let ram = &mut d.ram;
                 if let Some(frame) = ram.builder.events(&mut ram.events, &ram.tb) {
@@ -579,7 +655,18 @@ pub async fn run(s: Setup, mut stop: watch::Receiver<bool>) -> anyhow::Result<Su
             break;
         }
         let wake = if making && !(s.interval.is_zero() && d.queued.len() >= PACE) {
-            next_round
+            let sample_at = d
+                .ram
+                .booted
+                .checked_add(Duration::from_millis(next_due))
+                .unwrap_or(now + TICK);
+            if s.events {
+                let status_at =
+                    started + Duration::from_secs_f64((next_status_s / s.speed).min(1e9));
+                sample_at.min(status_at)
+            } else {
+                sample_at
+            }
         } else {
             now + TICK
         };

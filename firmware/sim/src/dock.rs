@@ -1,9 +1,11 @@
 //! One simulated logger on a serial port (`--serial`): the firmware's flash
 //! queue on the simulated flash, drained by the firmware's serial uplink.
 //!
-//! The loop is the device's main loop: when a frame is due, sample the
-//! simulated sensors, seal and sign the frame (`FrameBuilder`) and store it in
-//! the flash queue (`Outbox`); otherwise poll the serial uplink, which sends the
+//! The loop is the device's main loop: when the firmware's `Sampler` has
+//! channels due, read them from the simulated board through its checks
+//! ([`crate::sampling`]); a batch of `--readings-per-frame` readings is
+//! sealed and signed (`FrameBuilder`) and stored in the flash queue
+//! (`Outbox`); otherwise poll the serial uplink, which sends the
 //! oldest queued frame and removes it only on the daemon's verified ack. The
 //! boot counter lives in the same flash. A `--fault power-cut@S` drops all RAM
 //! state (batch, frame builder, uplink, clock) and boots again from the flash.
@@ -18,6 +20,7 @@ use anyhow::Context;
 use coldchain_firmware::batch::ReadingBatch;
 use coldchain_firmware::queue::{ENTRY_BUF_LEN, Outbox};
 use coldchain_firmware::record::Recorder;
+use coldchain_firmware::sampler::Sampler;
 use coldchain_firmware::sync::{SettingsState, SyncPolicy, apply_sync};
 use coldchain_firmware::uplink::serial::{Event, SerialConfig, SerialUplink};
 use coldchain_firmware::{FrameBuilder, TimeBase, bootcount};
@@ -28,6 +31,7 @@ use sequential_storage::cache::Cache;
 use crate::board::{self, Board, SensorFaults};
 use crate::exec::block_on;
 use crate::flash::{BOOT_RANGE, QUEUE_RANGE, SimFlash};
+use crate::sampling;
 use crate::thermal::{Container, Profile};
 
 /// What the logger does.
@@ -101,6 +105,20 @@ struct Ram {
     booted: Instant,
     rec: Recorder,
     board: Board,
+    sampler: Sampler,
+    /// The settings version the sampler was built from (`None`: no settings).
+    sampler_version: Option<u32>,
+    batch: ReadingBatch,
+}
+
+/// Every channel's sampling interval without pushed settings, real ms: a
+/// frame of `--readings-per-frame` readings every `--interval-ms`.
+fn period_ms(s: &Setup) -> u64 {
+    let rounds = s
+        .readings_per_frame
+        .div_ceil(board::channels(s.profile).len())
+        .max(1);
+    u64::try_from(s.interval.as_millis()).unwrap_or(u64::MAX) / rounds as u64
 }
 
 fn boot(s: &Setup, flash: &mut SimFlash, force: Option<u32>) -> anyhow::Result<(u32, Ram)> {
@@ -120,6 +138,12 @@ fn boot(s: &Setup, flash: &mut SimFlash, force: Option<u32>) -> anyhow::Result<(
             booted: Instant::now(),
             rec: Recorder::new(),
             board: Board::boot()?,
+            sampler: sampling::sampler(
+                &sampling::configs(board::channels(s.profile), None, period_ms(s), s.speed),
+                0,
+            )?,
+            sampler_version: None,
+            batch: ReadingBatch::new(),
         },
     ))
 }
@@ -163,15 +187,11 @@ pub fn run(s: Setup, stop: Arc<AtomicBool>) -> anyhow::Result<Summary> {
     let mut model_h = s.start_h;
     let channels = board::channels(s.profile);
     let k = s.readings_per_frame;
-    let rounds = k.div_ceil(channels.len()).max(1);
-    let period_ms = u64::try_from(s.interval.as_millis()).unwrap_or(u64::MAX) / rounds as u64;
     let mut cuts = s.power_cuts.clone();
     let mut produced = 0u64;
-    let mut next_frame = started;
     let mut announced = false;
 
     loop {
-        let now = Instant::now();
         let uptime = u64::try_from(ram.booted.elapsed().as_millis()).unwrap_or(u64::MAX);
 
         if let Some(i) = cuts.iter().position(|at| *at <= started.elapsed()) {
@@ -184,7 +204,16 @@ pub fn run(s: Setup, stop: Arc<AtomicBool>) -> anyhow::Result<Summary> {
             continue;
         }
 
-        if s.frames.is_none_or(|n| produced < n) && now >= next_frame {
+        // New settings from the daemon: the sampler follows them.
+        let version = ram.settings.current().map(|x| x.version);
+        if version != ram.sampler_version {
+            let cfgs = sampling::configs(channels, ram.settings.current(), period_ms(&s), s.speed);
+            ram.sampler = sampling::sampler(&cfgs, uptime)?;
+            ram.sampler_version = version;
+        }
+
+        let due = ram.sampler.next_due_ms().is_some_and(|t| t <= uptime);
+        if s.frames.is_none_or(|n| produced < n) && due {
             let target_h = s.start_h + started.elapsed().as_secs_f64() / 3600.0 * s.speed;
             container.advance(target_h - model_h);
             model_h = target_h;
@@ -193,17 +222,22 @@ pub fn run(s: Setup, stop: Arc<AtomicBool>) -> anyhow::Result<Summary> {
                 probe_loose: s.sensor_faults.1.is_some_and(|h| model_h >= h),
             };
             let phys = container.physical();
-            let mut batch = ReadingBatch::new();
-            for (i, ch) in channels.iter().cycle().take(k).enumerate() {
-                let at = uptime + (i / channels.len()) as u64 * period_ms;
-                let m = ram.board.measure(ch, &phys, faults)?;
-                batch
-                    .push_reading(at, ch.number, ch.kind, m)
-                    .map_err(|e| anyhow::anyhow!("batch: {e:?}"))?;
+            sampling::sample(
+                &mut ram.sampler,
+                &mut ram.board,
+                channels,
+                &phys,
+                faults,
+                uptime,
+                &mut ram.batch,
+                k,
+            )?;
+            if ram.batch.len() < k {
+                continue;
             }
             let frame = ram
                 .builder
-                .readings(&mut batch, &ram.tb)
+                .readings(&mut ram.batch, &ram.tb)
                 .context("a batch with readings")?;
             let st = block_on(ram.rec.store(
                 &mut ram.builder,
@@ -219,7 +253,6 @@ pub fn run(s: Setup, stop: Arc<AtomicBool>) -> anyhow::Result<Summary> {
                 tracing::warn!(device = %s.device, dropped = st.removed, "flash queue full: oldest frames dropped; a QueueOverflow event reports them");
             }
             produced += 1;
-            next_frame += s.interval;
             continue;
         }
         if !announced && s.frames.is_some_and(|n| produced >= n) {

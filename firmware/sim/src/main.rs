@@ -12,6 +12,7 @@ mod exec;
 mod flash;
 mod net;
 mod rng;
+mod sampling;
 mod thermal;
 mod tls;
 mod tty;
@@ -99,7 +100,10 @@ struct Args {
     #[arg(long)]
     dry_in_h: Option<f64>,
     /// Also send event frames (boot, clock synced, lid, tilt) and status
-    /// heartbeats. Off by default so that frame numbering counts readings only.
+    /// heartbeats (every `status_interval_s` of the daemon's settings, 300 s
+    /// before any, in device time: divided by --speed; battery, queued and
+    /// dropped frames). Off by default so that frame numbering counts
+    /// readings only. MQTT only.
     #[arg(long)]
     events: bool,
     /// Injected fault, repeatable: `probe-open@H`, `probe-loose@H`, `tip@H`,

@@ -186,7 +186,9 @@ impl Container {
         }
     }
 
-    /// What the sensors see now (with a little measurement noise).
+    /// What the sensors see now, with measurement noise: ±0.05 °C at the
+    /// probe (so a probe held flat in LN2 still moves by a few codes of the
+    /// MAX31865), ±0.1 °C outside, ±0.1 %RH.
     pub fn physical(&mut self) -> Physical {
         let noise = (self.rng.unit() - 0.5) * 0.1;
         let probe = self.warm_c + self.lid_transient_c + noise;
@@ -197,7 +199,12 @@ impl Container {
             probe_c: probe,
             neck_c: neck,
             outside_c: outside + (self.rng.unit() - 0.5) * 0.2,
-            outside_rh: 45.0 + 10.0 * (core::f64::consts::TAU * self.t_h / 24.0).cos(),
+            // SHT4x repeatability is about 0.08 %RH: a real humidity
+            // reading moves in its last digits (the firmware's stuck
+            // detection relies on it).
+            outside_rh: 45.0
+                + 10.0 * (core::f64::consts::TAU * self.t_h / 24.0).cos()
+                + (self.rng.unit() - 0.5) * 0.2,
             tilt_deg: self.tilt_deg,
             lid_open: self.lid_open,
             coolant: self.coolant,

@@ -16,7 +16,20 @@
 //!   deduplicate by `(device, boot, seq)`).
 //! * Reconnect with back-off doubling from `backoff_min_ms` to `backoff_max_ms`,
 //!   reset by a CONNACK.
-//! * A last will, so the daemon and operators see a device vanish.
+//! * Presence on `coldchain/v1/dev/{device}/online`: a retained last will
+//!   `offline` in CONNECT (the broker publishes it when the device vanishes),
+//!   and a retained `online` right after each CONNACK, so a reconnect replaces
+//!   the `offline` left by the previous connection; [`MqttUplink::disconnect`]
+//!   publishes `offline` itself (a DISCONNECT suppresses the will).
+//!   The `online` message goes at QoS 1 with its own packet id, outside the
+//!   one-frame-in-flight logic: its PUBACK removes nothing and nothing waits
+//!   for it. QoS 1 because MQTT 3.1.1 lets a broker answer a publish it does
+//!   not authorise by closing the connection, and mosquitto 2.0 does so for
+//!   QoS 0 (seen over TLS), while it PUBACKs a refused QoS 1 publish. Data
+//!   comes before presence: a connection lost while the `online` PUBACK is
+//!   outstanding makes the next connection go without it (a broker whose ACL
+//!   lacks the grant then keeps that connection, and frames flow); the
+//!   connection after that tries again.
 //! * SUBSCRIBE to `coldchain/v1/dev/{device}/down`; a PUBLISH there is verified
 //!   with the device key and handed out as [`Event::Sync`] with its retain
 //!   flag, to apply with [`crate::sync::apply_sync`] (which ignores a retained
@@ -28,7 +41,7 @@
 //! `now_ms`, does at most one thing, and never waits for time.
 
 use coldchain_proto::codec::{CodecError, decode_signed};
-use coldchain_proto::topic::{TopicBuf, device_down, device_up};
+use coldchain_proto::topic::{self, TopicBuf, device_down, device_online, device_up};
 use coldchain_proto::{DeviceId, DeviceKey, Downlink, FrameRef, Settings};
 use embedded_io_async::{Read, ReadReady, Write};
 use embedded_storage_async::nor_flash::MultiwriteNorFlash;
@@ -36,11 +49,6 @@ use sequential_storage::cache::CacheImpl;
 
 use crate::queue::{self, ENTRY_BUF_LEN, Outbox};
 
-/// The device's will topic suffix: `coldchain/v1/dev/{device}/online`.
-/// (Not in proto's topic table yet: see DESIGN.md.)
-pub const WILL_SUFFIX: &str = "online";
-/// Will payload, published by the broker when the device vanishes.
-pub const WILL_OFFLINE: &[u8] = b"offline";
 /// Largest MQTT packet accepted from the broker.
 pub const RX_MAX: usize = 1024;
 
@@ -113,7 +121,7 @@ impl Default for MqttConfig {
 pub enum Event {
     /// CONNECT sent.
     Connecting,
-    /// CONNACK accepted: online (SUBSCRIBE sent).
+    /// CONNACK accepted: online (SUBSCRIBE and the retained `online` sent).
     Connected,
     /// SUBACK: the down topic is subscribed (`granted` false: the broker
     /// refused it, e.g. by its ACL; no sync will come). A broker sends the
@@ -178,6 +186,10 @@ pub struct MqttUplink {
     failures: u32,
     next_pkid: u16,
     inflight: Option<(FrameRef, u16, u64)>,
+    /// Packet id of the `online` PUBLISH whose PUBACK has not come.
+    online_pkid: Option<u16>,
+    /// The last connection was lost before the `online` PUBACK: skip it once.
+    skip_online: bool,
     last_tx: u64,
     ping_sent: Option<u64>,
     rx: [u8; RX_MAX],
@@ -244,6 +256,8 @@ impl MqttUplink {
             failures: 0,
             next_pkid: 1,
             inflight: None,
+            online_pkid: None,
+            skip_online: false,
             last_tx: 0,
             ping_sent: None,
             rx: [0; RX_MAX],
@@ -261,13 +275,27 @@ impl MqttUplink {
         self.inflight.map(|(r, _, _)| r)
     }
 
-    /// Leaves cleanly: sends DISCONNECT (so the broker does not publish the
-    /// last will) and closes the transport. What is queued stays in flash for
+    /// Leaves cleanly: publishes the retained `offline` itself (the broker
+    /// does not publish the last will after a DISCONNECT; QoS 0, as nothing
+    /// waits for a PUBACK here and the broker handles it before the
+    /// DISCONNECT that follows in the same write), sends DISCONNECT and
+    /// closes the transport. What is queued stays in flash for
     /// the next connection. The uplink stays offline until the next
     /// [`MqttUplink::poll`] after `retry_at_ms`.
     pub async fn disconnect<T: Transport>(&mut self, t: &mut T, now_ms: u64, retry_at_ms: u64) {
         if self.state == State::Online {
-            let _ = self.send(t, &[0xE0, 0x00], now_ms).await;
+            let mut b: heapless::Vec<u8, 1024> = heapless::Vec::new();
+            let mut out = [0u8; 160];
+            let online = device_online(&self.device);
+            let ok = put_str(&mut b, online.as_bytes()).is_ok()
+                && b.extend_from_slice(topic::OFFLINE.as_bytes()).is_ok();
+            let n = if ok { packet(0x31, &b, &mut out) } else { None };
+            if let Some(n) = n
+                && let Some(end) = out.get_mut(n..n + 2)
+            {
+                end.copy_from_slice(&[0xE0, 0x00]);
+                let _ = self.send(t, &out[..n + 2], now_ms).await;
+            }
             info!("mqtt: disconnected");
         }
         t.close();
@@ -275,6 +303,7 @@ impl MqttUplink {
             retry_at: retry_at_ms,
         };
         self.inflight = None;
+        self.online_pkid = None;
         self.ping_sent = None;
         self.rx_len = 0;
     }
@@ -295,6 +324,12 @@ impl MqttUplink {
             .saturating_mul(1 << shift)
             .min(self.cfg.backoff_max_ms);
         let retry_at = now.saturating_add(pause);
+        if self.online_pkid.take().is_some() {
+            warn!(
+                "mqtt: connection lost before the broker acknowledged the online message; the next connection goes without it (check that the broker's ACL grants the device coldchain/v1/dev/<device>/online)"
+            );
+            self.skip_online = true;
+        }
         self.state = State::Offline { retry_at };
         // The frame stays in flash; it is published again after reconnecting.
         self.inflight = None;
@@ -313,10 +348,7 @@ impl MqttUplink {
     }
 
     fn connect_packet(&self, out: &mut [u8]) -> Option<usize> {
-        let mut will: TopicBuf = TopicBuf::new();
-        let base = self.up.as_str().strip_suffix("up")?;
-        will.push_str(base).ok()?;
-        will.push_str(WILL_SUFFIX).ok()?;
+        let will = device_online(&self.device);
         let mut b: heapless::Vec<u8, 1024> = heapless::Vec::new();
         put_str(&mut b, b"MQTT").ok()?;
         let pass = self.cfg.password.as_deref();
@@ -339,7 +371,7 @@ impl MqttUplink {
             .ok()?;
         put_str(&mut b, self.device.as_str().as_bytes()).ok()?;
         put_str(&mut b, will.as_bytes()).ok()?;
-        put_str(&mut b, WILL_OFFLINE).ok()?;
+        put_str(&mut b, topic::OFFLINE.as_bytes()).ok()?;
         if let Some(u) = user {
             put_str(&mut b, u).ok()?;
         }
@@ -488,13 +520,31 @@ impl MqttUplink {
                 }
                 self.state = State::Online;
                 self.failures = 0;
+                // SUBSCRIBE to the down topic, then the retained `online`
+                // (QoS 1, see the module notes), in one write.
                 let pkid = self.pkid();
                 let mut b: heapless::Vec<u8, 1024> = heapless::Vec::new();
-                let mut out = [0u8; 160];
+                let mut out = [0u8; 320];
                 let ok = b.extend_from_slice(&pkid.to_be_bytes()).is_ok()
                     && put_str(&mut b, self.down.as_bytes()).is_ok()
                     && b.push(1).is_ok();
-                let n = if ok { packet(0x82, &b, &mut out) } else { None };
+                let mut n = if ok { packet(0x82, &b, &mut out) } else { None };
+                if core::mem::take(&mut self.skip_online) {
+                    info!("mqtt: this connection goes without the online message");
+                } else if let Some(sub) = n {
+                    let pkid = self.pkid();
+                    b.clear();
+                    let online = device_online(&self.device);
+                    let ok = put_str(&mut b, online.as_bytes()).is_ok()
+                        && b.extend_from_slice(&pkid.to_be_bytes()).is_ok()
+                        && b.extend_from_slice(topic::ONLINE.as_bytes()).is_ok();
+                    n = if ok {
+                        packet(0x33, &b, &mut out[sub..]).map(|m| sub + m)
+                    } else {
+                        None
+                    };
+                    self.online_pkid = Some(pkid);
+                }
                 match n {
                     Some(n) if self.send(t, &out[..n], now_ms).await => {}
                     _ => return Ok(Some(self.drop_link(t, now_ms))),
@@ -550,7 +600,12 @@ impl MqttUplink {
                         outbox.ack(r, buf).await?;
                         Ok(Some(Event::Acked(r)))
                     }
-                    _ => Ok(Some(Event::Other)),
+                    _ => {
+                        if id.is_some() && id == self.online_pkid {
+                            self.online_pkid = None;
+                        }
+                        Ok(Some(Event::Other))
+                    }
                 }
             }
             // PINGRESP
