@@ -1,25 +1,14 @@
 //! The boot counter in flash: counts up across reboots, honours an override,
 //! and a power cut at any step of an increment never hands out a number twice.
 
-use std::future::Future;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
+mod common;
+use common::block_on;
 
 use coldchain_firmware::bootcount;
 use sequential_storage::mock_flash::{MockFlashBase, WriteCountCheck};
 
 type Flash = MockFlashBase<2, 4, 256>;
 const RANGE: std::ops::Range<u32> = Flash::FULL_FLASH_RANGE;
-
-fn block_on<F: Future>(f: F) -> F::Output {
-    let mut f = pin!(f);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-    }
-}
 
 #[test]
 fn counts_from_one_and_an_override_is_counted_on_from() {

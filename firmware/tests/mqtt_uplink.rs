@@ -1,10 +1,10 @@
 //! The MQTT uplink's state machine without a network: a mock transport, the
 //! test playing the broker, the mock flash and a hand-set clock.
 
+mod common;
+use common::block_on;
+
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 
 use coldchain_firmware::batch::{ReadingBatch, SignedFrame};
 use coldchain_firmware::clock::SyncRefused;
@@ -22,16 +22,6 @@ use sequential_storage::mock_flash::{MockFlashBase, WriteCountCheck};
 
 type Flash = MockFlashBase<8, 4, 256>;
 type Queue = Outbox<Flash, Cache<Uncached, Uncached, Uncached, ()>>;
-
-fn block_on<F: Future>(f: F) -> F::Output {
-    let mut f = pin!(f);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-    }
-}
 
 fn key() -> DeviceKey {
     DeviceKey::from_bytes([0x24; 32])

@@ -10,10 +10,10 @@
 //! * a frame whose ack completed never comes back;
 //! * the queue keeps working after the reboot.
 
+mod common;
+use common::block_on;
+
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 
 use coldchain_firmware::batch::{ReadingBatch, SignedFrame};
 use coldchain_firmware::queue::{ENTRY_BUF_LEN, Outbox};
@@ -26,17 +26,6 @@ use sequential_storage::mock_flash::{MockFlashBase, WriteCountCheck};
 /// 4 pages of 1 KiB, 4-byte words.
 type Flash = MockFlashBase<4, 4, 256>;
 const RANGE: std::ops::Range<u32> = Flash::FULL_FLASH_RANGE;
-
-/// The mock flash never pends: poll to completion.
-fn block_on<F: Future>(f: F) -> F::Output {
-    let mut f = pin!(f);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-    }
-}
 
 fn key() -> DeviceKey {
     DeviceKey::from_bytes([0x5A; 32])

@@ -3,10 +3,10 @@
 //! frame stored right after the frame that caused the drop, and in the next
 //! status frame's `dropped`.
 
+mod common;
+use common::block_on;
+
 use std::collections::BTreeSet;
-use std::future::Future;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 
 use coldchain_firmware::batch::ReadingBatch;
 use coldchain_firmware::queue::{ENTRY_BUF_LEN, Outbox};
@@ -20,16 +20,6 @@ use sequential_storage::mock_flash::{MockFlashBase, WriteCountCheck};
 /// 4 pages of 1 KiB: a few dozen frames.
 type Flash = MockFlashBase<4, 4, 256>;
 type Queue = Outbox<Flash, Cache<Uncached, Uncached, Uncached, ()>>;
-
-fn block_on<F: Future>(f: F) -> F::Output {
-    let mut f = pin!(f);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-    }
-}
 
 fn key() -> DeviceKey {
     DeviceKey::from_bytes([0x5A; 32])

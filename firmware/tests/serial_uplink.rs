@@ -2,11 +2,11 @@
 //! sequential-storage mock flash, with a hand-set clock: the "daemon" here is
 //! the test, which reads the frames off the line and writes signed replies.
 
+mod common;
+use common::block_on;
+
 use std::collections::{BTreeSet, VecDeque};
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 
 use coldchain_firmware::batch::{ReadingBatch, SignedFrame};
 use coldchain_firmware::queue::{ENTRY_BUF_LEN, Outbox};
@@ -26,16 +26,6 @@ use sequential_storage::mock_flash::{MockFlashBase, WriteCountCheck};
 type Flash = MockFlashBase<8, 4, 256>;
 type Queue = Outbox<Flash, Cache<Uncached, Uncached, Uncached, ()>>;
 const RANGE: std::ops::Range<u32> = Flash::FULL_FLASH_RANGE;
-
-fn block_on<F: Future>(f: F) -> F::Output {
-    let mut f = pin!(f);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-    }
-}
 
 fn key() -> DeviceKey {
     DeviceKey::from_bytes([0x42; 32])
