@@ -28,10 +28,15 @@ pub struct TrendSpec {
     pub min_rate_mc_per_h: f64,
     /// Readings needed in the window.
     pub min_points: usize,
+    /// The fitted line must rise at least this much across the window's
+    /// readings, m°C: a handful of noisy readings seconds apart can show any
+    /// slope, but not a real rise.
+    pub min_rise_mc: f64,
 }
 
 impl TrendSpec {
-    /// Defaults for a limit: 60 min window, 12 h horizon, 1 °C/h minimum, 6 points.
+    /// Defaults for a limit: 60 min window, 12 h horizon, 1 °C/h minimum,
+    /// 6 points, a fitted rise of at least 0.5 °C across them.
     pub fn for_limit(limit: Limit) -> Self {
         TrendSpec {
             limit,
@@ -39,6 +44,7 @@ impl TrendSpec {
             horizon_ms: 12 * 3_600_000,
             min_rate_mc_per_h: 1000.0,
             min_points: 6,
+            min_rise_mc: 500.0,
         }
     }
 }
@@ -94,10 +100,13 @@ pub fn evaluate(spec: &TrendSpec, series: &Series, facts: &ShipmentFacts) -> Vec
         }
         let window = &pts[lo..=hi];
         let beyond = spec.limit.is_beyond(v);
+        let span_h = (t - window[0].0) as f64 / 3_600_000.0;
         let holds = !beyond
             && window.len() >= spec.min_points
             && predict(window, spec.limit.milli_c).is_some_and(|(to_cross, rate)| {
-                rate >= spec.min_rate_mc_per_h && to_cross <= spec.horizon_ms as f64
+                rate >= spec.min_rate_mc_per_h
+                    && rate * span_h >= spec.min_rise_mc
+                    && to_cross <= spec.horizon_ms as f64
             });
         match (&mut open, holds) {
             (None, true) => {
@@ -183,6 +192,30 @@ mod tests {
             ));
         }
         assert!(evaluate(&spec(), &s, &ShipmentFacts::departing_at(0)).is_empty());
+    }
+
+    /// Sampled every 2 s with ±50 m°C of noise (the demo's simulator): six
+    /// readings ten seconds apart can fit a slope of tens of °C/h, but never a
+    /// rise of 0.5 °C. This warned before `min_rise_mc` existed.
+    /// The first minute of 500 shipments (the window is short at the start).
+    #[test]
+    fn fast_sampling_noise_on_a_plateau_never_warns() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for shipment in 0..500 {
+            let mut s = Series::new();
+            for i in 0..30 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                s.insert(Sample::valid(i * 2_000, -190_000 + (x % 101) as i32 - 50));
+            }
+            let facts = ShipmentFacts {
+                settle_ms: 0,
+                ..ShipmentFacts::departing_at(0)
+            };
+            let c = evaluate(&spec(), &s, &facts);
+            assert!(c.is_empty(), "shipment {shipment}: {c:?}");
+        }
     }
 
     #[test]
