@@ -90,7 +90,7 @@ fn shipment(id: &str, dev: &str, departure: i64, now: i64) -> Shipment {
 /// - dev-b: frame 0 of 10 days ago, watched by S-OLD closed 8 days ago (goes),
 ///   frame 1 fresh (stays); a security record of 10 days ago (goes).
 /// - one item waiting in the forward outbox (stays).
-fn populate(db_dir: &Path, now: i64) {
+fn populate(db_dir: &Path, now: i64) -> SledStore {
     let store = SledStore::open(db_dir).unwrap();
     let mut w = WriteSet::default();
     frame(&mut w, "dev-a", 0, now - 10 * DAY, now - 10 * DAY);
@@ -157,6 +157,21 @@ fn populate(db_dir: &Path, now: i64) {
     fwd.push("dev/dev-a/up", vec![1, 2, 3], false).unwrap();
     assert_eq!(fwd.depth(), 1);
     store.sync().unwrap();
+    store
+}
+
+/// Waits until no process or thread holds sled's lock on the database in
+/// `db_dir` (sled releases it from a background thread some time after the
+/// last handle is dropped).
+fn wait_unlocked(db_dir: &Path) {
+    use fs2::FileExt;
+    let f = std::fs::File::open(db_dir.join("db")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while f.try_lock_exclusive().is_err() {
+        assert!(Instant::now() < deadline, "sled kept its lock for 30 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    FileExt::unlock(&f).unwrap();
 }
 
 fn seqs(store: &SledStore, dev: &str) -> Vec<u32> {
@@ -174,8 +189,7 @@ fn seqs(store: &SledStore, dev: &str) -> Vec<u32> {
 fn purge_removes_old_data_and_keeps_what_shipments_and_the_centre_need() {
     let dir = tempfile::tempdir().unwrap();
     let now = now_ms();
-    populate(&dir.path().join("db"), now);
-    let store = SledStore::open(&dir.path().join("db")).unwrap();
+    let store = populate(&dir.path().join("db"), now);
     let ships = Shipments::open(store.db()).unwrap().all().unwrap();
     let p = retention::purge(&store, &ships, now - 3 * DAY, now).unwrap();
     assert_eq!(
@@ -235,7 +249,8 @@ fn the_daemon_purges_at_start_and_audits_it() {
     let dir = tempfile::tempdir().unwrap();
     let now = now_ms();
     let data = dir.path().join("data");
-    populate(&data.join("db"), now);
+    drop(populate(&data.join("db"), now));
+    wait_unlocked(&data.join("db"));
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
