@@ -931,7 +931,7 @@ mod tests {
             }
             db.flush().unwrap();
         }
-        let s = SledStore::open(dir.path()).unwrap();
+        let s = reopen(dir.path());
         assert!(!s.db().tree_names().iter().any(|n| n == b"readings"));
         assert_eq!(s.reading_count(&a).unwrap(), 12);
         let rows = s.readings(&a, None, 100).unwrap();
@@ -939,7 +939,25 @@ mod tests {
         assert_eq!(rows[5].reading, rec(11));
         assert_eq!((rows[5].seq, rows[5].idx), (1, 1));
         drop(s);
-        let s = SledStore::open(dir.path()).unwrap();
+        let s = reopen(dir.path());
         assert_eq!(s.reading_count(&a).unwrap(), 12);
+    }
+
+    /// Opens a database just closed in this process: sled releases its file
+    /// lock from a background thread a little after the last handle is gone.
+    fn reopen(dir: &Path) -> SledStore {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            match SledStore::open(dir) {
+                Ok(s) => return s,
+                Err(e)
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
     }
 }
