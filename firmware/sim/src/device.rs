@@ -21,14 +21,13 @@ use coldchain_firmware::sampler::Sampler;
 use coldchain_firmware::sync::{SettingsState, SyncPolicy, apply_sync};
 use coldchain_firmware::uplink::mqtt::{Event, MqttConfig, MqttUplink};
 use coldchain_firmware::{FrameBuilder, TimeBase, bootcount};
-use coldchain_proto::codec::decode_signed;
-use coldchain_proto::{Body, DeviceId, DeviceKey, EventKind, Frame, FrameRef};
+use coldchain_proto::{DeviceId, DeviceKey, EventKind, Frame, FrameRef};
 use sequential_storage::cache::Cache;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::board::{self, Board, SensorFaults};
-use crate::flash::{BOOT_RANGE, QUEUE_RANGE, SimFlash};
+use crate::flash::{BOOT_RANGE, QUEUE_RANGE, Queue, SimFlash, readings_in};
 use crate::net::{Net, NetConfig};
 use crate::sampling;
 use crate::thermal::{Container, Profile};
@@ -183,16 +182,6 @@ pub struct Summary {
     pub dropped: u64,
 }
 
-type Queue = Outbox<
-    SimFlash,
-    sequential_storage::cache::Cache<
-        sequential_storage::cache::Uncached,
-        sequential_storage::cache::Uncached,
-        sequential_storage::cache::Uncached,
-        (),
-    >,
->;
-
 /// RAM: everything a power cut loses.
 struct Ram {
     builder: FrameBuilder,
@@ -243,24 +232,9 @@ fn boot(s: &Setup, flash: &mut SimFlash, force: Option<u32>) -> anyhow::Result<(
     ))
 }
 
-/// Every channel's sampling interval without pushed settings, real ms: a
-/// frame of `--readings-per-frame` readings every `--interval-ms`.
+/// Every channel's sampling interval without pushed settings, real ms.
 fn period_ms(s: &Setup) -> u64 {
-    let rounds = s
-        .readings_per_frame
-        .div_ceil(board::channels(s.profile).len())
-        .max(1);
-    u64::try_from(s.interval.as_millis()).unwrap_or(u64::MAX) / rounds as u64
-}
-
-fn readings_in(bytes: &[u8], key: &DeviceKey) -> usize {
-    match decode_signed::<Frame>(bytes, key) {
-        Ok(Frame {
-            body: Body::Readings(r),
-            ..
-        }) => r.len(),
-        _ => 0,
-    }
+    sampling::default_period_ms(s.profile, s.readings_per_frame, s.interval)
 }
 
 /// The device, its flash and its connection.

@@ -150,3 +150,27 @@ impl NorFlash for SimFlash {
 }
 
 impl MultiwriteNorFlash for SimFlash {}
+
+/// The firmware's flash queue on the simulated flash, as both uplinks use it.
+pub type Queue = coldchain_firmware::queue::Outbox<
+    SimFlash,
+    sequential_storage::cache::Cache<
+        sequential_storage::cache::Uncached,
+        sequential_storage::cache::Uncached,
+        sequential_storage::cache::Uncached,
+        (),
+    >,
+>;
+
+/// Readings in a queued signed frame (0 for events, status, or a frame that
+/// does not verify), for the run summary.
+pub fn readings_in(bytes: &[u8], key: &coldchain_proto::DeviceKey) -> usize {
+    use coldchain_proto::{Body, Frame, codec::decode_signed};
+    match decode_signed::<Frame>(bytes, key) {
+        Ok(Frame {
+            body: Body::Readings(r),
+            ..
+        }) => r.len(),
+        _ => 0,
+    }
+}

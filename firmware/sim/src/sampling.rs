@@ -39,6 +39,19 @@ pub fn stuck_after(kind: ChannelKind) -> u16 {
     }
 }
 
+/// Every channel's sampling interval without pushed settings, real ms: a
+/// frame of `readings_per_frame` readings every `interval`.
+pub fn default_period_ms(
+    profile: crate::thermal::Profile,
+    readings_per_frame: usize,
+    interval: std::time::Duration,
+) -> u64 {
+    let rounds = readings_per_frame
+        .div_ceil(crate::board::channels(profile).len())
+        .max(1);
+    u64::try_from(interval.as_millis()).unwrap_or(u64::MAX) / rounds as u64
+}
+
 fn device_s_to_real_ms(s: u32, speed: f64) -> u32 {
     let ms = f64::from(s) * 1000.0 / speed;
     // At least 1 ms (the Sampler's resolution).
