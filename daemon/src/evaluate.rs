@@ -386,15 +386,9 @@ impl Evaluator {
     /// bad tags; a reused sequence number with different content as a
     /// sequence anomaly.
     fn security_counts(&self, d: &DeviceId, lo: i64, hi: i64) -> anyhow::Result<IntegrityCounts> {
-        use crate::store::{SecurityKind, SecurityRecord};
-        let tree = self.store.db().open_tree("security")?;
+        use crate::store::SecurityKind;
         let mut c = IntegrityCounts::default();
-        for kv in tree.scan_prefix(key::device_prefix(d)) {
-            let (_, v) = kv?;
-            let r: SecurityRecord = postcard::from_bytes(&v)?;
-            if r.first_ms < lo || r.first_ms > hi + 24 * 3_600_000 {
-                continue;
-            }
+        for r in self.store.security_in_window(d, lo, hi)? {
             match r.kind {
                 SecurityKind::SequenceReuse => c.sequence_anomalies += r.count,
                 SecurityKind::BadTag | SecurityKind::DeviceMismatch | SecurityKind::Unsigned => {

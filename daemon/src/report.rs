@@ -58,7 +58,7 @@ use crate::api::AppState;
 use crate::evaluate::{Evaluation, Evaluator};
 use crate::mkt::MktOutcome;
 use crate::profile::{Severity, Side, ZoneKind};
-use crate::store::{EventBody, EventRecord, FrameRecord, SecurityKind, SecurityRecord, SledStore};
+use crate::store::{EventBody, EventRecord, FrameRecord, SecurityKind, SledStore};
 use crate::viability::ViabilityOutcome;
 
 pub use chart::svg as chart_svg;
@@ -801,7 +801,6 @@ pub fn device_health(store: &SledStore, ev: &Evaluation) -> anyhow::Result<Vec<D
     let db = store.db();
     let frames = db.open_tree("frames")?;
     let events = db.open_tree("events")?;
-    let security = db.open_tree("security")?;
     let mut out: Vec<DeviceHealth> = Vec::new();
     for w in &s.watch {
         if out.iter().any(|d| d.device == w.device) {
@@ -840,11 +839,7 @@ pub fn device_health(store: &SledStore, ev: &Evaluation) -> anyhow::Result<Vec<D
             battery.sort();
             h.battery_last_mv = battery.last().map(|b| b.1);
             h.battery_min_mv = battery.iter().map(|b| b.1).min();
-            for v in security.scan_prefix(&prefix).values() {
-                let r: SecurityRecord = postcard::from_bytes(&v?)?;
-                if r.first_ms < lo || r.first_ms > hi + 24 * 3_600_000 {
-                    continue;
-                }
+            for r in store.security_in_window(&d, lo, hi)? {
                 match r.kind {
                     SecurityKind::BadTag => h.rejected_bad_tag += r.count,
                     SecurityKind::DeviceMismatch => h.rejected_device_mismatch += r.count,

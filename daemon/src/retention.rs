@@ -148,7 +148,7 @@ pub fn purge(
     Ok(p)
 }
 
-/// One pass: purge, record it in the audit trail when anything went, flush.
+/// One pass: purge; when anything went, record it in the audit trail and flush.
 pub fn run_pass(
     store: &SledStore,
     shipments: &crate::shipment::Shipments,
@@ -180,9 +180,9 @@ pub fn run_pass(
             retention_days,
             "retention: purged device data older than the retention period"
         );
+        use crate::store::Store;
+        store.sync()?;
     }
-    use crate::store::Store;
-    store.sync()?;
     Ok(p)
 }
 

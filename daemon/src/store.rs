@@ -35,6 +35,10 @@ use std::path::{Path, PathBuf};
 use coldchain_proto::{ChannelKind, DeviceId, EventKind, FrameRef, Measurement, Status};
 use serde::{Deserialize, Serialize};
 
+/// How long after a shipment's window its device's refused frames still
+/// count for it: a logger dumped at the receiving lab brings them then.
+pub const LATE_DUMP_MS: i64 = 24 * 3_600_000;
+
 /// A storage failure, with the path involved.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -563,6 +567,27 @@ impl SledStore {
         }
     }
 
+    /// A device's security records (one per kind and minute) of a shipment
+    /// window: first seen from `lo_ms` to [`LATE_DUMP_MS`] after `hi_ms`, since
+    /// a logger dumped at arrival brings its frames (bad ones too) then. The
+    /// tamper alarm and the arrival report count the same records.
+    pub fn security_in_window(
+        &self,
+        d: &DeviceId,
+        lo_ms: i64,
+        hi_ms: i64,
+    ) -> Result<Vec<SecurityRecord>, StoreError> {
+        let mut out = Vec::new();
+        for v in self.security.scan_prefix(key::device_prefix(d)).values() {
+            let v = v.map_err(|e| self.sled_err(e))?;
+            let r: SecurityRecord = self.dec("security", &v)?;
+            if (lo_ms..=hi_ms.saturating_add(LATE_DUMP_MS)).contains(&r.first_ms) {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
     /// Records that the database went over its disk budget at `at_ms`, unless
     /// an episode is already open. Durable on return (an alert's identity
     /// hangs on it).
@@ -585,13 +610,16 @@ impl SledStore {
             .db
             .open_tree("storage_full")
             .map_err(|e| self.sled_err(e))?;
+        let mut closed = false;
         for (since, until) in self.storage_full_episodes()? {
             if until.is_none() {
                 t.insert(since.to_be_bytes(), enc(&Some(at_ms.max(since))))
                     .map_err(|e| self.sled_err(e))?;
+                closed = true;
             }
         }
-        self.sync()
+        // Called at every start: an fsync only when an episode was closed.
+        if closed { self.sync() } else { Ok(()) }
     }
 
     /// Every over-budget episode: `(since, until)`, `until` `None` while open.
