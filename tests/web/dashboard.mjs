@@ -3,31 +3,13 @@
 // open alert of SHIPMENT), XSS_SHIPMENT (a shipment whose id and product hold
 // markup), TOKEN, OUT (directory for screenshots), CHROMIUM (executable).
 // Output: one JSON line on stdout with what the pages showed.
-import { chromium } from "playwright-core";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { env, withBrowser } from "./browser.mjs";
 
-const env = (k) => {
-  const v = process.env[k];
-  if (!v) { throw new Error(`missing environment variable ${k}`); }
-  return v;
-};
 const BASE = env("BASE"), SHIPMENT = env("SHIPMENT"), ALERT = env("ALERT");
 const XSS = env("XSS_SHIPMENT"), TOKEN = env("TOKEN"), OUT = env("OUT");
-const profile = mkdtempSync(join(tmpdir(), "coldchain-chromium-"));
 const out = { console_errors: [], page_errors: [] };
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  // playwright starts chromium with a new, empty --user-data-dir of its own
-  // (it refuses the flag here); temporary files go to this directory.
-  tracesDir: profile,
-});
-try {
+await withBrowser(async (browser) => {
   const watch = (page) => {
     page.on("console", (m) => { if (m.type() === "error") out.console_errors.push(m.text()); });
     page.on("pageerror", (e) => out.page_errors.push(String(e)));
@@ -100,8 +82,5 @@ try {
   out.phone_shipment_overflow_px = await overflow();
   await p2.screenshot({ path: join(OUT, "shipment-phone.png"), fullPage: true });
   await phone.close();
-} finally {
-  await browser.close();
-  rmSync(profile, { recursive: true, force: true });
-}
+});
 console.log(JSON.stringify(out));

@@ -2,27 +2,12 @@
 // token for reads (bound beyond loopback), for tests/tests/dashboard.rs.
 // Input (environment): BASE, SHIPMENT, TOKEN, OUT (screenshots), CHROMIUM.
 // Output: one JSON line on stdout with what the pages showed.
-import { chromium } from "playwright-core";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { env, withBrowser } from "./browser.mjs";
 
-const env = (k) => {
-  const v = process.env[k];
-  if (!v) { throw new Error(`missing environment variable ${k}`); }
-  return v;
-};
 const BASE = env("BASE"), SHIPMENT = env("SHIPMENT"), TOKEN = env("TOKEN"), OUT = env("OUT");
-const profile = mkdtempSync(join(tmpdir(), "coldchain-chromium-"));
 const out = { console_errors: [], page_errors: [] };
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  tracesDir: profile,
-});
-try {
+await withBrowser(async (browser) => {
   const phone = await browser.newContext({
     viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true,
   });
@@ -50,8 +35,5 @@ try {
   await page.waitForSelector("svg.chart");
   out.chart_readings = await page.$eval("svg.chart", (svg) => Number(svg.dataset.readings));
   await phone.close();
-} finally {
-  await browser.close();
-  rmSync(profile, { recursive: true, force: true });
-}
+});
 console.log(JSON.stringify(out));
