@@ -195,11 +195,15 @@ pub fn evaluate(profile: &Profile, series: &Series, facts: &ShipmentFacts) -> Vi
         walk.unknown(cursor, as_of - cursor);
         unknown_ms += as_of - cursor;
     }
-    // What stands now: the last segment if it reaches the horizon, else unknown.
-    let current = segs
-        .last()
-        .filter(|s| s.end_ms >= as_of && s.start_ms <= as_of)
-        .map(|s| s.milli_c);
+    // What to predict with: the newest valid reading, if it is recent (not
+    // older than the max gap), else unknown. Consumption up to now counted
+    // time after it as unknown (the evidence rule); a prediction is no
+    // evidence, and the newest reading is the best guess of the rate to come.
+    let current = series
+        .at_or_before(as_of)
+        .and_then(|s| s.value.milli_c().map(|v| (s.t_ms, v)))
+        .filter(|(t, _)| as_of - t <= facts.max_gap_ms)
+        .map(|(_, v)| v);
     let current_factor = current.map_or(settings.unknown_rate_factor, factor_of);
     check(as_of, walk.remaining(), current_factor, &mut warning);
 

@@ -23,26 +23,50 @@ fn ev(t_ms: i64, kind: EventKind) -> TimedEvent {
     TimedEvent { t_ms, kind }
 }
 
+/// Gaps in the record are evidence for the report, found after the fact:
+/// they never fire. Only a live silence (nothing arriving) raises the alarm.
 #[test]
-fn silence_fires_at_exactly_n_intervals() {
+fn record_gaps_are_reported_not_alarmed() {
     let limits = HealthLimits::default(); // 3 intervals
     let s: Series = [0, 5 * M, 20 * M, 34 * M, 39 * M]
         .iter()
         .map(|&t| Sample::valid(t, 5_000))
         .collect();
     let c = health::record_gaps(&s, &limits, &facts());
-    assert_eq!(c.len(), 1, "15 min gap fires, 14 min does not: {c:?}");
+    assert_eq!(c.len(), 1, "15 min gap counts, 14 min does not: {c:?}");
     assert_eq!(c[0].id.kind, ConditionKind::Silent);
     assert_eq!(c[0].id.start_ms, 5 * M);
-    assert_eq!(c[0].fires_ms, Some(20 * M));
+    assert_eq!(
+        c[0].fires_ms, None,
+        "a gap found after the fact is no alarm"
+    );
     assert_eq!(c[0].cleared_ms, Some(20 * M));
-    // Silent up to the horizon: active.
-    let live = ShipmentFacts {
+    assert_eq!(c[0].beyond_ms, 15 * M);
+    // An arrived shipment whose record stops 21 min before arrival: a gap up
+    // to the horizon, still no alarm.
+    let arrived = ShipmentFacts {
         end_ms: Some(60 * M),
         ..facts()
     };
-    let c = health::record_gaps(&s, &limits, &live);
-    let last = c.last().expect("trailing silence");
+    let c = health::record_gaps(&s, &limits, &arrived);
+    let last = c.last().expect("trailing gap");
+    assert_eq!((last.id.start_ms, last.last_ms), (39 * M, 60 * M));
+    assert!(c.iter().all(|c| !c.has_fired()));
+    // Live, with the newest sample received when it was taken: the alarm
+    // fires at exactly 3 intervals of nothing arriving, not a moment before.
+    use coldchain_daemon::alarm::LiveArrival;
+    let live = |end: i64| ShipmentFacts {
+        end_ms: Some(end),
+        live: Some(LiveArrival {
+            newest_sample_received_ms: 39 * M,
+            upload_interval_ms: 0,
+        }),
+        ..facts()
+    };
+    let c = health::record_gaps(&s, &limits, &live(54 * M - 1));
+    assert!(c.iter().all(|c| !c.has_fired()), "{c:?}");
+    let c = health::record_gaps(&s, &limits, &live(54 * M));
+    let last = c.last().expect("live silence");
     assert_eq!(last.id.start_ms, 39 * M);
     assert_eq!(last.fires_ms, Some(54 * M));
     assert!(last.is_active());
@@ -75,12 +99,14 @@ fn live_silence_is_judged_by_arrival_and_upload_interval() {
     // 50 min: 20 min after the last sample (beyond 3 × 5 min) but well
     // within the next upload: not silent.
     assert!(health::record_gaps(&s, &limits, &live(50 * M)).is_empty());
-    // By the record alone it would be.
+    // By the record alone there is a gap (for the report, not an alarm).
     let by_record = ShipmentFacts {
         end_ms: Some(50 * M),
         ..facts()
     };
-    assert_eq!(health::record_gaps(&s, &limits, &by_record).len(), 1);
+    let gaps = health::record_gaps(&s, &limits, &by_record);
+    assert_eq!(gaps.len(), 1);
+    assert!(!gaps[0].has_fired());
     // Nothing has arrived for 3 upload intervals after 31 min: silent, from
     // the last sample, firing at 31 + 90 min.
     assert!(health::record_gaps(&s, &limits, &live(121 * M - 1)).is_empty());

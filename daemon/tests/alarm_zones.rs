@@ -262,25 +262,37 @@ fn a_long_gap_is_not_counted_as_time_beyond() {
     assert_eq!(c[0].fires_ms, Some(30 * M));
 }
 
-/// The last reading stands until the horizon (capped by the max gap).
+/// The evidence rule: time after the newest reading is unknown, not assumed,
+/// whatever the horizon. A zone fires when readings prove the condition for
+/// its delay; no reading, no proof (silence is the silence alarm's job).
 #[test]
-fn horizon_extends_the_last_reading() {
+fn time_after_the_newest_reading_is_unknown() {
     let p = one_zone("> 8.0", "single", "30m", 0.0);
     let s = series(&[(0, 5_000), (10 * M, 9_000)]);
     let c = zones(&p, &s, &plain());
-    assert_eq!(
-        c[0].fires_ms, None,
-        "without a horizon the last reading is an instant"
-    );
+    assert_eq!(c[0].fires_ms, None, "the last reading is an instant");
     let live = ShipmentFacts {
         end_ms: Some(40 * M),
         ..plain()
     };
     let c = zones(&p, &s, &live);
+    assert_eq!(
+        c[0].fires_ms, None,
+        "a horizon 30 min after the excursion began proves nothing by itself"
+    );
+    assert_eq!(c[0].beyond_ms, 0);
+    // A reading at 40 min, still beyond, proves the 30 min: it fires then.
+    let proven = series(&[(0, 5_000), (10 * M, 9_000), (40 * M, 9_000)]);
+    let c = zones(&p, &proven, &live);
     assert_eq!(c[0].fires_ms, Some(40 * M));
     assert!(c[0].is_active());
     // Readings after the horizon are ignored.
-    let late = series(&[(0, 5_000), (10 * M, 9_000), (50 * M, 5_000)]);
+    let late = series(&[
+        (0, 5_000),
+        (10 * M, 9_000),
+        (40 * M, 9_000),
+        (50 * M, 5_000),
+    ]);
     assert_eq!(zones(&p, &late, &live), c);
 }
 

@@ -127,17 +127,25 @@ pub fn probe_faults(
     out
 }
 
-/// Gaps in the record: no sample (valid or fault) for `silent_after_intervals`
-/// sampling intervals. The condition starts at the last sample before the gap,
-/// fires when the silence has lasted N intervals (exactly N fires) and clears at
-/// the next sample. Needs `facts.sample_interval_ms`; with `facts.end_ms` a
-/// silence running up to the horizon is reported as active.
+/// Silence. Two different facts, kept apart:
 ///
-/// Between samples this looks at device time, so it finds holes in the
-/// *record*. A silence running up to the horizon of a live view is a question
-/// about arrival time (is anything coming in?): with `facts.live` it fires
-/// only once nothing newer has arrived for N times the longer of the sampling
-/// and upload intervals (see [`silent_now`]).
+/// * **Gaps in the record**: no sample (valid or fault) for
+///   `silent_after_intervals` sampling intervals between two samples, or
+///   between the newest sample and the horizon of an arrived shipment. They
+///   are evidence for the report (its data-health silences) and never raise an
+///   alarm: they are found after the fact, when the data that ends them has
+///   arrived, and an alarm then would tell nobody anything in time.
+/// * **Live silence** (`facts.live`, a shipment not yet arrived): nothing
+///   newer has *arrived* for N times the longer of the sampling and upload
+///   intervals after the newest sample did (see [`silent_now`]). That is the
+///   silence alarm: raised while the device is silent, from the last sample.
+///   It depends on arrival time by nature, so it is the one condition that is
+///   not a function of the data alone; when data arrives again the daemon
+///   clears it (it does not withdraw it: it was true when raised).
+///
+/// Conditions start at the last sample before the silence; a gap's
+/// `fires_ms` is `None`, a live silence fires when the silence has lasted the
+/// delay. Needs `facts.sample_interval_ms`.
 pub fn record_gaps(
     series: &Series,
     limits: &HealthLimits,
@@ -148,38 +156,44 @@ pub fn record_gaps(
     };
     let threshold = interval.saturating_mul(i64::from(limits.silent_after_intervals));
     let hi = facts.end_ms.unwrap_or(i64::MAX);
+    let gap = |from: i64, to: i64, cleared: bool| {
+        let mut c = Episode::open(ConditionKind::Silent, Severity::Warning, from)
+            .finish(to, cleared, threshold);
+        c.fires_ms = None;
+        c
+    };
     let mut out = Vec::new();
     let mut prev: Option<i64> = None;
     for s in series.range(facts.from_ms(), hi) {
-        if let Some(p) = prev {
-            if s.t_ms - p >= threshold {
-                out.push(
-                    Episode::open(ConditionKind::Silent, Severity::Warning, p)
-                        .finish(s.t_ms, true, threshold),
-                );
-            }
+        if let Some(p) = prev
+            && s.t_ms - p >= threshold
+        {
+            out.push(gap(p, s.t_ms, true));
         }
         prev = Some(s.t_ms);
     }
     if let (Some(p), Some(end)) = (prev, facts.end_ms) {
-        // Live, a device that batches samples into uploads is not silent
-        // between uploads: silent once nothing newer has arrived for N
-        // intervals (the longer of sampling and upload) after the newest
-        // sample did. The condition still starts at the last sample.
-        let delay = match facts.live {
+        match facts.live {
+            // Live, a device that batches samples into uploads is not silent
+            // between uploads: silent once nothing newer has arrived for N
+            // intervals (the longer of sampling and upload) after the newest
+            // sample did. The condition still starts at the last sample.
             Some(l) => {
                 let n = i64::from(limits.silent_after_intervals);
                 let fires = l.newest_sample_received_ms.max(p)
                     + interval.max(l.upload_interval_ms).saturating_mul(n);
-                fires - p
+                if end >= fires {
+                    out.push(
+                        Episode::open(ConditionKind::Silent, Severity::Warning, p).finish(
+                            end,
+                            false,
+                            fires - p,
+                        ),
+                    );
+                }
             }
-            None => threshold,
-        };
-        if end - p >= delay {
-            out.push(
-                Episode::open(ConditionKind::Silent, Severity::Warning, p)
-                    .finish(end, false, delay),
-            );
+            None if end - p >= threshold => out.push(gap(p, end, false)),
+            None => {}
         }
     }
     out

@@ -212,10 +212,10 @@ impl Series {
     /// A valid sample's value stands from its time until the next sample, but for
     /// at most `max_gap_ms`: beyond that the temperature is *unknown*, and unknown
     /// time is not counted as time beyond any limit, nor as time back in range, nor
-    /// in MKT. A fault sample starts unknown time too. With `hi = None` the last
-    /// sample stands for no time (we know the value at that instant only); with
-    /// `Some(hi)` it stands until `hi` (capped by the max gap) and samples after
-    /// `hi` are ignored.
+    /// in MKT. A fault sample starts unknown time too. The newest sample stands
+    /// for no time (we know the value at that instant only, whatever the
+    /// horizon): time after it is unknown, not assumed. With `Some(hi)` samples
+    /// after `hi` are ignored and a value stands at most until `hi`.
     ///
     /// Samples at or after `lo` always give a segment, possibly of zero length (an
     /// instantaneous reading still counts for peaks and zero-delay zones); a
@@ -231,12 +231,12 @@ impl Series {
             let SampleValue::Valid(v) = slot.value else {
                 continue;
             };
-            let next = it.peek().map(|(t, _)| **t);
-            let stand_until = match (next, hi) {
-                (Some(n), _) => n,
-                (None, Some(h)) => h,
-                (None, None) => t,
-            };
+            // The evidence rule: a value stands until the next sample and no
+            // further. After the newest sample of the series the temperature
+            // is unknown, whatever the horizon: what happens there is for the
+            // next reading to tell (and for the silence alarm to notice when
+            // none comes).
+            let stand_until = it.peek().map_or(t, |(n, _)| **n);
             let end = stand_until.min(t.saturating_add(max_gap_ms)).min(upper);
             let start = t.max(lo);
             if t >= lo || end > lo {

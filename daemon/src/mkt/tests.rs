@@ -62,18 +62,23 @@ fn facts_until(end: i64) -> ShipmentFacts {
 #[test]
 fn series_is_time_weighted() {
     let p = Profile::builtin("ambient").expect("builtin");
-    // 23 h at 25 °C then 1 h at 40 °C, as two readings.
-    let s: Series = [Sample::valid(0, 25_000), Sample::valid(23 * H, 40_000)]
-        .into_iter()
-        .collect();
+    // 23 h at 25 °C then 1 h at 40 °C, as three readings (the last one
+    // closes the hour: time after the newest reading is unknown).
+    let s: Series = [
+        Sample::valid(0, 25_000),
+        Sample::valid(23 * H, 40_000),
+        Sample::valid(24 * H, 40_000),
+    ]
+    .into_iter()
+    .collect();
     let MktOutcome::Computed(r) = evaluate(&p, &s, &facts_until(24 * H)) else {
         panic!("computed")
     };
     assert_eq!(round4(r.whole_c), 26.3721, "{r:?}");
     assert_eq!(r.covered_ms, 24 * H);
     // Same with 24 hourly readings: the result must not depend on spacing.
-    let s2: Series = (0..24)
-        .map(|h| Sample::valid(h * H, if h == 23 { 40_000 } else { 25_000 }))
+    let s2: Series = (0..=24)
+        .map(|h| Sample::valid(h * H, if h >= 23 { 40_000 } else { 25_000 }))
         .collect();
     let MktOutcome::Computed(r2) = evaluate(&p, &s2, &facts_until(24 * H)) else {
         panic!("computed")
@@ -197,9 +202,13 @@ fn warmest_window_matches_brute_force() {
 #[test]
 fn short_shipment_window_is_the_whole_span() {
     let p = Profile::builtin("fridge").expect("builtin");
-    let s: Series = [Sample::valid(0, 2_000), Sample::valid(H, 8_000)]
-        .into_iter()
-        .collect();
+    let s: Series = [
+        Sample::valid(0, 2_000),
+        Sample::valid(H, 8_000),
+        Sample::valid(2 * H, 8_000),
+    ]
+    .into_iter()
+    .collect();
     let MktOutcome::Computed(r) = evaluate(&p, &s, &facts_until(2 * H)) else {
         panic!()
     };

@@ -45,7 +45,9 @@ fn arrhenius_consumption_matches_the_rate_factors() {
         (37.0, 40.8277),
     ] {
         let milli = (c * 1000.0) as i32;
-        let s: Series = [Sample::valid(0, milli)].into_iter().collect();
+        let s: Series = [Sample::valid(0, milli), Sample::valid(H, milli)]
+            .into_iter()
+            .collect();
         let r = report(&p, &s, &facts(48, H, None));
         let used_h = r.consumed_ms as f64 / H as f64;
         assert!(
@@ -63,7 +65,7 @@ fn arrhenius_consumption_matches_the_rate_factors() {
 #[test]
 fn table_consumption_and_loss() {
     let p = Profile::builtin("fridge").expect("fridge");
-    let s: Series = (0..24).map(|h| Sample::valid(h * H, 22_000)).collect();
+    let s: Series = (0..=24).map(|h| Sample::valid(h * H, 22_000)).collect();
     let r = report(&p, &s, &facts(72, 24 * H, None));
     let want = 24.0 * 0.60 / 0.39;
     assert!(
@@ -111,10 +113,14 @@ fn gone_fires_at_the_exact_moment() {
 #[test]
 fn prediction_at_eta_uses_the_current_temperature() {
     let p = arrhenius_profile();
-    // 2 h at 5 °C, then 25 °C from 2 h; now is 3 h; ETA at 5 h.
-    let s: Series = [Sample::valid(0, 5_000), Sample::valid(2 * H, 25_000)]
-        .into_iter()
-        .collect();
+    // 2 h at 5 °C, then 25 °C from 2 h; now is 3 h (read at 3 h); ETA at 5 h.
+    let s: Series = [
+        Sample::valid(0, 5_000),
+        Sample::valid(2 * H, 25_000),
+        Sample::valid(3 * H, 25_000),
+    ]
+    .into_iter()
+    .collect();
     let r = report(&p, &s, &facts(48, 3 * H, Some(5 * H)));
     let f25 = crate::mkt::rate_factor(25.0, 5.0, 10_000.0);
     let remaining = 48.0 - 2.0 - f25;
@@ -189,12 +195,15 @@ fn warning_exactly_at_the_margin_fires() {
 fn unknown_time_uses_the_unknown_factor() {
     let mut p = arrhenius_profile();
     p.viability.unknown_rate_factor = 2.0;
-    // Collected at 0, first reading at 1 h, then nothing after 3 h (2 h max gap),
-    // horizon at 5 h: 1 h + ... unknown before, 2 h known at 5 °C, 2 h unknown.
-    let s: Series = [Sample::valid(H, 5_000)].into_iter().collect();
-    let r = report(&p, &s, &facts(48, 5 * H, Some(6 * H)));
-    assert_eq!(r.unknown_ms, 3 * H);
-    assert_eq!(r.consumed_ms, 2 * H + 3 * 2 * H);
+    // Collected at 0, readings at 1 h and 3 h, then nothing, horizon at 6 h:
+    // 1 h unknown before, 2 h known at 5 °C, 3 h unknown after the newest
+    // reading (which is more than the 2 h max gap old: it no longer stands).
+    let s: Series = [Sample::valid(H, 5_000), Sample::valid(3 * H, 5_000)]
+        .into_iter()
+        .collect();
+    let r = report(&p, &s, &facts(48, 6 * H, Some(7 * H)));
+    assert_eq!(r.unknown_ms, 4 * H);
+    assert_eq!(r.consumed_ms, 2 * H + 4 * 2 * H);
     assert_eq!(r.current_milli_c, None, "the last reading no longer stands");
     assert_eq!(r.current_rate_factor, 2.0);
 }
