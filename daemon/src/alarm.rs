@@ -30,6 +30,7 @@
 mod condition;
 pub mod health;
 mod input;
+pub mod revision;
 pub mod trend;
 pub mod warming;
 mod zone;

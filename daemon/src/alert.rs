@@ -4,10 +4,16 @@
 //!
 //! An alert is resolved when a person has acknowledged it *and* its condition
 //! has cleared: nobody misses an alarm because the temperature came back.
+//!
+//! An alert always shows the current facts of its condition. When later data
+//! changes them other than by an open condition growing, the alert is
+//! *revised* (the facts it showed before are kept in [`Alert::revisions`]);
+//! when later data disproves it, it is *withdrawn* with the reason
+//! ([`AlertState::Withdrawn`]). See `alarm::revision`.
 
 use serde::{Deserialize, Serialize};
 
-use crate::alarm::{Condition, ConditionId};
+use crate::alarm::{Condition, ConditionId, ConditionKind};
 use crate::profile::Severity;
 
 /// Lifecycle state.
@@ -20,6 +26,54 @@ pub enum AlertState {
     Acknowledged,
     /// Acknowledged and the condition has cleared.
     Resolved,
+    /// Later data disproved it (see [`Alert::withdrawn`]). Kept, never deleted.
+    Withdrawn,
+}
+
+/// The facts an alert shows, as they stood at one moment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertFacts {
+    /// When the condition started (device time), ms.
+    pub start_ms: i64,
+    /// When it fired (device time), ms.
+    pub fires_ms: i64,
+    /// When it cleared (device time), if it had.
+    pub cleared_ms: Option<i64>,
+    /// Worst value.
+    pub peak: Option<i32>,
+    /// Time beyond the limit, ms.
+    pub beyond_ms: i64,
+    /// The sentence shown.
+    pub message: String,
+}
+
+/// A revision: when, and the facts shown before it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Revision {
+    /// When the daemon revised it (its clock), ms.
+    pub at_ms: i64,
+    /// The facts shown until then.
+    pub was: AlertFacts,
+}
+
+/// Why and when an alert was withdrawn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Withdrawal {
+    /// When (daemon clock), ms.
+    pub at_ms: i64,
+    /// Why, for people.
+    pub reason: String,
+}
+
+/// What [`Alert::take_facts`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Nothing changed.
+    None,
+    /// The open condition grew (longer, worse, cleared): stored, no event.
+    Progress,
+    /// Facts already shown changed: a revision event.
+    Revised,
 }
 
 /// A person's acknowledgement.
@@ -66,16 +120,90 @@ pub struct Alert {
     pub escalations: u32,
     /// When it was last escalated (daemon clock), ms.
     pub escalated_ms: Option<i64>,
+    /// The last moment the condition's data covered (device time), ms.
+    #[serde(default)]
+    pub last_ms: i64,
+    /// Earlier facts, oldest first: one entry per revision.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revisions: Vec<Revision>,
+    /// Set when later data disproved it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withdrawn: Option<Withdrawal>,
 }
 
 impl Alert {
-    /// Whether the condition's values changed in a way worth recording.
-    pub fn update_from(&mut self, c: &Condition) -> bool {
-        let before = (self.cleared_ms, self.peak, self.beyond_ms);
+    /// The facts it shows now.
+    pub fn facts(&self) -> AlertFacts {
+        AlertFacts {
+            start_ms: self.condition.start_ms,
+            fires_ms: self.fires_ms,
+            cleared_ms: self.cleared_ms,
+            peak: self.peak,
+            beyond_ms: self.beyond_ms,
+            message: self.message.clone(),
+        }
+    }
+
+    /// Not resolved and not withdrawn: someone may still need to act.
+    pub fn is_open(&self) -> bool {
+        matches!(self.state, AlertState::Open | AlertState::Acknowledged)
+    }
+
+    /// Takes the current facts of its condition and the sentence describing
+    /// them. An open condition growing (more time beyond, a worse peak,
+    /// clearing) is progress; any other change is a revision, recorded with
+    /// the facts shown before.
+    pub fn take_facts(&mut self, c: &Condition, message: String, now_ms: i64) -> Change {
+        let before = self.facts();
+        let fires_ms = c.fires_ms.unwrap_or(c.id.start_ms);
+        let worse_or_same = |old: Option<i32>, new: Option<i32>| match (old, new) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(o), Some(n)) => match c.id.kind {
+                ConditionKind::Zone(z) if z.side() == crate::profile::Side::Low => n <= o,
+                ConditionKind::BatteryLow => n <= o,
+                _ => n >= o,
+            },
+        };
+        let progress = before.start_ms == c.id.start_ms
+            && before.fires_ms == fires_ms
+            && before.cleared_ms.is_none()
+            && c.beyond_ms >= before.beyond_ms
+            && worse_or_same(before.peak, c.peak);
+        self.condition = c.id;
+        self.severity = c.severity;
+        self.fires_ms = fires_ms;
         self.cleared_ms = c.cleared_ms;
         self.peak = c.peak;
         self.beyond_ms = c.beyond_ms;
-        before != (self.cleared_ms, self.peak, self.beyond_ms)
+        self.last_ms = c.last_ms;
+        self.message = message;
+        if self.state == AlertState::Resolved && self.cleared_ms.is_none() {
+            // Later data shows it never cleared: back to acknowledged.
+            self.state = AlertState::Acknowledged;
+            self.resolved_ms = None;
+        }
+        let after = self.facts();
+        if after == before {
+            Change::None
+        } else if progress {
+            Change::Progress
+        } else {
+            self.revisions.push(Revision {
+                at_ms: now_ms,
+                was: before,
+            });
+            Change::Revised
+        }
+    }
+
+    /// Withdraws it: later data disproved it.
+    pub fn withdraw(&mut self, reason: String, now_ms: i64) {
+        self.state = AlertState::Withdrawn;
+        self.withdrawn = Some(Withdrawal {
+            at_ms: now_ms,
+            reason,
+        });
     }
 
     /// Resolves it if acknowledged and cleared; true if that happened now.

@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::alert::{Alert, AlertState};
+use crate::alert::Alert;
 use crate::audit::Audit;
 use crate::evaluate::{Command, Evaluator, Refusal, Request as EvalRequest, status_json};
 use crate::shipment::{Decision, NewShipment};
@@ -396,7 +396,7 @@ async fn list_alerts(
             .all()?
             .into_iter()
             .filter(|a| q.shipment.as_ref().is_none_or(|sh| &a.shipment == sh))
-            .filter(|a| !q.open.unwrap_or(false) || a.state != AlertState::Resolved)
+            .filter(|a| !q.open.unwrap_or(false) || a.is_open())
             .collect())
     })
     .await??;
@@ -707,7 +707,7 @@ async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
         let alerts = s.reader.alerts.all()?;
         let _ = writeln!(o, "# HELP coldchain_open_alerts Alerts not yet resolved, by severity.\n# TYPE coldchain_open_alerts gauge");
         for sev in [crate::profile::Severity::Info, crate::profile::Severity::Warning, crate::profile::Severity::Critical] {
-            let n = alerts.iter().filter(|a| a.state != AlertState::Resolved && a.severity == sev).count();
+            let n = alerts.iter().filter(|a| a.is_open() && a.severity == sev).count();
             let name = serde_json::to_value(sev)?.as_str().unwrap_or("").to_string();
             let _ = writeln!(o, "coldchain_open_alerts{{severity=\"{name}\"}} {n}");
         }

@@ -120,7 +120,7 @@ pub fn risk(state: ShipState, alerts: &[Alert], remaining_ms: Option<i64>) -> (u
         0
     } else if open(Severity::Warning) {
         1
-    } else if alerts.iter().any(|a| a.state != AlertState::Resolved) {
+    } else if alerts.iter().any(|a| a.is_open()) {
         2
     } else {
         3
@@ -215,11 +215,7 @@ pub fn list_html(rows: &[Row]) -> String {
             ),
             _ => "<span class=\"muted\">n/a</span>".into(),
         };
-        let open: Vec<&Alert> = r
-            .alerts
-            .iter()
-            .filter(|a| a.state != AlertState::Resolved)
-            .collect();
+        let open: Vec<&Alert> = r.alerts.iter().filter(|a| a.is_open()).collect();
         let unack = open.iter().filter(|a| a.state == AlertState::Open).count();
         let alerts = if open.is_empty() {
             "<span class=\"badge ok\">none open</span>".to_string()
@@ -460,7 +456,7 @@ pub fn shipment_html(d: &ReportData) -> String {
             };
             let _ = write!(
                 s,
-                "<li class=\"alert sev-{} state-{}\" data-alert=\"{}\" data-state=\"{}\"><div class=\"when\">{}</div><div class=\"body\"><span class=\"badge {}\">{}</span> <span class=\"badge state\">{}</span> {}{}{}</div></li>",
+                "<li class=\"alert sev-{} state-{}\" data-alert=\"{}\" data-state=\"{}\"><div class=\"when\">{}</div><div class=\"body\"><span class=\"badge {}\">{}</span> <span class=\"badge state\">{}</span> {}{}{}{}</div></li>",
                 esc(&a.severity),
                 esc(&a.state),
                 a.id,
@@ -470,6 +466,7 @@ pub fn shipment_html(d: &ReportData) -> String {
                 esc(&a.severity),
                 esc(&a.state),
                 esc(&a.message),
+                crate::report::history_html(a),
                 ack,
                 button
             );
@@ -561,6 +558,9 @@ mod tests {
             resolved_ms: None,
             escalations: 0,
             escalated_ms: None,
+            last_ms: 0,
+            revisions: Vec::new(),
+            withdrawn: None,
         }
     }
 

@@ -146,6 +146,35 @@ pub struct Evaluator {
     audit: Arc<Audit>,
     forward: crate::forward::Forward,
     last_status: HashMap<String, String>,
+    /// The daemon's clock: when it learns something.
+    clock: Clock,
+}
+
+/// The daemon's clock (unix ms), injected so tests can fix it.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> i64 + Send + Sync>);
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Self {
+        Clock(Arc::new(crate::ingest::now_ms))
+    }
+
+    /// A clock that always says `ms`.
+    pub fn fixed(ms: i64) -> Self {
+        Clock(Arc::new(move || ms))
+    }
+
+    /// Now, unix ms.
+    pub fn now_ms(&self) -> i64 {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
 }
 
 impl Evaluator {
@@ -166,7 +195,14 @@ impl Evaluator {
             audit,
             store,
             last_status: HashMap::new(),
+            clock: Clock::system(),
         })
+    }
+
+    /// Replaces the clock (tests: a fixed or stepped time).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     fn facts(&self, s: &Shipment, now: i64) -> ShipmentFacts {
@@ -400,39 +436,66 @@ impl Evaluator {
         Ok(c)
     }
 
-    /// Evaluates a shipment and raises, updates and resolves its alerts; queues
-    /// notifications and the retained status. Not yet durable: the caller syncs
-    /// the store, then wakes the outbox.
+    /// Evaluates a shipment and brings its alerts in line with the data:
+    /// raises, keeps (revising when the facts changed), withdraws or clears
+    /// them (see `alarm::revision`), and resolves acknowledged ones that
+    /// cleared; queues notifications and the retained status. Not yet durable:
+    /// the caller syncs the store, then wakes the outbox.
+    ///
+    /// `now` is the horizon of the evaluation; what the daemon learns is
+    /// stamped with its clock when it learns it (`raised_ms` is never earlier
+    /// than the data that proves the alarm).
     pub fn run_one(&mut self, s: &Shipment, now: i64) -> anyhow::Result<Evaluation> {
+        use crate::alarm::revision::{self, Raised, Step};
+        use crate::alert::Change;
         let ev = self.evaluate(s, now)?;
-        for c in ev.conditions.iter().filter(|c| c.has_fired()) {
-            let existing = match self.alerts.find(&s.id, &c.id)? {
-                Some(a) => Some((a, None)),
-                // Late data can move a condition's start earlier: the alert of
-                // the same kind whose span overlaps is the same alarm.
-                None => self
-                    .alerts
-                    .of_shipment(&s.id)?
-                    .into_iter()
-                    .find(|a| {
-                        a.condition.kind == c.id.kind
-                            && a.condition.start_ms <= c.cleared_ms.unwrap_or(c.last_ms)
-                            && c.id.start_ms <= a.cleared_ms.unwrap_or(i64::MAX)
-                    })
-                    .map(|a| (a, Some(c.id))),
-            };
-            match existing {
-                Some((mut a, also)) => {
-                    let changed = a.update_from(c);
-                    let resolved = a.maybe_resolve(now);
-                    if changed || resolved || also.is_some() {
-                        self.alerts.put(&a, also.as_ref())?;
+        let learned = self.clock.now_ms();
+        let fired: Vec<&Condition> = ev.conditions.iter().filter(|c| c.has_fired()).collect();
+        let mut alerts: Vec<Alert> = self
+            .alerts
+            .of_shipment(&s.id)?
+            .into_iter()
+            .filter(|a| a.state != AlertState::Withdrawn)
+            .collect();
+        let raised: Vec<Raised> = alerts
+            .iter()
+            .map(|a| Raised {
+                kind: a.condition.kind,
+                start_ms: a.condition.start_ms,
+                cleared_ms: a.cleared_ms,
+                last_ms: a.last_ms.max(a.fires_ms),
+            })
+            .collect();
+        for step in revision::plan(&raised, &fired, &ev.conditions) {
+            match step {
+                Step::Keep { alert, cond } => {
+                    let a = &mut alerts[alert];
+                    let c = fired[cond];
+                    let old_id = a.condition;
+                    let change = a.take_facts(c, describe(c, &ev.profile), learned);
+                    let resolved = a.maybe_resolve(learned);
+                    if change != Change::None || resolved {
+                        let also = (old_id != a.condition).then_some(old_id);
+                        self.alerts.put(a, also.as_ref())?;
+                    }
+                    if change == Change::Revised {
+                        let was = a.revisions.last().map(|r| r.was.clone());
+                        tracing::warn!(shipment = %s.id, alert = a.id, condition = %a.condition, "ALERT REVISED: {}", a.message);
+                        self.audit.append(
+                            learned,
+                            "daemon",
+                            "alert.revise",
+                            &s.id,
+                            serde_json::json!({ "alert": a.id, "condition": a.condition.to_string(), "message": a.message, "was": was }),
+                        )?;
+                        self.notify(a, "revised")?;
                     }
                     if resolved {
-                        self.notify(&a, "resolved")?;
+                        self.notify(a, "resolved")?;
                     }
                 }
-                None => {
+                Step::Raise { cond } => {
+                    let c = fired[cond];
                     let a = Alert {
                         id: self.alerts.next_id()?,
                         shipment: s.id.clone(),
@@ -440,7 +503,7 @@ impl Evaluator {
                         severity: c.severity,
                         message: describe(c, &ev.profile),
                         state: AlertState::Open,
-                        raised_ms: now,
+                        raised_ms: learned,
                         fires_ms: c.fires_ms.unwrap_or(c.id.start_ms),
                         cleared_ms: c.cleared_ms,
                         peak: c.peak,
@@ -449,17 +512,57 @@ impl Evaluator {
                         resolved_ms: None,
                         escalations: 0,
                         escalated_ms: None,
+                        last_ms: c.last_ms,
+                        revisions: Vec::new(),
+                        withdrawn: None,
                     };
                     self.alerts.put(&a, None)?;
                     tracing::warn!(shipment = %s.id, alert = a.id, severity = ?a.severity, condition = %a.condition, "ALERT: {}", a.message);
                     self.audit.append(
-                        now,
+                        learned,
                         "daemon",
                         "alert.raise",
                         &s.id,
                         serde_json::json!({ "alert": a.id, "condition": a.condition.to_string(), "severity": a.severity, "message": a.message }),
                     )?;
                     self.notify(&a, "raised")?;
+                }
+                Step::Withdraw { alert, reason } => {
+                    let a = &mut alerts[alert];
+                    a.withdraw(reason.clone(), learned);
+                    self.alerts.put(a, None)?;
+                    tracing::warn!(shipment = %s.id, alert = a.id, condition = %a.condition, "ALERT WITHDRAWN: {reason}");
+                    self.audit.append(
+                        learned,
+                        "daemon",
+                        "alert.withdraw",
+                        &s.id,
+                        serde_json::json!({ "alert": a.id, "condition": a.condition.to_string(), "reason": reason }),
+                    )?;
+                    self.notify(a, "withdrawn")?;
+                }
+                Step::Clear { alert } => {
+                    let a = &mut alerts[alert];
+                    if a.cleared_ms.is_some() {
+                        continue;
+                    }
+                    // A live-only alarm (silence): the data that ended it has
+                    // arrived. The gap in the record, if any, says until when.
+                    let end = ev
+                        .conditions
+                        .iter()
+                        .find(|c| {
+                            c.id.kind == a.condition.kind && c.id.start_ms == a.condition.start_ms
+                        })
+                        .and_then(|c| c.cleared_ms)
+                        .unwrap_or(a.last_ms.max(a.fires_ms));
+                    a.cleared_ms = Some(end);
+                    let resolved = a.maybe_resolve(learned);
+                    self.alerts.put(a, None)?;
+                    self.notify(a, "cleared")?;
+                    if resolved {
+                        self.notify(a, "resolved")?;
+                    }
                 }
             }
         }
@@ -570,10 +673,7 @@ fn trend_limit(p: &Profile) -> Option<crate::profile::Limit> {
 
 /// The retained status document of a shipment.
 pub fn status_json(ev: &Evaluation, alerts: &[Alert]) -> serde_json::Value {
-    let open: Vec<&Alert> = alerts
-        .iter()
-        .filter(|a| a.state != AlertState::Resolved)
-        .collect();
+    let open: Vec<&Alert> = alerts.iter().filter(|a| a.is_open()).collect();
     let (remaining, predicted) = match &ev.viability {
         ViabilityOutcome::Computed(v) => (Some(v.remaining_ms), v.predicted_at_eta_ms),
         ViabilityOutcome::NotApplicable => (None, None),
@@ -883,6 +983,9 @@ pub async fn run_task(
                     match shipments {
                         Ok(list) => {
                             for s in list {
+                                // Each shipment as of when it is evaluated,
+                                // not when the pass began.
+                                let now = ev.clock.now_ms();
                                 if let Err(e) = ev.run_one(&s, now) {
                                     tracing::error!(shipment = %s.id, "evaluation failed: {e:#}");
                                 }

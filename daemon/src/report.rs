@@ -38,6 +38,7 @@
 
 mod chart;
 mod render;
+pub(crate) use render::history_html;
 pub(crate) mod text;
 
 use std::collections::BTreeMap;
@@ -386,7 +387,7 @@ pub struct AlertEntry {
     pub severity: String,
     /// Sentence.
     pub message: String,
-    /// `"open"`, `"acknowledged"`, `"resolved"`.
+    /// `"open"`, `"acknowledged"`, `"resolved"`, `"withdrawn"`.
     pub state: String,
     /// When the condition fired (device time), ms.
     pub fires_ms: i64,
@@ -402,6 +403,34 @@ pub struct AlertEntry {
     pub ack_ms: Option<i64>,
     /// Escalations.
     pub escalations: u32,
+    /// Revisions by later data, oldest first (what it said before each).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revisions: Vec<RevisionEntry>,
+    /// When later data disproved it, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withdrawn: Option<WithdrawalEntry>,
+}
+
+/// One revision of an alert by later data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RevisionEntry {
+    /// When the daemon revised it, ms.
+    pub at_ms: i64,
+    /// What the alert said until then.
+    pub was_message: String,
+    /// When it was said to have started, ms.
+    pub was_start_ms: i64,
+    /// When it was said to have fired, ms.
+    pub was_fires_ms: i64,
+}
+
+/// An alert's withdrawal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WithdrawalEntry {
+    /// When, ms.
+    pub at_ms: i64,
+    /// Why.
+    pub reason: String,
 }
 
 /// The disposition recorded by a person.
@@ -669,6 +698,20 @@ pub fn build(ev: &Evaluation, alerts: &[Alert], devices: Vec<DeviceHealth>) -> R
             ack_comment: a.ack.as_ref().map(|k| k.comment.clone()),
             ack_ms: a.ack.as_ref().map(|k| k.at_ms),
             escalations: a.escalations,
+            revisions: a
+                .revisions
+                .iter()
+                .map(|r| RevisionEntry {
+                    at_ms: r.at_ms,
+                    was_message: r.was.message.clone(),
+                    was_start_ms: r.was.start_ms,
+                    was_fires_ms: r.was.fires_ms,
+                })
+                .collect(),
+            withdrawn: a.withdrawn.as_ref().map(|w| WithdrawalEntry {
+                at_ms: w.at_ms,
+                reason: w.reason.clone(),
+            }),
         })
         .collect();
     let disposition = s.disposition.as_ref().map(|d| DispositionEntry {

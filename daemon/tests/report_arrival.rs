@@ -61,7 +61,9 @@ impl World {
         let store = Arc::new(SledStore::open(&dir.path().join("db")).unwrap());
         let audit = Arc::new(Audit::open(store.db()).unwrap());
         let forward = coldchain_daemon::forward::Forward::open(store.db(), None).unwrap();
-        let ev = Evaluator::new(cfg, store.clone(), audit, forward).unwrap();
+        let ev = Evaluator::new(cfg, store.clone(), audit, forward)
+            .unwrap()
+            .with_clock(coldchain_daemon::evaluate::Clock::fixed(T0 + 7 * H));
         World {
             _dir: dir,
             store,

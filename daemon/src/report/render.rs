@@ -385,6 +385,29 @@ pub fn render_csv(d: &ReportData) -> String {
                 &a.escalations.to_string(),
             ],
         );
+        for v in &a.revisions {
+            row(
+                &mut s,
+                &[
+                    "alert.revised",
+                    &a.id.to_string(),
+                    &iso(v.at_ms),
+                    &iso(v.was_fires_ms),
+                    &v.was_message,
+                ],
+            );
+        }
+        if let Some(w) = &a.withdrawn {
+            row(
+                &mut s,
+                &[
+                    "alert.withdrawn",
+                    &a.id.to_string(),
+                    &iso(w.at_ms),
+                    &w.reason,
+                ],
+            );
+        }
     }
     if let Some(x) = &d.disposition {
         row(
@@ -708,11 +731,13 @@ pub fn render_html(d: &ReportData) -> String {
             };
             let _ = write!(
                 s,
-                "<tr class=\"sev-{}\"><td>{}</td><td>{} · {}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr class=\"sev-{} state-{}\"><td>{}</td><td>{} · {}{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(&a.severity),
+                esc(&a.state),
                 a.id,
                 esc(&a.severity),
                 esc(&a.message),
+                history_html(a),
                 utc(a.fires_ms),
                 esc(&a.state),
                 ack
@@ -751,5 +776,28 @@ Check a copy against the daemon: <code>coldchain report --verify FILE</code> (or
 "#,
         d.readings.len()
     );
+    s
+}
+
+/// An alert's revisions and withdrawal, for people: nothing it said disappears.
+pub(crate) fn history_html(a: &super::AlertEntry) -> String {
+    let mut s = String::new();
+    for v in &a.revisions {
+        let _ = write!(
+            s,
+            "<br><small class=\"revised\">revised {} by later data; it said: “{}” (fired {})</small>",
+            utc(v.at_ms),
+            esc(&v.was_message),
+            utc(v.was_fires_ms)
+        );
+    }
+    if let Some(w) = &a.withdrawn {
+        let _ = write!(
+            s,
+            "<br><small class=\"withdrawn\">withdrawn {}: {}</small>",
+            utc(w.at_ms),
+            esc(&w.reason)
+        );
+    }
     s
 }
