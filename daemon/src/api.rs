@@ -437,6 +437,7 @@ async fn stats(State(s): State<AppState>) -> Result<Json<serde_json::Value>, Api
         "duplicates": l(&st.duplicates),
         "gaps_detected": l(&st.gaps_detected),
         "clock_jumps": l(&st.clock_jumps),
+        "implausible_readings": l(&st.implausible_readings),
         "rejected": {
             "malformed": l(&st.rejected_malformed),
             "unknown_device": l(&st.rejected_unknown_device),
@@ -688,6 +689,7 @@ async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
         counter("coldchain_readings_stored_total", "Readings stored since start.", l(&st.readings_stored));
         counter("coldchain_duplicates_total", "Duplicate frames dropped since start.", l(&st.duplicates));
         counter("coldchain_gaps_detected_total", "Sequence gaps detected since start.", l(&st.gaps_detected));
+        counter("coldchain_implausible_readings_total", "Readings outside their channel kind's physical range, stored as out_of_range faults.", l(&st.implausible_readings));
         counter("coldchain_commits_total", "Group commits (flush + fsync) since start.", l(&st.commits));
         let _ = writeln!(o, "# HELP coldchain_rejected_total Messages rejected since start, by reason.\n# TYPE coldchain_rejected_total counter");
         for (reason, v) in [

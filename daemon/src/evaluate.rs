@@ -33,7 +33,7 @@ use crate::mkt::{self, MktOutcome};
 use crate::outbox::Outbox;
 use crate::profile::{Profile, Severity, Side};
 use crate::shipment::{Shipment, Shipments, State};
-use crate::store::{EventBody, EventRecord, SledStore, Store, TimeSource, key};
+use crate::store::{EventBody, EventRecord, SledStore, Store, key};
 use crate::viability::{self, ViabilityOutcome};
 
 /// One point of a shipment's temperature record (for charts and reports).
@@ -257,6 +257,15 @@ impl Evaluator {
                         continue;
                     }
                     n += 1;
+                    // Stored before ingest checked the physical range (older
+                    // databases): the same rule here, so no statistic ever
+                    // sees an implausible value as a temperature.
+                    let value = match rd.value {
+                        Measurement::Valid(v) if !rd.kind.is_plausible(v) => {
+                            Measurement::Fault(coldchain_proto::FaultKind::OutOfRange)
+                        }
+                        v => v,
+                    };
                     if newest.as_ref().is_none_or(|x| rd.time_ms > x.0) {
                         let fr = coldchain_proto::FrameRef {
                             boot: r.boot,
@@ -264,10 +273,10 @@ impl Evaluator {
                         };
                         newest = Some((rd.time_ms, d.clone(), fr));
                     }
-                    if matches!(rd.value, Measurement::Fault(_)) {
+                    if matches!(value, Measurement::Fault(_)) {
                         faults += 1;
                     }
-                    let synced = rd.time_source == TimeSource::Device;
+                    let synced = rd.time_source.is_synced();
                     if !synced {
                         estimated += 1;
                     }
@@ -277,7 +286,7 @@ impl Evaluator {
                     });
                     series.insert(Sample {
                         t_ms: rd.time_ms,
-                        value: SampleValue::from(rd.value),
+                        value: SampleValue::from(value),
                     });
                 }
                 if page.len() < 5000 {
@@ -406,11 +415,16 @@ impl Evaluator {
     fn events(&self, d: &DeviceId, lo: i64, hi: i64) -> anyhow::Result<Vec<(i64, EventBody)>> {
         let tree = self.store.db().open_tree("events")?;
         let mut out = Vec::new();
+        let mut clocks = HashMap::new();
         for kv in tree.scan_prefix(key::device_prefix(d)) {
-            let (_, v) = kv?;
+            let (k, v) = kv?;
             let e: EventRecord = postcard::from_bytes(&v)?;
-            if e.time_ms >= lo && e.time_ms <= hi {
-                out.push((e.time_ms, e.body));
+            let boot = key::parse_item(&k).map_or(0, |(_, r, _)| r.boot);
+            let t = self
+                .store
+                .place(d, boot, e.time_ms, e.time_source, &mut clocks)?;
+            if t >= lo && t <= hi {
+                out.push((t, e.body));
             }
         }
         Ok(out)

@@ -100,15 +100,19 @@ pub fn purge(
             .map(|k| (k.1, k.2))
             .collect();
         let prefix = key::device_prefix(&d);
+        let mut clocks = std::collections::HashMap::new();
         for kv in frames.scan_prefix(&prefix) {
             let (k, v) = kv?;
             let (rec, _) = postcard::take_from_bytes::<FrameRecord>(&v)?;
             if rec.received_ms >= cutoff_ms {
                 continue;
             }
+            let boot =
+                key::parse_item(&[k.as_ref(), &[0, 0]].concat()).map_or(0, |(_, r, _)| r.boot);
+            let time_ms = store.place(&d, boot, rec.time_ms, rec.time_source, &mut clocks)?;
             if windows
                 .iter()
-                .any(|&(from, to)| (from..=to).contains(&rec.time_ms))
+                .any(|&(from, to)| (from..=to).contains(&time_ms))
             {
                 p.kept_for_shipments += 1;
                 continue;

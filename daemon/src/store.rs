@@ -81,6 +81,51 @@ pub enum TimeSource {
     /// The device claimed a wall time that cannot be real (before 2020);
     /// estimated from the receive time.
     BrokenClock,
+    /// The device's clock was not set: `time_ms` holds its *uptime* (ms since
+    /// the boot), placed on the wall clock when read, by the boot's
+    /// [`BootClock`]. Appended: records of the other kinds encode as before.
+    Uptime,
+}
+
+impl TimeSource {
+    /// True when the time is the device's own synced clock.
+    pub fn is_synced(self) -> bool {
+        self == TimeSource::Device
+    }
+}
+
+/// How one boot of an unsynced device is placed on the wall clock: readings
+/// stamped with uptime keep their uptime differences (a 75-minute queue spans
+/// 75 minutes), anchored on the boot's `clock_synced` event when there is one,
+/// otherwise on the arrival of the boot's newest frame (it was sent when it
+/// was received, near enough). Times placed so are estimates and stay marked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootClock {
+    /// `unix - uptime` from a clock-synced event of this boot, exact.
+    pub synced_offset_ms: Option<i64>,
+    /// The highest uptime stamp received in this boot, ms.
+    pub newest_uptime_ms: i64,
+    /// When the frame with that stamp was received (receiver clock), ms.
+    pub newest_received_ms: i64,
+}
+
+impl BootClock {
+    /// `wall - uptime` for this boot.
+    pub fn offset_ms(&self) -> i64 {
+        self.synced_offset_ms
+            .unwrap_or(self.newest_received_ms - self.newest_uptime_ms)
+    }
+
+    /// Notes a frame stamped with `uptime_ms`, received at `received_ms`.
+    pub fn saw(&mut self, uptime_ms: i64, received_ms: i64) {
+        if uptime_ms >= self.newest_uptime_ms {
+            // The same uptime again (a resend): keep the first arrival.
+            if uptime_ms > self.newest_uptime_ms || self.newest_received_ms == 0 {
+                self.newest_received_ms = received_ms;
+            }
+            self.newest_uptime_ms = uptime_ms;
+        }
+    }
 }
 
 /// One stored reading (the key holds device, boot, seq and index).
@@ -286,6 +331,7 @@ pub struct WriteSet {
     pub(crate) gaps: Staged,
     pub(crate) devices: Staged,
     pub(crate) security: Staged,
+    pub(crate) boot_clocks: Staged,
     /// Number of staged writes (for logging).
     pub ops: usize,
 }
@@ -342,6 +388,12 @@ impl WriteSet {
     pub fn device(&mut self, d: &DeviceId, st: &DeviceState) {
         self.devices
             .push((d.as_str().as_bytes().to_vec(), Some(enc(st))));
+        self.ops += 1;
+    }
+    /// Stages a boot's clock anchor.
+    pub fn boot_clock(&mut self, d: &DeviceId, boot: u32, c: &BootClock) {
+        let k = key::frame(d, FrameRef { boot, seq: 0 });
+        self.boot_clocks.push((k, Some(enc(c))));
         self.ops += 1;
     }
     /// Stages a security record.
@@ -430,6 +482,8 @@ pub trait Store: Send + Sync + 'static {
     fn known_devices(&self) -> Result<Vec<String>, StoreError>;
     /// Bytes the database takes on disk.
     fn size_on_disk(&self) -> Result<u64, StoreError>;
+    /// The clock anchor of one boot of a device, if it sent uptime stamps.
+    fn boot_clock(&self, d: &DeviceId, boot: u32) -> Result<Option<BootClock>, StoreError>;
 }
 
 /// The sled implementation of [`Store`].
@@ -444,6 +498,7 @@ pub struct SledStore {
     gaps: sled::Tree,
     devices: sled::Tree,
     security: sled::Tree,
+    boot_clocks: sled::Tree,
 }
 
 impl SledStore {
@@ -482,6 +537,7 @@ impl SledStore {
             gaps: t("gaps")?,
             devices: t("devices")?,
             security: t("security")?,
+            boot_clocks: t("boot_clocks")?,
             db: db.clone(),
             path: path.clone(),
         };
@@ -553,6 +609,34 @@ impl SledStore {
     /// The database directory.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// A reading's or event's wall time: as stored, or placed by its boot's
+    /// clock anchor when it was stamped with uptime. `cache` holds anchors
+    /// already read.
+    pub fn place(
+        &self,
+        d: &DeviceId,
+        boot: u32,
+        time_ms: i64,
+        source: TimeSource,
+        cache: &mut std::collections::HashMap<(String, u32), Option<BootClock>>,
+    ) -> Result<i64, StoreError> {
+        if source != TimeSource::Uptime {
+            return Ok(time_ms);
+        }
+        let k = (d.as_str().to_string(), boot);
+        let c = match cache.get(&k) {
+            Some(c) => *c,
+            None => {
+                let c = self.boot_clock(d, boot)?;
+                cache.insert(k, c);
+                c
+            }
+        };
+        // The anchor is staged with the boot's first uptime-stamped frame,
+        // in the same write set: a stored uptime stamp always has one.
+        Ok(c.map_or(time_ms, |c| c.offset_ms().saturating_add(time_ms)))
     }
 
     /// The underlying database, for modules that keep their own trees.
@@ -670,6 +754,17 @@ pub fn fsync_tree(dir: &Path) -> Result<(), StoreError> {
 }
 
 impl Store for SledStore {
+    fn boot_clock(&self, d: &DeviceId, boot: u32) -> Result<Option<BootClock>, StoreError> {
+        match self
+            .boot_clocks
+            .get(key::frame(d, FrameRef { boot, seq: 0 }))
+            .map_err(|e| self.sled_err(e))?
+        {
+            Some(v) => Ok(Some(self.dec("boot_clocks", &v)?)),
+            None => Ok(None),
+        }
+    }
+
     fn apply(&self, w: WriteSet) -> Result<(), StoreError> {
         // Order matters for crash consistency: sled recovers a prefix of its
         // log, so if a frame's dedupe entry survived, its readings did too.
@@ -698,6 +793,7 @@ impl Store for SledStore {
         apply_staged(&self.events, w.events).map_err(e)?;
         apply_staged(&self.gaps, w.gaps).map_err(e)?;
         apply_staged(&self.security, w.security).map_err(e)?;
+        apply_staged(&self.boot_clocks, w.boot_clocks).map_err(e)?;
         apply_staged(&self.frames, w.frames).map_err(e)?;
         apply_staged(&self.devices, w.devices).map_err(e)?;
         Ok(())
@@ -781,6 +877,7 @@ impl Store for SledStore {
         if limit == 0 {
             return Ok(out);
         }
+        let mut clocks = std::collections::HashMap::new();
         for kv in self.readings.range(start..end) {
             let (k, v) = kv.map_err(|e| self.sled_err(e))?;
             let n = k.len();
@@ -792,7 +889,10 @@ impl Store for SledStore {
                 seq: u32::from_be_bytes(k[n - 4..].try_into().unwrap_or([0; 4])),
             };
             let items: Vec<(u16, ReadingRecord)> = self.dec("frame_readings", &v)?;
-            for (idx, reading) in items {
+            for (idx, mut reading) in items {
+                // Uptime stamps are placed on the wall clock as they are read.
+                reading.time_ms =
+                    self.place(d, r.boot, reading.time_ms, reading.time_source, &mut clocks)?;
                 if after.is_some_and(|(ar, ai)| ar == r && idx <= ai) {
                     continue;
                 }

@@ -16,17 +16,11 @@ use coldchain_proto::{ChannelKind, FaultKind, MAX_CHANNELS, Measurement};
 
 use crate::batch::{BatchError, ReadingBatch};
 
-/// Physical limits per channel kind, milli-units, inclusive.
+/// Physical limits per channel kind, milli-units, inclusive: the wire
+/// contract's table ([`ChannelKind::plausible_range`]), which the daemon
+/// applies again to every frame.
 pub fn plausible(kind: ChannelKind) -> (i32, i32) {
-    match kind {
-        // Callendar-Van Dusen range.
-        ChannelKind::Rtd => (-200_000, 850_000),
-        // Types T/K as linearised by the MAX31856.
-        ChannelKind::Thermocouple => (-200_000, 1_372_000),
-        // SHT4x / DS18B20 together: -55..+130 °C.
-        ChannelKind::Ambient => (-55_000, 130_000),
-        ChannelKind::Humidity => (0, 100_000),
-    }
+    kind.plausible_range()
 }
 
 /// One channel's sampling settings.

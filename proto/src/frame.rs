@@ -179,6 +179,31 @@ pub enum ChannelKind {
     Humidity,
 }
 
+impl ChannelKind {
+    /// The physical range of the channel kind, milli-units, inclusive: what the
+    /// sensor can measure at all. A value outside it is not a measurement (an
+    /// open RTD front end reporting -242 °C, a power-on or error sentinel): it
+    /// is a [`FaultKind::OutOfRange`] fault, never a temperature. Firmware and
+    /// daemon apply the same table.
+    pub const fn plausible_range(self) -> (i32, i32) {
+        match self {
+            // Callendar-Van Dusen range of IEC 60751.
+            ChannelKind::Rtd => (-200_000, 850_000),
+            // Types T/K as linearised by the MAX31856.
+            ChannelKind::Thermocouple => (-200_000, 1_372_000),
+            // SHT4x / DS18B20 together: -55..+130 °C.
+            ChannelKind::Ambient => (-55_000, 130_000),
+            ChannelKind::Humidity => (0, 100_000),
+        }
+    }
+
+    /// True when `milli` is inside [`ChannelKind::plausible_range`].
+    pub const fn is_plausible(self, milli: i32) -> bool {
+        let (lo, hi) = self.plausible_range();
+        milli >= lo && milli <= hi
+    }
+}
+
 /// Why a channel produced no value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -315,11 +315,19 @@ fn verification_rules_hold_for_frames_from_a_foreign_client() {
     let a = daemon.all_readings("dev-a");
     let seqs: Vec<u64> = a.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, vec![0, 1, 3, 5]);
-    // Uptime stamps become estimated wall times, never 1970.
+    // Uptime stamps become estimated wall times, never 1970, marked as
+    // placed from uptime, and keep the device's own spacing (1 s per seq
+    // here), however fast they arrived.
     for r in &a {
-        assert_eq!(r["time_source"], "estimated");
+        assert_eq!(r["time_source"], "uptime");
         assert!(r["time_ms"].as_i64().unwrap() > 1_577_836_800_000);
     }
+    let t = |i: usize| a[i]["time_ms"].as_i64().unwrap();
+    assert_eq!(
+        (t(1) - t(0), t(2) - t(0), t(3) - t(0)),
+        (1000, 3000, 5000),
+        "uptime differences kept: {a:?}"
+    );
     let gaps = daemon.get("/api/v1/devices/dev-a/gaps");
     assert_eq!(
         gaps,

@@ -20,13 +20,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use coldchain_proto::codec::{self, CodecError};
-use coldchain_proto::{Body, DeviceId, EventKind, Frame, FrameRef, Timestamp};
+use coldchain_proto::{Body, DeviceId, EventKind, Frame, FrameRef, Measurement, Timestamp};
 use serde::Serialize;
 
 use crate::registry::Registry;
 use crate::store::{
-    DeviceState, EventBody, EventRecord, FrameDigest, FrameRecord, GapRecord, ReadingRecord,
-    SecurityKind, SecurityRecord, Store, StoreError, TimeSource, Via, WriteSet,
+    BootClock, DeviceState, EventBody, EventRecord, FrameDigest, FrameRecord, GapRecord,
+    ReadingRecord, SecurityKind, SecurityRecord, Store, StoreError, TimeSource, Via, WriteSet,
 };
 
 /// A wall-clock stamp more than this far ahead of our clock is a clock jump.
@@ -208,6 +208,9 @@ pub struct Stats {
     pub gaps_detected: AtomicU64,
     /// Clock jumps detected.
     pub clock_jumps: AtomicU64,
+    /// Readings outside their channel kind's physical range, stored as
+    /// `out_of_range` faults.
+    pub implausible_readings: AtomicU64,
     /// Rejected: malformed.
     pub rejected_malformed: AtomicU64,
     /// Rejected: unknown device.
@@ -288,6 +291,8 @@ pub struct Ingestor<S: Store> {
     registry: Registry,
     stats: Arc<Stats>,
     devices: HashMap<DeviceId, DeviceState>,
+    /// Clock anchors of the boots that sent uptime stamps (see [`BootClock`]).
+    boot_clocks: HashMap<(DeviceId, u32), BootClock>,
     unknown_logged: HashMap<DeviceId, Instant>,
 }
 
@@ -307,6 +312,7 @@ impl<S: Store> Ingestor<S> {
             registry,
             stats,
             devices: HashMap::new(),
+            boot_clocks: HashMap::new(),
             unknown_logged: HashMap::new(),
         }
     }
@@ -592,15 +598,40 @@ impl<S: Store> Ingestor<S> {
                         st.uptime_offset_ms = Some(unix_ms as i64 - uptime_ms as i64);
                         st.offset_exact = true;
                     }
+                    let mut c = self.boot_clock(d, f.boot)?;
+                    c.synced_offset_ms = Some(unix_ms as i64 - uptime_ms as i64);
+                    self.boot_clocks.insert((d.clone(), f.boot), c);
+                    w.boot_clock(d, f.boot, &c);
                 }
             }
         }
         let (time_ms, source) = self.map_time(d, f, msg.received_ms)?;
+        if source == TimeSource::Uptime {
+            let mut c = self.boot_clock(d, f.boot)?;
+            c.saw(time_ms, msg.received_ms);
+            self.boot_clocks.insert((d.clone(), f.boot), c);
+            w.boot_clock(d, f.boot, &c);
+        }
 
         let mut readings = 0;
         match &f.body {
             Body::Readings(rs) => {
                 for (i, r) in rs.iter().enumerate() {
+                    // Plausible or a fault, for every source: a value its
+                    // sensor cannot measure is never a temperature.
+                    let value = match r.value {
+                        Measurement::Valid(v) if !r.kind.is_plausible(v) => {
+                            self.stats
+                                .implausible_readings
+                                .fetch_add(1, Ordering::Relaxed);
+                            let (lo, hi) = r.kind.plausible_range();
+                            tracing::warn!(device = %d, boot = f.boot, seq = f.seq, channel = r.channel,
+                                kind = ?r.kind, value = v, lo, hi,
+                                "reading outside its channel kind's physical range: stored as an out_of_range fault");
+                            Measurement::Fault(coldchain_proto::FaultKind::OutOfRange)
+                        }
+                        v => v,
+                    };
                     w.reading(
                         d,
                         fref,
@@ -608,7 +639,7 @@ impl<S: Store> Ingestor<S> {
                         &ReadingRecord {
                             channel: r.channel,
                             kind: r.kind,
-                            value: r.value,
+                            value,
                             time_ms: time_ms + i64::from(r.dt_ms),
                             time_source: source,
                         },
@@ -661,6 +692,14 @@ impl<S: Store> Ingestor<S> {
         Ok(readings)
     }
 
+    /// The clock anchor of a boot, from memory or the store.
+    fn boot_clock(&mut self, d: &DeviceId, boot: u32) -> Result<BootClock, StoreError> {
+        if let Some(c) = self.boot_clocks.get(&(d.clone(), boot)) {
+            return Ok(*c);
+        }
+        Ok(self.store.boot_clock(d, boot)?.unwrap_or_default())
+    }
+
     /// Maps the frame's timestamp to wall time, never inventing a 1970 date.
     fn map_time(
         &mut self,
@@ -697,23 +736,11 @@ impl<S: Store> Ingestor<S> {
                 }
                 (ms, TimeSource::Device)
             }
-            Timestamp::Uptime(up) => {
-                let up = up.min(i64::MAX as u64) as i64;
-                let candidate = received_ms.saturating_sub(up);
-                let offset = if f.boot == st.boot {
-                    match (st.uptime_offset_ms, st.offset_exact) {
-                        (Some(o), true) => o,
-                        (Some(o), false) if o <= candidate => o,
-                        _ => {
-                            st.uptime_offset_ms = Some(candidate);
-                            candidate
-                        }
-                    }
-                } else {
-                    candidate
-                };
-                (offset.saturating_add(up), TimeSource::Estimated)
-            }
+            // Stored as the device's uptime and placed on the wall clock
+            // when read, by the boot's anchor (see `BootClock`): placing it
+            // now, from this frame's arrival alone, would squeeze a queue
+            // uploaded in a burst into a few milliseconds.
+            Timestamp::Uptime(up) => (up.min(i64::MAX as u64) as i64, TimeSource::Uptime),
         })
     }
 }
