@@ -468,4 +468,39 @@ mod tests {
         );
         Config::load(Path::new(path)).unwrap();
     }
+
+    /// Every commented-out section and key of the example, uncommented, is
+    /// valid configuration too: the example shows the configuration exactly
+    /// as it is written.
+    #[test]
+    fn the_example_config_with_every_option_enabled_parses() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/coldchain.example.toml"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut seen_settings = false;
+        let all: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest)
+                    if rest.starts_with('[')
+                        || rest.split_once(" = ").is_some_and(|(k, _)| {
+                            k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                        }) =>
+                {
+                    seen_settings |= rest.starts_with("[devices.settings]");
+                    rest.to_string()
+                }
+                _ => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(seen_settings, "the example shows [devices.settings]");
+        let cfg = Config::parse(&all).unwrap_or_else(|e| panic!("{e:#}\n{all}"));
+        assert_eq!(cfg.profiles.len(), 1);
+        assert_eq!(cfg.profiles[0].settle_ms, Some(15 * 60_000));
+        assert!(cfg.devices[0].settings.is_some());
+        assert_eq!(cfg.webhooks.len(), 1);
+    }
 }

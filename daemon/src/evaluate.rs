@@ -205,11 +205,11 @@ impl Evaluator {
         self
     }
 
-    fn facts(&self, s: &Shipment, now: i64) -> ShipmentFacts {
+    fn facts(&self, s: &Shipment, profile: &Profile, now: i64) -> ShipmentFacts {
         let a = &self.cfg.alerts;
         ShipmentFacts {
             departure_ms: s.departure_ms,
-            settle_ms: a.settle_s as i64 * 1000,
+            settle_ms: profile.settle_ms.unwrap_or(a.settle_s as i64 * 1000),
             end_ms: Some(s.arrived_ms.unwrap_or(now)),
             eta_ms: s.eta_ms,
             collection_ms: s.collection_ms,
@@ -223,7 +223,7 @@ impl Evaluator {
     /// Evaluates one shipment from the store, as of `now` (or its arrival).
     pub fn evaluate(&self, s: &Shipment, now: i64) -> anyhow::Result<Evaluation> {
         let profile = self.cfg.profile(&s.profile)?;
-        let facts = self.facts(s, now);
+        let facts = self.facts(s, &profile, now);
         let lo = s.departure_ms.unwrap_or(s.created_ms) - 3_600_000;
         let hi = facts.end_ms.unwrap_or(now) + 60_000;
         let mut series = Series::new();

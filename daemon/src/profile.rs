@@ -12,14 +12,19 @@
 //! configuration. Deserialising a profile validates it, so a [`Profile`] value
 //! that exists is always a valid one:
 //!
+//! In `coldchain.toml` a profile is a `[[profiles]]` table and its zones are
+//! `[[profiles.zones]]`, exactly as written here:
+//!
 //! ```toml
+//! [[profiles]]
 //! name = "fridge-48h"
 //! nominal = { min = 2.0, max = 8.0 }
 //! mkt = { window = "24h" }
 //! viability = { margin = "4h" }
 //! decay = { model = "arrhenius", activation_k = 10000.0, reference = 5.0 }
+//! settle = "15m"           # optional: this lane's settle period (default alerts.settle_s)
 //!
-//! [[zones]]
+//! [[profiles.zones]]
 //! id = "H1"
 //! limit = "> 8.0"          # a 2-8 °C label includes 8.0
 //! kind = "single"          # or "cumulative"
@@ -543,6 +548,15 @@ pub struct Profile {
     pub warming: Option<WarmingSpec>,
     /// Data-health limits.
     pub health: HealthLimits,
+    /// The settle period after departure during which zones do not count,
+    /// for this lane (a dry shipper settles differently from a fridge box).
+    /// `None`: the daemon's `alerts.settle_s`.
+    #[serde(
+        default,
+        with = "opt_duration_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub settle_ms: Option<i64>,
 }
 
 /// Why a profile is refused. Every message names the profile, and the zone where
@@ -850,6 +864,8 @@ struct ProfileSpec {
     warming: Option<WarmingSpec>,
     #[serde(default)]
     health: HealthLimits,
+    #[serde(default, with = "opt_duration_serde")]
+    settle: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -897,6 +913,7 @@ impl TryFrom<ProfileSpec> for Profile {
             viability: spec.viability,
             warming: spec.warming,
             health: spec.health,
+            settle_ms: spec.settle,
         };
         p.validate()?;
         Ok(p)

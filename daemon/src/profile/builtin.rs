@@ -108,6 +108,7 @@ pub(crate) fn cryo_ln2() -> Profile {
             hysteresis: MilliC(2_000),
         }),
         health: cryo_health(),
+        settle_ms: None,
     }
 }
 
@@ -159,6 +160,7 @@ pub(crate) fn cryo_80() -> Profile {
             hysteresis: MilliC(2_000),
         }),
         health: cryo_health(),
+        settle_ms: None,
     }
 }
 
@@ -218,6 +220,7 @@ pub(crate) fn fridge() -> Profile {
             tilt: None,
             battery_low_mv: Some(3300),
         },
+        settle_ms: None,
     }
 }
 
@@ -295,5 +298,6 @@ pub(crate) fn ambient() -> Profile {
             tilt: None,
             battery_low_mv: Some(3300),
         },
+        settle_ms: None,
     }
 }

@@ -238,3 +238,29 @@ fn decay_table_interpolates_and_clamps() {
     assert_eq!(m.rate_factor(5_000), 1.0);
     assert!((m.rate_factor(22_000) - 0.60 / 0.39).abs() < 1e-12);
 }
+
+/// The example in the module documentation is exactly what `coldchain.toml`
+/// takes (`[[profiles]]` and `[[profiles.zones]]`), and a profile can set its
+/// own settle period.
+#[test]
+fn the_documented_example_parses_as_configuration_with_its_settle_period() {
+    #[derive(serde::Deserialize)]
+    struct Top {
+        profiles: Vec<Profile>,
+    }
+    let doc = include_str!("../profile.rs");
+    let start = doc.find("//! ```toml\n").expect("example") + "//! ```toml\n".len();
+    let end = start + doc[start..].find("//! ```\n").expect("end of example");
+    let text: String = doc[start..end]
+        .lines()
+        .map(|l| l.strip_prefix("//!").unwrap_or(l).trim_start_matches(' '))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let top: Top = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let p = &top.profiles[0];
+    assert_eq!(p.name, "fridge-48h");
+    assert_eq!(p.settle_ms, Some(15 * 60_000));
+    assert_eq!(p.zones.len(), 1);
+    // Without `settle`, the daemon's alerts.settle_s applies.
+    assert_eq!(parse(FRIDGE_48H).unwrap().settle_ms, None);
+}
