@@ -2,7 +2,6 @@
 //!
 //! Data flows one way: frame -> verify -> store -> evaluate -> alert -> deliver.
 
-pub mod alarm;
 pub mod alert;
 pub mod api;
 pub mod audit;
@@ -12,14 +11,14 @@ pub mod dashboard;
 pub mod evaluate;
 pub mod forward;
 pub mod ingest;
-pub mod mkt;
 pub mod openapi;
 pub mod outbox;
-pub mod profile;
 pub mod registry;
 pub mod report;
 pub mod retention;
 pub mod run;
 pub mod shipment;
 pub mod store;
-pub mod viability;
+
+// The domain engine, re-exported under the paths the daemon has always used.
+pub use coldchain_engine::{alarm, mkt, profile, viability};

@@ -27,7 +27,7 @@
 //! figure in an HTML or CSV copy whose hash line was left alone.
 //!
 //! The facts in a report are stated, never judged: the disposition is a
-//! person's decision (domain.md §4).
+//! person's decision (docs/domain.md §4).
 //!
 //! # Routes
 //!

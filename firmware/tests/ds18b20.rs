@@ -153,7 +153,7 @@ fn rom(serial: [u8; 6]) -> [u8; 8] {
 fn dev(serial: [u8; 6], converts_to: u16) -> Dev {
     Dev {
         rom: rom(serial),
-        // The power-on scratchpad of domain.md §6: 85 °C, CRC 1C.
+        // The power-on scratchpad of docs/domain.md §6: 85 °C, CRC 1C.
         scratch: [0x50, 0x05, 0x4B, 0x46, 0x7F, 0xFF, 0x0C, 0x10, 0x1C],
         converts_to,
     }

@@ -1,4 +1,4 @@
-//! MAX31856: 19-bit decoding (domain.md §6), cold junction, fault register,
+//! MAX31856: 19-bit decoding (docs/domain.md §6), cold junction, fault register,
 //! and the bus transactions. Every mock ends with `.done()`.
 
 use coldchain_firmware::drivers::max31856::{Max31856, TcType, decode_cj, decode_tc, fault_kind};

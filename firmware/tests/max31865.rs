@@ -1,4 +1,4 @@
-//! MAX31865: the bus transactions it must make, the domain.md §6 vectors, and
+//! MAX31865: the bus transactions it must make, the docs/domain.md §6 vectors, and
 //! the extreme raw values. Every mock ends with `.done()`.
 
 use coldchain_firmware::drivers::max31865::{self, Config, Filter, Max31865, Wires, convert};
@@ -6,7 +6,7 @@ use coldchain_proto::FaultKind;
 use embedded_hal_mock::eh1::delay::{CheckedDelay, NoopDelay, Transaction as D};
 use embedded_hal_mock::eh1::spi::{Mock as SpiMock, Transaction as T};
 
-/// domain.md §6: (°C, code with R_REF 430 Ω, code with R_REF 400 Ω).
+/// docs/domain.md §6: (°C, code with R_REF 430 Ω, code with R_REF 400 Ω).
 const VECTORS: [(f64, u16, u16); 6] = [
     (-196.0, 1543, 1659),
     (-150.0, 3027, 3254),

@@ -56,7 +56,7 @@ pub fn temperature(r0: f64, r: f64) -> Option<f64> {
 mod tests {
     use super::*;
 
-    /// domain.md §6: PT100 resistances (4 decimals) at the listed temperatures.
+    /// docs/domain.md §6: PT100 resistances (4 decimals) at the listed temperatures.
     const PT100: [(f64, f64); 6] = [
         (-196.0, 20.2465),
         (-150.0, 39.7232),

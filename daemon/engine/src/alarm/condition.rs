@@ -109,7 +109,8 @@ pub struct Condition {
 }
 
 impl Condition {
-    pub(crate) fn new(kind: ConditionKind, severity: Severity, start_ms: i64) -> Self {
+    /// A condition of `kind` starting at `start_ms`, not fired, nothing counted yet.
+    pub fn new(kind: ConditionKind, severity: Severity, start_ms: i64) -> Self {
         Condition {
             id: ConditionId { kind, start_ms },
             severity,

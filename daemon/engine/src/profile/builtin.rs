@@ -1,4 +1,4 @@
-//! The built-in profiles. Numbers are defaults from `shared/domain.md`; every one
+//! The built-in profiles. Numbers are defaults from `docs/domain.md`; every one
 //! of them can be replaced by a profile of the same name in configuration.
 
 use super::{
@@ -34,7 +34,7 @@ fn zone(
     }
 }
 
-/// Loss of viable CD34+ cells in fresh PBSC (Antonenas et al., domain.md §2),
+/// Loss of viable CD34+ cells in fresh PBSC (Antonenas et al., docs/domain.md §2),
 /// turned into a plausible per-hour table: 2-8 °C 28.0 % / 72 h = 0.39 %/h;
 /// room temperature 43.3 % / 72 h = 0.60 %/h; 37 °C, none left after 24 h, so at
 /// least 100 % / 24 h = 4.17 %/h. Clamped below 5 °C and above 37 °C.
@@ -51,7 +51,7 @@ fn cryo_health() -> HealthLimits {
         silent_after_intervals: 3,
         probe_fault_delay_ms: 0,
         lid_open_max_ms: Some(5 * MIN),
-        // A dry shipper on its side loses its hold time in hours (domain.md §1).
+        // A dry shipper on its side loses its hold time in hours (docs/domain.md §1).
         tilt: Some(TiltLimit {
             max_deg: 45,
             delay_ms: 10 * MIN,
@@ -132,7 +132,7 @@ pub(crate) fn cryo_80() -> Profile {
                 2_000,
                 "above -70 °C",
             ),
-            // LogTag -80 °C example (domain.md §4).
+            // LogTag -80 °C example (docs/domain.md §4).
             zone(
                 "H2",
                 ">= -70.0",
@@ -175,7 +175,7 @@ pub(crate) fn fridge() -> Profile {
             max: Some(MilliC(8_000)),
         },
         zones: vec![
-            // A 2-8 °C label includes 8.0: the upper zone is "> 8.0" (domain.md §4).
+            // A 2-8 °C label includes 8.0: the upper zone is "> 8.0" (docs/domain.md §4).
             zone("H1", "> 8.0", Single, 30 * MIN, Warning, 500, "above 8 °C"),
             zone(
                 "H2",
@@ -244,7 +244,7 @@ pub(crate) fn ambient() -> Profile {
                 500,
                 "above 25 °C",
             ),
-            // WHO PQS E006 Type 1: >= 30 °C cumulative 10 h (domain.md §4).
+            // WHO PQS E006 Type 1: >= 30 °C cumulative 10 h (docs/domain.md §4).
             zone(
                 "H2",
                 ">= 30.0",

@@ -7,7 +7,7 @@ use crate::profile::{Limit, Profile};
 use super::input::{Series, ShipmentFacts};
 
 /// Warming summary of a cryogenic shipment. Repeated warming cycles reduce
-/// recovery (domain.md §1), so the count matters as well as the time.
+/// recovery (docs/domain.md §1), so the count matters as well as the time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WarmingSummary {
     /// The critical limit used.

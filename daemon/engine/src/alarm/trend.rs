@@ -2,7 +2,7 @@
 //! to cross it within a horizon.
 //!
 //! A dry shipper holds its sample flat while liquid nitrogen remains, then the
-//! sample warms roughly linearly (domain.md §1). A least-squares line through
+//! sample warms roughly linearly (docs/domain.md §1). A least-squares line through
 //! the valid readings of the last `window` predicts when the limit will be
 //! crossed; when that is sooner than `horizon` (and the slope is at least
 //! `min_rate`), the condition starts, and it fires at once: its purpose is to

@@ -33,7 +33,7 @@ fn report(p: &Profile, s: &Series, f: &ShipmentFacts) -> ViabilityReport {
 }
 
 /// One hour at 25 °C uses 11.1525 h of a window defined at 5 °C (Arrhenius,
-/// Ea/R = 10 000 K, domain.md §3 rate factors); an hour at 5 °C uses one hour.
+/// Ea/R = 10 000 K, docs/domain.md §3 rate factors); an hour at 5 °C uses one hour.
 #[test]
 fn arrhenius_consumption_matches_the_rate_factors() {
     let p = arrhenius_profile();

@@ -1,0 +1,19 @@
+//! Coldchain's domain engine: what a shipment's data means, with no I/O.
+//!
+//! * [`profile`]: product profiles (zones H1-H4/L1-L3, decay, MKT window,
+//!   health limits, settle period);
+//! * [`alarm`]: conditions from samples in device time (zones, data health,
+//!   trend, warming) and [`alarm::revision`], how raised alarms follow the data;
+//! * [`viability`]: the window consumed and remaining;
+//! * [`mkt`]: mean kinetic temperature.
+//!
+//! Every function takes the data and the time it needs as arguments: no
+//! tokio, no database, no wall clock. The daemon (`coldchain-daemon`) does the
+//! I/O: ingest, store, delivery, HTTP, CLI; see `daemon/DESIGN.md` and this
+//! crate's `DESIGN.md`. Domain facts and their sources: `docs/domain.md`.
+#![forbid(unsafe_code)]
+
+pub mod alarm;
+pub mod mkt;
+pub mod profile;
+pub mod viability;
