@@ -289,12 +289,24 @@ impl Alerts {
             .collect()
     }
 
-    /// Alerts of one shipment, oldest first.
+    /// Alerts of one shipment, oldest first: through the index (every alert
+    /// is indexed under its shipment), not a scan of every alert.
     pub fn of_shipment(&self, shipment: &str) -> anyhow::Result<Vec<Alert>> {
-        Ok(self
-            .all()?
-            .into_iter()
-            .filter(|a| a.shipment == shipment)
-            .collect())
+        let mut prefix = shipment.as_bytes().to_vec();
+        prefix.push(0);
+        let mut ids = std::collections::BTreeSet::new();
+        for v in self.index.scan_prefix(&prefix).values() {
+            ids.insert(u64::from_be_bytes(v?.as_ref().try_into()?));
+        }
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            // The index may name an alert under an earlier identity too.
+            if let Some(a) = self.get(id)?
+                && a.shipment == shipment
+            {
+                out.push(a);
+            }
+        }
+        Ok(out)
     }
 }

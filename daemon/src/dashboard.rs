@@ -35,12 +35,10 @@ use axum::{Extension, Router};
 
 use crate::alert::{Alert, AlertState};
 use crate::api::{AppState, PageAccess};
-use crate::evaluate::status_json;
 use crate::profile::Severity;
 use crate::report::text::{esc, fmt_c, fmt_dur, url_segment, utc};
 use crate::report::{self, ReportData};
 use crate::shipment::{Shipment, State as ShipState};
-use crate::viability::ViabilityOutcome;
 
 const CSS: &str = include_str!("dashboard/dashboard.css");
 const JS: &str = include_str!("dashboard/dashboard.js");
@@ -139,24 +137,21 @@ pub fn sort_by_risk(rows: &mut [Row]) {
     });
 }
 
+/// The rows of the list, from the summaries every evaluation keeps up to
+/// date (the page is polled by every open browser: it never re-evaluates).
 fn load_rows(s: &AppState) -> anyhow::Result<Vec<Row>> {
-    let now = crate::ingest::now_ms();
-    let mut rows = Vec::new();
-    for sh in s.reader.shipments.all()? {
-        let ev = s.reader.evaluate(&sh, now)?;
-        let alerts = s.reader.alerts.of_shipment(&sh.id)?;
-        let (remaining_ms, nominal_ms) = match &ev.viability {
-            ViabilityOutcome::Computed(v) => (Some(v.remaining_ms), Some(v.nominal_ms)),
-            ViabilityOutcome::NotApplicable => (None, None),
-        };
-        rows.push(Row {
-            status: status_json(&ev, &alerts),
-            shipment: sh,
-            alerts,
-            remaining_ms,
-            nominal_ms,
-        });
-    }
+    let mut rows: Vec<Row> = s
+        .reader
+        .summary_rows(crate::ingest::now_ms())?
+        .into_iter()
+        .map(|x| Row {
+            shipment: x.shipment,
+            alerts: x.alerts,
+            remaining_ms: x.remaining_ms,
+            nominal_ms: x.nominal_ms,
+            status: x.status,
+        })
+        .collect();
     sort_by_risk(&mut rows);
     Ok(rows)
 }

@@ -148,7 +148,30 @@ pub struct Evaluator {
     last_status: HashMap<String, String>,
     /// The daemon's clock: when it learns something.
     clock: Clock,
+    /// Per-shipment summaries kept up to date by every evaluation (shared
+    /// with the HTTP side's reader): lists read these, never re-evaluate.
+    summaries: Summaries,
 }
+
+/// What a list of shipments shows of one shipment, as of its last evaluation.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// The shipment.
+    pub shipment: Shipment,
+    /// The status document (`status_json`).
+    pub status: serde_json::Value,
+    /// Viability window remaining, ms.
+    pub remaining_ms: Option<i64>,
+    /// Nominal window, ms.
+    pub nominal_ms: Option<i64>,
+    /// Its alerts.
+    pub alerts: Vec<Alert>,
+}
+
+/// Summaries by shipment id. Written by the evaluator task after each
+/// evaluation and each acknowledgement; read by the HTTP handlers. The lock
+/// is never held across an `.await` nor during an evaluation.
+pub type Summaries = Arc<std::sync::RwLock<HashMap<String, Summary>>>;
 
 /// The daemon's clock (unix ms), injected so tests can fix it.
 #[derive(Clone)]
@@ -196,7 +219,72 @@ impl Evaluator {
             store,
             last_status: HashMap::new(),
             clock: Clock::system(),
+            summaries: Summaries::default(),
         })
+    }
+
+    /// Shares `summaries` (the daemon gives the same map to its evaluator
+    /// task and to the HTTP side's reader).
+    pub fn with_summaries(mut self, summaries: Summaries) -> Self {
+        self.summaries = summaries;
+        self
+    }
+
+    /// Every shipment's summary, as of its last evaluation. A shipment not
+    /// evaluated since start (closed before it, say) is evaluated once here.
+    pub fn summary_rows(&self, now: i64) -> anyhow::Result<Vec<Summary>> {
+        let all = self.shipments.all()?;
+        let mut out = Vec::with_capacity(all.len());
+        let mut missing = Vec::new();
+        {
+            let map = self.summaries.read().unwrap_or_else(|e| e.into_inner());
+            for sh in all {
+                match map.get(&sh.id) {
+                    Some(s) => out.push(s.clone()),
+                    None => missing.push(sh),
+                }
+            }
+        }
+        for sh in missing {
+            let ev = self.evaluate(&sh, now)?;
+            let alerts = self.alerts.of_shipment(&sh.id)?;
+            let s = summary_of(&ev, alerts);
+            self.summaries
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(sh.id.clone(), s.clone());
+            out.push(s);
+        }
+        Ok(out)
+    }
+
+    /// Refreshes the alerts of a shipment's summary (after an acknowledgement).
+    fn refresh_alerts(&self, shipment: &str) -> anyhow::Result<()> {
+        let alerts = self.alerts.of_shipment(shipment)?;
+        if let Some(s) = self
+            .summaries
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(shipment)
+        {
+            let open: Vec<&Alert> = alerts.iter().filter(|a| a.is_open()).collect();
+            if let Some(o) = s.status.as_object_mut() {
+                o.insert("open_alerts".into(), open.len().into());
+                o.insert(
+                    "worst_open".into(),
+                    serde_json::to_value(open.iter().map(|a| a.severity).max())?,
+                );
+                o.insert(
+                    "unacknowledged".into(),
+                    open.iter()
+                        .filter(|a| a.state == AlertState::Open)
+                        .count()
+                        .into(),
+                );
+            }
+            s.alerts = alerts;
+        }
+        Ok(())
     }
 
     /// Replaces the clock (tests: a fixed or stepped time).
@@ -607,10 +695,15 @@ impl Evaluator {
         Ok(())
     }
 
-    /// Queues the retained shipment status when it changed.
+    /// Queues the retained shipment status when it changed, and keeps the
+    /// shipment's summary.
     fn status(&mut self, ev: &Evaluation) -> anyhow::Result<()> {
         let alerts = self.alerts.of_shipment(&ev.shipment.id)?;
         let status = status_json(ev, &alerts);
+        self.summaries
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(ev.shipment.id.clone(), summary_of(ev, alerts));
         let text = status.to_string();
         if self.last_status.get(&ev.shipment.id) != Some(&text) {
             if let Ok(topic) = coldchain_proto::topic::shipment_status(&ev.shipment.id) {
@@ -683,6 +776,21 @@ fn trend_limit(p: &Profile) -> Option<crate::profile::Limit> {
             .map(|z| z.limit)
             .next()
     })
+}
+
+/// The summary of an evaluation and the shipment's alerts.
+pub fn summary_of(ev: &Evaluation, alerts: Vec<Alert>) -> Summary {
+    let (remaining_ms, nominal_ms) = match &ev.viability {
+        ViabilityOutcome::Computed(v) => (Some(v.remaining_ms), Some(v.nominal_ms)),
+        ViabilityOutcome::NotApplicable => (None, None),
+    };
+    Summary {
+        shipment: ev.shipment.clone(),
+        status: status_json(ev, &alerts),
+        remaining_ms,
+        nominal_ms,
+        alerts,
+    }
 }
 
 /// The retained status document of a shipment.
@@ -856,6 +964,7 @@ impl Evaluator {
                     )
                     .map_err(internal)?;
                 self.notify(&a, "acknowledged").map_err(internal)?;
+                self.refresh_alerts(&a.shipment).map_err(internal)?;
                 serde_json::to_value(&a).unwrap_or_default()
             }
             cmd => {

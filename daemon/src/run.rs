@@ -53,13 +53,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let audit = Arc::new(Audit::open(store.db()).context("opening the audit trail")?);
     record_config(&audit, &cfg)?;
     let forward = Forward::open(store.db(), cfg.upstream_prefix())?;
-    let evaluator = Evaluator::new(cfg.clone(), store.clone(), audit.clone(), forward.clone())?;
-    let reader = Arc::new(Evaluator::new(
-        cfg.clone(),
-        store.clone(),
-        audit.clone(),
-        forward.clone(),
-    )?);
+    let summaries = crate::evaluate::Summaries::default();
+    let evaluator = Evaluator::new(cfg.clone(), store.clone(), audit.clone(), forward.clone())?
+        .with_summaries(summaries.clone());
+    let reader = Arc::new(
+        Evaluator::new(cfg.clone(), store.clone(), audit.clone(), forward.clone())?
+            .with_summaries(summaries),
+    );
     let forwarder = cfg.upstream.clone().map(|up| {
         tracing::info!(upstream = %format!("{}:{}", up.host, up.port), backlog = forward.depth(), "forwarding to the centre");
         tokio::spawn(crate::forward::run(
