@@ -10,16 +10,18 @@
 //!
 //! Profiles are built in ([`Profile::builtin`]) and can be replaced or added in
 //! configuration. Deserialising a profile validates it, so a [`Profile`] value
-//! that exists is always a valid one:
+//! that exists is always a valid one. In `coldchain.toml` a profile is a
+//! `[[profiles]]` table and its zones `[[profiles.zones]]`:
 //!
 //! ```toml
+//! [[profiles]]
 //! name = "fridge-48h"
 //! nominal = { min = 2.0, max = 8.0 }
 //! mkt = { window = "24h" }
 //! viability = { margin = "4h" }
 //! decay = { model = "arrhenius", activation_k = 10000.0, reference = 5.0 }
 //!
-//! [[zones]]
+//! [[profiles.zones]]
 //! id = "H1"
 //! limit = "> 8.0"          # a 2-8 °C label includes 8.0
 //! kind = "single"          # or "cumulative"
