@@ -66,6 +66,10 @@ pub fn document() -> Value {
             },
             "/api/v1/devices/{id}/readings": { "get": with(op("Stored readings of a device in (boot, seq) order, paged: `after` = a previous page's `next`, `limit` 1..10000", "devices"), &id_param("id", "device id")) },
             "/api/v1/devices/{id}/gaps": { "get": with(op("Sequence numbers never received", "devices"), &id_param("id", "device id")) },
+            "/api/v1/devices/{id}/reenroll": { "post": with(change("Re-enroll a device whose flash was wiped or that was replaced under the same id: its boots from now on are stored after everything stored before, without a tamper alarm; optionally with a new key (`key`, or `new_key` to mint one, returned once). Recorded in the audit trail", "devices",
+                &["by", "reason"], json!({ "by": by, "reason": { "type": "string" },
+                    "key": { "type": "string", "description": "64 hex digits" },
+                    "new_key": { "type": "boolean" } })), &id_param("id", "device id")) },
             "/api/v1/shipments": {
                 "get": op("Shipments with their status", "shipments"),
                 "post": change("Create a shipment (in transit at once when `departure_ms` is given)", "shipments",
