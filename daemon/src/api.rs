@@ -746,23 +746,31 @@ async fn reenroll(
     Ok(Json(v))
 }
 
-/// Every tree of the database as JSON lines: `{"tree": name, "key": hex, "value": hex}`.
-/// A consistent-enough backup of a running daemon; `coldchain import` restores it.
-async fn export(State(s): State<AppState>) -> Result<Response, ApiError> {
-    let body = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
-        let mut out = String::new();
-        for (_kind, name, items) in s.store.db().export() {
-            let name = String::from_utf8_lossy(&name).into_owned();
-            for mut kv in items {
-                let v = kv.pop().unwrap_or_default();
-                let k = kv.pop().unwrap_or_default();
-                out.push_str(&serde_json::json!({ "tree": name, "key": hex::encode(k), "value": hex::encode(v) }).to_string());
-                out.push('\n');
-            }
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportQuery {
+    /// Readings only, as readable JSON lines, instead of the backup.
+    #[serde(default)]
+    readings: bool,
+}
+
+/// Streams an export (see [`crate::export`]): by default every tree of the
+/// database as JSON lines `{"tree": name, "key": hex, "value": hex}`, a
+/// consistent-enough backup of a running daemon that `coldchain import`
+/// restores; with `readings=true` every stored reading, one JSON object a line.
+async fn export(
+    State(s): State<AppState>,
+    Query(q): Query<ExportQuery>,
+) -> Result<Response, ApiError> {
+    let (tx, rx) = mpsc::channel(8);
+    tokio::task::spawn_blocking(move || {
+        if q.readings {
+            crate::export::readings(&s.store, &s.registry, tx);
+        } else {
+            crate::export::backup(&s.store, tx);
         }
-        Ok(out)
-    })
-    .await??;
+    });
+    let body = Body::from_stream(crate::export::ChunkStream(rx));
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
 

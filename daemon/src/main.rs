@@ -75,22 +75,31 @@ fn import(cfg: &Config, from: &PathBuf) -> anyhow::Result<()> {
             dir.display()
         );
     }
-    let text =
-        std::fs::read_to_string(from).with_context(|| format!("cannot read {}", from.display()))?;
+    // Line by line: a backup can be larger than memory.
+    let file = std::io::BufReader::new(
+        std::fs::File::open(from).with_context(|| format!("cannot read {}", from.display()))?,
+    );
     let store = coldchain_daemon::store::SledStore::open(&dir)?;
     let db = store.db();
     let mut n = 0u64;
-    for (i, line) in text.lines().enumerate() {
+    for (i, line) in std::io::BufRead::lines(file).enumerate() {
+        let line =
+            line.with_context(|| format!("cannot read {} line {}", from.display(), i + 1))?;
         if line.trim().is_empty() {
             continue;
         }
-        let v: serde_json::Value = serde_json::from_str(line)
+        let v: serde_json::Value = serde_json::from_str(&line)
             .with_context(|| format!("{} line {}: not JSON", from.display(), i + 1))?;
         let (Some(tree), Some(k), Some(val)) =
             (v["tree"].as_str(), v["key"].as_str(), v["value"].as_str())
         else {
+            let hint = if v.get("device").is_some() && v.get("seq").is_some() {
+                " (this is a readings export, `coldchain export --readings`; restore from a backup made with `coldchain export`)"
+            } else {
+                ""
+            };
             anyhow::bail!(
-                "{} line {}: expected {{tree, key, value}}",
+                "{} line {}: expected {{tree, key, value}}{hint}",
                 from.display(),
                 i + 1
             );

@@ -56,7 +56,7 @@ pub fn document() -> Value {
             "/metrics": { "get": op("Prometheus metrics: ingest counters, rejections by reason, store size, outbox depth, open alerts, last seen per device", "ops") },
             "/api/v1/openapi.json": { "get": op("This document", "ops") },
             "/api/v1/stats": { "get": op("Ingest counters as JSON", "ops") },
-            "/api/v1/export": { "get": op("Every tree of the database as JSON lines (backup)", "ops") },
+            "/api/v1/export": { "get": op("Streamed JSON lines: every tree of the database (backup, restored by `coldchain import`); with `readings=true` every stored reading, one readable object a line (device, enrollment, boot, seq, index, time_ms, time, time_source, channel, kind, value and unit or fault)", "ops") },
             "/api/v1/devices": {
                 "get": op("Registered and seen devices", "devices"),
                 "post": change("Register a device (mints a key when none is given; the key is returned once)", "devices",

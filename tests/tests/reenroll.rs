@@ -223,6 +223,28 @@ fn a_wiped_device_is_reenrolled_and_its_new_boots_stored_beside_the_old() {
         .unwrap()
         .clone();
     assert_eq!(dev["boot"], 1, "the device's own boot counter: {dev}");
+    // The readings export tells the two lives apart, with the device's own numbers.
+    let export = cli(&daemon, &["export", "--readings"]);
+    assert!(export.status.success(), "{export:?}");
+    let lines: Vec<Value> = String::from_utf8_lossy(&export.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|l: &Value| l["device"] == "wiped-1")
+        .collect();
+    let lives: Vec<(u64, u64, u64)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["enrollment"].as_u64().unwrap(),
+                l["boot"].as_u64().unwrap(),
+                l["seq"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let mut want_lives: Vec<(u64, u64, u64)> =
+        (0..4).flat_map(|s| [(0, 1, s), (0, 1, s)]).collect();
+    want_lives.extend((0..3).flat_map(|s| [(1, 1, s), (1, 1, s)]));
+    assert_eq!(lives, want_lives);
     // The same new frame again is a harmless duplicate.
     let dups = daemon.stat("duplicates");
     mosquitto_pub_lines(broker.port, TOPIC, &new[2..]).unwrap();
