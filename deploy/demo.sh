@@ -4,6 +4,8 @@
 # Installs Mosquitto when missing, starts it on loopback (its own config, in
 # .demo/), builds the daemon and the container simulator, registers simulated
 # devices with a freshly minted key, runs them, and tells you where to look.
+# Everything stays in .demo/ between runs: the database, the key, and the
+# simulated loggers' flash (.demo/sim/), so running it again goes on.
 # Ctrl-C stops everything. Nothing outside this checkout is changed apart from
 # installing the mosquitto packages.
 set -euo pipefail
@@ -100,7 +102,10 @@ cc shipment create --id "HSC $run_id" --product "Cryopreserved HSC" --profile cr
 cc shipment create --id "PBSC $run_id" --product "Fresh PBSC" --profile fridge --device fridge-1 \
   --origin "Donor centre" --destination "Processing lab" --window-h 48 --collected now --eta +6h --depart >/dev/null
 
-sim() { "$bin/coldchain-sim" --broker "127.0.0.1:$MQTT_PORT" --key "$KEY" --events --interval-ms 2000 "$@"; }
+# Each simulated logger keeps its flash (boot counter, unsent frames) in
+# .demo/sim/, so a second run goes on at the next boot, as a real logger does
+# after a restart, instead of reusing sequence numbers (a tamper alarm).
+sim() { "$bin/coldchain-sim" --broker "127.0.0.1:$MQTT_PORT" --key "$KEY" --events --interval-ms 2000 --state-dir "$demo/sim" "$@"; }
 # A healthy dry shipper; one whose nitrogen runs out in a few minutes (model
 # time runs 120 times faster: it warms about 6 °C per minute once dry); a
 # 2-8 °C box.

@@ -76,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/devices/{id}/readings", get(readings))
         .route("/api/v1/devices/{id}/gaps", get(gaps))
+        .route("/api/v1/devices/{id}/reenroll", post(reenroll))
         .route(
             "/api/v1/shipments",
             get(list_shipments).post(create_shipment),
@@ -443,6 +444,7 @@ async fn stats(State(s): State<AppState>) -> Result<Json<serde_json::Value>, Api
             "device_mismatch": l(&st.rejected_device_mismatch),
             "unsigned": l(&st.rejected_unsigned),
             "sequence_reuse": l(&st.rejected_sequence_reuse),
+            "replay": l(&st.rejected_replay),
         },
         "commits": l(&st.commits),
         "acked": l(&st.acked),
@@ -459,7 +461,10 @@ struct DeviceInfo {
     id: String,
     registered: bool,
     readings: u64,
+    /// The device's own boot counter (stored boot minus its enrollment's offset).
     boot: Option<u32>,
+    /// Re-enrollments so far (0: never re-enrolled).
+    enrollment: u32,
     max_seq: Option<u32>,
     last_seen_ms: Option<i64>,
     /// Connected to the broker, from its retained online topic (`None`:
@@ -482,6 +487,7 @@ async fn devices(State(s): State<AppState>) -> Result<Json<Vec<DeviceInfo>>, Api
         for id in ids {
             let Ok(d) = DeviceId::new(&id) else { continue };
             let st = s.store.device_state(&d)?;
+            let offset = s.registry.boot_offsets(&d).last().copied().unwrap_or(0);
             let pr = s
                 .stats
                 .presence
@@ -494,7 +500,8 @@ async fn devices(State(s): State<AppState>) -> Result<Json<Vec<DeviceInfo>>, Api
                 online_since_ms: pr.map(|p| p.since_ms),
                 registered: s.registry.get(&d).is_some(),
                 readings: s.store.reading_count(&d)?,
-                boot: st.as_ref().map(|s| s.boot),
+                boot: st.as_ref().and_then(|st| st.boot.checked_sub(offset)),
+                enrollment: s.registry.enrollments(&d).len() as u32,
                 max_seq: st.as_ref().and_then(|s| s.max_seq),
                 last_seen_ms: st.as_ref().map(|s| s.last_seen_ms),
                 id,
@@ -639,23 +646,130 @@ async fn add_device(
     Ok((StatusCode::CREATED, Json(v)))
 }
 
-/// Every tree of the database as JSON lines: `{"tree": name, "key": hex, "value": hex}`.
-/// A consistent-enough backup of a running daemon; `coldchain import` restores it.
-async fn export(State(s): State<AppState>) -> Result<Response, ApiError> {
-    let body = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
-        let mut out = String::new();
-        for (_kind, name, items) in s.store.db().export() {
-            let name = String::from_utf8_lossy(&name).into_owned();
-            for mut kv in items {
-                let v = kv.pop().unwrap_or_default();
-                let k = kv.pop().unwrap_or_default();
-                out.push_str(&serde_json::json!({ "tree": name, "key": hex::encode(k), "value": hex::encode(v) }).to_string());
-                out.push('\n');
-            }
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Reenroll {
+    by: String,
+    reason: String,
+    /// 64 hex digits: the device's new key.
+    #[serde(default)]
+    key: Option<String>,
+    /// Mint a new key (returned once).
+    #[serde(default)]
+    new_key: bool,
+}
+
+/// Re-enrolls a device whose flash was wiped or that was replaced under the
+/// same id: its boots from now on are stored after everything stored before
+/// (daemon/DESIGN.md, "Re-enrollment"). Optionally with a new key.
+async fn reenroll(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(b): JsonBody<Reenroll>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = parse_device(&id)?;
+    if b.by.trim().is_empty() {
+        return Err(bad_request(
+            "field by: who is re-enrolling this device? (must not be empty)",
+        ));
+    }
+    if b.reason.trim().is_empty() {
+        return Err(bad_request(
+            "field reason: why is this device re-enrolled? (must not be empty)",
+        ));
+    }
+    let Some(dev) = s.registry.get(&id) else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("device {id} is not registered (add it with `coldchain device add`)"),
+        ));
+    };
+    let new_key = match (&b.key, b.new_key) {
+        (Some(_), true) => return Err(bad_request("give either key or new_key, not both")),
+        (Some(k), false) => Some((
+            coldchain_proto::DeviceKey::from_hex(k)
+                .map_err(|e| bad_request(format!("field key: {e}")))?,
+            false,
+        )),
+        (None, true) => {
+            let mut bytes = [0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+            Some((coldchain_proto::DeviceKey::from_bytes(bytes), true))
+        }
+        (None, false) => None,
+    };
+    if new_key.is_some() && s.registry.in_config(&id) {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!(
+                "device {id} is defined in the config file: change its key there (then re-enroll without a key)"
+            ),
+        ));
+    }
+    let v = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, ApiError> {
+        let now = crate::ingest::now_ms();
+        if let Some((key, _)) = &new_key {
+            s.registry
+                .add(id.clone(), key.clone(), dev.allow_unsigned_json, &b.by, now)
+                .map_err(|e| ApiError(StatusCode::CONFLICT, e.to_string()))?;
+        }
+        let highest = s.store.highest_boot(&id)?;
+        let offset = highest.map_or(0, |h| h.saturating_add(1));
+        let e = s
+            .registry
+            .reenroll(&id, offset, &b.by, &b.reason, now)
+            .map_err(|e| ApiError(StatusCode::NOT_FOUND, e.to_string()))?;
+        s.audit.append(
+            now,
+            &b.by,
+            "device.reenroll",
+            id.as_str(),
+            serde_json::json!({
+                "reason": b.reason,
+                "enrollment": e.number,
+                "boot_offset": e.boot_offset,
+                "highest_boot_before": highest,
+                "key_fingerprint": e.key_fingerprint,
+                "key_changed": new_key.is_some(),
+            }),
+        )?;
+        s.store.sync()?;
+        let mut out = serde_json::to_value(&e)?;
+        out["id"] = serde_json::json!(id.as_str());
+        if let Some((key, true)) = &new_key {
+            out["key"] = serde_json::Value::String(hex::encode(key.as_bytes()));
         }
         Ok(out)
     })
     .await??;
+    Ok(Json(v))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportQuery {
+    /// Readings only, as readable JSON lines, instead of the backup.
+    #[serde(default)]
+    readings: bool,
+}
+
+/// Streams an export (see [`crate::export`]): by default every tree of the
+/// database as JSON lines `{"tree": name, "key": hex, "value": hex}`, a
+/// consistent-enough backup of a running daemon that `coldchain import`
+/// restores; with `readings=true` every stored reading, one JSON object a line.
+async fn export(
+    State(s): State<AppState>,
+    Query(q): Query<ExportQuery>,
+) -> Result<Response, ApiError> {
+    let (tx, rx) = mpsc::channel(8);
+    tokio::task::spawn_blocking(move || {
+        if q.readings {
+            crate::export::readings(&s.store, &s.registry, tx);
+        } else {
+            crate::export::backup(&s.store, tx);
+        }
+    });
+    let body = Body::from_stream(crate::export::ChunkStream(rx));
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
 
@@ -697,6 +811,7 @@ async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
             ("device_mismatch", l(&st.rejected_device_mismatch)),
             ("unsigned", l(&st.rejected_unsigned)),
             ("sequence_reuse", l(&st.rejected_sequence_reuse)),
+            ("replay", l(&st.rejected_replay)),
         ] {
             let _ = writeln!(o, "coldchain_rejected_total{{reason=\"{reason}\"}} {v}");
         }

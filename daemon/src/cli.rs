@@ -20,8 +20,11 @@ use serde_json::{Value, json};
 
 use crate::config::Config;
 
-/// How to reach the daemon.
-#[derive(Debug, Clone, Args)]
+/// How to reach the daemon: the flags of every subcommand that talks to it
+/// (not of `run`, `check-config` and `import`, which take [`ConfigArg`] only).
+/// Global within a command group, so `coldchain shipment create --api URL`
+/// and `coldchain shipment --api URL create` both work.
+#[derive(Debug, Clone, Default, Args)]
 pub struct Conn {
     /// Daemon API base URL. Default: from --config's http.bind, else http://127.0.0.1:8080.
     #[arg(long, env = "COLDCHAIN_API", global = true)]
@@ -35,6 +38,14 @@ pub struct Conn {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+}
+
+/// The daemon's config file, for the subcommands that need only that.
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArg {
+    /// The daemon's config file.
+    #[arg(long, short, env = "COLDCHAIN_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 /// A failure with its exit code.
@@ -81,10 +92,17 @@ impl By {
 #[derive(Debug, Subcommand)]
 pub enum ClientCmd {
     /// Active shipments at a glance: state, last temperature, min/max, window, alerts.
-    Status,
+    Status {
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Shipments: create, list, show, depart, eta, handoff, arrive, close.
-    #[command(subcommand)]
-    Shipment(ShipmentCmd),
+    Shipment {
+        #[command(subcommand)]
+        cmd: ShipmentCmd,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Alerts.
     Alerts {
         /// Only alerts not yet resolved.
@@ -93,6 +111,8 @@ pub enum ClientCmd {
         /// Only this shipment's.
         #[arg(long)]
         shipment: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
     },
     /// Acknowledge an alert.
     Ack {
@@ -103,6 +123,8 @@ pub enum ClientCmd {
         comment: String,
         #[command(flatten)]
         by: By,
+        #[command(flatten)]
+        conn: Conn,
     },
     /// The arrival report of a shipment, or verify a saved copy.
     Report {
@@ -117,19 +139,53 @@ pub enum ClientCmd {
         /// Check a saved report against what the daemon has now.
         #[arg(long, conflicts_with = "out")]
         verify: Option<PathBuf>,
+        #[command(flatten)]
+        conn: Conn,
     },
-    /// Devices: add (mints a key unless given), list.
-    #[command(subcommand)]
-    Device(DeviceCmd),
+    /// Devices: add (mints a key unless given), list, reenroll.
+    Device {
+        #[command(subcommand)]
+        cmd: DeviceCmd,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Audit trail.
-    #[command(subcommand)]
-    Audit(AuditCmd),
-    /// Back up the daemon's whole database as JSON lines.
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Back up the daemon's whole database as JSON lines (restore with
+    /// `coldchain import`), or with --readings write every stored reading as
+    /// one readable JSON line.
     Export {
         /// Write to this file instead of standard output.
         #[arg(long, short)]
         out: Option<PathBuf>,
+        /// Readings only, one JSON object a line (device, enrollment, boot,
+        /// seq, index, time, time source, channel, value or fault), not a backup.
+        #[arg(long)]
+        readings: bool,
+        #[command(flatten)]
+        conn: Conn,
     },
+}
+
+impl ClientCmd {
+    /// How to reach the daemon, as given to this subcommand.
+    pub fn conn(&self) -> &Conn {
+        match self {
+            ClientCmd::Status { conn }
+            | ClientCmd::Shipment { conn, .. }
+            | ClientCmd::Alerts { conn, .. }
+            | ClientCmd::Ack { conn, .. }
+            | ClientCmd::Report { conn, .. }
+            | ClientCmd::Device { conn, .. }
+            | ClientCmd::Audit { conn, .. }
+            | ClientCmd::Export { conn, .. } => conn,
+        }
+    }
 }
 
 /// `coldchain shipment ...`
@@ -258,6 +314,25 @@ pub enum DeviceCmd {
     },
     /// Registered and seen devices.
     List,
+    /// Re-enroll a device whose flash was wiped or that was replaced under
+    /// the same id: its new boots (from boot 1, seq 0 again) are stored after
+    /// everything stored before, without a tamper alarm. Recorded in the
+    /// audit trail with who and why.
+    Reenroll {
+        /// Device id.
+        id: String,
+        /// Why (recorded in the audit trail).
+        #[arg(long)]
+        reason: String,
+        /// The device's new key, 64 hex digits (devices added with `device add` only).
+        #[arg(long, conflicts_with = "new_key")]
+        key: Option<String>,
+        /// Mint a new key (printed once): frames signed with the old key are refused from now on.
+        #[arg(long)]
+        new_key: bool,
+        #[command(flatten)]
+        by: By,
+    },
 }
 
 /// `coldchain audit ...`
@@ -337,6 +412,43 @@ impl Client {
             req = req.header("Authorization", &format!("Bearer {t}"));
         }
         self.handle(req.call(), &format!("GET {path}"))
+    }
+
+    /// GETs `path` and copies the body to `out` (or standard output) as it
+    /// arrives, never holding it whole: exports can be larger than memory.
+    fn stream_to(&self, path: &str, out: &Option<PathBuf>) -> Result<(), Failure> {
+        use std::io::Write;
+        let mut req = self.agent.get(&format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", &format!("Bearer {t}"));
+        }
+        let what = format!("GET {path}");
+        let mut resp = req.call().map_err(|e| {
+            fail(
+                3,
+                format!("cannot reach the daemon at {} ({what}): {e}", self.base),
+            )
+        })?;
+        if !resp.status().is_success() {
+            return self.handle(Ok(resp), &what).map(drop);
+        }
+        let mut body = resp.body_mut().with_config().limit(u64::MAX).reader();
+        let (mut sink, name): (Box<dyn Write>, String) = match out {
+            Some(p) => (
+                Box::new(std::io::BufWriter::new(std::fs::File::create(p).map_err(
+                    |e| fail(2, format!("cannot write {}: {e}", p.display())),
+                )?)),
+                p.display().to_string(),
+            ),
+            None => (
+                Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+                "standard output".into(),
+            ),
+        };
+        std::io::copy(&mut body, &mut sink)
+            .map_err(|e| fail(3, format!("{what}: copying to {name}: {e}")))?;
+        sink.flush()
+            .map_err(|e| fail(2, format!("cannot write {name}: {e}")))
     }
 
     fn get(&self, path: &str) -> Result<Value, Failure> {
@@ -584,12 +696,17 @@ fn alerts_table(list: &Value) {
 }
 
 /// Runs a client subcommand.
-pub fn run(cmd: ClientCmd, conn: &Conn) -> Result<(), Failure> {
+pub fn run(cmd: ClientCmd) -> Result<(), Failure> {
+    let conn = &cmd.conn().clone();
     let c = Client::new(conn)?;
     match cmd {
-        ClientCmd::Status | ClientCmd::Shipment(ShipmentCmd::List) => status(&c, conn),
-        ClientCmd::Shipment(s) => shipment(&c, conn, s),
-        ClientCmd::Alerts { open, shipment } => {
+        ClientCmd::Status { .. }
+        | ClientCmd::Shipment {
+            cmd: ShipmentCmd::List,
+            ..
+        } => status(&c, conn),
+        ClientCmd::Shipment { cmd: s, .. } => shipment(&c, conn, s),
+        ClientCmd::Alerts { open, shipment, .. } => {
             let mut q = format!("/api/v1/alerts?open={open}");
             if let Some(s) = shipment {
                 q.push_str(&format!("&shipment={}", seg(&s)));
@@ -602,7 +719,9 @@ pub fn run(cmd: ClientCmd, conn: &Conn) -> Result<(), Failure> {
             }
             Ok(())
         }
-        ClientCmd::Ack { alert, comment, by } => {
+        ClientCmd::Ack {
+            alert, comment, by, ..
+        } => {
             let v = c.post(
                 &format!("/api/v1/alerts/{alert}/ack"),
                 &json!({ "by": by.get()?, "comment": comment }),
@@ -622,6 +741,7 @@ pub fn run(cmd: ClientCmd, conn: &Conn) -> Result<(), Failure> {
             format,
             out,
             verify,
+            ..
         } => {
             if let Some(file) = verify {
                 let text = std::fs::read_to_string(&file)
@@ -660,12 +780,16 @@ pub fn run(cmd: ClientCmd, conn: &Conn) -> Result<(), Failure> {
             ))?;
             write_out(&out, &text)
         }
-        ClientCmd::Device(DeviceCmd::Add {
-            id,
-            key,
-            allow_unsigned_json,
-            by,
-        }) => {
+        ClientCmd::Device {
+            cmd:
+                DeviceCmd::Add {
+                    id,
+                    key,
+                    allow_unsigned_json,
+                    by,
+                },
+            ..
+        } => {
             let mut body =
                 json!({ "by": by.get()?, "id": id, "allow_unsigned_json": allow_unsigned_json });
             if let Some(k) = key {
@@ -685,7 +809,41 @@ pub fn run(cmd: ClientCmd, conn: &Conn) -> Result<(), Failure> {
             }
             Ok(())
         }
-        ClientCmd::Device(DeviceCmd::List) => {
+        ClientCmd::Device {
+            cmd:
+                DeviceCmd::Reenroll {
+                    id,
+                    reason,
+                    key,
+                    new_key,
+                    by,
+                },
+            ..
+        } => {
+            let mut body = json!({ "by": by.get()?, "reason": reason, "new_key": new_key });
+            if let Some(k) = key {
+                body["key"] = json!(k);
+            }
+            let v = c.post(&format!("/api/v1/devices/{}/reenroll", seg(&id)), &body)?;
+            if conn.json {
+                print_json(&v);
+            } else {
+                println!(
+                    "device {id} re-enrolled (enrollment {}, its boots stored from {} on, key fingerprint {})",
+                    v["number"],
+                    v["boot_offset"].as_u64().unwrap_or(0) + 1,
+                    v["key_fingerprint"].as_str().unwrap_or("?")
+                );
+                if let Some(k) = v["key"].as_str() {
+                    println!("key (shown once; put it on the device): {k}");
+                }
+            }
+            Ok(())
+        }
+        ClientCmd::Device {
+            cmd: DeviceCmd::List,
+            ..
+        } => {
             let v = c.get("/api/v1/devices")?;
             if conn.json {
                 print_json(&v);
@@ -710,7 +868,10 @@ pub fn run(cmd: ClientCmd, conn: &Conn) -> Result<(), Failure> {
             table(&rows, &[]);
             Ok(())
         }
-        ClientCmd::Audit(AuditCmd::Verify) => {
+        ClientCmd::Audit {
+            cmd: AuditCmd::Verify,
+            ..
+        } => {
             let v = c.get("/api/v1/audit/verify")?;
             if conn.json {
                 print_json(&v);
@@ -732,7 +893,10 @@ pub fn run(cmd: ClientCmd, conn: &Conn) -> Result<(), Failure> {
                 Err(fail(4, "audit trail verification failed"))
             }
         }
-        ClientCmd::Audit(AuditCmd::List) => {
+        ClientCmd::Audit {
+            cmd: AuditCmd::List,
+            ..
+        } => {
             let v = c.get("/api/v1/audit?limit=10000")?;
             if conn.json {
                 print_json(&v);
@@ -757,9 +921,13 @@ pub fn run(cmd: ClientCmd, conn: &Conn) -> Result<(), Failure> {
             table(&rows, &[]);
             Ok(())
         }
-        ClientCmd::Export { out } => {
-            let text = c.get_text("/api/v1/export")?;
-            write_out(&out, &text)
+        ClientCmd::Export { out, readings, .. } => {
+            let path = if readings {
+                "/api/v1/export?readings=true"
+            } else {
+                "/api/v1/export"
+            };
+            c.stream_to(path, &out)
         }
     }
 }

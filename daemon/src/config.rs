@@ -108,14 +108,49 @@ fn default_mqtt_port() -> u16 {
     1883
 }
 
-/// `[[webhooks]]`: where alert events are POSTed.
+/// `[[webhooks]]`: where alert events are POSTed, signed as Standard
+/// Webhooks (<https://www.standardwebhooks.com/>) prescribe.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Webhook {
     /// URL (http or https).
     pub url: String,
-    /// Shared secret for the `X-Coldchain-Signature` HMAC header.
+    /// The signing secret: `whsec_` and the base64 of 24 to 64 random bytes
+    /// (the Standard Webhooks form; `openssl rand -base64 32`), or, as
+    /// earlier versions took it, any text of at least 16 characters, whose
+    /// UTF-8 bytes are then the key (a Standard Webhooks library wants it
+    /// as `whsec_` + base64 of that text).
     pub secret: String,
+}
+
+impl Webhook {
+    /// The HMAC key: the decoded bytes of a `whsec_` secret, else the
+    /// secret's own bytes. `i` names the table in errors.
+    pub fn signing_key(&self, i: usize) -> anyhow::Result<Vec<u8>> {
+        use base64::Engine;
+        match self.secret.strip_prefix("whsec_") {
+            Some(b64) => {
+                let key = base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "key webhooks[{i}].secret: after whsec_ expected standard base64 ({e})"
+                        )
+                    })?;
+                if !(24..=64).contains(&key.len()) {
+                    bail!(
+                        "key webhooks[{i}].secret: whsec_ secret of {} bytes, expected 24 to 64 (openssl rand -base64 32)",
+                        key.len()
+                    );
+                }
+                Ok(key)
+            }
+            None if self.secret.len() < 16 => {
+                bail!("key webhooks[{i}].secret: expected whsec_<base64> or at least 16 characters")
+            }
+            None => Ok(self.secret.as_bytes().to_vec()),
+        }
+    }
 }
 
 /// `[[serial]]`: a serial port a logger or a docked device talks on.
@@ -342,9 +377,7 @@ impl Config {
                     w.url
                 );
             }
-            if w.secret.len() < 16 {
-                bail!("key webhooks[{i}].secret: expected at least 16 characters");
-            }
+            w.signing_key(i)?;
         }
         if self.alerts.escalate_after_s == 0 || self.alerts.evaluate_every_s == 0 {
             bail!("keys alerts.escalate_after_s and alerts.evaluate_every_s: expected at least 1");
@@ -429,6 +462,37 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn webhook_secrets_in_both_forms() {
+        let hook = |secret: &str| {
+            Config::parse(&format!(
+                "[[webhooks]]\nurl = \"http://127.0.0.1:9/h\"\nsecret = \"{secret}\"\n"
+            ))
+        };
+        // Standard Webhooks: whsec_ and base64 of the key bytes.
+        let c = hook("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let key = c.webhooks[0].signing_key(0).unwrap();
+        assert_eq!(key.len(), 24);
+        assert_eq!(&key[..3], &[0x31, 0xf2, 0x90]);
+        // The earlier form: the text's bytes.
+        let c = hook("a-shared-secret-of-16+-chars").unwrap();
+        assert_eq!(
+            c.webhooks[0].signing_key(0).unwrap(),
+            b"a-shared-secret-of-16+-chars"
+        );
+        for (bad, says) in [
+            ("whsec_not base64!", "standard base64"),
+            ("whsec_c2hvcnQ=", "expected 24 to 64"),
+            ("short", "whsec_<base64> or at least 16"),
+        ] {
+            let e = format!("{:#}", hook(bad).unwrap_err());
+            assert!(
+                e.contains("webhooks[0].secret") && e.contains(says),
+                "{bad}: {e}"
+            );
+        }
+    }
 
     #[test]
     fn empty_file_takes_documented_defaults() {

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod dashboard;
 pub mod evaluate;
+pub mod export;
 pub mod forward;
 pub mod ingest;
 pub mod openapi;

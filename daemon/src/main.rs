@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use coldchain_daemon::cli::{self, ClientCmd, Conn};
+use coldchain_daemon::cli::{self, ClientCmd, ConfigArg};
 use coldchain_daemon::config::{Config, LogFormat};
 
 #[derive(Parser)]
@@ -20,8 +20,6 @@ use coldchain_daemon::config::{Config, LogFormat};
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
-    #[command(flatten)]
-    conn: Conn,
 }
 
 #[allow(
@@ -31,15 +29,17 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the daemon.
-    Run,
+    Run(ConfigArg),
     /// Check a configuration file and exit.
-    CheckConfig,
+    CheckConfig(ConfigArg),
     /// Restore a backup made with `coldchain export` into an empty data
     /// directory (the daemon must be stopped).
     Import {
         /// The backup file (JSON lines).
         #[arg(long)]
         from: PathBuf,
+        #[command(flatten)]
+        cfg: ConfigArg,
     },
     #[command(flatten)]
     Client(ClientCmd),
@@ -58,8 +58,8 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn need_config(conn: &Conn) -> anyhow::Result<Config> {
-    let path = conn
+fn need_config(arg: &ConfigArg) -> anyhow::Result<Config> {
+    let path = arg
         .config
         .as_ref()
         .ok_or_else(|| anyhow::anyhow!("--config FILE is required (or set COLDCHAIN_CONFIG)"))?;
@@ -75,22 +75,31 @@ fn import(cfg: &Config, from: &PathBuf) -> anyhow::Result<()> {
             dir.display()
         );
     }
-    let text =
-        std::fs::read_to_string(from).with_context(|| format!("cannot read {}", from.display()))?;
+    // Line by line: a backup can be larger than memory.
+    let file = std::io::BufReader::new(
+        std::fs::File::open(from).with_context(|| format!("cannot read {}", from.display()))?,
+    );
     let store = coldchain_daemon::store::SledStore::open(&dir)?;
     let db = store.db();
     let mut n = 0u64;
-    for (i, line) in text.lines().enumerate() {
+    for (i, line) in std::io::BufRead::lines(file).enumerate() {
+        let line =
+            line.with_context(|| format!("cannot read {} line {}", from.display(), i + 1))?;
         if line.trim().is_empty() {
             continue;
         }
-        let v: serde_json::Value = serde_json::from_str(line)
+        let v: serde_json::Value = serde_json::from_str(&line)
             .with_context(|| format!("{} line {}: not JSON", from.display(), i + 1))?;
         let (Some(tree), Some(k), Some(val)) =
             (v["tree"].as_str(), v["key"].as_str(), v["value"].as_str())
         else {
+            let hint = if v.get("device").is_some() && v.get("seq").is_some() {
+                " (this is a readings export, `coldchain export --readings`; restore from a backup made with `coldchain export`)"
+            } else {
+                ""
+            };
             anyhow::bail!(
-                "{} line {}: expected {{tree, key, value}}",
+                "{} line {}: expected {{tree, key, value}}{hint}",
                 from.display(),
                 i + 1
             );
@@ -108,14 +117,14 @@ fn import(cfg: &Config, from: &PathBuf) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::Run => need_config(&cli.conn).and_then(|cfg| {
+        Cmd::Run(arg) => need_config(&arg).and_then(|cfg| {
             init_logging(cfg.daemon.log_format);
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?
                 .block_on(coldchain_daemon::run::run(cfg))
         }),
-        Cmd::CheckConfig => need_config(&cli.conn).map(|cfg| {
+        Cmd::CheckConfig(arg) => need_config(&arg).map(|cfg| {
             println!(
                 "ok: {} devices, {} webhooks, data in {}",
                 cfg.devices.len(),
@@ -123,9 +132,9 @@ fn main() -> ExitCode {
                 cfg.daemon.data_dir.display()
             );
         }),
-        Cmd::Import { from } => need_config(&cli.conn).and_then(|cfg| import(&cfg, &from)),
+        Cmd::Import { from, cfg } => need_config(&cfg).and_then(|cfg| import(&cfg, &from)),
         Cmd::Client(c) => {
-            return match cli::run(c, &cli.conn) {
+            return match cli::run(c) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(f) => {
                     eprintln!("coldchain: {}", f.message);

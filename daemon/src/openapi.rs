@@ -56,7 +56,7 @@ pub fn document() -> Value {
             "/metrics": { "get": op("Prometheus metrics: ingest counters, rejections by reason, store size, outbox depth, open alerts, last seen per device", "ops") },
             "/api/v1/openapi.json": { "get": op("This document", "ops") },
             "/api/v1/stats": { "get": op("Ingest counters as JSON", "ops") },
-            "/api/v1/export": { "get": op("Every tree of the database as JSON lines (backup)", "ops") },
+            "/api/v1/export": { "get": op("Streamed JSON lines: every tree of the database (backup, restored by `coldchain import`); with `readings=true` every stored reading, one readable object a line (device, enrollment, boot, seq, index, time_ms, time, time_source, channel, kind, value and unit or fault)", "ops") },
             "/api/v1/devices": {
                 "get": op("Registered and seen devices", "devices"),
                 "post": change("Register a device (mints a key when none is given; the key is returned once)", "devices",
@@ -66,6 +66,10 @@ pub fn document() -> Value {
             },
             "/api/v1/devices/{id}/readings": { "get": with(op("Stored readings of a device in (boot, seq) order, paged: `after` = a previous page's `next`, `limit` 1..10000", "devices"), &id_param("id", "device id")) },
             "/api/v1/devices/{id}/gaps": { "get": with(op("Sequence numbers never received", "devices"), &id_param("id", "device id")) },
+            "/api/v1/devices/{id}/reenroll": { "post": with(change("Re-enroll a device whose flash was wiped or that was replaced under the same id: its boots from now on are stored after everything stored before, without a tamper alarm; optionally with a new key (`key`, or `new_key` to mint one, returned once). Recorded in the audit trail", "devices",
+                &["by", "reason"], json!({ "by": by, "reason": { "type": "string" },
+                    "key": { "type": "string", "description": "64 hex digits" },
+                    "new_key": { "type": "boolean" } })), &id_param("id", "device id")) },
             "/api/v1/shipments": {
                 "get": op("Shipments with their status", "shipments"),
                 "post": change("Create a shipment (in transit at once when `departure_ms` is given)", "shipments",

@@ -10,9 +10,18 @@
 //!
 //! MQTT items go out on a connection of their own, one at a time, and leave
 //! the outbox only when the broker's PUBACK for them has arrived. Webhooks are
-//! POSTed with an `X-Coldchain-Signature: sha256=<hex HMAC of the body>` header
-//! and an `X-Coldchain-Delivery` id (receivers dedupe on it); a failure is
-//! retried with exponential backoff up to 5 minutes apart, forever.
+//! POSTed as [Standard Webhooks](https://www.standardwebhooks.com/) sign them:
+//!
+//! * `webhook-id`: `msg_` and 32 random hex digits, chosen when the delivery
+//!   is queued and the same on every retry (receivers dedupe on it);
+//! * `webhook-timestamp`: the attempt's time, Unix seconds;
+//! * `webhook-signature`: `v1,` and the base64 of HMAC-SHA256 with the
+//!   webhook's key over `{id}.{timestamp}.{body}`.
+//!
+//! So a receiver can refuse a stale delivery (its timestamp is signed) and a
+//! replayed one (its id is signed); `daemon/examples/webhook_receiver.rs`
+//! does both. A failure is retried with exponential backoff up to 5 minutes
+//! apart, forever.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +56,10 @@ pub enum Delivery {
         body: String,
         /// Index of the webhook in the config (for its secret).
         hook: usize,
+        /// The `webhook-id`, the same on every attempt (`None` in items
+        /// queued by earlier versions: then derived from the outbox key).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
     },
 }
 
@@ -128,7 +141,17 @@ impl Outbox {
     pub fn webhook(&self, hook: usize, url: String, body: String) -> anyhow::Result<()> {
         let mut k = vec![b'w'];
         k.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
-        self.put(k, Delivery::Webhook { url, body, hook })
+        let mut r = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut r);
+        self.put(
+            k,
+            Delivery::Webhook {
+                url,
+                body,
+                hook,
+                id: Some(format!("msg_{}", hex::encode(r))),
+            },
+        )
     }
 
     /// Wakes the delivery tasks.
@@ -191,14 +214,20 @@ impl Outbox {
     }
 }
 
-/// The signature header value for a body: `sha256=<hex HMAC-SHA256(secret, body)>`.
-pub fn signature(secret: &str, body: &str) -> String {
-    let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()) {
+/// The `webhook-signature` header value of a delivery (Standard Webhooks):
+/// `v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>`.
+pub fn signature(key: &[u8], id: &str, timestamp: i64, body: &str) -> String {
+    use base64::Engine;
+    let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(key) {
         Ok(m) => m,
         Err(_) => unreachable!("HMAC takes keys of any length"),
     };
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
     mac.update(body.as_bytes());
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    )
 }
 
 /// Delivers MQTT items over a connection of its own until `stop`.
@@ -321,21 +350,40 @@ pub async fn run_webhooks(hooks: Vec<Webhook>, outbox: Outbox, mut stop: watch::
             if *stop.borrow() {
                 return;
             }
-            let Delivery::Webhook { url, body, hook } = &item.delivery else {
+            let Delivery::Webhook {
+                url,
+                body,
+                hook,
+                id,
+            } = &item.delivery
+            else {
                 continue;
             };
-            let secret = hooks
-                .get(*hook)
-                .map(|h| h.secret.clone())
-                .unwrap_or_default();
+            let Some(Ok(secret)) = hooks.get(*hook).map(|h| h.signing_key(*hook)) else {
+                // The config changed since it was queued (fewer webhooks, or
+                // a bad secret, which check-config refuses): keep it, say so.
+                let why = format!("no usable [[webhooks]] entry {hook} in the config");
+                tracing::error!(url = %url, "webhook: {why}");
+                if let Err(e) = outbox.failed(&key, item.clone(), why) {
+                    tracing::error!("outbox: {e:#}");
+                }
+                continue;
+            };
+            let delivery_id = id
+                .clone()
+                .unwrap_or_else(|| format!("msg_{}", hex::encode(&key)));
             let (url, body, agent) = (url.clone(), body.clone(), agent.clone());
-            let delivery_id = hex::encode(&key);
             let result = tokio::task::spawn_blocking(move || {
+                let ts = now_ms().div_euclid(1000);
                 agent
                     .post(&url)
                     .header("Content-Type", "application/json")
-                    .header("X-Coldchain-Signature", &signature(&secret, &body))
-                    .header("X-Coldchain-Delivery", &delivery_id)
+                    .header("webhook-id", &delivery_id)
+                    .header("webhook-timestamp", &ts.to_string())
+                    .header(
+                        "webhook-signature",
+                        &signature(&secret, &delivery_id, ts, &body),
+                    )
                     .send(&body)
                     .map(|r| r.status().as_u16())
             })
@@ -376,12 +424,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn signature_is_hmac_sha256_of_the_body() {
-        // RFC 4231 test case 2.
+    fn signature_is_the_standard_webhooks_v1_signature() {
+        // The example of the Standard Webhooks reference libraries
+        // (standard-webhooks/libraries, python/tests).
+        use base64::Engine;
+        let key = base64::engine::general_purpose::STANDARD
+            .decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+            .unwrap();
         assert_eq!(
-            signature("Jefe", "what do ya want for nothing?"),
-            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+            signature(
+                &key,
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                1614265330,
+                r#"{"test": 2432232314}"#
+            ),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
         );
+    }
+
+    #[test]
+    fn a_webhook_keeps_its_id_across_retries() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let o = Outbox::open(&db).unwrap();
+        o.webhook(0, "http://x".into(), "{}".into()).unwrap();
+        o.webhook(0, "http://x".into(), "{}".into()).unwrap();
+        let due = o.due(b'w', i64::MAX).unwrap();
+        let id = |i: &Item| match &i.delivery {
+            Delivery::Webhook { id, .. } => id.clone().unwrap(),
+            Delivery::Mqtt { .. } => unreachable!(),
+        };
+        assert_ne!(id(&due[0].1), id(&due[1].1));
+        assert!(id(&due[0].1).starts_with("msg_"));
+        let (k, item) = due[0].clone();
+        o.failed(&k, item.clone(), "boom".into()).unwrap();
+        let again = o.due(b'w', i64::MAX).unwrap();
+        assert_eq!(id(&again[0].1), id(&item));
     }
 
     #[test]

@@ -651,6 +651,21 @@ impl SledStore {
         }
     }
 
+    /// The highest boot stored for a device (its frames and its remembered
+    /// state), `None` if it never sent anything.
+    pub fn highest_boot(&self, d: &DeviceId) -> Result<Option<u32>, StoreError> {
+        let mut hi = self.device_state(d)?.map(|s| s.boot);
+        if let Some(kv) = self.frames.scan_prefix(key::device_prefix(d)).next_back() {
+            let (k, _) = kv.map_err(|e| self.sled_err(e))?;
+            let n = k.len();
+            if n >= 8 {
+                let b = u32::from_be_bytes(k[n - 8..n - 4].try_into().unwrap_or([0; 4]));
+                hi = Some(hi.map_or(b, |h| h.max(b)));
+            }
+        }
+        Ok(hi)
+    }
+
     /// A device's security records (one per kind and minute) of a shipment
     /// window: first seen from `lo_ms` to [`LATE_DUMP_MS`] after `hi_ms`, since
     /// a logger dumped at arrival brings its frames (bad ones too) then. The

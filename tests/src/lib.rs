@@ -659,6 +659,17 @@ pub fn mosquitto_pub_lines(port: u16, topic: &str, lines: &[String]) -> anyhow::
 /// A signed JSON envelope (see proto/README.md) for a frame of readings of
 /// channel 0 (`Some(m°C)` or `None` for an open-circuit fault) at the given device times.
 pub fn json_frame(device: &str, boot: u32, seq: u32, readings: &[(i64, Option<i32>)]) -> String {
+    json_frame_with_key(TEST_KEY, device, boot, seq, readings)
+}
+
+/// [`json_frame`] signed with another key (64 hex digits).
+pub fn json_frame_with_key(
+    key: &str,
+    device: &str,
+    boot: u32,
+    seq: u32,
+    readings: &[(i64, Option<i32>)],
+) -> String {
     use coldchain_proto::{
         Body, ChannelKind, DeviceId, DeviceKey, FaultKind, Frame, Measurement, Reading, Timestamp,
     };
@@ -683,9 +694,7 @@ pub fn json_frame(device: &str, boot: u32, seq: u32, readings: &[(i64, Option<i3
         body: Body::Readings(heapless::Vec::from_slice(&rs).expect("at most 32 readings")),
     };
     let text = serde_json::to_string(&f).expect("frame json");
-    let tag = DeviceKey::from_hex(TEST_KEY)
-        .expect("key")
-        .sign(text.as_bytes());
+    let tag = DeviceKey::from_hex(key).expect("key").sign(text.as_bytes());
     format!("{{\"frame\":{text},\"tag\":\"{}\"}}", hex::encode(tag))
 }
 

@@ -344,44 +344,65 @@ fn fridge_box_left_open_one_alarm_ack_audit_and_restart() {
     assert_eq!(s, 409, "{e}");
 }
 
-/// Webhooks: POSTed with an HMAC signature, retried with backoff after the
-/// receiver fails its first attempts, delivered once it recovers.
+/// One webhook POST as the receiver saw it.
+#[derive(Debug, Clone)]
+struct Hook {
+    status: u16,
+    headers: std::collections::HashMap<String, String>,
+    body: String,
+    received_s: i64,
+}
+
+/// Webhooks follow Standard Webhooks: `webhook-id` (the same on every
+/// retry), `webhook-timestamp` (the attempt's time, Unix seconds) and
+/// `webhook-signature` = `v1,` base64 HMAC-SHA256 over `id.timestamp.body`
+/// with the `whsec_` secret's bytes, checked here independently. Retried with
+/// backoff after the receiver fails its first attempts, delivered once it
+/// recovers.
 #[test]
 fn webhook_delivery_survives_a_failing_receiver() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let received: Arc<Mutex<Vec<(u16, String, String)>>> = Arc::default();
+    let received: Arc<Mutex<Vec<Hook>>> = Arc::default();
     let rec = received.clone();
     std::thread::spawn(move || {
         for (n, conn) in listener.incoming().enumerate() {
             let Ok(mut conn) = conn else { continue };
             let mut r = BufReader::new(conn.try_clone().unwrap());
-            let (mut len, mut sig) = (0, String::new());
+            let mut headers = std::collections::HashMap::new();
             let mut line = String::new();
             while r.read_line(&mut line).unwrap_or(0) > 2 {
-                let l = line.to_ascii_lowercase();
-                if let Some(v) = l.strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                if l.starts_with("x-coldchain-signature:") {
-                    sig = line.split_once(':').unwrap().1.trim().to_string();
+                if let Some((k, v)) = line.split_once(':') {
+                    headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
                 }
                 line.clear();
             }
+            let len = headers
+                .get("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
             let mut body = vec![0; len];
             let _ = r.read_exact(&mut body);
             // The first two attempts fail.
             let status = if n < 2 { 500 } else { 200 };
-            rec.lock()
-                .unwrap()
-                .push((status, sig, String::from_utf8_lossy(&body).into_owned()));
+            rec.lock().unwrap().push(Hook {
+                status,
+                headers,
+                body: String::from_utf8_lossy(&body).into_owned(),
+                received_s: now_ms() / 1000,
+            });
             let _ = write!(
                 conn,
                 "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
             );
         }
     });
-    let secret = "webhook-secret-0123456789";
+    let key = *b"coldchain webhook key, 32 bytes!";
+    use base64::Engine;
+    let secret = format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    );
     let dir = tempfile::tempdir().unwrap();
     let (broker, daemon) = start(
         dir.path(),
@@ -404,26 +425,67 @@ fn webhook_delivery_survives_a_failing_receiver() {
         "a successful webhook delivery",
         || {
             let g = received.lock().unwrap().clone();
-            g.iter().any(|(s, _, _)| *s == 200).then_some(g)
+            g.iter().any(|h| h.status == 200).then_some(g)
         },
     );
     assert!(got.len() >= 3, "two failures, then success: {got:?}");
-    assert_eq!(got[0].0, 500);
-    // The retried body is the same event, and the signature verifies.
-    assert_eq!(got[0].2, got[2].2);
-    let ok = got.iter().find(|(s, _, _)| *s == 200).unwrap();
-    let ev: Value = serde_json::from_str(&ok.2).unwrap();
+    assert_eq!(got[0].status, 500);
+    let h = |x: &Hook, k: &str| {
+        x.headers
+            .get(k)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {k} header: {x:?}"))
+    };
+    // The retried delivery is the same event with the same id; each attempt
+    // has its own timestamp, and every signature verifies over
+    // id.timestamp.body.
+    let first_id = h(&got[0], "webhook-id");
+    let retries: Vec<&Hook> = got
+        .iter()
+        .filter(|x| h(x, "webhook-id") == first_id)
+        .collect();
+    assert!(retries.len() >= 3, "{got:?}");
+    assert!(retries.iter().all(|x| x.body == got[0].body));
+    for x in &got {
+        let ts: i64 = h(x, "webhook-timestamp").parse().expect("Unix seconds");
+        assert!(
+            (ts - x.received_s).abs() <= 5,
+            "the timestamp is the attempt's time: {ts} received {}",
+            x.received_s
+        );
+        let want = standard_webhooks_signature(&key, &h(x, "webhook-id"), ts, &x.body);
+        assert_eq!(h(x, "webhook-signature"), want, "{x:?}");
+        assert!(
+            !x.headers.contains_key("x-coldchain-signature"),
+            "the body-only signature is gone: {x:?}"
+        );
+    }
+    let ts: Vec<i64> = retries
+        .iter()
+        .map(|x| h(x, "webhook-timestamp").parse().unwrap())
+        .collect();
+    assert!(ts.windows(2).all(|w| w[0] <= w[1]), "{ts:?}");
+    assert!(
+        ts.first() < ts.last(),
+        "a retry is signed with its own time: {ts:?}"
+    );
+    let ok = retries.iter().find(|x| x.status == 200).unwrap();
+    let ev: Value = serde_json::from_str(&ok.body).unwrap();
     assert_eq!(ev["event"], "raised");
     assert_eq!(ev["alert"]["shipment"], "FR-9");
-    assert_eq!(ok.1, coldchain_daemon_signature(secret, &ok.2));
 }
 
-/// HMAC-SHA256 of the body as the daemon signs it, computed independently here.
-fn coldchain_daemon_signature(secret: &str, body: &str) -> String {
+/// `v1,` base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}"), as the Standard
+/// Webhooks specification defines it, computed independently here.
+fn standard_webhooks_signature(key: &[u8], id: &str, ts: i64, body: &str) -> String {
+    use base64::Engine;
     use hmac::{Hmac, Mac};
-    let mut m = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes()).unwrap();
-    m.update(body.as_bytes());
-    format!("sha256={}", hex::encode(m.finalize().into_bytes()))
+    let mut m = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).unwrap();
+    m.update(format!("{id}.{ts}.{body}").as_bytes());
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(m.finalize().into_bytes())
+    )
 }
 
 /// Sequence tampering: a frame that reuses a stored frame's (device, boot,

@@ -123,15 +123,17 @@ fn every_documented_operation_is_served() {
     }
 }
 
+/// `coldchain ARGS --api … --token …` (the connection flags belong to the
+/// subcommand: `coldchain run --help` does not list them).
 fn cli(daemon: &Daemon, args: &[&str]) -> Output {
     Command::new(bin("coldchain"))
+        .args(args)
         .args([
             "--api",
             &format!("http://127.0.0.1:{}", daemon.http_port),
             "--token",
             TEST_TOKEN,
         ])
-        .args(args)
         .env("COLDCHAIN_USER", "cli tester")
         .output()
         .unwrap()
@@ -206,7 +208,7 @@ fn cli_drives_the_daemon_with_reliable_exit_codes() {
         status.contains("W1234 25 000042") && status.contains("in_transit"),
         "{status}"
     );
-    let list: Value = serde_json::from_str(&ok(&cli(&daemon, &["--json", "status"]))).unwrap();
+    let list: Value = serde_json::from_str(&ok(&cli(&daemon, &["status", "--json"]))).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1);
 
     ok(&cli(
@@ -235,22 +237,22 @@ fn cli_drives_the_daemon_with_reliable_exit_codes() {
 
     let verify = ok(&cli(&daemon, &["audit", "verify"]));
     assert!(verify.contains("intact"), "{verify}");
-    let audit = ok(&cli(&daemon, &["--json", "audit", "list"]));
+    let audit = ok(&cli(&daemon, &["audit", "list", "--json"]));
     assert!(audit.contains("\"who\": \"cli tester\""), "{audit}");
 
     // Wrong token: refused (1). Daemon unreachable: 3.
     let o = Command::new(bin("coldchain"))
         .args([
-            "--api",
-            &format!("http://127.0.0.1:{}", daemon.http_port),
-            "--token",
-            "nope-nope-nope-nope",
             "ack",
             "1",
             "--comment",
             "x",
             "--by",
             "me",
+            "--api",
+            &format!("http://127.0.0.1:{}", daemon.http_port),
+            "--token",
+            "nope-nope-nope-nope",
         ])
         .output()
         .unwrap();

@@ -10,7 +10,8 @@
 //!
 //! Profiles are built in ([`Profile::builtin`]) and can be replaced or added in
 //! configuration. Deserialising a profile validates it, so a [`Profile`] value
-//! that exists is always a valid one:
+//! that exists is always a valid one. In `coldchain.toml` a profile is a
+//! `[[profiles]]` table and its zones `[[profiles.zones]]`:
 //!
 //! In `coldchain.toml` a profile is a `[[profiles]]` table and its zones are
 //! `[[profiles.zones]]`, exactly as written here:

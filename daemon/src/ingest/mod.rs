@@ -92,6 +92,9 @@ pub enum Reject {
     /// A frame whose `(device, boot, seq)` is already stored with different
     /// content (sequence tampering); the stored frame stands.
     SequenceReuse(DeviceId, FrameRef),
+    /// A frame stored under an earlier enrollment of the device, sent again
+    /// after its re-enrollment (a replay); the device's own numbers.
+    Replay(DeviceId, FrameRef),
 }
 
 impl Reject {
@@ -104,13 +107,17 @@ impl Reject {
             Reject::DeviceMismatch { .. } => "device_mismatch",
             Reject::Unsigned(_) => "unsigned",
             Reject::SequenceReuse(..) => "sequence_reuse",
+            Reject::Replay(..) => "replay",
         }
     }
 
     /// The device whose security record this rejection adds to, if it does.
     pub fn security_device(&self) -> Option<&DeviceId> {
         match self {
-            Reject::BadTag(d) | Reject::Unsigned(d) | Reject::SequenceReuse(d, _) => Some(d),
+            Reject::BadTag(d)
+            | Reject::Unsigned(d)
+            | Reject::SequenceReuse(d, _)
+            | Reject::Replay(d, _) => Some(d),
             Reject::DeviceMismatch { topic, .. } => Some(topic),
             Reject::Malformed(_) | Reject::UnknownDevice(_) => None,
         }
@@ -223,6 +230,8 @@ pub struct Stats {
     pub rejected_unsigned: AtomicU64,
     /// Rejected: a stored frame's identity reused with different content.
     pub rejected_sequence_reuse: AtomicU64,
+    /// Rejected: a frame of an earlier enrollment sent again after a re-enrollment.
+    pub rejected_replay: AtomicU64,
     /// Group commits done.
     pub commits: AtomicU64,
     /// Messages acknowledged after a commit.
@@ -264,6 +273,7 @@ impl Stats {
             Reject::DeviceMismatch { .. } => &self.rejected_device_mismatch,
             Reject::Unsigned(_) => &self.rejected_unsigned,
             Reject::SequenceReuse(..) => &self.rejected_sequence_reuse,
+            Reject::Replay(..) => &self.rejected_replay,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
@@ -363,7 +373,42 @@ impl<S: Store> Ingestor<S> {
         }
         let fref = frame.frame_ref();
         let digest = frame_digest(&frame);
-        match self.store.frame(&frame.device, fref)?.map(|(_, d)| d) {
+        // Enrollments: the device's own boot counter plus the offset of the
+        // enrollment in force is the stored boot (daemon/DESIGN.md,
+        // "Re-enrollment"). Acks and the outcome keep the device's own numbers.
+        let offsets = self.registry.boot_offsets(&frame.device);
+        let current = offsets.last().copied().unwrap_or(0);
+        let Some(stored_boot) = frame.boot.checked_add(current) else {
+            let r = Reject::Malformed(format!(
+                "device {}: boot {} overflows the boot offset {current} of its enrollment",
+                frame.device, frame.boot
+            ));
+            self.reject(msg, &r)?;
+            return Ok(Outcome::Rejected(r));
+        };
+        let sref = FrameRef {
+            boot: stored_boot,
+            seq: frame.seq,
+        };
+        // A frame stored under an earlier enrollment, sent again: a replay
+        // (the same key signed it), not a new frame of the new enrollment.
+        for &o in &offsets[..offsets.len().saturating_sub(1)] {
+            let Some(b) = frame.boot.checked_add(o) else {
+                continue;
+            };
+            let old = FrameRef {
+                boot: b,
+                seq: frame.seq,
+            };
+            if let Some((_, Some(d))) = self.store.frame(&frame.device, old)?
+                && d == digest
+            {
+                let r = Reject::Replay(frame.device, fref);
+                self.reject(msg, &r)?;
+                return Ok(Outcome::Rejected(r));
+            }
+        }
+        match self.store.frame(&frame.device, sref)?.map(|(_, d)| d) {
             None => {}
             // Same content (or an entry too old to tell): a resend.
             Some(stored) if stored.is_none_or(|s| s == digest) => {
@@ -379,7 +424,9 @@ impl<S: Store> Ingestor<S> {
                 return Ok(Outcome::Rejected(r));
             }
         }
-        let readings = self.store_frame(&frame, msg, signed, &digest)?;
+        let mut stored = frame.clone();
+        stored.boot = stored_boot;
+        let readings = self.store_frame(&stored, msg, signed, &digest)?;
         self.stats.frames_stored.fetch_add(1, Ordering::Relaxed);
         self.stats
             .readings_stored
@@ -457,6 +504,11 @@ impl<S: Store> Ingestor<S> {
                 self.security(msg, d, SecurityKind::SequenceReuse)?;
                 tracing::warn!(device = %d, boot = r.boot, seq = r.seq, source = %msg.source,
                     "security: a frame reuses the boot and sequence number of a stored frame with different content; the stored frame is kept, this one refused");
+            }
+            Reject::Replay(d, r) => {
+                self.security(msg, d, SecurityKind::SequenceReuse)?;
+                tracing::warn!(device = %d, boot = r.boot, seq = r.seq, source = %msg.source,
+                    "security: a frame stored before the device's re-enrollment was sent again (replay); refused");
             }
             Reject::DeviceMismatch { topic, frame } => {
                 self.security(msg, topic, SecurityKind::DeviceMismatch)?;
@@ -751,4 +803,102 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SledStore;
+    use coldchain_proto::{ChannelKind, DeviceKey, Measurement, Reading};
+
+    fn frame(d: &DeviceId, boot: u32, seq: u32, v: i32) -> Frame {
+        let r = Reading {
+            channel: 0,
+            kind: ChannelKind::Rtd,
+            dt_ms: 0,
+            value: Measurement::Valid(v),
+        };
+        Frame {
+            device: d.clone(),
+            boot,
+            seq,
+            time: Timestamp::Wall(1_767_225_600_000 + u64::from(seq) * 1000),
+            body: Body::Readings(heapless::Vec::from_slice(&[r]).unwrap()),
+        }
+    }
+
+    fn serial(f: &Frame, key: &DeviceKey) -> Inbound {
+        let mut buf = [0u8; codec::MAX_SIGNED_LEN];
+        Inbound {
+            via: Via::Serial,
+            source: "/dev/ttyUSB0".into(),
+            claimed: None,
+            payload: codec::encode_signed(f, key, &mut buf).unwrap().to_vec(),
+            received_ms: 1_767_225_700_000,
+        }
+    }
+
+    /// After a re-enrollment the device's frames are stored under the
+    /// enrollment's boot offset, while the outcome and the serial ack carry
+    /// the device's own (boot, seq): the device matches acks to its queue.
+    #[test]
+    fn acks_after_a_reenrollment_carry_the_devices_own_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SledStore::open(dir.path()).unwrap());
+        let d = DeviceId::new("logger-1").unwrap();
+        let key = DeviceKey::from_bytes([7; 32]);
+        let registry = Registry::new([crate::config::Device {
+            id: d.clone(),
+            key: key.clone(),
+            allow_unsigned_json: false,
+            settings: None,
+        }]);
+        let mut ing = Ingestor::new(store.clone(), registry.clone(), Arc::default());
+        for seq in 0..2 {
+            let o = ing.process(&serial(&frame(&d, 1, seq, 100), &key)).unwrap();
+            assert!(matches!(o, Outcome::Stored { .. }), "{o:?}");
+        }
+        let highest = store.highest_boot(&d).unwrap().unwrap();
+        assert_eq!(highest, 1);
+        let e = registry
+            .reenroll(&d, highest + 1, "tech", "flash wiped", 0)
+            .unwrap();
+        assert_eq!(e.boot_offset, 2);
+
+        let o = ing.process(&serial(&frame(&d, 1, 0, 200), &key)).unwrap();
+        let own = FrameRef { boot: 1, seq: 0 };
+        assert_eq!(
+            o,
+            Outcome::Stored {
+                device: d.clone(),
+                frame: own,
+                readings: 1
+            }
+        );
+        let line = o.serial_reply(&registry, Some(own)).unwrap();
+        let mut dec = coldchain_proto::serial::Decoder::new();
+        let payload = line
+            .iter()
+            .find_map(|&b| dec.push(b).map(|r| r.unwrap().to_vec()))
+            .unwrap();
+        let ack: coldchain_proto::Downlink = codec::decode_signed(&payload, &key).unwrap();
+        assert_eq!(ack, coldchain_proto::Downlink::Ack(own));
+        // Stored at boot 2 + 1 = 3; the old (1, 0) stands.
+        assert!(
+            store
+                .frame(&d, FrameRef { boot: 3, seq: 0 })
+                .unwrap()
+                .is_some()
+        );
+        let rows = store.readings(&d, None, 10).unwrap();
+        let got: Vec<_> = rows.iter().map(|r| (r.boot, r.seq)).collect();
+        assert_eq!(got, vec![(1, 0), (1, 1), (3, 0)]);
+        // The old frame sent again is a replay.
+        let o = ing.process(&serial(&frame(&d, 1, 1, 100), &key)).unwrap();
+        assert_eq!(
+            o,
+            Outcome::Rejected(Reject::Replay(d.clone(), FrameRef { boot: 1, seq: 1 }))
+        );
+        assert_eq!(ing.stats().rejected_replay.load(Ordering::Relaxed), 1);
+    }
 }

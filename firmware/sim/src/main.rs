@@ -73,6 +73,12 @@ struct Args {
     /// acknowledged. Default: in memory. One container only.
     #[arg(long, value_name = "FILE")]
     flash: Option<PathBuf>,
+    /// Keep each container's simulated flash (boot counter and frame queue)
+    /// in DIR/{device}.flash (created if missing), so the next run goes on
+    /// with the next boot and what is still queued, as a real logger would
+    /// after a restart. Any number of containers.
+    #[arg(long, value_name = "DIR", conflicts_with = "flash")]
+    state_dir: Option<PathBuf>,
     /// Serial uplink: resend a frame not acknowledged within this time.
     #[arg(long, default_value_t = 2000)]
     ack_timeout_ms: u64,
@@ -189,7 +195,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     if args.flash.is_some() && args.containers != 1 {
-        bail!("--flash keeps the flash of one container: drop --containers or --flash");
+        bail!(
+            "--flash keeps the flash of one container: use --state-dir DIR for several, or drop --containers"
+        );
     }
 
     let n = args.containers;
@@ -223,7 +231,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             events: args.events,
             faults: faults.clone(),
             live_sync_only: args.live_sync_only,
-            flash: args.flash.clone(),
+            flash: flash_file(&args, &id)?,
             net: net::NetConfig {
                 host: host.clone(),
                 port,
@@ -284,6 +292,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 }
 
+/// Where a container's flash is kept: `--flash FILE`, `--state-dir
+/// DIR/{device}.flash` (DIR created if missing), or nowhere (in memory).
+fn flash_file(args: &Args, device: &DeviceId) -> anyhow::Result<Option<PathBuf>> {
+    if let Some(dir) = &args.state_dir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("--state-dir: cannot create {}", dir.display()))?;
+        return Ok(Some(dir.join(format!("{}.flash", device.as_str()))));
+    }
+    Ok(args.flash.clone())
+}
+
 /// `--serial`: one logger dumping its flash queue over a serial port.
 async fn run_serial(args: Args) -> anyhow::Result<()> {
     let key = DeviceKey::from_hex(&args.key).map_err(|e| anyhow::anyhow!("--key: {e}"))?;
@@ -316,7 +335,7 @@ async fn run_serial(args: Args) -> anyhow::Result<()> {
         speed: args.speed,
         start_h: args.start_h,
         serial: args.serial.clone().context("--serial")?,
-        flash: args.flash.clone(),
+        flash: flash_file(&args, &device)?,
         ack_timeout_ms: args.ack_timeout_ms,
         sensor_faults: (faults.probe_open_h, faults.probe_loose_h),
         power_cuts: faults.power_cuts.clone(),
