@@ -809,12 +809,12 @@ fn silence_is_raised_while_silent_and_a_short_gap_is_none() {
     let t0 = now_ms() - 10 * MIN;
     create(&daemon, "S-QUIET", "fridge", "fr-q", t0);
     create(&daemon, "S-SILENT", "fridge", "fr-s", t0);
-    // Samples every 5 s from `from` to now.
+    // Samples every 5 s from `from` to now (at least the one at `from`).
     let every5 = |from: i64| -> Vec<(i64, Option<i32>)> {
         let now = now_ms();
         (0..)
             .map(|i| from + i * 5 * S)
-            .take_while(|t| *t <= now)
+            .take_while(|t| *t <= now.max(from))
             .map(|t| (t, Some(5_000)))
             .collect()
     };
