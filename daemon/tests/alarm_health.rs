@@ -138,6 +138,46 @@ fn probe_fault_with_a_delay_fires_only_if_it_lasts() {
     assert_eq!(c[1].severity, Severity::Critical);
 }
 
+/// The evidence rule for faults: time after the newest sample is unknown,
+/// so a fault that is the newest data lasts until that sample, not until the
+/// horizon, and a delay is proven only by fault samples that span it.
+#[test]
+fn an_open_probe_fault_lasts_until_the_newest_sample() {
+    let limits = HealthLimits {
+        probe_fault_delay_ms: 10 * M,
+        ..HealthLimits::default()
+    };
+    let s: Series = [
+        Sample::valid(0, 5_000),
+        Sample::fault(10 * M, FaultKind::OpenCircuit),
+        Sample::fault(11 * M, FaultKind::OpenCircuit),
+    ]
+    .into_iter()
+    .collect();
+    let at = |end: i64| ShipmentFacts {
+        end_ms: Some(end),
+        ..facts()
+    };
+    let c = health::probe_faults(&s, &limits, &at(180 * M));
+    assert_eq!(c.len(), 1, "{c:?}");
+    assert_eq!(c[0].beyond_ms, M, "{c:?}");
+    assert_eq!(c[0].last_ms, 11 * M, "{c:?}");
+    assert_eq!(
+        c[0].fires_ms, None,
+        "1 min of faults proves no 10-min delay"
+    );
+    assert_eq!(c[0].cleared_ms, None, "still open: {c:?}");
+    // Fault samples spanning the delay prove it.
+    let s: Series = [
+        Sample::fault(10 * M, FaultKind::OpenCircuit),
+        Sample::fault(20 * M, FaultKind::OpenCircuit),
+    ]
+    .into_iter()
+    .collect();
+    let c = health::probe_faults(&s, &limits, &at(180 * M));
+    assert_eq!(c[0].fires_ms, Some(20 * M), "{c:?}");
+}
+
 #[test]
 fn lid_open_longer_than_the_limit() {
     let events = [

@@ -95,7 +95,9 @@ impl Episode {
 
 /// Probe faults: from a fault sample to the next valid sample. Fires after the
 /// profile's `probe_fault_delay` (at once by default). Not suppressed by the
-/// settle period.
+/// settle period. The evidence rule holds for faults as for temperatures: a
+/// fault still open lasts until the newest sample, not until the horizon
+/// (what follows is for the next sample to tell, or the silence alarm).
 pub fn probe_faults(
     series: &Series,
     limits: &HealthLimits,
@@ -121,7 +123,7 @@ pub fn probe_faults(
         }
     }
     if let Some(e) = open {
-        let until = facts.end_ms.or(last_t).unwrap_or(e.c.id.start_ms);
+        let until = last_t.unwrap_or(e.c.id.start_ms);
         out.push(e.finish(until, false, limits.probe_fault_delay_ms));
     }
     out
