@@ -10,6 +10,8 @@
 #   tests/bench.sh --readings 4 --frames 8000
 #   tests/bench.sh --rate 50000          # latency below saturation
 #   tests/bench.sh criterion             # the criterion benches of the hot paths
+#   tests/bench.sh fleet                 # evaluation at fleet scale: 1000 shipments x 7 days
+#   tests/bench.sh fleet --shipments 100 --days 1   # the same, small and quick
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
@@ -18,6 +20,11 @@ if [ "${1:-}" = criterion ]; then
   cargo bench -p coldchain-proto --bench codec "$@"
   cargo bench -p coldchain-daemon --bench ingest "$@"
   exit
+fi
+if [ "${1:-}" = fleet ]; then
+  shift
+  cargo build --release -p coldchain-tests --bin coldchain-fleet
+  exec "$CARGO_TARGET_DIR/release/coldchain-fleet" "$@"
 fi
 cargo build --release -p coldchain-tests --bin coldchain-load
 if [ $# -eq 0 ]; then

@@ -799,3 +799,38 @@ pub fn alert_kind(a: &Value) -> String {
         v => v.to_string(),
     }
 }
+
+/// CPU seconds (utime + stime, from `/proc/<pid>/stat`) a process has used;
+/// 0 when it is gone. For the benchmarks.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name start at field 3 (state):
+    // utime (field 14) is index 11, stime (field 15) index 12.
+    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // The kernel's USER_HZ is 100 on every Linux target we run on.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// A `kB` field of `/proc/<pid>/status`, e.g. `"VmHWM:"` (peak RSS) or `"VmRSS:"`.
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The `p` quantile (0..=1, nearest rank) of sorted values; NaN when empty.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}

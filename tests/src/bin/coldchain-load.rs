@@ -52,7 +52,10 @@ use coldchain_proto::codec::{MAX_SIGNED_LEN, encode_signed};
 use coldchain_proto::{
     Body, ChannelKind, DeviceId, DeviceKey, Frame, Measurement, Reading, Timestamp, topic,
 };
-use coldchain_tests::{Daemon, DeviceCfg, Mosquitto, TEST_KEY, bin, http_get, which};
+use coldchain_tests::{
+    Daemon, DeviceCfg, Mosquitto, TEST_KEY, bin, cpu_seconds, http_get, percentile, status_kib,
+    which,
+};
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 
 const USAGE: &str = "\
@@ -165,37 +168,6 @@ fn unix_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-/// utime + stime of a process, seconds.
-fn cpu_s(pid: u32) -> f64 {
-    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // rest starts at field 3 (state): utime = index 11, stime = index 12.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-fn status_kib(pid: u32, field: &str) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with(field))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 fn frame(dev: &DeviceId, seq: u32, k: usize, now_ms: u64) -> Frame {
@@ -463,8 +435,15 @@ fn run_once(a: &Args) -> anyhow::Result<serde_json::Value> {
         })
     };
 
-    let cpu0 = (cpu_s(dpid), cpu_s(bpid), cpu_s(std::process::id()));
-    let sub_cpu0 = sub_child.as_ref().map(|c| cpu_s(c.id())).unwrap_or(0.0);
+    let cpu0 = (
+        cpu_seconds(dpid),
+        cpu_seconds(bpid),
+        cpu_seconds(std::process::id()),
+    );
+    let sub_cpu0 = sub_child
+        .as_ref()
+        .map(|c| cpu_seconds(c.id()))
+        .unwrap_or(0.0);
 
     // Publish.
     let t_first_pub;
@@ -535,14 +514,18 @@ fn run_once(a: &Args) -> anyhow::Result<serde_json::Value> {
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = poller.join();
-    let cpu1 = (cpu_s(dpid), cpu_s(bpid), cpu_s(std::process::id()));
+    let cpu1 = (
+        cpu_seconds(dpid),
+        cpu_seconds(bpid),
+        cpu_seconds(std::process::id()),
+    );
     let samples = std::mem::take(&mut *samples.lock().unwrap_or_else(|e| e.into_inner()));
     let t_durable = samples.last().map(|s| s.0).unwrap_or(0);
 
     // mosquitto_sub.
     let mut sub = None;
     if let Some(mut child) = sub_child {
-        let sub_cpu = cpu_s(child.id()) - sub_cpu0;
+        let sub_cpu = cpu_seconds(child.id()) - sub_cpu0;
         while sub_done.lock().unwrap_or_else(|e| e.into_inner()).is_none() {
             if Instant::now() > deadline {
                 let _ = child.kill();
