@@ -305,6 +305,7 @@ impl Evaluator {
             max_gap_ms: a.max_gap_s as i64 * 1000,
             sample_interval_ms: Some(a.sample_interval_s as i64 * 1000),
             live: None,
+            data_until_ms: None,
         }
     }
 
@@ -426,6 +427,16 @@ impl Evaluator {
                 upload_interval_ms: i64::from(upload_s) * 1000,
             });
         }
+        // The evidence rule for states: an open lid, tilt, low battery or
+        // unsynced clock is known to last until the newest thing the
+        // devices reported, not until now.
+        facts.data_until_ms = newest
+            .as_ref()
+            .map(|n| n.0)
+            .into_iter()
+            .chain(events.iter().map(|e| e.t_ms))
+            .chain(battery.iter().map(|b| b.t_ms))
+            .max();
         let inputs = HealthInputs {
             events: &events,
             battery: &battery,

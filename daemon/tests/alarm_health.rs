@@ -334,3 +334,26 @@ fn evaluate_all_combines_and_sorts() {
     assert_eq!(all[0].fires_ms, Some(8 * M), "5 min lid limit on cryo-ln2");
     assert_eq!(all[1].fires_ms, Some(40 * M), "10 min tilt delay");
 }
+
+/// The evidence rule for states: a lid whose opening is the newest event is
+/// known open only until the newest thing the device reported, not until
+/// "now" (a backlog from hours ago must not read "lid open for 170 min").
+#[test]
+fn an_open_lid_lasts_until_the_newest_data_not_the_horizon() {
+    let events = [ev(0, EventKind::LidOpened)];
+    let at = |data_until: Option<i64>| ShipmentFacts {
+        end_ms: Some(180 * M),
+        data_until_ms: data_until,
+        ..facts()
+    };
+    // The device's newest report is 1 min after the opening: not proven 2 min.
+    let c = health::lid_open(&events, 2 * M, &at(Some(M)));
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].fires_ms, None, "{c:?}");
+    assert_eq!(c[0].last_ms, M);
+    // Readings keep coming for 5 min with the lid never reported closed.
+    let c = health::lid_open(&events, 2 * M, &at(Some(5 * M)));
+    assert_eq!(c[0].fires_ms, Some(2 * M));
+    assert_eq!(c[0].beyond_ms, 5 * M);
+    assert!(c[0].is_active());
+}

@@ -58,6 +58,7 @@ fn evaluate_all(s: &Series) -> Everything {
         sample_interval_ms: Some(3 * M),
         // The order property is about the record (an arrived shipment).
         live: None,
+        data_until_ms: None,
     };
     Everything {
         alarms: alarm::evaluate(&fridge, s, &facts),

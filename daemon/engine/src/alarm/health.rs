@@ -255,7 +255,7 @@ pub fn lid_open(events: &[TimedEvent], max_ms: i64, facts: &ShipmentFacts) -> Ve
         }
     }
     if let Some(ep) = open {
-        let until = facts.end_ms.unwrap_or(ep.c.id.start_ms);
+        let until = facts.evidence_until(ep.c.id.start_ms);
         out.push(ep.finish(until, false, max_ms));
     }
     out
@@ -289,7 +289,7 @@ pub fn tilt(events: &[TimedEvent], limit: &TiltLimit, facts: &ShipmentFacts) -> 
         }
     }
     if let Some(ep) = open {
-        let until = facts.end_ms.unwrap_or(ep.c.id.start_ms);
+        let until = facts.evidence_until(ep.c.id.start_ms);
         out.push(ep.finish(until, false, limit.delay_ms));
     }
     out
@@ -337,7 +337,7 @@ pub fn battery_low(
         }
     }
     if let Some(ep) = open {
-        let until = facts.end_ms.unwrap_or(ep.c.last_ms);
+        let until = facts.evidence_until(ep.c.last_ms);
         out.push(ep.finish(until, false, 0));
     }
     out
@@ -374,7 +374,7 @@ pub fn clock_unsynced(obs: &[ClockObservation], facts: &ShipmentFacts) -> Vec<Co
         }
     }
     if let Some(ep) = open {
-        let until = facts.end_ms.or(last).unwrap_or(ep.c.id.start_ms);
+        let until = facts.evidence_until(last.unwrap_or(ep.c.id.start_ms));
         out.push(ep.finish(until, false, CLOCK_UNSYNCED_DELAY_MS));
     }
     out

@@ -298,6 +298,12 @@ pub struct ShipmentFacts {
     /// (the record alone decides, whatever the order data came in).
     #[serde(default)]
     pub live: Option<LiveArrival>,
+    /// The newest moment the shipment's devices reported anything (a sample
+    /// or an event), device ms. An open state (lid open, tilted, battery low,
+    /// clock unsynced) is known to last until then and no further: the
+    /// evidence rule for states. `None`: until the horizon.
+    #[serde(default)]
+    pub data_until_ms: Option<i64>,
 }
 
 /// Arrival facts for the live silence check.
@@ -323,6 +329,18 @@ impl ShipmentFacts {
             max_gap_ms: 30 * 60_000,
             sample_interval_ms: None,
             live: None,
+            data_until_ms: None,
+        }
+    }
+
+    /// Until when an open state is known to last: the newest data, but not
+    /// past the horizon; `fallback` when neither is known.
+    pub fn evidence_until(&self, fallback: i64) -> i64 {
+        match (self.end_ms, self.data_until_ms) {
+            (Some(e), Some(d)) => e.min(d),
+            (Some(e), None) => e,
+            (None, Some(d)) => d,
+            (None, None) => fallback,
         }
     }
 
