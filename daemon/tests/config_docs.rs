@@ -1,5 +1,5 @@
 //! The profile examples in the documentation are written exactly as
-//! `coldchain.toml` takes them: the one in `daemon/src/profile.rs`, the
+//! `coldchain.toml` takes them: the one in `daemon/engine/src/profile.rs`, the
 //! commented one in `deploy/coldchain.example.toml` and the one in the
 //! README each load as a config file and define the profile they show.
 
@@ -46,9 +46,9 @@ fn loads(what: &str, example: &str) {
 
 #[test]
 fn the_profile_doc_comment_is_a_coldchain_toml() {
-    let src = read("src/profile.rs");
+    let src = read("engine/src/profile.rs");
     loads(
-        "daemon/src/profile.rs",
+        "daemon/engine/src/profile.rs",
         &block(&src, "//!", |l| l.trim() == "//! ```"),
     );
 }
