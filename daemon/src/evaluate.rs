@@ -404,7 +404,12 @@ impl Evaluator {
     /// notifications and the retained status. Not yet durable: the caller syncs
     /// the store, then wakes the outbox.
     pub fn run_one(&mut self, s: &Shipment, now: i64) -> anyhow::Result<Evaluation> {
+        let started = std::time::Instant::now();
         let ev = self.evaluate(s, now)?;
+        crate::metrics::observe(
+            &crate::metrics::timings().evaluate_shipment,
+            started.elapsed(),
+        );
         for c in ev.conditions.iter().filter(|c| c.has_fired()) {
             let existing = match self.alerts.find(&s.id, &c.id)? {
                 Some(a) => Some((a, None)),

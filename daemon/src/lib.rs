@@ -12,6 +12,7 @@ pub mod dashboard;
 pub mod evaluate;
 pub mod forward;
 pub mod ingest;
+pub mod metrics;
 pub mod mkt;
 pub mod openapi;
 pub mod outbox;

@@ -289,6 +289,9 @@ pub struct Ingestor<S: Store> {
     stats: Arc<Stats>,
     devices: HashMap<DeviceId, DeviceState>,
     unknown_logged: HashMap<DeviceId, Instant>,
+    /// Frames stored since the last commit, for the latency histograms:
+    /// (device time of the newest item if the device clock is synced, received).
+    uncommitted: Vec<(Option<i64>, i64)>,
 }
 
 impl<S: Store> std::fmt::Debug for Ingestor<S> {
@@ -308,6 +311,7 @@ impl<S: Store> Ingestor<S> {
             stats,
             devices: HashMap::new(),
             unknown_logged: HashMap::new(),
+            uncommitted: Vec::new(),
         }
     }
 
@@ -387,8 +391,18 @@ impl<S: Store> Ingestor<S> {
 
     /// Makes everything processed so far durable. Acknowledge only after this.
     pub fn commit(&mut self) -> Result<(), StoreError> {
+        let t = crate::metrics::timings();
+        let started = Instant::now();
         self.store.sync()?;
+        crate::metrics::observe(&t.commit, started.elapsed());
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        let durable = now_ms();
+        for (device_ms, received_ms) in self.uncommitted.drain(..) {
+            crate::metrics::observe_ms(&t.receive_to_durable, durable - received_ms);
+            if let Some(d) = device_ms {
+                crate::metrics::observe_ms(&t.publish_to_durable, durable - d);
+            }
+        }
         Ok(())
     }
 
@@ -596,6 +610,15 @@ impl<S: Store> Ingestor<S> {
             }
         }
         let (time_ms, source) = self.map_time(d, f, msg.received_ms)?;
+        let newest_dt = match &f.body {
+            Body::Readings(rs) => rs.iter().map(|r| r.dt_ms).max(),
+            Body::Events(es) => es.iter().map(|e| e.dt_ms).max(),
+            Body::Status(_) => None,
+        };
+        self.uncommitted.push((
+            (source == TimeSource::Device).then(|| time_ms + i64::from(newest_dt.unwrap_or(0))),
+            msg.received_ms,
+        ));
 
         let mut readings = 0;
         match &f.body {
