@@ -14,7 +14,7 @@ pub mod json;
 pub mod mqtt;
 pub mod serial;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -292,6 +292,9 @@ pub struct Ingestor<S: Store> {
     /// Frames stored since the last commit, for the latency histograms:
     /// (device time of the newest item if the device clock is synced, received).
     uncommitted: Vec<(Option<i64>, i64)>,
+    /// Devices whose state changed since the last commit: written once per
+    /// group, just before its flush (see [`Ingestor::commit`]).
+    dirty: HashSet<DeviceId>,
 }
 
 impl<S: Store> std::fmt::Debug for Ingestor<S> {
@@ -312,6 +315,7 @@ impl<S: Store> Ingestor<S> {
             devices: HashMap::new(),
             unknown_logged: HashMap::new(),
             uncommitted: Vec::new(),
+            dirty: HashSet::new(),
         }
     }
 
@@ -361,7 +365,17 @@ impl<S: Store> Ingestor<S> {
         }
         let fref = frame.frame_ref();
         let digest = frame_digest(&frame);
-        match self.store.frame(&frame.device, fref)?.map(|(_, d)| d) {
+        // A frame past the device's highest stored sequence cannot be stored
+        // yet: no lookup. (The device state is written after the frames of its
+        // group, so it is never ahead of them; after a crash it may be behind,
+        // and a frame the broker then redelivers is written again with the
+        // same keys and content: idempotent.)
+        let stored = if self.beyond_stored(&frame)? {
+            None
+        } else {
+            self.store.frame(&frame.device, fref)?
+        };
+        match stored.map(|(_, d)| d) {
             None => {}
             // Same content (or an entry too old to tell): a resend.
             Some(stored) if stored.is_none_or(|s| s == digest) => {
@@ -390,7 +404,21 @@ impl<S: Store> Ingestor<S> {
     }
 
     /// Makes everything processed so far durable. Acknowledge only after this.
+    ///
+    /// The state of every device touched since the last commit is written
+    /// first, once, after its frames: a device's state is never ahead of its
+    /// stored frames.
     pub fn commit(&mut self) -> Result<(), StoreError> {
+        if !self.dirty.is_empty() {
+            let mut w = WriteSet::default();
+            for d in &self.dirty {
+                if let Some(st) = self.devices.get(d) {
+                    w.device(d, st);
+                }
+            }
+            self.store.apply(w)?;
+            self.dirty.clear();
+        }
         let t = crate::metrics::timings();
         let started = Instant::now();
         self.store.sync()?;
@@ -503,6 +531,13 @@ impl<S: Store> Ingestor<S> {
         let mut w = WriteSet::default();
         w.security(d, minute, &rec);
         self.store.apply(w)
+    }
+
+    /// Whether `f` is past everything stored for its device: a newer boot, or
+    /// a sequence number above the highest of its boot.
+    fn beyond_stored(&mut self, f: &Frame) -> Result<bool, StoreError> {
+        let st = self.state(&f.device)?;
+        Ok(f.boot > st.boot || (f.boot == st.boot && st.max_seq.is_none_or(|m| f.seq > m)))
     }
 
     fn state(&mut self, d: &DeviceId) -> Result<&mut DeviceState, StoreError> {
@@ -678,8 +713,7 @@ impl<S: Store> Ingestor<S> {
             },
             digest,
         );
-        let st = self.state(d)?.clone();
-        w.device(d, &st);
+        self.dirty.insert(d.clone());
         self.store.apply(w)?;
         Ok(readings)
     }
