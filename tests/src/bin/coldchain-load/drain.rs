@@ -4,7 +4,9 @@
 //! For each frame shape, one bounded run on loopback:
 //!
 //! 1. a fresh `mosquitto` (the production settings of `deploy/mosquitto/prod.conf`
-//!    that matter: persistence, `max_inflight_messages 1000`, unlimited queue);
+//!    that matter: persistence, `max_inflight_messages 1000`, unlimited queue;
+//!    but `autosave_interval 3600`, so no periodic save stalls one drain and
+//!    not another);
 //! 2. three persistent sessions subscribed, then disconnected: the daemon's own
 //!    (the release daemon is started once, comes online, and is stopped),
 //!    `drain-raw` and `drain-py` (`mosquitto_sub -c -E`);
@@ -247,7 +249,10 @@ fn drain_one(a: &Args, s: &Shape) -> anyhow::Result<Drain> {
     let total_readings = n * s.readings as u64;
 
     let bdir = root.join("broker");
-    let broker = Mosquitto::start_with_config(&bdir, |port| broker_config(port, &bdir, 5));
+    // No periodic save during the drains: with three copies of the backlog
+    // queued, each save stalls the broker for as long as writing them takes,
+    // and where that stall falls (in which consumer's drain) is chance.
+    let broker = Mosquitto::start_with_config(&bdir, |port| broker_config(port, &bdir, 3600));
     let names: Vec<String> = (1..=a.devices).map(|i| format!("load-{i}")).collect();
     let devs: Vec<DeviceCfg> = names.iter().map(|n| DeviceCfg::new(n)).collect();
 
