@@ -12,6 +12,10 @@
 #   tests/bench.sh criterion             # the criterion benches of the hot paths
 #   tests/bench.sh fleet                 # evaluation at fleet scale: 1000 shipments x 7 days
 #   tests/bench.sh fleet --shipments 100 --days 1   # the same, small and quick
+#   tests/bench.sh drain                 # issue 15: drain queued backlogs (JSON 1 and 32
+#                                        # readings, postcard 32) with mosquitto_sub -c,
+#                                        # the daemon and tests/bench/drain_consumer.py
+#   tests/bench.sh drain --shape json:50000x1 --perf /tmp/perf   # one shape, profiled
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
@@ -27,6 +31,17 @@ if [ "${1:-}" = fleet ]; then
   exec "$CARGO_TARGET_DIR/release/coldchain-fleet" "$@"
 fi
 cargo build --release -p coldchain-tests --bin coldchain-load
+if [ "${1:-}" = drain ]; then
+  shift
+  # The Python consumer's own venv (paho-mqtt from PyPI), made once.
+  venv="$CARGO_TARGET_DIR/drain-venv"
+  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import paho.mqtt.client' 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet -r tests/bench/requirements.txt
+  fi
+  exec "$CARGO_TARGET_DIR/release/coldchain-load" drain --python "$venv/bin/python" \
+    --consumer tests/bench/drain_consumer.py "$@"
+fi
 if [ $# -eq 0 ]; then
   set -- --devices 8 --frames 4000 --readings 32 --repeat 3
 fi

@@ -790,58 +790,50 @@ async fn readyz(State(s): State<AppState>) -> Response {
 /// Prometheus text exposition format.
 async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
     let text = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
-        use std::fmt::Write;
-        let st = &s.stats;
-        let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        let mut o = String::new();
-        let mut counter = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
-        };
-        counter("coldchain_frames_stored_total", "Frames stored since start.", l(&st.frames_stored));
-        counter("coldchain_readings_stored_total", "Readings stored since start.", l(&st.readings_stored));
-        counter("coldchain_duplicates_total", "Duplicate frames dropped since start.", l(&st.duplicates));
-        counter("coldchain_gaps_detected_total", "Sequence gaps detected since start.", l(&st.gaps_detected));
-        counter("coldchain_implausible_readings_total", "Readings outside their channel kind's physical range, stored as out_of_range faults.", l(&st.implausible_readings));
-        counter("coldchain_commits_total", "Group commits (flush + fsync) since start.", l(&st.commits));
-        let _ = writeln!(o, "# HELP coldchain_rejected_total Messages rejected since start, by reason.\n# TYPE coldchain_rejected_total counter");
-        for (reason, v) in [
-            ("malformed", l(&st.rejected_malformed)),
-            ("unknown_device", l(&st.rejected_unknown_device)),
-            ("bad_tag", l(&st.rejected_bad_tag)),
-            ("device_mismatch", l(&st.rejected_device_mismatch)),
-            ("unsigned", l(&st.rejected_unsigned)),
-            ("sequence_reuse", l(&st.rejected_sequence_reuse)),
-            ("replay", l(&st.rejected_replay)),
-        ] {
-            let _ = writeln!(o, "coldchain_rejected_total{{reason=\"{reason}\"}} {v}");
-        }
-        let _ = writeln!(o, "# HELP coldchain_store_bytes Database size on disk.\n# TYPE coldchain_store_bytes gauge\ncoldchain_store_bytes {}", s.store.size_on_disk()?);
-        let _ = writeln!(o, "# HELP coldchain_storage_full 1 while the database is over its disk budget and intake is paused.\n# TYPE coldchain_storage_full gauge\ncoldchain_storage_full {}", st.storage_full.load(Ordering::Relaxed));
-        let _ = writeln!(o, "# HELP coldchain_retention_purged_frames_total Frames purged by retention (store.retention_days) since start.\n# TYPE coldchain_retention_purged_frames_total counter\ncoldchain_retention_purged_frames_total {}", st.retention_purged_frames.load(Ordering::Relaxed));
-        let _ = writeln!(o, "# HELP coldchain_outbox_depth Notifications waiting for delivery.\n# TYPE coldchain_outbox_depth gauge\ncoldchain_outbox_depth {}", s.reader.outbox.depth());
+        let mut snap = crate::metrics::Snapshot::from_stats(&s.stats);
+        snap.gauges.push((
+            "coldchain_store_bytes",
+            "Database size on disk",
+            s.store.size_on_disk()? as i64,
+        ));
+        snap.gauges.push((
+            "coldchain_outbox_depth",
+            "Notifications waiting for delivery",
+            s.reader.outbox.depth() as i64,
+        ));
         let alerts = s.reader.alerts.all()?;
-        let _ = writeln!(o, "# HELP coldchain_open_alerts Alerts not yet resolved, by severity.\n# TYPE coldchain_open_alerts gauge");
-        for sev in [crate::profile::Severity::Info, crate::profile::Severity::Warning, crate::profile::Severity::Critical] {
-            let n = alerts.iter().filter(|a| a.is_open() && a.severity == sev).count();
-            let name = serde_json::to_value(sev)?.as_str().unwrap_or("").to_string();
-            let _ = writeln!(o, "coldchain_open_alerts{{severity=\"{name}\"}} {n}");
+        for sev in [
+            crate::profile::Severity::Info,
+            crate::profile::Severity::Warning,
+            crate::profile::Severity::Critical,
+        ] {
+            let n = alerts
+                .iter()
+                .filter(|a| a.is_open() && a.severity == sev)
+                .count();
+            let name = serde_json::to_value(sev)?
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            snap.open_alerts.push((name, n as i64));
         }
-        let _ = writeln!(o, "# HELP coldchain_device_last_seen_seconds Unix time a device was last heard from.\n# TYPE coldchain_device_last_seen_seconds gauge");
         for d in s.store.known_devices()? {
             let Ok(id) = DeviceId::new(&d) else { continue };
             if let Some(st) = s.store.device_state(&id)? {
-                let _ = writeln!(o, "coldchain_device_last_seen_seconds{{device=\"{d}\"}} {}", st.last_seen_ms / 1000);
+                snap.last_seen.push((d, st.last_seen_ms / 1000));
             }
         }
-        let _ = writeln!(o, "# HELP coldchain_device_online 1 while a device's retained online topic says online, 0 after its last will.\n# TYPE coldchain_device_online gauge");
-        let presence = s.stats.presence.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        for (d, p) in presence {
-            let _ = writeln!(o, "coldchain_device_online{{device=\"{d}\"}} {}", u8::from(p.online));
-        }
-        Ok(o)
+        Ok(crate::metrics::render(snap)?)
     })
     .await??;
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 async fn openapi() -> Json<serde_json::Value> {

@@ -561,7 +561,12 @@ impl Evaluator {
     pub fn run_one(&mut self, s: &Shipment, now: i64) -> anyhow::Result<Evaluation> {
         use crate::alarm::revision::{self, Raised, Step};
         use crate::alert::Change;
+        let started = std::time::Instant::now();
         let ev = self.evaluate(s, now)?;
+        crate::metrics::observe(
+            &crate::metrics::timings().evaluate_shipment,
+            started.elapsed(),
+        );
         let learned = self.clock.now_ms();
         let fired: Vec<&Condition> = ev.conditions.iter().filter(|c| c.has_fired()).collect();
         let mut alerts: Vec<Alert> = self

@@ -12,6 +12,7 @@ pub mod evaluate;
 pub mod export;
 pub mod forward;
 pub mod ingest;
+pub mod metrics;
 pub mod openapi;
 pub mod outbox;
 pub mod registry;

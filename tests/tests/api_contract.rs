@@ -118,6 +118,10 @@ fn every_documented_operation_is_served() {
         "coldchain_store_bytes",
         "coldchain_outbox_depth",
         "coldchain_open_alerts{severity=\"critical\"}",
+        "coldchain_ingest_commit_seconds_count",
+        "coldchain_ingest_receive_to_durable_seconds_bucket",
+        "coldchain_ingest_publish_to_durable_seconds_bucket",
+        "coldchain_evaluate_shipment_seconds_count",
     ] {
         assert!(m.contains(name), "metrics lack {name}:\n{m}");
     }

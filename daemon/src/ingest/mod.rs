@@ -14,7 +14,7 @@ pub mod json;
 pub mod mqtt;
 pub mod serial;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -304,6 +304,12 @@ pub struct Ingestor<S: Store> {
     /// Clock anchors of the boots that sent uptime stamps (see [`BootClock`]).
     boot_clocks: HashMap<(DeviceId, u32), BootClock>,
     unknown_logged: HashMap<DeviceId, Instant>,
+    /// Frames stored since the last commit, for the latency histograms:
+    /// (device time of the newest item if the device clock is synced, received).
+    uncommitted: Vec<(Option<i64>, i64)>,
+    /// Devices whose state changed since the last commit: written once per
+    /// group, just before its flush (see [`Ingestor::commit`]).
+    dirty: HashSet<DeviceId>,
 }
 
 impl<S: Store> std::fmt::Debug for Ingestor<S> {
@@ -324,6 +330,8 @@ impl<S: Store> Ingestor<S> {
             devices: HashMap::new(),
             boot_clocks: HashMap::new(),
             unknown_logged: HashMap::new(),
+            uncommitted: Vec::new(),
+            dirty: HashSet::new(),
         }
     }
 
@@ -408,7 +416,17 @@ impl<S: Store> Ingestor<S> {
                 return Ok(Outcome::Rejected(r));
             }
         }
-        match self.store.frame(&frame.device, sref)?.map(|(_, d)| d) {
+        // A frame past the device's highest stored sequence cannot be stored
+        // yet: no lookup. (The device state is written after the frames of its
+        // group, so it is never ahead of them; after a crash it may be behind,
+        // and a frame the broker then redelivers is written again with the
+        // same keys and content: idempotent.)
+        let stored = if self.beyond_stored(&frame.device, sref)? {
+            None
+        } else {
+            self.store.frame(&frame.device, sref)?
+        };
+        match stored.map(|(_, d)| d) {
             None => {}
             // Same content (or an entry too old to tell): a resend.
             Some(stored) if stored.is_none_or(|s| s == digest) => {
@@ -439,9 +457,33 @@ impl<S: Store> Ingestor<S> {
     }
 
     /// Makes everything processed so far durable. Acknowledge only after this.
+    ///
+    /// The state of every device touched since the last commit is written
+    /// first, once, after its frames: a device's state is never ahead of its
+    /// stored frames.
     pub fn commit(&mut self) -> Result<(), StoreError> {
+        if !self.dirty.is_empty() {
+            let mut w = WriteSet::default();
+            for d in &self.dirty {
+                if let Some(st) = self.devices.get(d) {
+                    w.device(d, st);
+                }
+            }
+            self.store.apply(w)?;
+            self.dirty.clear();
+        }
+        let t = crate::metrics::timings();
+        let started = Instant::now();
         self.store.sync()?;
+        crate::metrics::observe(&t.commit, started.elapsed());
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        let durable = now_ms();
+        for (device_ms, received_ms) in self.uncommitted.drain(..) {
+            crate::metrics::observe_ms(&t.receive_to_durable, durable - received_ms);
+            if let Some(d) = device_ms {
+                crate::metrics::observe_ms(&t.publish_to_durable, durable - d);
+            }
+        }
         Ok(())
     }
 
@@ -547,6 +589,13 @@ impl<S: Store> Ingestor<S> {
         let mut w = WriteSet::default();
         w.security(d, minute, &rec);
         self.store.apply(w)
+    }
+
+    /// Whether `f` is past everything stored for its device: a newer boot, or
+    /// a sequence number above the highest of its boot.
+    fn beyond_stored(&mut self, d: &DeviceId, r: FrameRef) -> Result<bool, StoreError> {
+        let st = self.state(d)?;
+        Ok(r.boot > st.boot || (r.boot == st.boot && st.max_seq.is_none_or(|m| r.seq > m)))
     }
 
     fn state(&mut self, d: &DeviceId) -> Result<&mut DeviceState, StoreError> {
@@ -664,6 +713,15 @@ impl<S: Store> Ingestor<S> {
             self.boot_clocks.insert((d.clone(), f.boot), c);
             w.boot_clock(d, f.boot, &c);
         }
+        let newest_dt = match &f.body {
+            Body::Readings(rs) => rs.iter().map(|r| r.dt_ms).max(),
+            Body::Events(es) => es.iter().map(|e| e.dt_ms).max(),
+            Body::Status(_) => None,
+        };
+        self.uncommitted.push((
+            (source == TimeSource::Device).then(|| time_ms + i64::from(newest_dt.unwrap_or(0))),
+            msg.received_ms,
+        ));
 
         let mut readings = 0;
         match &f.body {
@@ -738,8 +796,7 @@ impl<S: Store> Ingestor<S> {
             },
             digest,
         );
-        let st = self.state(d)?.clone();
-        w.device(d, &st);
+        self.dirty.insert(d.clone());
         self.store.apply(w)?;
         Ok(readings)
     }

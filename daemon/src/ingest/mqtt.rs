@@ -230,12 +230,17 @@ pub async fn pump(
                         (Via::Mqtt, None)
                     }
                 };
+                // The PUBACK needs the packet id only: the payload is copied
+                // out and dropped here, so it (and the read buffer it shares)
+                // is not held twice until the commit.
+                let mut p = p;
+                let payload = std::mem::take(&mut p.payload).to_vec();
                 let job = Job {
                     inbound: Inbound {
                         via,
                         source: p.topic.clone(),
                         claimed,
-                        payload: p.payload.to_vec(),
+                        payload,
                         received_ms,
                     },
                     ack: Ack::Mqtt(p),

@@ -40,6 +40,10 @@
 //! start it again on the same database and count every device's readings.
 //!
 //! Bounded: `--devices × --frames` messages, and `--timeout-s` for the whole run.
+//!
+//! `coldchain-load drain ...` drains a queued backlog instead (see [`drain`]).
+
+mod drain;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -78,6 +82,8 @@ usage: coldchain-load [options]
   --poll-ms N            /api/v1/stats poll interval for the latency estimate (default 2)
   --timeout-s N          bound on the whole run (default 300)
   --keep DIR             keep broker and daemon dirs (logs) in DIR instead of a temp dir
+
+coldchain-load drain --help: draining a queued backlog (issue 15)
 ";
 
 #[derive(Debug, Clone)]
@@ -156,6 +162,31 @@ fn parse_args() -> anyhow::Result<Args> {
         bail!("--rate is only supported with --publisher own");
     }
     Ok(a)
+}
+
+/// The production broker settings (deploy/mosquitto/prod.conf) that matter
+/// here: persistence, autosave, max_inflight_messages 1000, unlimited queue.
+fn broker_config(port: u16, dir: &std::path::Path, autosave: u32) -> String {
+    format!(
+        "listener {port} 127.0.0.1\n\
+         allow_anonymous true\n\
+         persistence true\n\
+         persistence_location {dir}/\n\
+         autosave_interval {autosave}\n\
+         max_inflight_messages 1000\n\
+         max_queued_messages 0\n\
+         max_queued_bytes 0\n\
+         log_dest stderr\n\
+         log_type error\n\
+         log_type warning\n\
+         {user}",
+        dir = dir.display(),
+        user = if nix::unistd::Uid::effective().is_root() {
+            "user root\n"
+        } else {
+            ""
+        },
+    )
 }
 
 /// Microseconds since `base`.
@@ -261,6 +292,9 @@ fn stat_u64(v: &serde_json::Value, k: &str) -> u64 {
 }
 
 fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("drain") {
+        return drain::main(std::env::args().skip(2));
+    }
     let a = parse_args()?;
     let mut runs = Vec::new();
     for i in 0..a.repeat.max(1) {
@@ -328,32 +362,9 @@ fn run_once(a: &Args) -> anyhow::Result<serde_json::Value> {
     let coldchain = bin("coldchain");
     eprintln!("daemon binary: {}", coldchain.display());
 
-    // The production broker settings (deploy/mosquitto/prod.conf) that matter
-    // here: persistence, autosave, max_inflight_messages 1000, unlimited queue.
     let bdir = root.join("broker");
     let autosave = a.autosave;
-    let broker = Mosquitto::start_with_config(&bdir, |port| {
-        format!(
-            "listener {port} 127.0.0.1\n\
-             allow_anonymous true\n\
-             persistence true\n\
-             persistence_location {dir}/\n\
-             autosave_interval {autosave}\n\
-             max_inflight_messages 1000\n\
-             max_queued_messages 0\n\
-             max_queued_bytes 0\n\
-             log_dest stderr\n\
-             log_type error\n\
-             log_type warning\n\
-             {user}",
-            dir = bdir.display(),
-            user = if nix::unistd::Uid::effective().is_root() {
-                "user root\n"
-            } else {
-                ""
-            },
-        )
-    });
+    let broker = Mosquitto::start_with_config(&bdir, |port| broker_config(port, &bdir, autosave));
     let names: Vec<String> = (1..=a.devices).map(|i| format!("load-{i}")).collect();
     let devs: Vec<DeviceCfg> = names.iter().map(|n| DeviceCfg::new(n)).collect();
     let mut daemon = Daemon::start(&root.join("daemon"), broker.port, &devs, &a.daemon_toml);
