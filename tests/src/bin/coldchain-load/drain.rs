@@ -41,7 +41,8 @@ use coldchain_proto::{DeviceId, DeviceKey, topic};
 use coldchain_tests::{Daemon, DeviceCfg, Mosquitto, TEST_KEY, which};
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 
-use crate::{broker_config, cpu_s, frame, status_kib, unix_ms};
+use crate::{broker_config, frame, unix_ms};
+use coldchain_tests::{cpu_seconds as cpu_s, status_kib};
 
 const USAGE: &str = "\
 coldchain-load drain: drain a queued backlog with mosquitto_sub, the daemon and a Python consumer
