@@ -438,6 +438,7 @@ async fn stats(State(s): State<AppState>) -> Result<Json<serde_json::Value>, Api
         "gaps_detected": l(&st.gaps_detected),
         "clock_jumps": l(&st.clock_jumps),
         "rejected": {
+            "too_large": l(&st.rejected_too_large),
             "malformed": l(&st.rejected_malformed),
             "unknown_device": l(&st.rejected_unknown_device),
             "bad_tag": l(&st.rejected_bad_tag),
@@ -660,15 +661,26 @@ async fn export(State(s): State<AppState>) -> Result<Response, ApiError> {
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
 
+/// 200 `ready`, or 503 with one line per reason: the store does not answer,
+/// storage full, not connected to the broker or in a reconnect loop.
 async fn readyz(State(s): State<AppState>) -> Response {
     let store = s.store.clone();
     match tokio::task::spawn_blocking(move || store.size_on_disk()).await {
-        Ok(Ok(_)) if s.stats.storage_full.load(Ordering::Relaxed) == 1 => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "storage full: the database is over store.max_disk_mb; intake paused\n",
-        )
-            .into_response(),
-        Ok(Ok(_)) => (StatusCode::OK, "ready\n").into_response(),
+        Ok(Ok(_)) => {
+            let mut why = Vec::new();
+            if s.stats.storage_full.load(Ordering::Relaxed) == 1 {
+                why.push(
+                    "storage full: the database is over store.max_disk_mb; intake paused"
+                        .to_string(),
+                );
+            }
+            why.extend(s.stats.mqtt_not_ready());
+            if why.is_empty() {
+                (StatusCode::OK, "ready\n").into_response()
+            } else {
+                (StatusCode::SERVICE_UNAVAILABLE, why.join("\n") + "\n").into_response()
+            }
+        }
         Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n")).into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
     }
@@ -691,6 +703,7 @@ async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
         counter("coldchain_commits_total", "Group commits (flush + fsync) since start.", l(&st.commits));
         let _ = writeln!(o, "# HELP coldchain_rejected_total Messages rejected since start, by reason.\n# TYPE coldchain_rejected_total counter");
         for (reason, v) in [
+            ("too_large", l(&st.rejected_too_large)),
             ("malformed", l(&st.rejected_malformed)),
             ("unknown_device", l(&st.rejected_unknown_device)),
             ("bad_tag", l(&st.rejected_bad_tag)),
@@ -700,6 +713,8 @@ async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
         ] {
             let _ = writeln!(o, "coldchain_rejected_total{{reason=\"{reason}\"}} {v}");
         }
+        let _ = writeln!(o, "# HELP coldchain_mqtt_connected 1 while connected to the MQTT broker.\n# TYPE coldchain_mqtt_connected gauge\ncoldchain_mqtt_connected {}", l(&st.mqtt_connected));
+        let _ = writeln!(o, "# HELP coldchain_mqtt_reconnects_total Broker connections lost or attempts failed since start (each followed by a reconnect).\n# TYPE coldchain_mqtt_reconnects_total counter\ncoldchain_mqtt_reconnects_total {}", l(&st.mqtt_reconnects));
         let _ = writeln!(o, "# HELP coldchain_store_bytes Database size on disk.\n# TYPE coldchain_store_bytes gauge\ncoldchain_store_bytes {}", s.store.size_on_disk()?);
         let _ = writeln!(o, "# HELP coldchain_storage_full 1 while the database is over its disk budget and intake is paused.\n# TYPE coldchain_storage_full gauge\ncoldchain_storage_full {}", st.storage_full.load(Ordering::Relaxed));
         let _ = writeln!(o, "# HELP coldchain_retention_purged_frames_total Frames purged by retention (store.retention_days) since start.\n# TYPE coldchain_retention_purged_frames_total counter\ncoldchain_retention_purged_frames_total {}", st.retention_purged_frames.load(Ordering::Relaxed));

@@ -52,7 +52,7 @@ pub fn document() -> Value {
         },
         "paths": {
             "/healthz": { "get": op("Liveness: `ok`", "ops") },
-            "/readyz": { "get": op("Readiness: the store answers", "ops") },
+            "/readyz": { "get": op("Readiness: the store answers, storage is not full, the broker is connected and not in a reconnect loop; 503 names each reason", "ops") },
             "/metrics": { "get": op("Prometheus metrics: ingest counters, rejections by reason, store size, outbox depth, open alerts, last seen per device", "ops") },
             "/api/v1/openapi.json": { "get": op("This document", "ops") },
             "/api/v1/stats": { "get": op("Ingest counters as JSON", "ops") },
