@@ -84,7 +84,14 @@ fn prepare_store(cfg: &Config, db_dir: &std::path::Path) -> anyhow::Result<u64> 
             "database at or over 90 % of store.max_disk_mb: compacting it (copying its live data into a fresh file)"
         );
         let (before, after) = crate::store::compact(db_dir, cache)?;
-        tracing::info!(before, after, "database compacted");
+        if after < before {
+            tracing::info!(before, after, "database compacted");
+        } else {
+            tracing::warn!(
+                size = before,
+                "compaction would not make the database smaller (it is live data): kept as it was"
+            );
+        }
     }
     Ok(purged)
 }
