@@ -254,7 +254,6 @@ pub async fn pump(
                     } else {
                         presence(&stats, &d, &body, received_ms);
                     }
-                    presence(&stats, &d, &p.payload, received_ms);
                     // Nothing to make durable: acknowledged at once.
                     if let Err(e) = client.try_ack(&p) {
                         tracing::warn!("cannot queue PUBACK for {}: {e}", p.topic);
