@@ -48,6 +48,8 @@ persistence true
 persistence_location $demo/
 max_inflight_messages 1000
 max_queued_messages 0
+# The daemon's 65536-byte uplink payload limit plus 1 KiB (deploy/mosquitto/prod.conf).
+max_packet_size 66560
 CONF
 # As root, mosquitto would drop to its own user, which cannot write into .demo/.
 [ "$(id -u)" -eq 0 ] && echo "user root" >> "$demo/mosquitto.conf"

@@ -59,6 +59,7 @@ fn binary(dev: &DeviceId, seq: u32) -> Inbound {
         source: topic::device_up(dev).to_string(),
         claimed: Some(dev.clone()),
         payload,
+        oversize: None,
         received_ms: now_ms(),
     }
 }
@@ -71,6 +72,7 @@ fn json_envelope(dev: &DeviceId, seq: u32) -> Inbound {
         source: topic::device_up_json(dev).to_string(),
         claimed: Some(dev.clone()),
         payload: format!("{{\"frame\":{f},\"tag\":\"{tag}\"}}").into_bytes(),
+        oversize: None,
         received_ms: now_ms(),
     }
 }

@@ -438,6 +438,7 @@ async fn stats(State(s): State<AppState>) -> Result<Json<serde_json::Value>, Api
         "clock_jumps": l(&st.clock_jumps),
         "implausible_readings": l(&st.implausible_readings),
         "rejected": {
+            "too_large": l(&st.rejected_too_large),
             "malformed": l(&st.rejected_malformed),
             "unknown_device": l(&st.rejected_unknown_device),
             "bad_tag": l(&st.rejected_bad_tag),
@@ -773,15 +774,26 @@ async fn export(
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
 
+/// 200 `ready`, or 503 with one line per reason: the store does not answer,
+/// storage full, not connected to the broker or in a reconnect loop.
 async fn readyz(State(s): State<AppState>) -> Response {
     let store = s.store.clone();
     match tokio::task::spawn_blocking(move || store.size_on_disk()).await {
-        Ok(Ok(_)) if s.stats.storage_full.load(Ordering::Relaxed) == 1 => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "storage full: the database is over store.max_disk_mb; intake paused\n",
-        )
-            .into_response(),
-        Ok(Ok(_)) => (StatusCode::OK, "ready\n").into_response(),
+        Ok(Ok(_)) => {
+            let mut why = Vec::new();
+            if s.stats.storage_full.load(Ordering::Relaxed) == 1 {
+                why.push(
+                    "storage full: the database is over store.max_disk_mb; intake paused"
+                        .to_string(),
+                );
+            }
+            why.extend(s.stats.mqtt_not_ready());
+            if why.is_empty() {
+                (StatusCode::OK, "ready\n").into_response()
+            } else {
+                (StatusCode::SERVICE_UNAVAILABLE, why.join("\n") + "\n").into_response()
+            }
+        }
         Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n")).into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
     }

@@ -265,13 +265,21 @@ pub struct StoreSection {
     /// ready on `/readyz`, sets `coldchain_storage_full`, logs an error and
     /// raises a critical `storage_full` alert on every shipment in transit,
     /// until space is made (export, then move the data away, or set
-    /// `retention_days`).
+    /// `retention_days`). Intake resumes under 90 % of the budget; sled does
+    /// not shrink its file after deletes, so the daemon compacts the
+    /// database at start when it is over that, and while running when
+    /// retention purged data while intake was paused (daemon/DESIGN.md,
+    /// "Storage").
     pub max_disk_mb: u64,
     /// Device data received more than this many days ago is purged (hourly),
     /// except data a shipment not closed, or closed within this period, may
     /// still need; shipments, alerts, the audit trail and undelivered or
     /// unforwarded items are never purged. 0 keeps everything. Default 0.
     pub retention_days: u32,
+    /// sled's page cache, MiB. Default 16. The daemon's memory grows with it
+    /// (sled's own default, 1 GiB, would take most of an edge box); reads of
+    /// older data come from disk instead.
+    pub cache_mb: u64,
 }
 
 impl Default for StoreSection {
@@ -281,6 +289,7 @@ impl Default for StoreSection {
             queue: 8192,
             max_disk_mb: 0,
             retention_days: 0,
+            cache_mb: 16,
         }
     }
 }

@@ -128,12 +128,18 @@ impl Snapshot {
                     st.commits.load(Relaxed),
                 ),
                 (
+                    "coldchain_mqtt_reconnects",
+                    "Broker connections lost or attempts failed since start (each followed by a reconnect)",
+                    st.mqtt_reconnects.load(Relaxed),
+                ),
+                (
                     "coldchain_retention_purged_frames",
                     "Frames purged by retention (store.retention_days) since start",
                     st.retention_purged_frames.load(Relaxed),
                 ),
             ],
             rejected: vec![
+                ("too_large", st.rejected_too_large.load(Relaxed)),
                 ("malformed", st.rejected_malformed.load(Relaxed)),
                 ("unknown_device", st.rejected_unknown_device.load(Relaxed)),
                 ("bad_tag", st.rejected_bad_tag.load(Relaxed)),
@@ -142,11 +148,18 @@ impl Snapshot {
                 ("sequence_reuse", st.rejected_sequence_reuse.load(Relaxed)),
                 ("replay", st.rejected_replay.load(Relaxed)),
             ],
-            gauges: vec![(
-                "coldchain_storage_full",
-                "1 while the database is over its disk budget and intake is paused",
-                st.storage_full.load(Relaxed) as i64,
-            )],
+            gauges: vec![
+                (
+                    "coldchain_storage_full",
+                    "1 while the database is over its disk budget and intake is paused",
+                    st.storage_full.load(Relaxed) as i64,
+                ),
+                (
+                    "coldchain_mqtt_connected",
+                    "1 while connected to the MQTT broker",
+                    st.mqtt_connected.load(Relaxed) as i64,
+                ),
+            ],
             online: st
                 .presence
                 .lock()

@@ -52,8 +52,8 @@ pub fn document() -> Value {
         },
         "paths": {
             "/healthz": { "get": op("Liveness: `ok`", "ops") },
-            "/readyz": { "get": op("Readiness: the store answers", "ops") },
-            "/metrics": { "get": op("Prometheus metrics (OpenMetrics text): ingest counters, rejections by reason, store size, outbox depth, open alerts, presence and last seen per device; histograms of publish-to-durable, receive-to-durable, commit and per-shipment evaluation time", "ops") },
+            "/readyz": { "get": op("Readiness: the store answers, storage is not full, the broker is connected and not in a reconnect loop; 503 names each reason", "ops") },
+            "/metrics": { "get": op("Prometheus metrics (OpenMetrics text): ingest counters, rejections by reason, MQTT connection state and reconnects, store size, outbox depth, open alerts, presence and last seen per device; histograms of publish-to-durable, receive-to-durable, commit and per-shipment evaluation time", "ops") },
             "/api/v1/openapi.json": { "get": op("This document", "ops") },
             "/api/v1/stats": { "get": op("Ingest counters as JSON", "ops") },
             "/api/v1/export": { "get": op("Streamed JSON lines: every tree of the database (backup, restored by `coldchain import`); with `readings=true` every stored reading, one readable object a line (device, enrollment, boot, seq, index, time_ms, time, time_source, channel, kind, value and unit or fault)", "ops") },

@@ -190,17 +190,23 @@ pub fn run_pass(
     Ok(p)
 }
 
-/// Runs a pass at start and then hourly until `stop`, on a blocking thread.
+/// Runs a pass every hour until `stop`, on a blocking thread (the daemon runs
+/// one before intake starts). A pass that purged frames while intake is
+/// paused for storage notifies `compact`: sled keeps the file's size after
+/// deletes, so the daemon compacts the database to make the space count.
 pub async fn task(
     store: Arc<SledStore>,
     shipments: crate::shipment::Shipments,
     audit: Arc<crate::audit::Audit>,
     retention_days: u32,
     stats: Arc<crate::ingest::Stats>,
+    compact: Arc<tokio::sync::Notify>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     use std::sync::atomic::Ordering;
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+    // The first tick is immediate: that pass ran before intake started.
+    tick.tick().await;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -216,6 +222,9 @@ pub async fn task(
                 stats
                     .retention_purged_frames
                     .fetch_add(p.frames, Ordering::Relaxed);
+                if p.frames > 0 && stats.storage_full.load(Ordering::Relaxed) == 1 {
+                    compact.notify_one();
+                }
             }
             Ok(Err(e)) => tracing::error!("retention pass failed (retried in an hour): {e:#}"),
             Err(e) => tracing::error!("retention pass panicked: {e}"),

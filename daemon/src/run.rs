@@ -26,15 +26,92 @@ use crate::registry::Registry;
 use crate::store::{SledStore, Store};
 
 /// Runs the daemon until SIGTERM or SIGINT.
+///
+/// When retention frees space while intake is paused for storage, intake is
+/// stopped cleanly (everything taken is durable and acknowledged), the
+/// database is compacted and everything starts again in the same process:
+/// sled does not give deleted space back to the file system by itself (see
+/// [`crate::store::compact`]).
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    loop {
+        match run_once(cfg.clone()).await? {
+            Next::Stop => return Ok(()),
+            Next::Compact => {
+                tracing::info!("intake stopped to compact the database; starting again");
+            }
+        }
+    }
+}
+
+/// Why [`run_once`] returned.
+enum Next {
+    /// SIGTERM or SIGINT.
+    Stop,
+    /// Retention made room while storage was full: compact, start again.
+    Compact,
+}
+
+/// Before intake: an interrupted compaction is finished, a retention pass
+/// runs (when `store.retention_days` is set), and a database at or over the
+/// resume threshold of its budget (90 %) is compacted, so the space
+/// retention freed is given back before the budget is checked. Returns the
+/// frames retention purged.
+fn prepare_store(cfg: &Config, db_dir: &std::path::Path) -> anyhow::Result<u64> {
+    let cache = cfg.store.cache_mb * 1024 * 1024;
+    crate::store::recover_compaction(db_dir)?;
+    let mut purged = 0;
+    if cfg.store.retention_days > 0 {
+        let store = SledStore::open_waiting(db_dir, cache)
+            .with_context(|| format!("opening the database in {}", db_dir.display()))?;
+        let shipments = crate::shipment::Shipments::open(store.db())?;
+        let audit = Audit::open(store.db()).context("opening the audit trail")?;
+        purged = crate::retention::run_pass(
+            &store,
+            &shipments,
+            &audit,
+            cfg.store.retention_days,
+            crate::ingest::now_ms(),
+        )
+        .context("retention pass at start")?
+        .frames;
+    }
+    let budget = cfg.store.max_disk_mb * 1024 * 1024;
+    let size = crate::store::dir_size(db_dir);
+    if budget > 0 && size > budget / 10 * 9 {
+        tracing::info!(
+            size,
+            budget,
+            "database at or over 90 % of store.max_disk_mb: compacting it (copying its live data into a fresh file)"
+        );
+        let (before, after) = crate::store::compact(db_dir, cache)?;
+        if after < before {
+            tracing::info!(before, after, "database compacted");
+        } else {
+            tracing::warn!(
+                size = before,
+                "compaction would not make the database smaller (it is live data): kept as it was"
+            );
+        }
+    }
+    Ok(purged)
+}
+
+async fn run_once(cfg: Config) -> anyhow::Result<Next> {
     let db_dir = cfg.daemon.data_dir.join("db");
+    let purged = {
+        let (cfg, dir) = (cfg.clone(), db_dir.clone());
+        tokio::task::spawn_blocking(move || prepare_store(&cfg, &dir)).await??
+    };
     let store = Arc::new(
-        SledStore::open(&db_dir)
+        SledStore::open_waiting(&db_dir, cfg.store.cache_mb * 1024 * 1024)
             .with_context(|| format!("opening the database in {}", db_dir.display()))?,
     );
     let registry =
         Registry::open(cfg.devices()?, store.db()).context("loading the device registry")?;
     let stats = Arc::new(Stats::default());
+    stats
+        .retention_purged_frames
+        .store(purged, Ordering::Relaxed);
     tracing::info!(
         data_dir = %cfg.daemon.data_dir.display(),
         devices = registry.ids().len(),
@@ -70,6 +147,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         ))
     });
     let outbox = evaluator.outbox.clone();
+    let compact = Arc::new(tokio::sync::Notify::new());
     let retention = (cfg.store.retention_days > 0).then(|| {
         tokio::spawn(crate::retention::task(
             store.clone(),
@@ -77,6 +155,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             audit.clone(),
             cfg.store.retention_days,
             stats.clone(),
+            compact.clone(),
             stop_rx.clone(),
         ))
     });
@@ -217,7 +296,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         })
     });
 
-    shutdown_signal().await;
+    let next = tokio::select! {
+        () = shutdown_signal() => Next::Stop,
+        () = compact.notified() => Next::Compact,
+    };
     tracing::info!("shutting down: stopping intake, flushing, acknowledging");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
@@ -254,7 +336,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         readings = stats.readings_stored.load(Ordering::Relaxed),
         "stopped"
     );
-    ingest_result
+    ingest_result.map(|()| next)
 }
 
 /// How often a device docked on a serial port is sent the time again.
@@ -288,7 +370,7 @@ fn ingest_loop(
         HashMap::new();
     // Space was made (or the budget lifted) while the daemon was down: the
     // episode recorded before ends now.
-    if budget == 0 || dir_size(&db_path) <= budget {
+    if budget == 0 || crate::store::dir_size(&db_path) <= budget {
         ing.store().storage_full_end(crate::ingest::now_ms())?;
     }
     while let Some(first) = rx.blocking_recv() {
@@ -296,7 +378,7 @@ fn ingest_loop(
         // nothing is lost: the broker and the devices keep it) until space is made.
         if budget > 0 && (full || last_size_check.elapsed() >= Duration::from_secs(1)) {
             last_size_check = std::time::Instant::now();
-            let size = dir_size(&db_path);
+            let size = crate::store::dir_size(&db_path);
             if size > budget {
                 if !full {
                     tracing::error!(
@@ -329,7 +411,7 @@ fn ingest_loop(
                     return Ok(());
                 }
                 std::thread::sleep(Duration::from_secs(1));
-                let size = dir_size(&db_path);
+                let size = crate::store::dir_size(&db_path);
                 // Resume below 90 % of the budget, so intake does not flap at the limit.
                 if size <= budget / 10 * 9 {
                     tracing::info!(size, budget, "storage back under budget: intake resumed");
@@ -481,20 +563,6 @@ struct Outlets {
     forward: Forward,
     /// To wait for room for a PUBACK from this blocking thread.
     runtime: tokio::runtime::Handle,
-}
-
-/// Bytes the files below `dir` take (what the disk budget measures).
-fn dir_size(dir: &std::path::Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    rd.flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => dir_size(&e.path()),
-            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
-            Err(_) => 0,
-        })
-        .sum()
 }
 
 /// Appends a `config.load` entry to the audit trail when the configuration

@@ -104,9 +104,97 @@ impl fmt::Debug for DeviceId {
 
 impl<'de> Deserialize<'de> for DeviceId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = heapless::String::<DEVICE_ID_MAX>::deserialize(d)?;
-        DeviceId::new(&s).map_err(serde::de::Error::custom)
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = DeviceId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "a device id of 1 to {DEVICE_ID_MAX} bytes")
+            }
+            // Any length is read, so the error names the limit (a bounded
+            // string would only say "invalid length").
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<DeviceId, E> {
+                DeviceId::new(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
     }
+}
+
+/// Deserialises a sequence of at most `N` items; a longer one is an error that
+/// names the count and the limit ("frame has 33 readings; at most 32 per
+/// frame") instead of serde's "invalid length 33, expected a sequence".
+struct Bounded<T, const N: usize> {
+    /// Plural noun for the items, e.g. "readings".
+    what: &'static str,
+    /// What holds them, e.g. "frame".
+    holder: &'static str,
+    _t: core::marker::PhantomData<T>,
+}
+
+impl<'de, T: Deserialize<'de>, const N: usize> serde::de::Visitor<'de> for Bounded<T, N> {
+    type Value = heapless::Vec<T, N>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a sequence of at most {N} {}", self.what)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let too_many = |n: usize| {
+            A::Error::custom(format_args!(
+                "{} has {n} {}; at most {N} per {}",
+                self.holder, self.what, self.holder
+            ))
+        };
+        use serde::de::Error;
+        // Binary encodings announce the length first.
+        if let Some(n) = seq.size_hint()
+            && n > N
+        {
+            return Err(too_many(n));
+        }
+        let mut out = heapless::Vec::new();
+        while let Some(item) = seq.next_element::<T>()? {
+            if out.push(item).is_err() {
+                // Count the rest without keeping it (self-describing formats).
+                let mut n = N + 1;
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                    n += 1;
+                }
+                return Err(too_many(n));
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn de_readings<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<heapless::Vec<Reading, MAX_READINGS>, D::Error> {
+    d.deserialize_seq(Bounded {
+        what: "readings",
+        holder: "frame",
+        _t: core::marker::PhantomData,
+    })
+}
+
+fn de_events<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<heapless::Vec<Event, MAX_EVENTS>, D::Error> {
+    d.deserialize_seq(Bounded {
+        what: "events",
+        holder: "frame",
+        _t: core::marker::PhantomData,
+    })
+}
+
+fn de_channels<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<heapless::Vec<ChannelSettings, MAX_CHANNELS>, D::Error> {
+    d.deserialize_seq(Bounded {
+        what: "channels",
+        holder: "settings",
+        _t: core::marker::PhantomData,
+    })
 }
 
 /// When a frame was made, by the device's own clock.
@@ -158,9 +246,9 @@ impl Frame {
 #[serde(rename_all = "snake_case")]
 pub enum Body {
     /// A batch of sensor readings.
-    Readings(heapless::Vec<Reading, MAX_READINGS>),
+    Readings(#[serde(deserialize_with = "de_readings")] heapless::Vec<Reading, MAX_READINGS>),
     /// A batch of events.
-    Events(heapless::Vec<Event, MAX_EVENTS>),
+    Events(#[serde(deserialize_with = "de_events")] heapless::Vec<Event, MAX_EVENTS>),
     /// A status heartbeat.
     Status(Status),
 }
@@ -350,6 +438,7 @@ pub struct Settings {
     /// Tilt limit from vertical, degrees.
     pub tilt_limit_deg: u8,
     /// Per-channel sampling settings.
+    #[serde(deserialize_with = "de_channels")]
     pub channels: heapless::Vec<ChannelSettings, MAX_CHANNELS>,
 }
 

@@ -29,6 +29,24 @@ pub const ONLINE: &str = "online";
 /// Payload of an online topic's last will.
 pub const OFFLINE: &str = "offline";
 
+/// Largest MQTT uplink payload (`up` or `up/json`) a receiver accepts, bytes.
+///
+/// A signed binary frame is at most [`crate::codec::MAX_SIGNED_LEN`] (656)
+/// bytes and a 32-reading JSON envelope a few KiB even pretty-printed; the
+/// rest is headroom. A receiver refuses a larger payload without parsing it
+/// (the daemon counts it as `too_large`) and acknowledges it.
+pub const MAX_UPLINK_PAYLOAD: usize = 64 * 1024;
+
+/// The `max_packet_size` a broker for Coldchain is configured with, bytes:
+/// [`MAX_UPLINK_PAYLOAD`] plus 1 KiB for the PUBLISH packet's fixed header
+/// (at most 5 bytes), topic (2 + at most [`TOPIC_MAX`]) and packet id (2).
+/// Every payload a receiver accepts passes such a broker; larger ones never
+/// reach the receiver.
+pub const BROKER_MAX_PACKET_SIZE: usize = MAX_UPLINK_PAYLOAD + 1024;
+
+const _: () = assert!(BROKER_MAX_PACKET_SIZE >= MAX_UPLINK_PAYLOAD + 5 + 2 + TOPIC_MAX + 2);
+const _: () = assert!(MAX_UPLINK_PAYLOAD > crate::codec::MAX_SIGNED_LEN);
+
 /// A topic string.
 pub type TopicBuf = heapless::String<TOPIC_MAX>;
 

@@ -544,3 +544,66 @@ fn readme_json_examples_decode() {
         "expected the README to carry examples, found {count}"
     );
 }
+
+/// Issue 10, case 3: a batch over its limit is refused naming the count and
+/// the limit, in JSON and in postcard; at the limit it decodes.
+#[test]
+fn batches_over_their_limit_are_refused_naming_the_limit() {
+    let reading = r#"{"channel":0,"kind":"rtd","dt_ms":0,"value":{"valid":5000}}"#;
+    let frame = |n: usize| {
+        format!(
+            r#"{{"device":"d","boot":1,"seq":0,"time":{{"uptime_ms":1}},"body":{{"readings":[{}]}}}}"#,
+            vec![reading; n].join(",")
+        )
+    };
+    assert!(serde_json::from_str::<Frame>(&frame(MAX_READINGS)).is_ok());
+    let e = serde_json::from_str::<Frame>(&frame(33)).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("frame has 33 readings; at most 32 per frame"),
+        "{e}"
+    );
+    let event = r#"{"dt_ms":0,"kind":"boot"}"#;
+    let events = format!(
+        r#"{{"device":"d","boot":1,"seq":0,"time":{{"uptime_ms":1}},"body":{{"events":[{}]}}}}"#,
+        vec![event; MAX_EVENTS + 1].join(",")
+    );
+    let e = serde_json::from_str::<Frame>(&events).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("frame has 17 events; at most 16 per frame"),
+        "{e}"
+    );
+    let e = serde_json::from_str::<Settings>(&format!(
+        r#"{{"version":1,"upload_interval_s":60,"status_interval_s":300,"tilt_limit_deg":45,"channels":[{}]}}"#,
+        [r#"{"channel":0,"interval_s":60,"alarm_interval_s":10,"high_milli":null,"low_milli":null}"#; 9].join(",")
+    ))
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("settings has 9 channels; at most 8 per settings"),
+        "{e}"
+    );
+    // Postcard: the same frame with its length prefix bumped past the limit.
+    let f = Frame {
+        device: DeviceId::new("d").unwrap(),
+        boot: 1,
+        seq: 0,
+        time: Timestamp::Uptime(1),
+        body: Body::Readings(heapless::Vec::new()),
+    };
+    let mut bytes = postcard::to_stdvec(&f).unwrap();
+    assert_eq!(bytes.pop(), Some(0), "empty batch's length prefix is last");
+    bytes.push(33);
+    assert!(postcard::from_bytes::<Frame>(&bytes).is_err());
+    // A device id over its limit says so.
+    let long = format!(
+        r#"{{"device":"{}","boot":1,"seq":0,"time":{{"uptime_ms":1}},"body":{{"events":[]}}}}"#,
+        "x".repeat(DEVICE_ID_MAX + 1)
+    );
+    let e = serde_json::from_str::<Frame>(&long).unwrap_err();
+    assert!(
+        e.to_string().contains("device id is longer than 32 bytes"),
+        "{e}"
+    );
+}

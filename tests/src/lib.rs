@@ -188,17 +188,36 @@ pub struct Mosquitto {
     proc: Option<Proc>,
     /// A config of the test's own instead of the default anonymous one.
     conf: Option<String>,
+    /// The default config's `max_packet_size`, or none.
+    packet_limit: bool,
 }
 
 impl Mosquitto {
     /// Starts a broker with persistence in `dir` (so a restart keeps sessions
     /// and queued messages, like a production broker).
+    /// Like the shipped configurations, it sets `max_packet_size`
+    /// ([`coldchain_proto::topic::BROKER_MAX_PACKET_SIZE`]).
     pub fn start(dir: &Path) -> Mosquitto {
         let mut m = Mosquitto {
             port: free_port(),
             dir: dir.to_path_buf(),
             proc: None,
             conf: None,
+            packet_limit: true,
+        };
+        m.restart();
+        m
+    }
+
+    /// [`Mosquitto::start`] without `max_packet_size`: the broker takes and
+    /// delivers messages of any size MQTT allows (a broker someone else set up).
+    pub fn start_without_packet_limit(dir: &Path) -> Mosquitto {
+        let mut m = Mosquitto {
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            proc: None,
+            conf: None,
+            packet_limit: false,
         };
         m.restart();
         m
@@ -215,6 +234,7 @@ impl Mosquitto {
             dir: dir.to_path_buf(),
             proc: None,
             conf: Some(conf(port)),
+            packet_limit: true,
         };
         m.restart();
         m
@@ -240,12 +260,21 @@ impl Mosquitto {
                  max_inflight_messages 1000\n\
                  max_queued_messages 0\n\
                  max_queued_bytes 0\n\
+                 {limit}\
                  log_dest stderr\n\
                  log_type error\n\
                  log_type warning\n\
                  {user}",
                 port = self.port,
                 dir = self.dir.display(),
+                limit = if self.packet_limit {
+                    format!(
+                        "max_packet_size {}\n",
+                        coldchain_proto::topic::BROKER_MAX_PACKET_SIZE
+                    )
+                } else {
+                    String::new()
+                },
                 // As root, mosquitto drops to the `mosquitto` user, which cannot
                 // write its persistence file into our temporary directory.
                 user = if nix::unistd::Uid::effective().is_root() {

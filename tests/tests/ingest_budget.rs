@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use coldchain_tests::*;
 
+const T: Duration = Duration::from_secs(60);
+
 #[test]
 fn over_budget_intake_pauses_and_nothing_is_lost() {
     let dir = tempfile::tempdir().unwrap();
@@ -134,5 +136,142 @@ fn over_budget_intake_pauses_and_nothing_is_lost() {
             .as_array()
             .unwrap()
             .is_empty()
+    );
+}
+
+/// Bytes the files below `dir` take (what `store.max_disk_mb` measures).
+fn dir_size(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| match e.file_type() {
+                    Ok(t) if t.is_dir() => dir_size(&e.path()),
+                    _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Writes `frames` frames of 32 readings of `device`, received and sampled
+/// 10 days ago, into the database in `db`.
+fn fill_with_old_data(db: &std::path::Path, device: &str, frames: u32) {
+    use coldchain_daemon::store::{
+        FrameRecord, ReadingRecord, SledStore, Store, TimeSource, Via, WriteSet,
+    };
+    use coldchain_proto::{ChannelKind, DeviceId, FrameRef, Measurement};
+    let old = now_ms() - 10 * 24 * 3_600_000;
+    let store = SledStore::open(db).unwrap();
+    let d = DeviceId::new(device).unwrap();
+    for chunk in (0..frames).collect::<Vec<_>>().chunks(500) {
+        let mut w = WriteSet::default();
+        for &seq in chunk {
+            let r = FrameRef { boot: 1, seq };
+            for i in 0..32u16 {
+                w.reading(
+                    &d,
+                    r,
+                    i,
+                    &ReadingRecord {
+                        channel: 0,
+                        kind: ChannelKind::Rtd,
+                        value: Measurement::Valid(5_000 + i32::from(i)),
+                        time_ms: old + i64::from(seq) * 1_000 + i64::from(i),
+                        time_source: TimeSource::Device,
+                    },
+                );
+            }
+            let rec = FrameRecord {
+                received_ms: old,
+                time_ms: old + i64::from(seq) * 1_000,
+                time_source: TimeSource::Device,
+                via: Via::Mqtt,
+                signed: true,
+            };
+            w.frame(&d, r, &rec, &[(seq % 251) as u8; 16]);
+        }
+        w.device(&d, &Default::default());
+        store.apply(w).unwrap();
+    }
+    store.sync().unwrap();
+}
+
+/// Issue 10, case 8: a database past its budget with old data pauses intake;
+/// with retention on, the old data is purged, the space really comes back on
+/// disk (sled keeps its file's size after deletes: the daemon compacts it),
+/// and intake resumes, with the budget unchanged.
+#[test]
+fn retention_makes_room_and_intake_resumes_without_raising_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(&dir.path().join("broker"));
+    let ddir = dir.path().join("daemon");
+    let db = ddir.join("data").join("db");
+    fill_with_old_data(&db, "old-1", 20_000);
+    let filled = dir_size(&db);
+    let budget_mb = 8;
+    let budget = budget_mb * 1024 * 1024;
+    assert!(filled > budget, "filled only {filled} bytes");
+    let mut daemon = Daemon::start(
+        &ddir,
+        broker.port,
+        &[DeviceCfg::new("new-1")],
+        &format!("[store]\nmax_disk_mb = {budget_mb}\nretention_days = 0\n"),
+    );
+    // New frames arrive: over budget, nothing is taken.
+    let frames: Vec<String> = (0..50)
+        .map(|seq| json_frame("new-1", 1, seq, &[(now_ms(), Some(4_000))]))
+        .collect();
+    mosquitto_pub_lines(broker.port, "coldchain/v1/dev/new-1/up/json", &frames).unwrap();
+    wait_for(T, "storage full", || {
+        let m = daemon.get("/metrics");
+        m.as_str()?
+            .lines()
+            .any(|l| l == "coldchain_storage_full 1")
+            .then_some(())
+    });
+    assert_eq!(daemon.stat("frames_stored"), 0);
+    daemon.stop();
+    let before = dir_size(&db);
+
+    // Retention on (3 days); the budget stays as it was.
+    let cfg = std::fs::read_to_string(&daemon.config)
+        .unwrap()
+        .replace("retention_days = 0", "retention_days = 3");
+    std::fs::write(&daemon.config, cfg).unwrap();
+    daemon.restart();
+    wait_for(T, "every new frame stored", || {
+        (daemon.stat("frames_stored") == 50).then_some(())
+    });
+    let metrics = daemon.get("/metrics");
+    let metrics = metrics.as_str().unwrap();
+    assert!(
+        metrics.lines().any(|l| l == "coldchain_storage_full 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "coldchain_retention_purged_frames_total 20000"),
+        "{metrics}"
+    );
+    let after = dir_size(&db);
+    eprintln!(
+        "database: {filled} bytes filled, {before} bytes while full, {after} bytes after retention and compaction (budget {budget})"
+    );
+    assert!(
+        after <= budget / 10 * 9,
+        "{after} bytes after the purge: space did not come back"
+    );
+    assert!(daemon.all_readings("old-1").is_empty());
+    assert_eq!(daemon.all_readings("new-1").len(), 50);
+    // The audit trail came through the compaction whole, with the purge in it.
+    let v = daemon.get("/api/v1/audit/verify");
+    assert_eq!(v["ok"], true, "{v}");
+    assert!(
+        daemon
+            .get("/api/v1/audit")
+            .to_string()
+            .contains("retention.purge"),
+        "no retention.purge in the audit trail"
     );
 }

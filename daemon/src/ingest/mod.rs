@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use coldchain_proto::codec::{self, CodecError};
+use coldchain_proto::topic::MAX_UPLINK_PAYLOAD;
 use coldchain_proto::{Body, DeviceId, EventKind, Frame, FrameRef, Measurement, Timestamp};
 use serde::Serialize;
 
@@ -47,8 +48,12 @@ pub struct Inbound {
     pub source: String,
     /// The device the transport says sent it (from the MQTT topic), if any.
     pub claimed: Option<DeviceId>,
-    /// The raw payload.
+    /// The raw payload (empty when `oversize` is set).
     pub payload: Vec<u8>,
+    /// Set by a transport that dropped the payload on arrival because it was
+    /// over [`MAX_UPLINK_PAYLOAD`]: its length in bytes. Such a message is
+    /// refused as `too_large` and acknowledged, never held in memory.
+    pub oversize: Option<usize>,
     /// When we received it, ms since the Unix epoch.
     pub received_ms: i64,
 }
@@ -74,6 +79,8 @@ pub struct Job {
 /// Why a message was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reject {
+    /// A payload over [`MAX_UPLINK_PAYLOAD`] bytes (its length), not parsed.
+    TooLarge(usize),
     /// Not a decodable message.
     Malformed(String),
     /// The device is not registered.
@@ -101,6 +108,7 @@ impl Reject {
     /// A short, stable name for metrics.
     pub fn reason(&self) -> &'static str {
         match self {
+            Reject::TooLarge(_) => "too_large",
             Reject::Malformed(_) => "malformed",
             Reject::UnknownDevice(_) => "unknown_device",
             Reject::BadTag(_) => "bad_tag",
@@ -119,7 +127,7 @@ impl Reject {
             | Reject::SequenceReuse(d, _)
             | Reject::Replay(d, _) => Some(d),
             Reject::DeviceMismatch { topic, .. } => Some(topic),
-            Reject::Malformed(_) | Reject::UnknownDevice(_) => None,
+            Reject::TooLarge(_) | Reject::Malformed(_) | Reject::UnknownDevice(_) => None,
         }
     }
 }
@@ -218,6 +226,8 @@ pub struct Stats {
     /// Readings outside their channel kind's physical range, stored as
     /// `out_of_range` faults.
     pub implausible_readings: AtomicU64,
+    /// Rejected: payload over [`MAX_UPLINK_PAYLOAD`] bytes.
+    pub rejected_too_large: AtomicU64,
     /// Rejected: malformed.
     pub rejected_malformed: AtomicU64,
     /// Rejected: unknown device.
@@ -244,6 +254,15 @@ pub struct Stats {
     pub storage_full: AtomicU64,
     /// Frames purged by retention since start.
     pub retention_purged_frames: AtomicU64,
+    /// 1 while connected to the MQTT broker (from its CONNACK to the next
+    /// error), else 0.
+    pub mqtt_connected: AtomicU64,
+    /// Connections to the broker lost, or attempts that failed, since start;
+    /// each is followed by a reconnect after the backoff.
+    pub mqtt_reconnects: AtomicU64,
+    /// The broker connection's recent history, for `/readyz`.
+    #[serde(skip)]
+    pub mqtt: std::sync::Mutex<MqttHealth>,
     /// Each device's connection as its retained online topic last said.
     #[serde(skip)]
     pub presence: std::sync::Mutex<std::collections::BTreeMap<String, Presence>>,
@@ -264,9 +283,74 @@ pub struct Presence {
 /// bounds memory on a broker without one).
 pub const PRESENCE_MAX: usize = 4096;
 
+/// The broker connection's recent history, for `/readyz`.
+#[derive(Debug, Default)]
+pub struct MqttHealth {
+    /// The broker, `host:port`.
+    pub broker: String,
+    /// The last connection error, if any since start.
+    pub last_error: Option<String>,
+    /// When established connections were recently lost (at most
+    /// [`RECONNECT_LOOP_LOSSES`] kept).
+    pub losses: std::collections::VecDeque<Instant>,
+}
+
+/// This many established connections lost within [`RECONNECT_LOOP_WINDOW`]
+/// is a reconnect loop (connect, fail, reconnect: e.g. a message the
+/// connection cannot get past): `/readyz` answers 503 even while connected.
+pub const RECONNECT_LOOP_LOSSES: usize = 3;
+/// See [`RECONNECT_LOOP_LOSSES`].
+pub const RECONNECT_LOOP_WINDOW: Duration = Duration::from_secs(60);
+
 impl Stats {
+    /// Why ingest from the broker is not ready (not connected, or connected
+    /// but in a reconnect loop), if it is not.
+    pub fn mqtt_not_ready(&self) -> Option<String> {
+        let h = self.mqtt.lock().unwrap_or_else(|e| e.into_inner());
+        let last = h
+            .last_error
+            .as_deref()
+            .map(|e| format!("; last error: {e}"))
+            .unwrap_or_default();
+        if self.mqtt_connected.load(Ordering::Relaxed) == 0 {
+            return Some(format!(
+                "MQTT: not connected to the broker at {}{last}",
+                h.broker
+            ));
+        }
+        let recent = h
+            .losses
+            .iter()
+            .filter(|t| t.elapsed() < RECONNECT_LOOP_WINDOW)
+            .count();
+        (recent >= RECONNECT_LOOP_LOSSES).then(|| {
+            format!(
+                "MQTT: reconnect loop: the connection to the broker at {} was lost {recent} times in the last {} s{last}",
+                h.broker,
+                RECONNECT_LOOP_WINDOW.as_secs()
+            )
+        })
+    }
+
+    /// Records a lost connection or a failed attempt. Only the loss of an
+    /// established connection counts towards a reconnect loop: attempts that
+    /// fail while the broker is away are "not connected".
+    pub fn mqtt_lost(&self, error: String) {
+        let was_connected = self.mqtt_connected.swap(0, Ordering::Relaxed) == 1;
+        self.mqtt_reconnects.fetch_add(1, Ordering::Relaxed);
+        let mut h = self.mqtt.lock().unwrap_or_else(|e| e.into_inner());
+        h.last_error = Some(error);
+        if was_connected {
+            if h.losses.len() >= RECONNECT_LOOP_LOSSES {
+                h.losses.pop_front();
+            }
+            h.losses.push_back(Instant::now());
+        }
+    }
+
     fn count_reject(&self, r: &Reject) {
         let c = match r {
+            Reject::TooLarge(_) => &self.rejected_too_large,
             Reject::Malformed(_) => &self.rejected_malformed,
             Reject::UnknownDevice(_) => &self.rejected_unknown_device,
             Reject::BadTag(_) => &self.rejected_bad_tag,
@@ -350,6 +434,12 @@ impl<S: Store> Ingestor<S> {
     /// Only a storage failure is an error; every property of the message
     /// itself ends in an [`Outcome`].
     pub fn process(&mut self, msg: &Inbound) -> Result<Outcome, StoreError> {
+        let len = msg.oversize.unwrap_or(msg.payload.len());
+        if len > MAX_UPLINK_PAYLOAD {
+            let r = Reject::TooLarge(len);
+            self.reject(msg, &r)?;
+            return Ok(Outcome::Rejected(r));
+        }
         if msg.claimed.is_none() && msg.via != Via::Serial {
             let r = Reject::Malformed(format!(
                 "topic {:?} does not name a valid device id",
@@ -522,6 +612,10 @@ impl<S: Store> Ingestor<S> {
     fn reject(&mut self, msg: &Inbound, r: &Reject) -> Result<(), StoreError> {
         self.stats.count_reject(r);
         match r {
+            Reject::TooLarge(n) => {
+                tracing::warn!(source = %msg.source, bytes = n,
+                    "rejected message of {n} bytes: an uplink payload is at most {MAX_UPLINK_PAYLOAD} bytes (proto/README.md); not parsed, acknowledged");
+            }
             Reject::Malformed(why) => {
                 tracing::warn!(source = %msg.source, "rejected malformed message: {why}");
             }
@@ -891,6 +985,7 @@ mod tests {
             source: "/dev/ttyUSB0".into(),
             claimed: None,
             payload: codec::encode_signed(f, key, &mut buf).unwrap().to_vec(),
+            oversize: None,
             received_ms: 1_767_225_700_000,
         }
     }

@@ -8,6 +8,22 @@
 //!   when the broker has lost our session (`session_present = false`).
 //! * The event loop is polled in its own task; on an error it backs off
 //!   exponentially, then polling again reconnects.
+//! * No message can stall the session. rumqttc closes the connection on a
+//!   packet over its incoming limit, and the broker then redelivers that
+//!   message to the persistent session at every reconnect, forever. So the
+//!   incoming limit is MQTT's own maximum ([`MQTT_MAX_REMAINING_LENGTH`]):
+//!   whatever the broker delivers is read. A payload over
+//!   [`topic::MAX_UPLINK_PAYLOAD`] is then dropped at once (never copied nor
+//!   queued), counted as `too_large` and acknowledged through the ingest
+//!   task like any rejection. Memory: such a message is read whole into
+//!   rumqttc's read buffer, which keeps that capacity for the rest of the
+//!   connection (measured: a 50 MB payload took the daemon's RSS from 45 to
+//!   93 MB, and it stayed there; 1 MB payloads cost about 1 MB). The shipped
+//!   broker configurations cap packets at [`topic::BROKER_MAX_PACKET_SIZE`]
+//!   (65 KiB), which is what bounds this; only a broker without
+//!   `max_packet_size` can make it more, up to 256 MiB. The alternative, a
+//!   lower rumqttc limit, turns one such message into a reconnect loop.
+//! * Connection state is kept in [`super::Stats`] for `/readyz` and `/metrics`.
 //! * `coldchain/v1/daemon/{id}/online` is retained `online`, with a retained
 //!   last will of `offline`.
 //! * Each device's retained `coldchain/v1/dev/{device}/online` (its last will
@@ -26,6 +42,10 @@ use super::{Ack, Inbound, Job, now_ms};
 use crate::config::Config;
 use crate::store::Via;
 
+/// The largest "remaining length" of an MQTT 3.1.1 packet (256 MiB - 1):
+/// nothing a broker sends can be larger, so rumqttc never refuses a packet.
+pub const MQTT_MAX_REMAINING_LENGTH: usize = 268_435_455;
+
 /// Upload interval sent to a device that has no `[devices.settings]`, seconds.
 pub const DEFAULT_UPLOAD_INTERVAL_S: u32 = 60;
 
@@ -36,7 +56,10 @@ pub fn connect(cfg: &Config) -> anyhow::Result<(AsyncClient, EventLoop)> {
     o.set_keep_alive(Duration::from_secs(m.keep_alive_s.max(5)))
         .set_clean_session(false)
         .set_manual_acks(true)
-        .set_max_packet_size(64 * 1024, 64 * 1024)
+        // Incoming: anything the broker can send (see the module docs); the
+        // payload limit is applied per message, as a counted rejection.
+        // Outgoing: our own publishes (downlinks, status) are small.
+        .set_max_packet_size(MQTT_MAX_REMAINING_LENGTH, topic::BROKER_MAX_PACKET_SIZE)
         .set_inflight(100)
         .set_last_will(LastWill::new(
             online_topic(cfg)?,
@@ -125,6 +148,8 @@ pub async fn pump(
     // broker: it sends at most `max_inflight_messages` unacknowledged QoS 1
     // messages, and nothing here is acknowledged before it is durable.
     let mut held: std::collections::VecDeque<Job> = std::collections::VecDeque::new();
+    stats.mqtt.lock().unwrap_or_else(|e| e.into_inner()).broker =
+        format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port);
     loop {
         // Hand held jobs to the ingest task as room frees up; never wait for it
         // here, so the event loop keeps being polled and PUBACKs keep flowing.
@@ -177,6 +202,9 @@ pub async fn pump(
         match ev {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 backoff = min;
+                stats
+                    .mqtt_connected
+                    .store(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(
                     broker = %format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port),
                     session_present = ack.session_present,
@@ -205,15 +233,27 @@ pub async fn pump(
                     tracing::warn!("cannot queue online status: {e}");
                 }
             }
-            Ok(Event::Incoming(Packet::Publish(p))) => {
+            Ok(Event::Incoming(Packet::Publish(mut p))) => {
                 let Some(sender) = &tx else {
                     // Stopping: not forwarded, not acknowledged; the broker
                     // keeps it for our next session.
                     continue;
                 };
                 let received_ms = now_ms();
+                // The payload leaves the packet: what is kept for the PUBACK
+                // (packet id, QoS, topic) does not pin its buffer.
+                let body = std::mem::take(&mut p.payload);
+                let oversize = (body.len() > topic::MAX_UPLINK_PAYLOAD).then_some(body.len());
                 if let Some(d) = topic::parse_device_online(&p.topic) {
-                    presence(&stats, &d, &p.payload, received_ms);
+                    if let Some(n) = oversize {
+                        stats
+                            .rejected_too_large
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::warn!(device = %d, topic = %p.topic, bytes = n,
+                            "rejected online status of {n} bytes: expected \"online\" or \"offline\"; acknowledged");
+                    } else {
+                        presence(&stats, &d, &body, received_ms);
+                    }
                     // Nothing to make durable: acknowledged at once.
                     if let Err(e) = client.try_ack(&p) {
                         tracing::warn!("cannot queue PUBACK for {}: {e}", p.topic);
@@ -230,17 +270,17 @@ pub async fn pump(
                         (Via::Mqtt, None)
                     }
                 };
-                // The PUBACK needs the packet id only: the payload is copied
-                // out and dropped here, so it (and the read buffer it shares)
-                // is not held twice until the commit.
-                let mut p = p;
-                let payload = std::mem::take(&mut p.payload).to_vec();
                 let job = Job {
                     inbound: Inbound {
                         via,
                         source: p.topic.clone(),
                         claimed,
-                        payload,
+                        payload: if oversize.is_some() {
+                            Vec::new()
+                        } else {
+                            body.to_vec()
+                        },
+                        oversize,
                         received_ms,
                     },
                     ack: Ack::Mqtt(p),
@@ -259,6 +299,9 @@ pub async fn pump(
             }
             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
                 tracing::info!("disconnected from broker");
+                stats
+                    .mqtt_connected
+                    .store(0, std::sync::atomic::Ordering::Relaxed);
                 // Poll once more so the DISCONNECT is flushed, then stop.
                 let _ = tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;
                 return;
@@ -269,6 +312,7 @@ pub async fn pump(
                     return;
                 }
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "broker connection lost");
+                stats.mqtt_lost(e.to_string());
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = disconnect.changed() => {}
@@ -355,6 +399,37 @@ pub async fn publish_sync(
             {
                 tracing::warn!(device = %id, "cannot queue time sync: {e}");
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use coldchain_proto::topic::BROKER_MAX_PACKET_SIZE;
+
+    /// Every broker configuration the project ships caps packets at the size
+    /// that fits the daemon's payload limit (a broker without a cap lets one
+    /// client make the daemon read a 256 MiB message).
+    #[test]
+    fn shipped_broker_configs_set_the_packet_limit() {
+        let want = format!("max_packet_size {BROKER_MAX_PACKET_SIZE}");
+        for (name, text) in [
+            (
+                "deploy/mosquitto/dev.conf",
+                include_str!("../../../deploy/mosquitto/dev.conf"),
+            ),
+            (
+                "deploy/mosquitto/prod.conf",
+                include_str!("../../../deploy/mosquitto/prod.conf"),
+            ),
+            ("deploy/demo.sh", include_str!("../../../deploy/demo.sh")),
+        ] {
+            let lines: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| l.starts_with("max_packet_size"))
+                .collect();
+            assert_eq!(lines, vec![want.as_str()], "{name}");
         }
     }
 }

@@ -95,6 +95,7 @@ pub fn run_port(
                                 source: cfg.path.clone(),
                                 claimed: None,
                                 payload: payload.to_vec(),
+                                oversize: None,
                                 received_ms: now_ms(),
                             },
                             ack: Ack::Serial(reply_tx.clone()),

@@ -283,6 +283,7 @@ fn fill(args: &[String]) -> anyhow::Result<()> {
                             source: topic::device_up(&f.device).to_string(),
                             claimed: Some(f.device.clone()),
                             payload,
+                            oversize: None,
                             received_ms,
                         };
                         match ing.process(&msg)? {
