@@ -437,16 +437,11 @@ async fn stats(State(s): State<AppState>) -> Result<Json<serde_json::Value>, Api
         "gaps_detected": l(&st.gaps_detected),
         "clock_jumps": l(&st.clock_jumps),
         "implausible_readings": l(&st.implausible_readings),
-        "rejected": {
-            "too_large": l(&st.rejected_too_large),
-            "malformed": l(&st.rejected_malformed),
-            "unknown_device": l(&st.rejected_unknown_device),
-            "bad_tag": l(&st.rejected_bad_tag),
-            "device_mismatch": l(&st.rejected_device_mismatch),
-            "unsigned": l(&st.rejected_unsigned),
-            "sequence_reuse": l(&st.rejected_sequence_reuse),
-            "replay": l(&st.rejected_replay),
-        },
+        "rejected": st
+            .rejected()
+            .into_iter()
+            .map(|(reason, n)| (reason.to_string(), serde_json::Value::from(n)))
+            .collect::<serde_json::Map<_, _>>(),
         "commits": l(&st.commits),
         "acked": l(&st.acked),
         "serial": {

@@ -267,21 +267,7 @@ impl Evaluator {
             .unwrap_or_else(|e| e.into_inner())
             .get_mut(shipment)
         {
-            let open: Vec<&Alert> = alerts.iter().filter(|a| a.is_open()).collect();
-            if let Some(o) = s.status.as_object_mut() {
-                o.insert("open_alerts".into(), open.len().into());
-                o.insert(
-                    "worst_open".into(),
-                    serde_json::to_value(open.iter().map(|a| a.severity).max())?,
-                );
-                o.insert(
-                    "unacknowledged".into(),
-                    open.iter()
-                        .filter(|a| a.state == AlertState::Open)
-                        .count()
-                        .into(),
-                );
-            }
+            set_alert_counts(&mut s.status, &alerts);
             s.alerts = alerts;
         }
         Ok(())
@@ -349,12 +335,7 @@ impl Evaluator {
                     // Stored before ingest checked the physical range (older
                     // databases): the same rule here, so no statistic ever
                     // sees an implausible value as a temperature.
-                    let value = match rd.value {
-                        Measurement::Valid(v) if !rd.kind.is_plausible(v) => {
-                            Measurement::Fault(coldchain_proto::FaultKind::OutOfRange)
-                        }
-                        v => v,
-                    };
+                    let value = rd.kind.checked(rd.value);
                     if newest.as_ref().is_none_or(|x| rd.time_ms > x.0) {
                         let fr = coldchain_proto::FrameRef {
                             boot: r.boot,
@@ -811,12 +792,11 @@ pub fn summary_of(ev: &Evaluation, alerts: Vec<Alert>) -> Summary {
 
 /// The retained status document of a shipment.
 pub fn status_json(ev: &Evaluation, alerts: &[Alert]) -> serde_json::Value {
-    let open: Vec<&Alert> = alerts.iter().filter(|a| a.is_open()).collect();
     let (remaining, predicted) = match &ev.viability {
         ViabilityOutcome::Computed(v) => (Some(v.remaining_ms), v.predicted_at_eta_ms),
         ViabilityOutcome::NotApplicable => (None, None),
     };
-    serde_json::json!({
+    let mut status = serde_json::json!({
         "shipment": ev.shipment.id,
         "state": ev.shipment.state,
         "profile": ev.profile.name,
@@ -825,10 +805,29 @@ pub fn status_json(ev: &Evaluation, alerts: &[Alert]) -> serde_json::Value {
         "max_milli_c": ev.max_milli_c,
         "window_remaining_ms": remaining,
         "window_predicted_at_eta_ms": predicted,
-        "open_alerts": open.len(),
-        "worst_open": open.iter().map(|a| a.severity).max(),
-        "unacknowledged": open.iter().filter(|a| a.state == AlertState::Open).count(),
-    })
+    });
+    set_alert_counts(&mut status, alerts);
+    status
+}
+
+/// The alert part of a status document: open alerts, the worst open
+/// severity, how many nobody acknowledged.
+fn set_alert_counts(status: &mut serde_json::Value, alerts: &[Alert]) {
+    let open: Vec<&Alert> = alerts.iter().filter(|a| a.is_open()).collect();
+    if let Some(o) = status.as_object_mut() {
+        o.insert("open_alerts".into(), open.len().into());
+        o.insert(
+            "worst_open".into(),
+            serde_json::to_value(open.iter().map(|a| a.severity).max()).unwrap_or_default(),
+        );
+        o.insert(
+            "unacknowledged".into(),
+            open.iter()
+                .filter(|a| a.state == AlertState::Open)
+                .count()
+                .into(),
+        );
+    }
 }
 
 /// Whether a shipment is still evaluated on the periodic tick.

@@ -138,16 +138,7 @@ impl Snapshot {
                     st.retention_purged_frames.load(Relaxed),
                 ),
             ],
-            rejected: vec![
-                ("too_large", st.rejected_too_large.load(Relaxed)),
-                ("malformed", st.rejected_malformed.load(Relaxed)),
-                ("unknown_device", st.rejected_unknown_device.load(Relaxed)),
-                ("bad_tag", st.rejected_bad_tag.load(Relaxed)),
-                ("device_mismatch", st.rejected_device_mismatch.load(Relaxed)),
-                ("unsigned", st.rejected_unsigned.load(Relaxed)),
-                ("sequence_reuse", st.rejected_sequence_reuse.load(Relaxed)),
-                ("replay", st.rejected_replay.load(Relaxed)),
-            ],
+            rejected: st.rejected().to_vec(),
             gauges: vec![
                 (
                     "coldchain_storage_full",

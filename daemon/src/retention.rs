@@ -107,8 +107,7 @@ pub fn purge(
             if rec.received_ms >= cutoff_ms {
                 continue;
             }
-            let boot =
-                key::parse_item(&[k.as_ref(), &[0, 0]].concat()).map_or(0, |(_, r, _)| r.boot);
+            let boot = key::parse_frame(&k).map_or(0, |(_, r)| r.boot);
             let time_ms = store.place(&d, boot, rec.time_ms, rec.time_source, &mut clocks)?;
             if windows
                 .iter()

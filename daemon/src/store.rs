@@ -216,10 +216,11 @@ pub struct DeviceState {
     pub max_seq: Option<u32>,
     /// Last receive time, ms since the Unix epoch.
     pub last_seen_ms: i64,
-    /// Offset wall - uptime for the current boot, ms, if known.
+    /// No longer written: uptime stamps are placed by each boot's
+    /// [`BootClock`]. Kept so device states stored by earlier versions (and
+    /// by this one, as `None`) keep their postcard layout.
     pub uptime_offset_ms: Option<i64>,
-    /// Whether `uptime_offset_ms` came from a clock-synced event (exact) or
-    /// from receive times (estimate: the smallest receive - uptime seen).
+    /// No longer written; see `uptime_offset_ms`.
     pub offset_exact: bool,
     /// Last wall-clock frame time seen in this boot, for clock-jump detection.
     pub last_wall_ms: Option<i64>,
@@ -303,16 +304,22 @@ pub mod key {
 
     /// Splits an item key back into device, frame and index.
     pub fn parse_item(k: &[u8]) -> Option<(&str, FrameRef, u16)> {
+        let (head, idx) = k.split_at_checked(k.len().checked_sub(2)?)?;
+        let (dev, r) = parse_frame(head)?;
+        Some((dev, r, u16::from_be_bytes(idx.try_into().ok()?)))
+    }
+
+    /// The device and frame of a [`frame`] key.
+    pub fn parse_frame(k: &[u8]) -> Option<(&str, FrameRef)> {
         let z = k.iter().position(|&b| b == 0)?;
         let dev = std::str::from_utf8(&k[..z]).ok()?;
         let rest = &k[z + 1..];
-        if rest.len() != 10 {
+        if rest.len() != 8 {
             return None;
         }
         let boot = u32::from_be_bytes(rest[0..4].try_into().ok()?);
         let seq = u32::from_be_bytes(rest[4..8].try_into().ok()?);
-        let idx = u16::from_be_bytes(rest[8..10].try_into().ok()?);
-        Some((dev, FrameRef { boot, seq }, idx))
+        Some((dev, FrameRef { boot, seq }))
     }
 }
 

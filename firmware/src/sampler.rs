@@ -146,8 +146,7 @@ fn check(s: &mut State, raw: Result<i32, FaultKind>) -> Measurement {
             return Measurement::Fault(f);
         }
     };
-    let (lo, hi) = plausible(s.cfg.kind);
-    if v < lo || v > hi {
+    if !s.cfg.kind.is_plausible(v) {
         s.last = None;
         s.repeats = 0;
         return Measurement::Fault(FaultKind::OutOfRange);

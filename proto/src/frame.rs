@@ -290,6 +290,18 @@ impl ChannelKind {
         let (lo, hi) = self.plausible_range();
         milli >= lo && milli <= hi
     }
+
+    /// `m` as it may be used: a valid value outside the physical range
+    /// becomes a [`FaultKind::OutOfRange`] fault; faults and plausible values
+    /// are unchanged.
+    pub const fn checked(self, m: Measurement) -> Measurement {
+        match m {
+            Measurement::Valid(v) if !self.is_plausible(v) => {
+                Measurement::Fault(FaultKind::OutOfRange)
+            }
+            m => m,
+        }
+    }
 }
 
 /// Why a channel produced no value.

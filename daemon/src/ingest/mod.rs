@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use coldchain_proto::codec::{self, CodecError};
 use coldchain_proto::topic::MAX_UPLINK_PAYLOAD;
-use coldchain_proto::{Body, DeviceId, EventKind, Frame, FrameRef, Measurement, Timestamp};
+use coldchain_proto::{Body, DeviceId, EventKind, Frame, FrameRef, Timestamp};
 use serde::Serialize;
 
 use crate::registry::Registry;
@@ -346,6 +346,22 @@ impl Stats {
             }
             h.losses.push_back(Instant::now());
         }
+    }
+
+    /// Every rejection counter with its reason name ([`Reject::reason`]), in
+    /// one order: what `/api/v1/stats` and `/metrics` show.
+    pub fn rejected(&self) -> [(&'static str, u64); 8] {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        [
+            ("too_large", l(&self.rejected_too_large)),
+            ("malformed", l(&self.rejected_malformed)),
+            ("unknown_device", l(&self.rejected_unknown_device)),
+            ("bad_tag", l(&self.rejected_bad_tag)),
+            ("device_mismatch", l(&self.rejected_device_mismatch)),
+            ("unsigned", l(&self.rejected_unsigned)),
+            ("sequence_reuse", l(&self.rejected_sequence_reuse)),
+            ("replay", l(&self.rejected_replay)),
+        ]
     }
 
     fn count_reject(&self, r: &Reject) {
@@ -719,8 +735,6 @@ impl<S: Store> Ingestor<S> {
             st.last_seen_ms = st.last_seen_ms.max(msg.received_ms);
             if f.boot > st.boot || st.max_seq.is_none() {
                 if f.boot > st.boot {
-                    st.uptime_offset_ms = None;
-                    st.offset_exact = false;
                     st.last_wall_ms = None;
                 }
                 st.boot = f.boot;
@@ -788,11 +802,6 @@ impl<S: Store> Ingestor<S> {
                 if let EventKind::ClockSynced { uptime_ms, unix_ms } = e.kind
                     && unix_ms >= coldchain_proto::MIN_WALL_UNIX_MS
                 {
-                    let st = self.state(d)?;
-                    if f.boot == st.boot {
-                        st.uptime_offset_ms = Some(unix_ms as i64 - uptime_ms as i64);
-                        st.offset_exact = true;
-                    }
                     let mut c = self.boot_clock(d, f.boot)?;
                     c.synced_offset_ms = Some(unix_ms as i64 - uptime_ms as i64);
                     self.boot_clocks.insert((d.clone(), f.boot), c);
@@ -823,19 +832,16 @@ impl<S: Store> Ingestor<S> {
                 for (i, r) in rs.iter().enumerate() {
                     // Plausible or a fault, for every source: a value its
                     // sensor cannot measure is never a temperature.
-                    let value = match r.value {
-                        Measurement::Valid(v) if !r.kind.is_plausible(v) => {
-                            self.stats
-                                .implausible_readings
-                                .fetch_add(1, Ordering::Relaxed);
-                            let (lo, hi) = r.kind.plausible_range();
-                            tracing::warn!(device = %d, boot = f.boot, seq = f.seq, channel = r.channel,
-                                kind = ?r.kind, value = v, lo, hi,
-                                "reading outside its channel kind's physical range: stored as an out_of_range fault");
-                            Measurement::Fault(coldchain_proto::FaultKind::OutOfRange)
-                        }
-                        v => v,
-                    };
+                    let value = r.kind.checked(r.value);
+                    if value != r.value {
+                        self.stats
+                            .implausible_readings
+                            .fetch_add(1, Ordering::Relaxed);
+                        let (lo, hi) = r.kind.plausible_range();
+                        tracing::warn!(device = %d, boot = f.boot, seq = f.seq, channel = r.channel,
+                            kind = ?r.kind, value = ?r.value, lo, hi,
+                            "reading outside its channel kind's physical range: stored as an out_of_range fault");
+                    }
                     w.reading(
                         d,
                         fref,
