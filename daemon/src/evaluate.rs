@@ -18,13 +18,10 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use coldchain_proto::{DeviceId, EventKind, Measurement};
+use coldchain_proto::{DeviceId, EventKind};
 use serde::Serialize;
 
-use crate::alarm::health::{
-    BatteryReading, ClockObservation, HealthInputs, IntegrityCounts, TimedEvent,
-};
-use crate::alarm::trend::{self, TrendSpec};
+use crate::alarm::health::{BatteryReading, IntegrityCounts, TimedEvent};
 use crate::alarm::{self, Condition, ConditionKind, Sample, SampleValue, Series, ShipmentFacts};
 use crate::alert::{Alert, AlertState, Alerts};
 use crate::audit::Audit;
@@ -34,7 +31,8 @@ use crate::outbox::Outbox;
 use crate::profile::{Profile, Severity, Side};
 use crate::shipment::{Shipment, Shipments, State};
 use crate::store::{EventBody, EventRecord, SledStore, Store, key};
-use crate::viability::{self, ViabilityOutcome};
+use crate::viability::ViabilityOutcome;
+use coldchain_engine::tracker::{self, Tracker, View};
 
 /// One point of a shipment's temperature record (for charts and reports).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -151,6 +149,10 @@ pub struct Evaluator {
     /// Per-shipment summaries kept up to date by every evaluation (shared
     /// with the HTTP side's reader): lists read these, never re-evaluate.
     summaries: Summaries,
+    /// Live evaluation state by shipment id.
+    lives: HashMap<String, Live>,
+    /// How many of the newest samples a live tracker keeps unfolded.
+    keep: usize,
 }
 
 /// What a list of shipments shows of one shipment, as of its last evaluation.
@@ -200,6 +202,79 @@ impl std::fmt::Debug for Clock {
     }
 }
 
+/// The newest sample pushed and the frame it came in (the live silence
+/// judges by that frame's arrival).
+#[derive(Debug, Clone, Default)]
+struct Newest(Option<(i64, DeviceId, coldchain_proto::FrameRef)>);
+
+impl Newest {
+    fn saw(&mut self, t_ms: i64, d: &DeviceId, fr: coldchain_proto::FrameRef) {
+        if self.0.as_ref().is_none_or(|x| t_ms > x.0) {
+            self.0 = Some((t_ms, d.clone(), fr));
+        }
+    }
+}
+
+/// A shipment's data in a tracker.
+struct Loaded {
+    tracker: Tracker,
+    newest: Newest,
+}
+
+/// The live evaluation state of one shipment, kept between evaluations.
+#[derive(Debug)]
+struct Live {
+    /// What the tracker was built for: another shipment record (new ETA,
+    /// departure, arrival, profile, watched probes) means a new tracker.
+    shipment: Shipment,
+    tracker: Tracker,
+    newest: Newest,
+}
+
+/// How many of the newest samples a live tracker keeps unfolded: data that
+/// arrives out of order within them is taken incrementally; older data
+/// rebuilds the tracker from the store.
+const KEEP_UNFOLDED: usize = 32;
+
+/// Pushes one stored reading (its time already placed) into a tracker; the
+/// sample, when it is part of the record. Stored before ingest checked the
+/// physical range (older databases): the same rule here, so no statistic
+/// ever sees an implausible value as a temperature.
+fn push_reading(
+    tracker: &mut Tracker,
+    newest: &mut Newest,
+    d: &DeviceId,
+    fr: coldchain_proto::FrameRef,
+    rd: &crate::store::ReadingRecord,
+) -> Result<Option<Sample>, tracker::Stale> {
+    if !tracker.in_record(rd.time_ms) {
+        return Ok(None);
+    }
+    let smp = Sample {
+        t_ms: rd.time_ms,
+        value: SampleValue::from(rd.kind.checked(rd.value)),
+    };
+    tracker.push_sample(smp, rd.time_source.is_synced())?;
+    newest.saw(rd.time_ms, d, fr);
+    Ok(Some(smp))
+}
+
+/// Pushes one stored event or status into a tracker.
+fn push_event(tracker: &mut Tracker, t_ms: i64, body: EventBody) -> Result<(), tracker::Stale> {
+    match body {
+        EventBody::Event(kind) => {
+            if let EventKind::BatteryLow { mv } = kind {
+                tracker.push_battery(BatteryReading { t_ms, mv })?;
+            }
+            tracker.push_event(TimedEvent { t_ms, kind })
+        }
+        EventBody::Status(st) => tracker.push_battery(BatteryReading {
+            t_ms,
+            mv: st.battery_mv,
+        }),
+    }
+}
+
 impl Evaluator {
     /// A new evaluator over the daemon's database.
     pub fn new(
@@ -220,6 +295,8 @@ impl Evaluator {
             last_status: HashMap::new(),
             clock: Clock::system(),
             summaries: Summaries::default(),
+            lives: HashMap::new(),
+            keep: KEEP_UNFOLDED,
         })
     }
 
@@ -273,6 +350,13 @@ impl Evaluator {
         Ok(())
     }
 
+    /// How many of the newest samples live trackers keep unfolded (tests:
+    /// a small number folds at almost every evaluation).
+    pub fn with_keep(mut self, keep: usize) -> Self {
+        self.keep = keep.max(1);
+        self
+    }
+
     /// Replaces the clock (tests: a fixed or stepped time).
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
@@ -295,22 +379,20 @@ impl Evaluator {
         }
     }
 
-    /// Evaluates one shipment from the store, as of `now` (or its arrival).
-    pub fn evaluate(&self, s: &Shipment, now: i64) -> anyhow::Result<Evaluation> {
-        let profile = self.cfg.profile(&s.profile)?;
-        let facts = self.facts(s, &profile, now);
-        let lo = s.departure_ms.unwrap_or(s.created_ms) - 3_600_000;
-        let hi = facts.end_ms.unwrap_or(now) + 60_000;
-        let mut series = Series::new();
-        let (mut n, mut faults, mut estimated) = (0, 0, 0);
-        let mut clock = Vec::new();
-        let mut events = Vec::new();
-        let mut battery = Vec::new();
-        let mut gaps = Vec::new();
-        let mut integrity = IntegrityCounts::default();
+    /// A tracker holding all of a shipment's stored data (nothing folded
+    /// yet), the series for the report's chart, MKT and warming when
+    /// `series` is given, and the newest sample's frame.
+    fn load(
+        &self,
+        s: &Shipment,
+        profile: &Profile,
+        mut series: Option<&mut Series>,
+    ) -> anyhow::Result<Loaded> {
+        let mut facts = self.facts(s, profile, 0);
+        facts.end_ms = s.arrived_ms;
+        let mut tracker = Tracker::new(profile.clone(), facts, s.created_ms);
+        let mut newest = Newest::default();
         let mut devices_seen = HashSet::new();
-        // The newest sample of the watched channels and the frame it came in.
-        let mut newest: Option<(i64, DeviceId, coldchain_proto::FrameRef)> = None;
         for w in &s.watch {
             let Ok(d) = DeviceId::new(&w.device) else {
                 continue;
@@ -327,71 +409,42 @@ impl Evaluator {
                     last.idx,
                 ));
                 for r in &page {
-                    let rd = &r.reading;
-                    if rd.channel != w.channel || rd.time_ms < lo || rd.time_ms > hi {
+                    if r.reading.channel != w.channel {
                         continue;
                     }
-                    n += 1;
-                    // Stored before ingest checked the physical range (older
-                    // databases): the same rule here, so no statistic ever
-                    // sees an implausible value as a temperature.
-                    let value = rd.kind.checked(rd.value);
-                    if newest.as_ref().is_none_or(|x| rd.time_ms > x.0) {
-                        let fr = coldchain_proto::FrameRef {
-                            boot: r.boot,
-                            seq: r.seq,
-                        };
-                        newest = Some((rd.time_ms, d.clone(), fr));
+                    let fr = coldchain_proto::FrameRef {
+                        boot: r.boot,
+                        seq: r.seq,
+                    };
+                    let smp = push_reading(&mut tracker, &mut newest, &d, fr, &r.reading)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    if let (Some(series), Some(smp)) = (series.as_deref_mut(), smp) {
+                        series.insert(smp);
                     }
-                    if matches!(value, Measurement::Fault(_)) {
-                        faults += 1;
-                    }
-                    let synced = rd.time_source.is_synced();
-                    if !synced {
-                        estimated += 1;
-                    }
-                    clock.push(ClockObservation {
-                        t_ms: rd.time_ms,
-                        synced,
-                    });
-                    series.insert(Sample {
-                        t_ms: rd.time_ms,
-                        value: SampleValue::from(value),
-                    });
                 }
                 if page.len() < 5000 {
                     break;
                 }
             }
             if devices_seen.insert(w.device.clone()) {
-                for (t_ms, body) in self.events(&d, lo, hi)? {
-                    match body {
-                        EventBody::Event(kind) => {
-                            if let EventKind::BatteryLow { mv } = kind {
-                                battery.push(BatteryReading { t_ms, mv });
-                            }
-                            events.push(TimedEvent { t_ms, kind });
-                        }
-                        EventBody::Status(st) => battery.push(BatteryReading {
-                            t_ms,
-                            mv: st.battery_mv,
-                        }),
-                    }
-                }
-                for (boot, first, last) in self.store.gaps(&d)? {
-                    gaps.push((w.device.clone(), boot, first, last));
-                }
-                let sec = self.security_counts(&d, lo, hi)?;
-                integrity.bad_tags += sec.bad_tags;
-                integrity.sequence_anomalies += sec.sequence_anomalies;
-                if let Some(t) = sec.first_ms {
-                    integrity.first_ms = Some(integrity.first_ms.map_or(t, |f| f.min(t)));
+                for (t_ms, body) in self.events(&d)? {
+                    push_event(&mut tracker, t_ms, body).map_err(|e| anyhow::anyhow!("{e}"))?;
                 }
             }
         }
-        let mut facts = facts;
+        Ok(Loaded { tracker, newest })
+    }
+
+    /// What the live view needs beyond the data: arrivals (for the live
+    /// silence) and the integrity counts, and the storage episodes.
+    fn live_inputs(
+        &self,
+        s: &Shipment,
+        newest: &Newest,
+    ) -> anyhow::Result<(Option<alarm::LiveArrival>, IntegrityCounts)> {
+        let mut live = None;
         if s.arrived_ms.is_none()
-            && let Some((_, d, fr)) = &newest
+            && let Some((_, d, fr)) = &newest.0
             && let Some((rec, _)) = self.store.frame(d, *fr)?
         {
             let upload_s = self
@@ -403,32 +456,37 @@ impl Evaluator {
                 .map_or(crate::ingest::mqtt::DEFAULT_UPLOAD_INTERVAL_S, |st| {
                     st.upload_interval_s
                 });
-            facts.live = Some(alarm::LiveArrival {
+            live = Some(alarm::LiveArrival {
                 newest_sample_received_ms: rec.received_ms,
                 upload_interval_ms: i64::from(upload_s) * 1000,
             });
         }
-        // The evidence rule for states: an open lid, tilt, low battery or
-        // unsynced clock is known to last until the newest thing the
-        // devices reported, not until now.
-        facts.data_until_ms = newest
-            .as_ref()
-            .map(|n| n.0)
-            .into_iter()
-            .chain(events.iter().map(|e| e.t_ms))
-            .chain(battery.iter().map(|b| b.t_ms))
-            .max();
-        let inputs = HealthInputs {
-            events: &events,
-            battery: &battery,
-            clock: &clock,
-            integrity,
-        };
-        let mut conditions = alarm::evaluate_all(&profile, &series, &inputs, &facts);
-        // The edge's own storage over budget while the shipment travels: its
-        // data is not being stored (the broker keeps it), so it is watched
-        // blind until space is made.
-        let until_ms = facts.end_ms.unwrap_or(now);
+        let lo = s.departure_ms.unwrap_or(s.created_ms) - tracker::BEFORE_DEPARTURE_MS;
+        let hi = s.arrived_ms.unwrap_or(self.clock.now_ms()) + tracker::AHEAD_MS;
+        let mut integrity = IntegrityCounts::default();
+        let mut seen = HashSet::new();
+        for w in &s.watch {
+            let Ok(d) = DeviceId::new(&w.device) else {
+                continue;
+            };
+            if !seen.insert(w.device.clone()) {
+                continue;
+            }
+            let sec = self.security_counts(&d, lo, hi)?;
+            integrity.bad_tags += sec.bad_tags;
+            integrity.sequence_anomalies += sec.sequence_anomalies;
+            if let Some(t) = sec.first_ms {
+                integrity.first_ms = Some(integrity.first_ms.map_or(t, |f| f.min(t)));
+            }
+        }
+        Ok((live, integrity))
+    }
+
+    /// The edge's own storage over budget while the shipment travels: its
+    /// data is not being stored (the broker keeps it), so it is watched
+    /// blind until space is made.
+    fn storage_conditions(&self, s: &Shipment, until_ms: i64) -> anyhow::Result<Vec<Condition>> {
+        let mut out = Vec::new();
         for (since, until) in self.store.storage_full_episodes()? {
             let from = s.departure_ms.unwrap_or(s.created_ms);
             if since > until_ms || until.is_some_and(|u| u < from) {
@@ -441,23 +499,42 @@ impl Evaluator {
             c.last_ms = until.unwrap_or(until_ms).max(since);
             c.beyond_ms = c.last_ms - since;
             c.excursions = 1;
-            conditions.push(c);
+            out.push(c);
         }
-        let viability = viability::evaluate(&profile, &series, &facts);
-        if let ViabilityOutcome::Computed(v) = &viability {
-            conditions.extend(v.conditions.iter().cloned());
-        }
-        if let Some(limit) = trend_limit(&profile) {
-            conditions.extend(trend::evaluate(
-                &TrendSpec::for_limit(limit),
-                &series,
-                &facts,
-            ));
-        }
-        conditions.sort_by_key(|c| (c.id.start_ms, c.id.kind));
+        Ok(out)
+    }
+
+    /// A view of a tracker as of `now`, with the storage conditions.
+    fn view(
+        &self,
+        s: &Shipment,
+        tracker: &Tracker,
+        newest: &Newest,
+        now: i64,
+    ) -> anyhow::Result<View> {
+        let (live, integrity) = self.live_inputs(s, newest)?;
+        let mut view = tracker.view(now, live, integrity);
+        let until_ms = s.arrived_ms.unwrap_or(now);
+        view.conditions
+            .extend(self.storage_conditions(s, until_ms)?);
+        view.conditions.sort_by_key(|c| (c.id.start_ms, c.id.kind));
+        Ok(view)
+    }
+
+    /// Evaluates one shipment from the store, as of `now` (or its arrival):
+    /// everything, for reports and pages. The live path ([`Evaluator::run_one`])
+    /// evaluates incrementally and gives the same conditions.
+    pub fn evaluate(&self, s: &Shipment, now: i64) -> anyhow::Result<Evaluation> {
+        let profile = self.cfg.profile(&s.profile)?;
+        let mut series = Series::new();
+        let loaded = self.load(s, &profile, Some(&mut series))?;
+        let view = self.view(s, &loaded.tracker, &loaded.newest, now)?;
+        let mut facts = self.facts(s, &profile, now);
+        facts.data_until_ms = view.data_until_ms;
+        let hi = facts.end_ms.unwrap_or(now) + tracker::AHEAD_MS;
+        let series: Series = series.range(i64::MIN, hi).collect();
         let warming = alarm::warming::summary(&profile, &series, &facts);
         let mkt = mkt::evaluate(&profile, &series, &facts);
-
         let points: Vec<Point> = series
             .iter()
             .map(|s| Point {
@@ -465,26 +542,33 @@ impl Evaluator {
                 milli_c: s.value.milli_c(),
             })
             .collect();
-        let valid: Vec<i32> = points.iter().filter_map(|p| p.milli_c).collect();
-        let segs = series.known_segments(facts.from_ms(), facts.end_ms, facts.max_gap_ms);
-        let (mut wsum, mut tsum) = (0.0, 0.0);
-        for sg in &segs {
-            wsum += f64::from(sg.milli_c) * sg.len_ms() as f64;
-            tsum += sg.len_ms() as f64;
+        let mut gaps = Vec::new();
+        let mut seen = HashSet::new();
+        for w in &s.watch {
+            if let Ok(d) = DeviceId::new(&w.device)
+                && seen.insert(w.device.clone())
+            {
+                for (boot, first, last) in self.store.gaps(&d)? {
+                    gaps.push((w.device.clone(), boot, first, last));
+                }
+            }
         }
         Ok(Evaluation {
             as_of_ms: facts.end_ms.unwrap_or(now),
-            readings: n,
-            faults,
-            estimated_time: estimated,
-            last: points.iter().rev().find(|p| p.milli_c.is_some()).copied(),
-            min_milli_c: valid.iter().min().copied(),
-            max_milli_c: valid.iter().max().copied(),
-            mean_milli_c: (tsum > 0.0).then(|| (wsum / tsum).round() as i32),
+            readings: view.readings,
+            faults: view.faults,
+            estimated_time: view.estimated,
+            last: view.last.map(|p| Point {
+                t_ms: p.t_ms,
+                milli_c: p.value.milli_c(),
+            }),
+            min_milli_c: view.min_milli_c,
+            max_milli_c: view.max_milli_c,
+            mean_milli_c: view.mean_milli_c,
             mkt,
-            viability,
+            viability: view.viability,
             warming,
-            conditions,
+            conditions: view.conditions,
             gaps,
             points,
             profile,
@@ -492,7 +576,7 @@ impl Evaluator {
         })
     }
 
-    fn events(&self, d: &DeviceId, lo: i64, hi: i64) -> anyhow::Result<Vec<(i64, EventBody)>> {
+    fn events(&self, d: &DeviceId) -> anyhow::Result<Vec<(i64, EventBody)>> {
         let tree = self.store.db().open_tree("events")?;
         let mut out = Vec::new();
         let mut clocks = HashMap::new();
@@ -503,9 +587,7 @@ impl Evaluator {
             let t = self
                 .store
                 .place(d, boot, e.time_ms, e.time_source, &mut clocks)?;
-            if t >= lo && t <= hi {
-                out.push((t, e.body));
-            }
+            out.push((t, e.body));
         }
         Ok(out)
     }
@@ -539,17 +621,126 @@ impl Evaluator {
     /// `now` is the horizon of the evaluation; what the daemon learns is
     /// stamped with its clock when it learns it (`raised_ms` is never earlier
     /// than the data that proves the alarm).
-    pub fn run_one(&mut self, s: &Shipment, now: i64) -> anyhow::Result<Evaluation> {
-        use crate::alarm::revision::{self, Raised, Step};
-        use crate::alert::Change;
+    pub fn run_one(&mut self, s: &Shipment, now: i64) -> anyhow::Result<()> {
+        self.lives.remove(&s.id);
+        self.run_frames(s, now, &[])
+    }
+
+    /// [`Evaluator::run_one`], incrementally: `frames` were stored since the
+    /// shipment's last evaluation (any device; those it does not watch are
+    /// skipped). The shipment's tracker takes them when it can; data older
+    /// than its incremental state, uptime stamps (whose placement can move)
+    /// or a changed shipment record build it again from the store.
+    pub fn run_frames(
+        &mut self,
+        s: &Shipment,
+        now: i64,
+        frames: &[(DeviceId, coldchain_proto::FrameRef)],
+    ) -> anyhow::Result<()> {
         let started = std::time::Instant::now();
-        let ev = self.evaluate(s, now)?;
+        let mut live = match self.lives.remove(&s.id) {
+            Some(l) if l.shipment == *s => match self.take_frames(s, l, frames)? {
+                Some(l) => l,
+                None => self.build(s)?,
+            },
+            _ => self.build(s)?,
+        };
+        live.tracker.commit(self.keep, now);
+        let view = self.view(s, &live.tracker, &live.newest, now)?;
+        let profile = live.tracker.profile().clone();
+        self.lives.insert(s.id.clone(), live);
         crate::metrics::observe(
             &crate::metrics::timings().evaluate_shipment,
             started.elapsed(),
         );
+        self.follow(s, &profile, &view.conditions)?;
+        let snap = Snapshot {
+            shipment: s,
+            profile: &profile.name,
+            last: view.last.map(|p| Point {
+                t_ms: p.t_ms,
+                milli_c: p.value.milli_c(),
+            }),
+            min_milli_c: view.min_milli_c,
+            max_milli_c: view.max_milli_c,
+            viability: &view.viability,
+        };
+        self.status(&snap)
+    }
+
+    /// A live state built from everything stored.
+    fn build(&self, s: &Shipment) -> anyhow::Result<Live> {
+        let profile = self.cfg.profile(&s.profile)?;
+        let loaded = self.load(s, &profile, None)?;
+        Ok(Live {
+            shipment: s.clone(),
+            tracker: loaded.tracker,
+            newest: loaded.newest,
+        })
+    }
+
+    /// Pushes the watched readings and events of `frames` into a live
+    /// state; `None` when it has to be built again.
+    fn take_frames(
+        &self,
+        s: &Shipment,
+        mut live: Live,
+        frames: &[(DeviceId, coldchain_proto::FrameRef)],
+    ) -> anyhow::Result<Option<Live>> {
+        use crate::store::TimeSource;
+        for (d, fr) in frames {
+            let channels: Vec<u8> = s
+                .watch
+                .iter()
+                .filter(|w| w.device == d.as_str())
+                .map(|w| w.channel)
+                .collect();
+            if channels.is_empty() {
+                continue;
+            }
+            let (readings, events) = self.store.frame_items(d, *fr)?;
+            let moves = readings
+                .iter()
+                .any(|r| r.time_source == TimeSource::Uptime)
+                || events.iter().any(|e| {
+                    e.time_source == TimeSource::Uptime
+                        || matches!(e.body, EventBody::Event(EventKind::ClockSynced { .. }))
+                });
+            if moves {
+                return Ok(None);
+            }
+            for r in readings.iter().filter(|r| channels.contains(&r.channel)) {
+                if push_reading(&mut live.tracker, &mut live.newest, d, *fr, r).is_err() {
+                    return Ok(None);
+                }
+            }
+            for e in events {
+                if push_event(&mut live.tracker, e.time_ms, e.body).is_err() {
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(Some(live))
+    }
+
+    /// Forgets the live state of shipments not in `ids` (closed ones).
+    pub fn retain_live(&mut self, ids: &HashSet<String>) {
+        self.lives.retain(|k, _| ids.contains(k));
+    }
+
+    /// Brings a shipment's alerts in line with its conditions: raises, keeps
+    /// (revising when the facts changed), withdraws or clears them (see
+    /// `alarm::revision`), and resolves acknowledged ones that cleared.
+    fn follow(
+        &mut self,
+        s: &Shipment,
+        profile: &Profile,
+        conditions: &[Condition],
+    ) -> anyhow::Result<()> {
+        use crate::alarm::revision::{self, Raised, Step};
+        use crate::alert::Change;
         let learned = self.clock.now_ms();
-        let fired: Vec<&Condition> = ev.conditions.iter().filter(|c| c.has_fired()).collect();
+        let fired: Vec<&Condition> = conditions.iter().filter(|c| c.has_fired()).collect();
         let mut alerts: Vec<Alert> = self
             .alerts
             .of_shipment(&s.id)?
@@ -565,13 +756,13 @@ impl Evaluator {
                 last_ms: a.last_ms.max(a.fires_ms),
             })
             .collect();
-        for step in revision::plan(&raised, &fired, &ev.conditions) {
+        for step in revision::plan(&raised, &fired, conditions) {
             match step {
                 Step::Keep { alert, cond } => {
                     let a = &mut alerts[alert];
                     let c = fired[cond];
                     let old_id = a.condition;
-                    let change = a.take_facts(c, describe(c, &ev.profile), learned);
+                    let change = a.take_facts(c, describe(c, profile), learned);
                     let resolved = a.maybe_resolve(learned);
                     if change != Change::None || resolved {
                         let also = (old_id != a.condition).then_some(old_id);
@@ -600,7 +791,7 @@ impl Evaluator {
                         shipment: s.id.clone(),
                         condition: c.id,
                         severity: c.severity,
-                        message: describe(c, &ev.profile),
+                        message: describe(c, profile),
                         state: AlertState::Open,
                         raised_ms: learned,
                         fires_ms: c.fires_ms.unwrap_or(c.id.start_ms),
@@ -647,8 +838,7 @@ impl Evaluator {
                     }
                     // A live-only alarm (silence): the data that ended it has
                     // arrived. The gap in the record, if any, says until when.
-                    let end = ev
-                        .conditions
+                    let end = conditions
                         .iter()
                         .find(|c| {
                             c.id.kind == a.condition.kind && c.id.start_ms == a.condition.start_ms
@@ -665,8 +855,7 @@ impl Evaluator {
                 }
             }
         }
-        self.status(&ev)?;
-        Ok(ev)
+        Ok(())
     }
 
     /// Queues an alert event to MQTT and every webhook.
@@ -694,25 +883,23 @@ impl Evaluator {
 
     /// Queues the retained shipment status when it changed, and keeps the
     /// shipment's summary.
-    fn status(&mut self, ev: &Evaluation) -> anyhow::Result<()> {
-        let alerts = self.alerts.of_shipment(&ev.shipment.id)?;
-        let status = status_json(ev, &alerts);
+    fn status(&mut self, snap: &Snapshot<'_>) -> anyhow::Result<()> {
+        let id = &snap.shipment.id;
+        let alerts = self.alerts.of_shipment(id)?;
+        let status = status_doc(snap, &alerts);
+        let summary = summary_from(snap, alerts);
         self.summaries
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(ev.shipment.id.clone(), summary_of(ev, alerts));
+            .insert(id.clone(), summary);
         let text = status.to_string();
-        if self.last_status.get(&ev.shipment.id) != Some(&text) {
-            if let Ok(topic) = coldchain_proto::topic::shipment_status(&ev.shipment.id) {
-                self.outbox
-                    .status(&ev.shipment.id, topic.to_string(), text.clone())?;
+        if self.last_status.get(id) != Some(&text) {
+            if let Ok(topic) = coldchain_proto::topic::shipment_status(id) {
+                self.outbox.status(id, topic.to_string(), text.clone())?;
             }
-            self.forward.push(
-                &format!("ship/{}/status", ev.shipment.id),
-                text.clone().into_bytes(),
-                true,
-            )?;
-            self.last_status.insert(ev.shipment.id.clone(), text);
+            self.forward
+                .push(&format!("ship/{id}/status"), text.clone().into_bytes(), true)?;
+            self.last_status.insert(id.clone(), text);
         }
         Ok(())
     }
@@ -760,30 +947,50 @@ impl Evaluator {
     }
 }
 
-/// The critical high limit to predict towards: the warming limit of a cryogenic
-/// lane, else none (fresh products are covered by their viability window).
-fn trend_limit(p: &Profile) -> Option<crate::profile::Limit> {
-    if !p.cryogenic {
-        return None;
+/// What the status document and the lists show of a shipment.
+#[derive(Debug, Clone, Copy)]
+pub struct Snapshot<'a> {
+    /// The shipment.
+    pub shipment: &'a Shipment,
+    /// Its profile's name.
+    pub profile: &'a str,
+    /// Latest valid temperature and its time.
+    pub last: Option<Point>,
+    /// Lowest valid temperature, milli-°C.
+    pub min_milli_c: Option<i32>,
+    /// Highest valid temperature, milli-°C.
+    pub max_milli_c: Option<i32>,
+    /// Viability window.
+    pub viability: &'a ViabilityOutcome,
+}
+
+impl Evaluation {
+    /// The part of an evaluation the status document shows.
+    pub fn snapshot(&self) -> Snapshot<'_> {
+        Snapshot {
+            shipment: &self.shipment,
+            profile: &self.profile.name,
+            last: self.last,
+            min_milli_c: self.min_milli_c,
+            max_milli_c: self.max_milli_c,
+            viability: &self.viability,
+        }
     }
-    p.warming.map(|w| w.limit).or_else(|| {
-        p.zones
-            .iter()
-            .filter(|z| z.id.side() == Side::High && z.severity == Severity::Critical)
-            .map(|z| z.limit)
-            .next()
-    })
 }
 
 /// The summary of an evaluation and the shipment's alerts.
 pub fn summary_of(ev: &Evaluation, alerts: Vec<Alert>) -> Summary {
-    let (remaining_ms, nominal_ms) = match &ev.viability {
+    summary_from(&ev.snapshot(), alerts)
+}
+
+fn summary_from(snap: &Snapshot<'_>, alerts: Vec<Alert>) -> Summary {
+    let (remaining_ms, nominal_ms) = match snap.viability {
         ViabilityOutcome::Computed(v) => (Some(v.remaining_ms), Some(v.nominal_ms)),
         ViabilityOutcome::NotApplicable => (None, None),
     };
     Summary {
-        shipment: ev.shipment.clone(),
-        status: status_json(ev, &alerts),
+        shipment: snap.shipment.clone(),
+        status: status_doc(snap, &alerts),
         remaining_ms,
         nominal_ms,
         alerts,
@@ -792,17 +999,22 @@ pub fn summary_of(ev: &Evaluation, alerts: Vec<Alert>) -> Summary {
 
 /// The retained status document of a shipment.
 pub fn status_json(ev: &Evaluation, alerts: &[Alert]) -> serde_json::Value {
-    let (remaining, predicted) = match &ev.viability {
+    status_doc(&ev.snapshot(), alerts)
+}
+
+/// The retained status document of a shipment, from a snapshot.
+pub fn status_doc(snap: &Snapshot<'_>, alerts: &[Alert]) -> serde_json::Value {
+    let (remaining, predicted) = match snap.viability {
         ViabilityOutcome::Computed(v) => (Some(v.remaining_ms), v.predicted_at_eta_ms),
         ViabilityOutcome::NotApplicable => (None, None),
     };
     let mut status = serde_json::json!({
-        "shipment": ev.shipment.id,
-        "state": ev.shipment.state,
-        "profile": ev.profile.name,
-        "last": ev.last,
-        "min_milli_c": ev.min_milli_c,
-        "max_milli_c": ev.max_milli_c,
+        "shipment": snap.shipment.id,
+        "state": snap.shipment.state,
+        "profile": snap.profile,
+        "last": snap.last,
+        "min_milli_c": snap.min_milli_c,
+        "max_milli_c": snap.max_milli_c,
         "window_remaining_ms": remaining,
         "window_predicted_at_eta_ms": predicted,
     });
@@ -1056,30 +1268,38 @@ impl Evaluator {
     }
 }
 
-/// The evaluator's task: re-evaluates shipments whose devices sent data,
-/// applies people's commands, escalates, and makes each round durable before
-/// waking the outbox and replying.
+/// What ingest tells the evaluator after a commit: the frames stored, by
+/// device (an empty list: something else about the device changed, such as a
+/// security event). An empty map: something about every shipment changed (the
+/// store went over or back under its budget).
+pub type Touched = HashMap<String, Vec<coldchain_proto::FrameRef>>;
+
+/// The evaluator's task: re-evaluates shipments whose devices sent data
+/// (incrementally: the frames just stored), applies people's commands,
+/// escalates, and makes each round durable before waking the outbox and
+/// replying. Every 30 s every live shipment is looked at again (silence,
+/// the viability window running down), at the cost of its newest data.
 pub async fn run_task(
     mut ev: Evaluator,
     store: Arc<SledStore>,
-    mut touched: tokio::sync::mpsc::UnboundedReceiver<HashSet<String>>,
+    mut touched: tokio::sync::mpsc::UnboundedReceiver<Touched>,
     mut requests: tokio::sync::mpsc::Receiver<Request>,
     every: std::time::Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut dirty: HashSet<String> = HashSet::new();
+    let mut dirty = Touched::new();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_full = 0i64;
     loop {
         tokio::select! {
-            // An empty set: something about every shipment changed (the
-            // store went over or back under its budget): a full pass next.
             Some(devs) = touched.recv() => {
                 if devs.is_empty() {
                     last_full = 0;
                 } else {
-                    dirty.extend(devs);
+                    for (d, frames) in devs {
+                        dirty.entry(d).or_default().extend(frames);
+                    }
                 }
             }
             Some(mut req) = requests.recv() => {
@@ -1111,20 +1331,35 @@ pub async fn run_task(
                 tokio::task::block_in_place(|| {
                     let shipments = if full {
                         last_full = now;
-                        ev.shipments.all().map(|v| v.into_iter().filter(is_live).collect())
+                        ev.shipments.all().map(|v| {
+                            let live: Vec<Shipment> = v.into_iter().filter(is_live).collect();
+                            ev.retain_live(&live.iter().map(|s| s.id.clone()).collect());
+                            live
+                        })
                     } else if dirty.is_empty() {
                         Ok(Vec::new())
                     } else {
-                        ev.watching(&dirty)
+                        ev.watching(&dirty.keys().cloned().collect())
                     };
-                    dirty.clear();
+                    let frames = std::mem::take(&mut dirty);
                     match shipments {
                         Ok(list) => {
                             for s in list {
+                                let mine: Vec<(DeviceId, coldchain_proto::FrameRef)> = s
+                                    .watch
+                                    .iter()
+                                    .map(|w| w.device.as_str())
+                                    .collect::<HashSet<_>>()
+                                    .into_iter()
+                                    .filter_map(|d| {
+                                        Some((DeviceId::new(d).ok()?, frames.get(d)?))
+                                    })
+                                    .flat_map(|(d, fs)| fs.iter().map(move |f| (d.clone(), *f)))
+                                    .collect();
                                 // Each shipment as of when it is evaluated,
                                 // not when the pass began.
                                 let now = ev.clock.now_ms();
-                                if let Err(e) = ev.run_one(&s, now) {
+                                if let Err(e) = ev.run_frames(&s, now, &mine) {
                                     tracing::error!(shipment = %s.id, "evaluation failed: {e:#}");
                                 }
                             }

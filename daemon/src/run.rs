@@ -6,7 +6,7 @@
 //!                         HTTP API reads the store
 //! ```
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -159,7 +159,7 @@ async fn run_once(cfg: Config) -> anyhow::Result<Next> {
             stop_rx.clone(),
         ))
     });
-    let (touched_tx, touched_rx) = mpsc::unbounded_channel::<HashSet<String>>();
+    let (touched_tx, touched_rx) = mpsc::unbounded_channel::<crate::evaluate::Touched>();
     let (req_tx, req_rx) = mpsc::channel(64);
     let eval_task = tokio::spawn(crate::evaluate::run_task(
         evaluator,
@@ -389,7 +389,7 @@ fn ingest_loop(
                     ing.stats().storage_full.store(1, Ordering::Relaxed);
                     // Raises the storage-full alert on every shipment in transit.
                     ing.store().storage_full_begin(crate::ingest::now_ms())?;
-                    let _ = touched.send(HashSet::new());
+                    let _ = touched.send(crate::evaluate::Touched::new());
                 }
                 full = true;
                 std::thread::sleep(Duration::from_secs(1));
@@ -397,7 +397,7 @@ fn ingest_loop(
                 tracing::info!(size, budget, "storage back under budget: intake resumed");
                 ing.stats().storage_full.store(0, Ordering::Relaxed);
                 ing.store().storage_full_end(crate::ingest::now_ms())?;
-                let _ = touched.send(HashSet::new());
+                let _ = touched.send(crate::evaluate::Touched::new());
                 full = false;
             }
         }
@@ -417,7 +417,7 @@ fn ingest_loop(
                     tracing::info!(size, budget, "storage back under budget: intake resumed");
                     ing.stats().storage_full.store(0, Ordering::Relaxed);
                     ing.store().storage_full_end(crate::ingest::now_ms())?;
-                    let _ = touched.send(HashSet::new());
+                    let _ = touched.send(crate::evaluate::Touched::new());
                     full = false;
                 }
             }
@@ -464,15 +464,22 @@ fn ingest_loop(
             }
         }
         forward.wake();
-        let devices: HashSet<String> = outcomes
-            .iter()
-            .filter_map(|o| match o {
-                Outcome::Stored { device, .. } => Some(device.to_string()),
+        let mut devices = crate::evaluate::Touched::new();
+        for o in &outcomes {
+            match o {
+                Outcome::Stored { device, frame, .. } => devices
+                    .entry(device.to_string())
+                    .or_default()
+                    .push(*frame),
                 // A security event is evaluated now too (the tamper alarm).
-                Outcome::Rejected(r) => r.security_device().map(|d| d.to_string()),
-                Outcome::Duplicate { .. } => None,
-            })
-            .collect();
+                Outcome::Rejected(r) => {
+                    if let Some(d) = r.security_device() {
+                        devices.entry(d.to_string()).or_default();
+                    }
+                }
+                Outcome::Duplicate { .. } => {}
+            }
+        }
         if !devices.is_empty() {
             let _ = touched.send(devices);
         }
@@ -558,7 +565,7 @@ struct Outlets {
     /// To sign serial acks.
     registry: Registry,
     /// Devices with new data, for the evaluator.
-    touched: mpsc::UnboundedSender<HashSet<String>>,
+    touched: mpsc::UnboundedSender<crate::evaluate::Touched>,
     /// The queue to the centre.
     forward: Forward,
     /// To wait for room for a PUBACK from this blocking thread.

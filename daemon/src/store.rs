@@ -652,6 +652,31 @@ impl SledStore {
         &self.path
     }
 
+    /// One stored frame's readings and events (with their stored times:
+    /// uptime stamps are not placed), for incremental evaluation of what a
+    /// commit just stored. Empty when the frame is not stored.
+    pub fn frame_items(
+        &self,
+        d: &DeviceId,
+        r: FrameRef,
+    ) -> Result<(Vec<ReadingRecord>, Vec<EventRecord>), StoreError> {
+        let k = key::frame(d, r);
+        let readings = match self.readings.get(&k).map_err(|e| self.sled_err(e))? {
+            Some(v) => self
+                .dec::<Vec<(u16, ReadingRecord)>>("frame_readings", &v)?
+                .into_iter()
+                .map(|(_, r)| r)
+                .collect(),
+            None => Vec::new(),
+        };
+        let mut events = Vec::new();
+        for v in self.events.scan_prefix(&k).values() {
+            let v = v.map_err(|e| self.sled_err(e))?;
+            events.push(self.dec::<EventRecord>("events", &v)?);
+        }
+        Ok((readings, events))
+    }
+
     /// A reading's or event's wall time: as stored, or placed by its boot's
     /// clock anchor when it was stamped with uptime. `cache` holds anchors
     /// already read.

@@ -33,10 +33,12 @@ mod input;
 pub mod revision;
 pub mod trend;
 pub mod warming;
-mod zone;
+pub(crate) mod zone;
 
 pub use condition::{Condition, ConditionId, ConditionKind};
-pub use input::{Inserted, LiveArrival, Sample, SampleValue, Segment, Series, ShipmentFacts};
+pub use input::{
+    Inserted, LiveArrival, Sample, SampleValue, Segment, SegmentRule, Series, ShipmentFacts,
+};
 
 use crate::profile::Profile;
 

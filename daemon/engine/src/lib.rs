@@ -5,7 +5,9 @@
 //! * [`alarm`]: conditions from samples in device time (zones, data health,
 //!   trend, warming) and [`alarm::revision`], how raised alarms follow the data;
 //! * [`viability`]: the window consumed and remaining;
-//! * [`mkt`]: mean kinetic temperature.
+//! * [`mkt`]: mean kinetic temperature;
+//! * [`tracker`]: the same evaluation, incrementally (work proportional to
+//!   new data).
 //!
 //! Every function takes the data and the time it needs as arguments: no
 //! tokio, no database, no wall clock. The daemon (`coldchain-daemon`) does the
@@ -16,4 +18,5 @@
 pub mod alarm;
 pub mod mkt;
 pub mod profile;
+pub mod tracker;
 pub mod viability;

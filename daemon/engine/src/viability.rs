@@ -20,7 +20,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::alarm::{Condition, ConditionKind, Series, ShipmentFacts};
+use crate::alarm::{Condition, ConditionKind, Sample, SampleValue, SegmentRule, Series, ShipmentFacts};
 use crate::profile::{DecayModel, Profile, Severity};
 
 const HOUR_MS: f64 = 3_600_000.0;
@@ -68,9 +68,10 @@ pub enum ViabilityOutcome {
     Computed(ViabilityReport),
 }
 
-/// Consumption walk state.
-struct Walk<'a> {
-    model: &'a DecayModel,
+/// Consumption of the window as it walks through time.
+#[derive(Debug, Clone)]
+struct Walk {
+    model: DecayModel,
     unknown_factor: f64,
     nominal: f64,
     consumed: f64,
@@ -78,8 +79,7 @@ struct Walk<'a> {
     gone_at: Option<i64>,
 }
 
-impl Walk<'_> {
-    /// Consumes `len` ms from `t0` at `factor` (and `loss_per_h` % per hour).
+impl Walk {
     fn consume(&mut self, t0: i64, len: i64, factor: f64, loss_per_h: f64) {
         if len <= 0 {
             return;
@@ -87,7 +87,6 @@ impl Walk<'_> {
         let add = len as f64 * factor;
         if self.gone_at.is_none() && self.consumed + add >= self.nominal && factor > 0.0 {
             let dt = ((self.nominal - self.consumed) / factor).ceil().max(0.0);
-            // dt <= len here, so the cast cannot overflow.
             #[allow(clippy::cast_possible_truncation)]
             let dt = dt as i64;
             self.gone_at = Some(t0 + dt.min(len));
@@ -102,7 +101,7 @@ impl Walk<'_> {
     }
 
     fn ref_loss(&self) -> f64 {
-        match self.model {
+        match &self.model {
             DecayModel::Table { reference, .. } => {
                 self.model.loss_pct_per_hour(reference.0).unwrap_or(0.0)
             }
@@ -116,7 +115,6 @@ impl Walk<'_> {
 }
 
 fn round_ms(x: f64) -> i64 {
-    // Durations here are bounded by i64 ms inputs times finite factors.
     #[allow(clippy::cast_possible_truncation)]
     let r = x.round().clamp(i64::MIN as f64, i64::MAX as f64) as i64;
     r
@@ -124,46 +122,76 @@ fn round_ms(x: f64) -> i64 {
 
 /// The viability report of the shipment under the profile's decay model.
 pub fn evaluate(profile: &Profile, series: &Series, facts: &ShipmentFacts) -> ViabilityOutcome {
-    let (Some(nominal_ms), Some(model)) = (facts.nominal_window_ms, profile.decay.as_ref()) else {
+    let Some(mut f) = ViabilityFold::new(profile, facts) else {
         return ViabilityOutcome::NotApplicable;
     };
-    let start = facts
-        .collection_ms
-        .or(facts.departure_ms)
-        .or_else(|| series.iter().next().map(|s| s.t_ms));
-    let Some(start) = start else {
-        return ViabilityOutcome::NotApplicable;
-    };
-    let as_of = facts
-        .end_ms
-        .or_else(|| series.iter().next_back().map(|s| s.t_ms))
-        .unwrap_or(start)
-        .max(start);
-    let settings = profile.viability;
-    let segs = series.known_segments(start, Some(as_of), facts.max_gap_ms);
-    let factor_of = |milli_c: i32| model.rate_factor(milli_c);
-    let loss_of = |milli_c: i32| model.loss_pct_per_hour(milli_c).unwrap_or(0.0);
+    let as_of = facts.end_ms.or_else(|| series.last().map(|s| s.t_ms));
+    let mut it = series.iter().peekable();
+    while let Some(smp) = it.next() {
+        let next = it.peek().map(|n| n.t_ms);
+        f.push(smp.t_ms, smp.value, next, as_of);
+    }
+    let newest = as_of.map_or_else(|| series.last(), |t| series.at_or_before(t));
+    f.finish(newest, as_of)
+}
 
-    let mut walk = Walk {
-        model,
-        unknown_factor: settings.unknown_rate_factor,
-        nominal: nominal_ms as f64,
-        consumed: 0.0,
-        loss_pct: 0.0,
-        gone_at: None,
-    };
-    let mut warning: Option<Condition> = None;
-    let check = |t: i64, remaining: f64, factor: f64, warning: &mut Option<Condition>| {
-        let Some(eta) = facts.eta_ms else { return };
-        let predicted = remaining - (eta - t).max(0) as f64 * factor;
-        let low = predicted <= settings.margin_ms as f64;
-        match (warning.as_mut(), low) {
+/// [`evaluate`] as a fold over samples in time order, each with the time of
+/// the sample after it.
+#[derive(Debug, Clone)]
+pub struct ViabilityFold {
+    settings: crate::profile::ViabilitySettings,
+    nominal_ms: i64,
+    eta_ms: Option<i64>,
+    max_gap_ms: i64,
+    /// Window start (collection, departure or the first sample).
+    start: Option<i64>,
+    walk: Walk,
+    warning: Option<Condition>,
+    cursor: i64,
+    unknown_ms: i64,
+}
+
+impl ViabilityFold {
+    /// Before any sample; `None` when the shipment has no window or the
+    /// profile no decay model.
+    pub fn new(profile: &Profile, facts: &ShipmentFacts) -> Option<Self> {
+        let (Some(nominal_ms), Some(model)) = (facts.nominal_window_ms, profile.decay.as_ref())
+        else {
+            return None;
+        };
+        let settings = profile.viability;
+        let start = facts.collection_ms.or(facts.departure_ms);
+        Some(ViabilityFold {
+            settings,
+            nominal_ms,
+            eta_ms: facts.eta_ms,
+            max_gap_ms: facts.max_gap_ms,
+            start,
+            walk: Walk {
+                model: model.clone(),
+                unknown_factor: settings.unknown_rate_factor,
+                nominal: nominal_ms as f64,
+                consumed: 0.0,
+                loss_pct: 0.0,
+                gone_at: None,
+            },
+            warning: None,
+            cursor: start.unwrap_or(i64::MIN),
+            unknown_ms: 0,
+        })
+    }
+
+    fn check(&mut self, start: i64, t: i64, factor: f64) {
+        let Some(eta) = self.eta_ms else { return };
+        let predicted = self.walk.remaining() - (eta - t).max(0) as f64 * factor;
+        let low = predicted <= self.settings.margin_ms as f64;
+        match (self.warning.as_mut(), low) {
             (None, true) => {
                 let mut c =
                     Condition::new(ConditionKind::ViabilityWarning, Severity::Warning, start);
                 c.fires_ms = Some(t);
                 c.last_ms = t;
-                *warning = Some(c);
+                self.warning = Some(c);
             }
             (Some(c), true) => {
                 c.cleared_ms = None;
@@ -177,68 +205,92 @@ pub fn evaluate(profile: &Profile, series: &Series, facts: &ShipmentFacts) -> Vi
             }
             (None, false) => {}
         }
-    };
+    }
 
-    let mut cursor = start;
-    let mut unknown_ms = 0;
-    for s in &segs {
-        if s.start_ms > cursor {
-            walk.unknown(cursor, s.start_ms - cursor);
-            unknown_ms += s.start_ms - cursor;
+    /// The next sample, with the time of the one after it (`None`: the
+    /// newest) and the horizon (`as_of`; `None`: up to the newest sample).
+    pub fn push(&mut self, t: i64, value: SampleValue, next: Option<i64>, as_of: Option<i64>) {
+        let start = *self.start.get_or_insert(t);
+        if self.cursor == i64::MIN {
+            self.cursor = start;
         }
-        let f = factor_of(s.milli_c);
-        check(s.start_ms, walk.remaining(), f, &mut warning);
-        walk.consume(s.start_ms, s.len_ms(), f, loss_of(s.milli_c));
-        cursor = cursor.max(s.end_ms);
+        let as_of = as_of.unwrap_or(t).max(start);
+        let rule = SegmentRule::new(start, Some(as_of), self.max_gap_ms);
+        let Some(s) = rule.segment(t, value, next) else {
+            return;
+        };
+        if s.start_ms > self.cursor {
+            self.walk.unknown(self.cursor, s.start_ms - self.cursor);
+            self.unknown_ms += s.start_ms - self.cursor;
+        }
+        let f = self.walk.model.rate_factor(s.milli_c);
+        self.check(start, s.start_ms, f);
+        let loss = self.walk.model.loss_pct_per_hour(s.milli_c).unwrap_or(0.0);
+        self.walk.consume(s.start_ms, s.len_ms(), f, loss);
+        self.cursor = self.cursor.max(s.end_ms);
     }
-    if as_of > cursor {
-        walk.unknown(cursor, as_of - cursor);
-        unknown_ms += as_of - cursor;
-    }
-    // What to predict with: the newest valid reading, if it is recent (not
-    // older than the max gap), else unknown. Consumption up to now counted
-    // time after it as unknown (the evidence rule); a prediction is no
-    // evidence, and the newest reading is the best guess of the rate to come.
-    let current = series
-        .at_or_before(as_of)
-        .and_then(|s| s.value.milli_c().map(|v| (s.t_ms, v)))
-        .filter(|(t, _)| as_of - t <= facts.max_gap_ms)
-        .map(|(_, v)| v);
-    let current_factor = current.map_or(settings.unknown_rate_factor, factor_of);
-    check(as_of, walk.remaining(), current_factor, &mut warning);
 
-    let remaining = walk.remaining();
-    let predicted_at_eta_ms = facts
-        .eta_ms
-        .map(|eta| round_ms(remaining - (eta - as_of).max(0) as f64 * current_factor));
-    let runs_out_ms = if remaining <= 0.0 {
-        walk.gone_at
-    } else if current_factor > 0.0 {
-        Some(as_of.saturating_add(round_ms((remaining / current_factor).ceil())))
-    } else {
-        None
-    };
-    let mut conditions: Vec<Condition> = warning.into_iter().collect();
-    if let Some(t) = walk.gone_at {
-        let mut c = Condition::new(ConditionKind::ViabilityGone, Severity::Critical, start);
-        c.fires_ms = Some(t);
-        c.last_ms = as_of;
-        conditions.push(c);
+    /// The outcome at the horizon `as_of` (`None`: the newest sample), given
+    /// the newest sample at or before it.
+    pub fn finish(mut self, newest: Option<Sample>, as_of: Option<i64>) -> ViabilityOutcome {
+        let Some(start) = self.start else {
+            return ViabilityOutcome::NotApplicable;
+        };
+        if self.cursor == i64::MIN {
+            self.cursor = start;
+        }
+        let as_of = as_of
+            .or_else(|| newest.map(|s| s.t_ms))
+            .unwrap_or(start)
+            .max(start);
+        if as_of > self.cursor {
+            self.walk.unknown(self.cursor, as_of - self.cursor);
+            self.unknown_ms += as_of - self.cursor;
+            self.cursor = as_of;
+        }
+        let current = newest
+            .filter(|s| s.t_ms <= as_of)
+            .and_then(|s| s.value.milli_c().map(|v| (s.t_ms, v)))
+            .filter(|(t, _)| as_of - t <= self.max_gap_ms)
+            .map(|(_, v)| v);
+        let current_factor = current.map_or(self.settings.unknown_rate_factor, |m| {
+            self.walk.model.rate_factor(m)
+        });
+        self.check(start, as_of, current_factor);
+        let walk = &self.walk;
+        let remaining = walk.remaining();
+        let predicted_at_eta_ms = self
+            .eta_ms
+            .map(|eta| round_ms(remaining - (eta - as_of).max(0) as f64 * current_factor));
+        let runs_out_ms = if remaining <= 0.0 {
+            walk.gone_at
+        } else if current_factor > 0.0 {
+            Some(as_of.saturating_add(round_ms((remaining / current_factor).ceil())))
+        } else {
+            None
+        };
+        let mut conditions: Vec<Condition> = self.warning.clone().into_iter().collect();
+        if let Some(t) = walk.gone_at {
+            let mut c = Condition::new(ConditionKind::ViabilityGone, Severity::Critical, start);
+            c.fires_ms = Some(t);
+            c.last_ms = as_of;
+            conditions.push(c);
+        }
+        ViabilityOutcome::Computed(ViabilityReport {
+            window_start_ms: start,
+            as_of_ms: as_of,
+            nominal_ms: self.nominal_ms,
+            consumed_ms: round_ms(walk.consumed),
+            remaining_ms: round_ms(remaining.max(0.0)),
+            unknown_ms: self.unknown_ms,
+            current_milli_c: current,
+            current_rate_factor: current_factor,
+            predicted_at_eta_ms,
+            runs_out_ms,
+            loss_pct: matches!(walk.model, DecayModel::Table { .. }).then_some(walk.loss_pct),
+            conditions,
+        })
     }
-    ViabilityOutcome::Computed(ViabilityReport {
-        window_start_ms: start,
-        as_of_ms: as_of,
-        nominal_ms,
-        consumed_ms: round_ms(walk.consumed),
-        remaining_ms: round_ms(remaining.max(0.0)),
-        unknown_ms,
-        current_milli_c: current,
-        current_rate_factor: current_factor,
-        predicted_at_eta_ms,
-        runs_out_ms,
-        loss_pct: matches!(model, DecayModel::Table { .. }).then_some(walk.loss_pct),
-        conditions,
-    })
 }
 
 #[cfg(test)]

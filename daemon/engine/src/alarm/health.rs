@@ -66,6 +66,7 @@ pub struct HealthInputs<'a> {
 }
 
 /// A state that holds over a stretch of time and fires after a delay.
+#[derive(Debug, Clone)]
 struct Episode {
     c: Condition,
 }
@@ -103,30 +104,67 @@ pub fn probe_faults(
     limits: &HealthLimits,
     facts: &ShipmentFacts,
 ) -> Vec<Condition> {
-    let hi = facts.end_ms.unwrap_or(i64::MAX);
-    let mut out = Vec::new();
-    let mut open: Option<Episode> = None;
-    let mut last_t = None;
-    for s in series.range(facts.from_ms(), hi) {
-        last_t = Some(s.t_ms);
-        match s.value {
+    let mut f = FaultFold::new(limits);
+    for smp in series.iter() {
+        f.push(smp.t_ms, smp.value, facts);
+    }
+    f.finish()
+}
+
+/// [`probe_faults`] as a fold over samples in time order.
+#[derive(Debug, Clone)]
+pub struct FaultFold {
+    delay_ms: i64,
+    out: Vec<Condition>,
+    open: Option<Episode>,
+    last_t: Option<i64>,
+}
+
+impl FaultFold {
+    /// Before any sample.
+    pub fn new(limits: &HealthLimits) -> Self {
+        FaultFold {
+            delay_ms: limits.probe_fault_delay_ms,
+            out: Vec::new(),
+            open: None,
+            last_t: None,
+        }
+    }
+
+    /// The next sample (outside `[from, end]` it is ignored).
+    pub fn push(&mut self, t_ms: i64, value: SampleValue, facts: &ShipmentFacts) {
+        if !in_range(t_ms, facts) {
+            return;
+        }
+        self.last_t = Some(t_ms);
+        match value {
             SampleValue::Fault(_) => {
-                open.get_or_insert_with(|| {
-                    Episode::open(ConditionKind::ProbeFault, Severity::Critical, s.t_ms)
+                self.open.get_or_insert_with(|| {
+                    Episode::open(ConditionKind::ProbeFault, Severity::Critical, t_ms)
                 });
             }
             SampleValue::Valid(_) => {
-                if let Some(e) = open.take() {
-                    out.push(e.finish(s.t_ms, true, limits.probe_fault_delay_ms));
+                if let Some(e) = self.open.take() {
+                    self.out.push(e.finish(t_ms, true, self.delay_ms));
                 }
             }
         }
     }
-    if let Some(e) = open {
-        let until = last_t.unwrap_or(e.c.id.start_ms);
-        out.push(e.finish(until, false, limits.probe_fault_delay_ms));
+
+    /// The conditions.
+    pub fn finish(self) -> Vec<Condition> {
+        let mut out = self.out;
+        if let Some(e) = self.open {
+            let until = self.last_t.unwrap_or(e.c.id.start_ms);
+            out.push(e.finish(until, false, self.delay_ms));
+        }
+        out
     }
-    out
+}
+
+/// Inside `[from, end]` of the shipment.
+fn in_range(t_ms: i64, facts: &ShipmentFacts) -> bool {
+    t_ms >= facts.from_ms() && t_ms <= facts.end_ms.unwrap_or(i64::MAX)
 }
 
 /// Silence. Two different facts, kept apart:
@@ -153,52 +191,99 @@ pub fn record_gaps(
     limits: &HealthLimits,
     facts: &ShipmentFacts,
 ) -> Vec<Condition> {
-    let Some(interval) = facts.sample_interval_ms.filter(|i| *i > 0) else {
-        return Vec::new();
-    };
-    let threshold = interval.saturating_mul(i64::from(limits.silent_after_intervals));
-    let hi = facts.end_ms.unwrap_or(i64::MAX);
-    let gap = |from: i64, to: i64, cleared: bool| {
-        let mut c = Episode::open(ConditionKind::Silent, Severity::Warning, from)
-            .finish(to, cleared, threshold);
+    let mut f = GapFold::new(limits, facts);
+    for smp in series.iter() {
+        f.push(smp.t_ms, facts);
+    }
+    f.finish(facts)
+}
+
+/// [`record_gaps`] as a fold over sample times in order.
+#[derive(Debug, Clone)]
+pub struct GapFold {
+    /// Sampling interval, ms (`None`: not checked).
+    interval: Option<i64>,
+    n: u32,
+    out: Vec<Condition>,
+    prev: Option<i64>,
+}
+
+impl GapFold {
+    /// Before any sample.
+    pub fn new(limits: &HealthLimits, facts: &ShipmentFacts) -> Self {
+        GapFold {
+            interval: facts.sample_interval_ms.filter(|i| *i > 0),
+            n: limits.silent_after_intervals,
+            out: Vec::new(),
+            prev: None,
+        }
+    }
+
+    fn threshold(&self, interval: i64) -> i64 {
+        interval.saturating_mul(i64::from(self.n))
+    }
+
+    fn gap(&self, interval: i64, from: i64, to: i64, cleared: bool) -> Condition {
+        let mut c = Episode::open(ConditionKind::Silent, Severity::Warning, from).finish(
+            to,
+            cleared,
+            self.threshold(interval),
+        );
         c.fires_ms = None;
         c
-    };
-    let mut out = Vec::new();
-    let mut prev: Option<i64> = None;
-    for s in series.range(facts.from_ms(), hi) {
-        if let Some(p) = prev
-            && s.t_ms - p >= threshold
+    }
+
+    /// The next sample time (outside `[from, end]` it is ignored).
+    pub fn push(&mut self, t_ms: i64, facts: &ShipmentFacts) {
+        let Some(interval) = self.interval else {
+            return;
+        };
+        if !in_range(t_ms, facts) {
+            return;
+        }
+        if let Some(p) = self.prev
+            && t_ms - p >= self.threshold(interval)
         {
-            out.push(gap(p, s.t_ms, true));
+            let g = self.gap(interval, p, t_ms, true);
+            self.out.push(g);
         }
-        prev = Some(s.t_ms);
+        self.prev = Some(t_ms);
     }
-    if let (Some(p), Some(end)) = (prev, facts.end_ms) {
-        match facts.live {
-            // Live, a device that batches samples into uploads is not silent
-            // between uploads: silent once nothing newer has arrived for N
-            // intervals (the longer of sampling and upload) after the newest
-            // sample did. The condition still starts at the last sample.
-            Some(l) => {
-                let n = i64::from(limits.silent_after_intervals);
-                let fires = l.newest_sample_received_ms.max(p)
-                    + interval.max(l.upload_interval_ms).saturating_mul(n);
-                if end >= fires {
-                    out.push(
-                        Episode::open(ConditionKind::Silent, Severity::Warning, p).finish(
-                            end,
-                            false,
-                            fires - p,
-                        ),
-                    );
+
+    /// The conditions, with the silence up to the horizon.
+    pub fn finish(self, facts: &ShipmentFacts) -> Vec<Condition> {
+        let Some(interval) = self.interval else {
+            return Vec::new();
+        };
+        let mut out = self.out.clone();
+        if let (Some(p), Some(end)) = (self.prev, facts.end_ms) {
+            match facts.live {
+                // Live, a device that batches samples into uploads is not silent
+                // between uploads: silent once nothing newer has arrived for N
+                // intervals (the longer of sampling and upload) after the newest
+                // sample did. The condition still starts at the last sample.
+                Some(l) => {
+                    let n = i64::from(self.n);
+                    let fires = l.newest_sample_received_ms.max(p)
+                        + interval.max(l.upload_interval_ms).saturating_mul(n);
+                    if end >= fires {
+                        out.push(
+                            Episode::open(ConditionKind::Silent, Severity::Warning, p).finish(
+                                end,
+                                false,
+                                fires - p,
+                            ),
+                        );
+                    }
                 }
+                None if end - p >= self.threshold(interval) => {
+                    out.push(self.gap(interval, p, end, false))
+                }
+                None => {}
             }
-            None if end - p >= threshold => out.push(gap(p, end, false)),
-            None => {}
         }
+        out
     }
-    out
 }
 
 /// True when nothing has been heard from a device for `n` sampling intervals:
@@ -221,108 +306,201 @@ fn event_rank(k: &EventKind) -> (u8, u64) {
     }
 }
 
-fn sorted_events(events: &[TimedEvent], facts: &ShipmentFacts) -> Vec<TimedEvent> {
-    let hi = facts.end_ms.unwrap_or(i64::MAX);
-    let lo = facts.from_ms();
+/// Events in `[from, end]`, in the order folds take them: by time, then
+/// kind, duplicates removed.
+pub fn sorted_events(events: &[TimedEvent], facts: &ShipmentFacts) -> Vec<TimedEvent> {
     let mut v: Vec<TimedEvent> = events
         .iter()
         .copied()
-        .filter(|e| e.t_ms >= lo && e.t_ms <= hi)
+        .filter(|e| in_range(e.t_ms, facts))
         .collect();
-    // At one instant an opening sorts before a closing, so it is not lost.
-    v.sort_by_key(|e| (e.t_ms, event_rank(&e.kind)));
-    v.dedup();
+    sort_events(&mut v);
     v
 }
 
-/// Lid open longer than `max_ms`: from `LidOpened` to the next `LidClosed`.
+/// Sorts events the way folds take them (by time, then kind) and removes
+/// duplicates.
+pub fn sort_events(v: &mut Vec<TimedEvent>) {
+    v.sort_by_key(|e| (e.t_ms, event_rank(&e.kind)));
+    v.dedup();
+}
+
+/// Lid open: from an opening to the next closing; fires after `max_ms`.
 pub fn lid_open(events: &[TimedEvent], max_ms: i64, facts: &ShipmentFacts) -> Vec<Condition> {
-    let mut out = Vec::new();
-    let mut open: Option<Episode> = None;
+    let mut f = StateFold::lid(max_ms);
     for e in sorted_events(events, facts) {
-        match e.kind {
-            EventKind::LidOpened => {
-                open.get_or_insert_with(|| {
-                    Episode::open(ConditionKind::LidOpen, Severity::Warning, e.t_ms)
-                });
-            }
-            EventKind::LidClosed => {
-                if let Some(ep) = open.take() {
-                    out.push(ep.finish(e.t_ms, true, max_ms));
-                }
-            }
-            _ => {}
-        }
+        f.push(&e);
     }
-    if let Some(ep) = open {
-        let until = facts.evidence_until(ep.c.id.start_ms);
-        out.push(ep.finish(until, false, max_ms));
-    }
-    out
+    f.finish(facts)
 }
 
-/// Tilt beyond `limit.max_deg` for longer than `limit.delay_ms`: from a `Tilt`
-/// event with a larger angle to `TiltCleared` or a `Tilt` within the limit.
-/// `peak` is the largest angle seen.
+/// Tilt beyond the profile's limit: from a tilt event over the limit to a
+/// tilt-cleared event (or one within the limit); fires after the limit's delay.
 pub fn tilt(events: &[TimedEvent], limit: &TiltLimit, facts: &ShipmentFacts) -> Vec<Condition> {
-    let mut out = Vec::new();
-    let mut open: Option<Episode> = None;
+    let mut f = StateFold::tilt(*limit);
     for e in sorted_events(events, facts) {
-        let beyond = match e.kind {
-            EventKind::Tilt { angle_deg } => Some((angle_deg > limit.max_deg, angle_deg)),
-            EventKind::TiltCleared => Some((false, 0)),
-            _ => None,
-        };
-        match beyond {
-            Some((true, angle)) => {
-                let ep = open.get_or_insert_with(|| {
-                    Episode::open(ConditionKind::Tilt, limit.severity, e.t_ms)
-                });
-                ep.c.peak = Some(ep.c.peak.unwrap_or(0).max(i32::from(angle)));
-            }
-            Some((false, _)) => {
-                if let Some(ep) = open.take() {
-                    out.push(ep.finish(e.t_ms, true, limit.delay_ms));
-                }
-            }
-            None => {}
-        }
+        f.push(&e);
     }
-    if let Some(ep) = open {
-        let until = facts.evidence_until(ep.c.id.start_ms);
-        out.push(ep.finish(until, false, limit.delay_ms));
-    }
-    out
+    f.finish(facts)
 }
 
-/// Battery below `low_mv`: fires at the first low reading; clears at a reading at
-/// or above `low_mv + 100` mV (a little hysteresis: a cold cell recovers a little
-/// when it warms). `peak` is the lowest voltage. `BatteryLow` events among
-/// `events` count as readings too.
+/// What a [`StateFold`] watches.
+#[derive(Debug, Clone, Copy)]
+enum StateKind {
+    Lid { max_ms: i64 },
+    Tilt(TiltLimit),
+}
+
+/// Lid and tilt as folds over events in the order of [`sort_events`]. An
+/// open state is known to last until the newest data, not until the horizon.
+#[derive(Debug, Clone)]
+pub struct StateFold {
+    kind: StateKind,
+    out: Vec<Condition>,
+    open: Option<Episode>,
+}
+
+impl StateFold {
+    /// The lid state.
+    pub fn lid(max_ms: i64) -> Self {
+        StateFold {
+            kind: StateKind::Lid { max_ms },
+            out: Vec::new(),
+            open: None,
+        }
+    }
+
+    /// The tilt state.
+    pub fn tilt(limit: TiltLimit) -> Self {
+        StateFold {
+            kind: StateKind::Tilt(limit),
+            out: Vec::new(),
+            open: None,
+        }
+    }
+
+    fn delay(&self) -> i64 {
+        match self.kind {
+            StateKind::Lid { max_ms } => max_ms,
+            StateKind::Tilt(l) => l.delay_ms,
+        }
+    }
+
+    /// The next event (already in range and in order).
+    pub fn push(&mut self, e: &TimedEvent) {
+        let delay = self.delay();
+        match self.kind {
+            StateKind::Lid { .. } => match e.kind {
+                EventKind::LidOpened => {
+                    self.open.get_or_insert_with(|| {
+                        Episode::open(ConditionKind::LidOpen, Severity::Warning, e.t_ms)
+                    });
+                }
+                EventKind::LidClosed => {
+                    if let Some(ep) = self.open.take() {
+                        self.out.push(ep.finish(e.t_ms, true, delay));
+                    }
+                }
+                _ => {}
+            },
+            StateKind::Tilt(limit) => {
+                let beyond = match e.kind {
+                    EventKind::Tilt { angle_deg } => Some((angle_deg > limit.max_deg, angle_deg)),
+                    EventKind::TiltCleared => Some((false, 0)),
+                    _ => None,
+                };
+                match beyond {
+                    Some((true, angle)) => {
+                        let ep = self.open.get_or_insert_with(|| {
+                            Episode::open(ConditionKind::Tilt, limit.severity, e.t_ms)
+                        });
+                        ep.c.peak = Some(ep.c.peak.unwrap_or(0).max(i32::from(angle)));
+                    }
+                    Some((false, _)) => {
+                        if let Some(ep) = self.open.take() {
+                            self.out.push(ep.finish(e.t_ms, true, delay));
+                        }
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+
+    /// The conditions as of the facts' horizon.
+    pub fn finish(self, facts: &ShipmentFacts) -> Vec<Condition> {
+        let delay = self.delay();
+        let mut out = self.out;
+        if let Some(ep) = self.open {
+            let until = facts.evidence_until(ep.c.id.start_ms);
+            out.push(ep.finish(until, false, delay));
+        }
+        out
+    }
+}
+
+/// Battery readings in `[from, end]`, with battery-low events as readings, in
+/// the order [`BatteryFold`] takes them.
+pub fn battery_inputs(
+    readings: &[BatteryReading],
+    events: &[TimedEvent],
+    facts: &ShipmentFacts,
+) -> Vec<BatteryReading> {
+    let mut all: Vec<BatteryReading> = readings
+        .iter()
+        .copied()
+        .chain(events.iter().filter_map(battery_event))
+        .filter(|r| in_range(r.t_ms, facts))
+        .collect();
+    all.sort_by_key(|r| (r.t_ms, r.mv));
+    all
+}
+
+/// A battery-low event as a battery reading.
+pub fn battery_event(e: &TimedEvent) -> Option<BatteryReading> {
+    match e.kind {
+        EventKind::BatteryLow { mv } => Some(BatteryReading { t_ms: e.t_ms, mv }),
+        _ => None,
+    }
+}
+
+/// Battery low: below `low_mv` until a reading 100 mV above it (hysteresis).
 pub fn battery_low(
     readings: &[BatteryReading],
     events: &[TimedEvent],
     low_mv: u16,
     facts: &ShipmentFacts,
 ) -> Vec<Condition> {
-    let hi = facts.end_ms.unwrap_or(i64::MAX);
-    let lo = facts.from_ms();
-    let mut all: Vec<BatteryReading> = readings
-        .iter()
-        .copied()
-        .chain(events.iter().filter_map(|e| match e.kind {
-            EventKind::BatteryLow { mv } => Some(BatteryReading { t_ms: e.t_ms, mv }),
-            _ => None,
-        }))
-        .filter(|r| r.t_ms >= lo && r.t_ms <= hi)
-        .collect();
-    all.sort_by_key(|r| (r.t_ms, r.mv));
-    let clear_mv = u32::from(low_mv) + 100;
-    let mut out = Vec::new();
-    let mut open: Option<Episode> = None;
-    for r in all {
-        if r.mv < low_mv {
-            let ep = open.get_or_insert_with(|| {
+    let mut f = BatteryFold::new(low_mv);
+    for r in battery_inputs(readings, events, facts) {
+        f.push(r);
+    }
+    f.finish(facts)
+}
+
+/// [`battery_low`] as a fold over readings sorted by (time, mV).
+#[derive(Debug, Clone)]
+pub struct BatteryFold {
+    low_mv: u16,
+    out: Vec<Condition>,
+    open: Option<Episode>,
+}
+
+impl BatteryFold {
+    /// Before any reading.
+    pub fn new(low_mv: u16) -> Self {
+        BatteryFold {
+            low_mv,
+            out: Vec::new(),
+            open: None,
+        }
+    }
+
+    /// The next reading (already in range and in order).
+    pub fn push(&mut self, r: BatteryReading) {
+        let clear_mv = u32::from(self.low_mv) + 100;
+        if r.mv < self.low_mv {
+            let ep = self.open.get_or_insert_with(|| {
                 Episode::open(ConditionKind::BatteryLow, Severity::Warning, r.t_ms)
             });
             ep.c.peak = Some(
@@ -330,54 +508,83 @@ pub fn battery_low(
                     .map_or(i32::from(r.mv), |p| p.min(i32::from(r.mv))),
             );
             ep.c.last_ms = r.t_ms;
-        } else if u32::from(r.mv) >= clear_mv {
-            if let Some(ep) = open.take() {
-                out.push(ep.finish(r.t_ms, true, 0));
-            }
+        } else if u32::from(r.mv) >= clear_mv
+            && let Some(ep) = self.open.take()
+        {
+            self.out.push(ep.finish(r.t_ms, true, 0));
         }
     }
-    if let Some(ep) = open {
-        let until = facts.evidence_until(ep.c.last_ms);
-        out.push(ep.finish(until, false, 0));
+
+    /// The conditions as of the facts' horizon.
+    pub fn finish(self, facts: &ShipmentFacts) -> Vec<Condition> {
+        let mut out = self.out;
+        if let Some(ep) = self.open {
+            let until = facts.evidence_until(ep.c.last_ms);
+            out.push(ep.finish(until, false, 0));
+        }
+        out
     }
-    out
 }
 
 /// A device may run unsynced this long (boot, first connection) before the
 /// condition fires; its times are marked estimated from the first moment.
 pub const CLOCK_UNSYNCED_DELAY_MS: i64 = 10 * 60_000;
 
+/// Clock observations in `[from, end]`, in the order [`ClockFold`] takes
+/// them (at one instant, "unsynced" first: the sync ends it).
+pub fn clock_inputs(obs: &[ClockObservation], facts: &ShipmentFacts) -> Vec<ClockObservation> {
+    let mut all: Vec<ClockObservation> = obs
+        .iter()
+        .copied()
+        .filter(|o| in_range(o.t_ms, facts))
+        .collect();
+    all.sort_by_key(|o| (o.t_ms, o.synced));
+    all
+}
+
 /// Clock unsynced: from the first unsynced observation to the next synced one.
 /// Fires after [`CLOCK_UNSYNCED_DELAY_MS`]: a device that syncs within minutes
 /// of booting pages nobody, and the report still shows the estimated stretch.
 pub fn clock_unsynced(obs: &[ClockObservation], facts: &ShipmentFacts) -> Vec<Condition> {
-    let hi = facts.end_ms.unwrap_or(i64::MAX);
-    let lo = facts.from_ms();
-    let mut all: Vec<ClockObservation> = obs
-        .iter()
-        .copied()
-        .filter(|o| o.t_ms >= lo && o.t_ms <= hi)
-        .collect();
-    // At one instant, "unsynced" sorts first: the sync ends it.
-    all.sort_by_key(|o| (o.t_ms, o.synced));
-    let mut out = Vec::new();
-    let mut open: Option<Episode> = None;
-    let mut last = None;
-    for o in all {
-        last = Some(o.t_ms);
+    let mut f = ClockFold::default();
+    for o in clock_inputs(obs, facts) {
+        f.push(o);
+    }
+    f.finish(facts)
+}
+
+/// [`clock_unsynced`] as a fold over observations in the order of
+/// [`clock_inputs`].
+#[derive(Debug, Clone, Default)]
+pub struct ClockFold {
+    out: Vec<Condition>,
+    open: Option<Episode>,
+    last: Option<i64>,
+}
+
+impl ClockFold {
+    /// The next observation (already in range and in order).
+    pub fn push(&mut self, o: ClockObservation) {
+        self.last = Some(o.t_ms);
         if !o.synced {
-            open.get_or_insert_with(|| {
+            self.open.get_or_insert_with(|| {
                 Episode::open(ConditionKind::ClockUnsynced, Severity::Warning, o.t_ms)
             });
-        } else if let Some(ep) = open.take() {
-            out.push(ep.finish(o.t_ms, true, CLOCK_UNSYNCED_DELAY_MS));
+        } else if let Some(ep) = self.open.take() {
+            self.out
+                .push(ep.finish(o.t_ms, true, CLOCK_UNSYNCED_DELAY_MS));
         }
     }
-    if let Some(ep) = open {
-        let until = facts.evidence_until(last.unwrap_or(ep.c.id.start_ms));
-        out.push(ep.finish(until, false, CLOCK_UNSYNCED_DELAY_MS));
+
+    /// The conditions as of the facts' horizon.
+    pub fn finish(self, facts: &ShipmentFacts) -> Vec<Condition> {
+        let mut out = self.out;
+        if let Some(ep) = self.open {
+            let until = facts.evidence_until(self.last.unwrap_or(ep.c.id.start_ms));
+            out.push(ep.finish(until, false, CLOCK_UNSYNCED_DELAY_MS));
+        }
+        out
     }
-    out
 }
 
 /// Bad tags or sequence tampering: one critical condition from the first anomaly,

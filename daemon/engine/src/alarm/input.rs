@@ -221,33 +221,94 @@ impl Series {
     /// instantaneous reading still counts for peaks and zero-delay zones); a
     /// sample before `lo` gives the part of its stretch after `lo`, if any.
     pub fn known_segments(&self, lo: i64, hi: Option<i64>, max_gap_ms: i64) -> Vec<Segment> {
-        let max_gap_ms = max_gap_ms.max(0);
-        let upper = hi.unwrap_or(i64::MAX);
+        let rule = SegmentRule::new(lo, hi, max_gap_ms);
         // Start from the last sample before `lo`: its value may stand into the range.
         let first_key = self.map.range(..lo).next_back().map_or(lo, |(t, _)| *t);
         let mut out = Vec::new();
-        let mut it = self.map.range(first_key..=upper).peekable();
+        let mut it = self.map.range(first_key..=rule.upper).peekable();
         while let Some((&t, slot)) = it.next() {
-            let SampleValue::Valid(v) = slot.value else {
-                continue;
-            };
-            // The evidence rule: a value stands until the next sample and no
-            // further. After the newest sample of the series the temperature
-            // is unknown, whatever the horizon: what happens there is for the
-            // next reading to tell (and for the silence alarm to notice when
-            // none comes).
-            let stand_until = it.peek().map_or(t, |(n, _)| **n);
-            let end = stand_until.min(t.saturating_add(max_gap_ms)).min(upper);
-            let start = t.max(lo);
-            if t >= lo || end > lo {
-                out.push(Segment {
-                    start_ms: start,
-                    end_ms: end.max(start),
-                    milli_c: v,
-                });
-            }
+            let next = it.peek().map(|(n, _)| **n);
+            out.extend(rule.segment(t, slot.value, next));
         }
         out
+    }
+
+    /// The first sample, if any.
+    pub fn first(&self) -> Option<Sample> {
+        self.map.first_key_value().map(|(&t_ms, s)| Sample {
+            t_ms,
+            value: s.value,
+        })
+    }
+
+    /// The newest sample, if any.
+    pub fn last(&self) -> Option<Sample> {
+        self.map.last_key_value().map(|(&t_ms, s)| Sample {
+            t_ms,
+            value: s.value,
+        })
+    }
+
+    /// Removes and returns the samples before `t_ms`, in order.
+    pub fn take_before(&mut self, t_ms: i64) -> Vec<Sample> {
+        let rest = self.map.split_off(&t_ms);
+        let head = std::mem::replace(&mut self.map, rest);
+        head.into_iter()
+            .map(|(t_ms, s)| Sample {
+                t_ms,
+                value: s.value,
+            })
+            .collect()
+    }
+}
+
+/// The evidence rule for one sample: the stretch of time its value stands
+/// for, given the time of the next sample (see [`Series::known_segments`],
+/// which applies it to every sample of a series; incremental evaluation
+/// applies it one sample at a time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentRule {
+    lo: i64,
+    upper: i64,
+    max_gap_ms: i64,
+}
+
+impl SegmentRule {
+    /// Segments inside `[lo, hi]` (`None`: no upper bound) of values that
+    /// stand at most `max_gap_ms`.
+    pub fn new(lo: i64, hi: Option<i64>, max_gap_ms: i64) -> Self {
+        SegmentRule {
+            lo,
+            upper: hi.unwrap_or(i64::MAX),
+            max_gap_ms: max_gap_ms.max(0),
+        }
+    }
+
+    /// The segment of a sample at `t` whose next sample (at or before the
+    /// upper bound) is at `next`; `None` for a fault, a sample after the upper
+    /// bound, or a stretch wholly before `lo`.
+    pub fn segment(&self, t: i64, value: SampleValue, next: Option<i64>) -> Option<Segment> {
+        let SampleValue::Valid(v) = value else {
+            return None;
+        };
+        if t > self.upper {
+            return None;
+        }
+        // The evidence rule: a value stands until the next sample and no
+        // further. After the newest sample of the series the temperature
+        // is unknown, whatever the horizon: what happens there is for the
+        // next reading to tell (and for the silence alarm to notice when
+        // none comes).
+        let stand_until = next.filter(|n| *n <= self.upper).unwrap_or(t);
+        let end = stand_until
+            .min(t.saturating_add(self.max_gap_ms))
+            .min(self.upper);
+        let start = t.max(self.lo);
+        (t >= self.lo || end > self.lo).then_some(Segment {
+            start_ms: start,
+            end_ms: end.max(start),
+            milli_c: v,
+        })
     }
 }
 

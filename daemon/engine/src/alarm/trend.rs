@@ -12,7 +12,7 @@
 //! Like every evaluation here it is a pure function of the sample set: the
 //! start is the first sample time at which the prediction held.
 
-use crate::alarm::{Condition, ConditionKind, Series, ShipmentFacts};
+use crate::alarm::{Condition, ConditionKind, SampleValue, Series, ShipmentFacts};
 use crate::profile::{Limit, Severity, Side};
 
 /// Parameters of the prediction.
@@ -80,25 +80,49 @@ fn predict(points: &[(i64, i32)], limit_mc: i32) -> Option<(f64, f64)> {
 
 /// The trend conditions of a series (high-side limits only).
 pub fn evaluate(spec: &TrendSpec, series: &Series, facts: &ShipmentFacts) -> Vec<Condition> {
-    if spec.limit.cmp.side() != Side::High {
-        return Vec::new();
+    let mut f = TrendFold::new(*spec);
+    for smp in series.iter() {
+        f.push(smp.t_ms, smp.value, facts);
     }
-    let from = facts.zones_from_ms();
-    let end = facts.end_ms.unwrap_or(i64::MAX);
-    let pts: Vec<(i64, i32)> = series
-        .iter()
-        .filter(|s| s.t_ms >= from && s.t_ms <= end)
-        .filter_map(|s| s.value.milli_c().map(|v| (s.t_ms, v)))
-        .collect();
-    let mut out = Vec::new();
-    let mut open: Option<Condition> = None;
-    let mut lo = 0;
-    for hi in 0..pts.len() {
-        let (t, v) = pts[hi];
-        while pts[lo].0 < t - spec.window_ms {
-            lo += 1;
+    f.finish()
+}
+
+/// [`evaluate`] as a fold over samples in time order: it keeps the points
+/// of the last window only.
+#[derive(Debug, Clone)]
+pub struct TrendFold {
+    spec: TrendSpec,
+    window: std::collections::VecDeque<(i64, i32)>,
+    out: Vec<Condition>,
+    open: Option<Condition>,
+}
+
+impl TrendFold {
+    /// Before any sample.
+    pub fn new(spec: TrendSpec) -> Self {
+        TrendFold {
+            spec,
+            window: std::collections::VecDeque::new(),
+            out: Vec::new(),
+            open: None,
         }
-        let window = &pts[lo..=hi];
+    }
+
+    /// The next sample (outside the zones' range, or a fault: ignored).
+    pub fn push(&mut self, t: i64, value: SampleValue, facts: &ShipmentFacts) {
+        let spec = self.spec;
+        if spec.limit.cmp.side() != Side::High
+            || t < facts.zones_from_ms()
+            || t > facts.end_ms.unwrap_or(i64::MAX)
+        {
+            return;
+        }
+        let Some(v) = value.milli_c() else { return };
+        self.window.push_back((t, v));
+        while self.window.front().is_some_and(|p| p.0 < t - spec.window_ms) {
+            self.window.pop_front();
+        }
+        let window = self.window.make_contiguous();
         let beyond = spec.limit.is_beyond(v);
         let span_h = (t - window[0].0) as f64 / 3_600_000.0;
         let holds = !beyond
@@ -108,14 +132,14 @@ pub fn evaluate(spec: &TrendSpec, series: &Series, facts: &ShipmentFacts) -> Vec
                     && rate * span_h >= spec.min_rise_mc
                     && to_cross <= spec.horizon_ms as f64
             });
-        match (&mut open, holds) {
+        match (&mut self.open, holds) {
             (None, true) => {
                 let mut c = Condition::new(ConditionKind::Trend, Severity::Warning, t);
                 c.fires_ms = Some(t);
                 c.peak = Some(v);
                 c.excursions = 1;
                 c.last_ms = t;
-                open = Some(c);
+                self.open = Some(c);
             }
             (Some(c), true) => {
                 c.peak = Some(c.peak.unwrap_or(v).max(v));
@@ -123,18 +147,23 @@ pub fn evaluate(spec: &TrendSpec, series: &Series, facts: &ShipmentFacts) -> Vec
                 c.beyond_ms = t - c.id.start_ms;
             }
             (Some(_), false) => {
-                if let Some(mut c) = open.take() {
+                if let Some(mut c) = self.open.take() {
                     c.cleared_ms = Some(t);
                     c.last_ms = t;
                     c.beyond_ms = t - c.id.start_ms;
-                    out.push(c);
+                    self.out.push(c);
                 }
             }
             (None, false) => {}
         }
     }
-    out.extend(open);
-    out
+
+    /// The conditions.
+    pub fn finish(self) -> Vec<Condition> {
+        let mut out = self.out;
+        out.extend(self.open);
+        out
+    }
 }
 
 #[cfg(test)]

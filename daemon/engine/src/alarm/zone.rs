@@ -24,9 +24,58 @@ fn reaches(counted: i64, len: i64, start: i64, delay: i64) -> Option<i64> {
 
 /// Evaluates one zone over `segs` (already clipped to the settle-adjusted range).
 pub(crate) fn evaluate(zone: &Zone, segs: &[Segment]) -> Vec<Condition> {
-    match zone.kind {
-        ZoneKind::Single => single(zone, segs),
-        ZoneKind::Cumulative => cumulative(zone, segs),
+    let mut f = ZoneFold::new(zone);
+    for s in segs {
+        f.push(s);
+    }
+    f.finish()
+}
+
+/// One zone's evaluation as a fold over segments in time order: the state can
+/// be kept and resumed when later segments arrive (see `crate::tracker`), and
+/// [`evaluate`] is the same fold over all segments at once.
+#[derive(Debug, Clone)]
+pub(crate) enum ZoneFold {
+    /// Single-event.
+    Single(SingleFold),
+    /// Cumulative.
+    Cumulative(CumulativeFold),
+}
+
+impl ZoneFold {
+    pub(crate) fn new(zone: &Zone) -> Self {
+        match zone.kind {
+            ZoneKind::Single => ZoneFold::Single(SingleFold {
+                zone: zone.clone(),
+                out: Vec::new(),
+                ep: None,
+                run: 0,
+                in_run: false,
+            }),
+            ZoneKind::Cumulative => ZoneFold::Cumulative(CumulativeFold {
+                zone: zone.clone(),
+                cond: None,
+                in_excursion: false,
+            }),
+        }
+    }
+
+    pub(crate) fn push(&mut self, s: &Segment) {
+        match self {
+            ZoneFold::Single(f) => f.push(s),
+            ZoneFold::Cumulative(f) => f.push(s),
+        }
+    }
+
+    pub(crate) fn finish(self) -> Vec<Condition> {
+        match self {
+            ZoneFold::Single(f) => {
+                let mut out = f.out;
+                out.extend(f.ep);
+                out
+            }
+            ZoneFold::Cumulative(f) => f.cond.into_iter().collect(),
+        }
     }
 }
 
@@ -38,64 +87,74 @@ pub(crate) fn evaluate(zone: &Zone, segs: &[Segment]) -> Vec<Condition> {
 /// excursion into one condition, one identity, one alarm.
 ///
 /// Unknown time (gaps, faults) neither counts nor resets the counter.
-fn single(zone: &Zone, segs: &[Segment]) -> Vec<Condition> {
-    let side = zone.id.side();
-    let mut out = Vec::new();
-    let mut ep: Option<Condition> = None;
-    let mut run: i64 = 0;
-    let mut in_run = false;
-    for s in segs {
+#[derive(Debug, Clone)]
+pub(crate) struct SingleFold {
+    zone: Zone,
+    out: Vec<Condition>,
+    ep: Option<Condition>,
+    run: i64,
+    in_run: bool,
+}
+
+impl SingleFold {
+    fn push(&mut self, s: &Segment) {
+        let zone = &self.zone;
+        let side = zone.id.side();
         let len = s.len_ms();
         if zone.limit.is_beyond(s.milli_c) {
-            let c = ep.get_or_insert_with(|| {
+            let c = self.ep.get_or_insert_with(|| {
                 Condition::new(ConditionKind::Zone(zone.id), zone.severity, s.start_ms)
             });
-            if !in_run {
+            if !self.in_run {
                 c.excursions += 1;
-                in_run = true;
-                run = 0;
+                self.in_run = true;
+                self.run = 0;
             }
             c.peak = worse(side, c.peak, s.milli_c);
             c.beyond_ms += len;
             if c.fires_ms.is_none() {
-                c.fires_ms = reaches(run, len, s.start_ms, zone.delay_ms);
+                c.fires_ms = reaches(self.run, len, s.start_ms, zone.delay_ms);
             }
-            run += len;
+            self.run += len;
             c.last_ms = s.end_ms;
         } else {
-            in_run = false;
-            run = 0;
-            if let Some(c) = ep.as_mut() {
+            self.in_run = false;
+            self.run = 0;
+            if let Some(c) = self.ep.as_mut() {
                 if zone.limit.is_cleared(s.milli_c, zone.hysteresis.0) {
                     c.cleared_ms = Some(s.start_ms);
                     c.last_ms = s.start_ms;
-                    out.extend(ep.take());
+                    self.out.extend(self.ep.take());
                 } else {
                     c.last_ms = s.end_ms;
                 }
             }
         }
     }
-    out.extend(ep);
-    out
 }
 
 /// Cumulative: one condition per zone per shipment, starting with the first
 /// excursion; time beyond the limit is summed and never reset, and the condition
 /// fires the moment the sum reaches the delay.
-fn cumulative(zone: &Zone, segs: &[Segment]) -> Vec<Condition> {
-    let side = zone.id.side();
-    let mut cond: Option<Condition> = None;
-    let mut in_excursion = false;
-    for s in segs {
+#[derive(Debug, Clone)]
+pub(crate) struct CumulativeFold {
+    zone: Zone,
+    cond: Option<Condition>,
+    in_excursion: bool,
+}
+
+impl CumulativeFold {
+    fn push(&mut self, s: &Segment) {
+        let zone = &self.zone;
+        let side = zone.id.side();
         let len = s.len_ms();
         if zone.limit.is_beyond(s.milli_c) {
-            let c = cond.get_or_insert_with(|| {
+            let c = self.cond.get_or_insert_with(|| {
                 Condition::new(ConditionKind::Zone(zone.id), zone.severity, s.start_ms)
             });
-            if !in_excursion {
+            if !self.in_excursion {
                 c.excursions += 1;
-                in_excursion = true;
+                self.in_excursion = true;
             }
             c.cleared_ms = None;
             c.peak = worse(side, c.peak, s.milli_c);
@@ -105,8 +164,8 @@ fn cumulative(zone: &Zone, segs: &[Segment]) -> Vec<Condition> {
             c.beyond_ms += len;
             c.last_ms = s.end_ms;
         } else {
-            in_excursion = false;
-            if let Some(c) = cond.as_mut() {
+            self.in_excursion = false;
+            if let Some(c) = self.cond.as_mut() {
                 if c.cleared_ms.is_none() && zone.limit.is_cleared(s.milli_c, zone.hysteresis.0) {
                     c.cleared_ms = Some(s.start_ms);
                 }
@@ -114,5 +173,4 @@ fn cumulative(zone: &Zone, segs: &[Segment]) -> Vec<Condition> {
             }
         }
     }
-    cond.into_iter().collect()
 }
