@@ -699,9 +699,7 @@ impl Evaluator {
                 continue;
             }
             let (readings, events) = self.store.frame_items(d, *fr)?;
-            let moves = readings
-                .iter()
-                .any(|r| r.time_source == TimeSource::Uptime)
+            let moves = readings.iter().any(|r| r.time_source == TimeSource::Uptime)
                 || events.iter().any(|e| {
                     e.time_source == TimeSource::Uptime
                         || matches!(e.body, EventBody::Event(EventKind::ClockSynced { .. }))
@@ -897,8 +895,11 @@ impl Evaluator {
             if let Ok(topic) = coldchain_proto::topic::shipment_status(id) {
                 self.outbox.status(id, topic.to_string(), text.clone())?;
             }
-            self.forward
-                .push(&format!("ship/{id}/status"), text.clone().into_bytes(), true)?;
+            self.forward.push(
+                &format!("ship/{id}/status"),
+                text.clone().into_bytes(),
+                true,
+            )?;
             self.last_status.insert(id.clone(), text);
         }
         Ok(())

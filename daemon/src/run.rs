@@ -467,10 +467,9 @@ fn ingest_loop(
         let mut devices = crate::evaluate::Touched::new();
         for o in &outcomes {
             match o {
-                Outcome::Stored { device, frame, .. } => devices
-                    .entry(device.to_string())
-                    .or_default()
-                    .push(*frame),
+                Outcome::Stored { device, frame, .. } => {
+                    devices.entry(device.to_string()).or_default().push(*frame)
+                }
                 // A security event is evaluated now too (the tamper alarm).
                 Outcome::Rejected(r) => {
                     if let Some(d) = r.security_device() {

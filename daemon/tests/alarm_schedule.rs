@@ -50,6 +50,9 @@ struct Daemon {
     store: Arc<SledStore>,
     ev: Evaluator,
     profile: &'static str,
+    /// Frames stored since the last evaluation (what ingest tells the
+    /// evaluator), so evaluations run incrementally.
+    pending: std::cell::RefCell<Vec<FrameRef>>,
 }
 
 fn evaluator(dir: &std::path::Path, store: &Arc<SledStore>, profile: &str, now: i64) -> Evaluator {
@@ -64,6 +67,8 @@ fn evaluator(dir: &std::path::Path, store: &Arc<SledStore>, profile: &str, now: 
     Evaluator::new(cfg, store.clone(), audit, forward)
         .unwrap()
         .with_clock(Clock::fixed(now))
+        // Fold at almost every evaluation, so late frames meet folded state.
+        .with_keep(2)
 }
 
 impl Daemon {
@@ -76,6 +81,7 @@ impl Daemon {
             store,
             ev,
             profile,
+            pending: Default::default(),
         };
         d.ev.shipments.put(&d.shipment()).unwrap();
         d
@@ -173,11 +179,20 @@ impl Daemon {
             &[0; 16],
         );
         self.store.apply(w).unwrap();
+        self.pending.borrow_mut().push(r);
     }
 
+    /// Evaluates incrementally: the frames stored since the last evaluation.
     fn evaluate(&mut self) {
         let s = self.ev.shipments.get("S-1").unwrap().unwrap();
-        self.ev.run_one(&s, T0 + 4 * H).unwrap();
+        let d = DeviceId::new(DEV).unwrap();
+        let frames: Vec<_> = self
+            .pending
+            .borrow_mut()
+            .drain(..)
+            .map(|r| (d.clone(), r))
+            .collect();
+        self.ev.run_frames(&s, T0 + 4 * H, &frames).unwrap();
     }
 
     /// The alerts a person sees as standing, as comparable facts.

@@ -20,7 +20,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::alarm::{Condition, ConditionKind, Sample, SampleValue, SegmentRule, Series, ShipmentFacts};
+use crate::alarm::{
+    Condition, ConditionKind, Sample, SampleValue, SegmentRule, Series, ShipmentFacts,
+};
 use crate::profile::{DecayModel, Profile, Severity};
 
 const HOUR_MS: f64 = 3_600_000.0;

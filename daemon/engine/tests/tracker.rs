@@ -76,7 +76,11 @@ fn inputs(cryo: bool) -> impl Strategy<Value = Vec<Input>> {
             let mut t = T0 - 30 * M;
             for (dt, dir, fault, sync) in walk {
                 // Mostly one minute apart; now and then a gap.
-                t += if dt == 7 { 25 * M } else { M + i64::from(dt) * 1000 };
+                t += if dt == 7 {
+                    25 * M
+                } else {
+                    M + i64::from(dt) * 1000
+                };
                 v += dir * step;
                 let s = if fault == 0 {
                     Sample::fault(t, FaultKind::OpenCircuit)
@@ -200,7 +204,11 @@ fn an_ordered_stream_keeps_a_short_tail() {
     for i in 0..(6 * 60) {
         let t = T0 + i * M;
         // Two hours at 9 °C in the middle: an H1 excursion.
-        let v = if (120..240).contains(&i) { 9_000 } else { 5_000 };
+        let v = if (120..240).contains(&i) {
+            9_000
+        } else {
+            5_000
+        };
         let s = Sample::valid(t, v);
         inc.push_sample(s, true).unwrap();
         once.push_sample(s, true).unwrap();

@@ -119,7 +119,11 @@ impl TrendFold {
         }
         let Some(v) = value.milli_c() else { return };
         self.window.push_back((t, v));
-        while self.window.front().is_some_and(|p| p.0 < t - spec.window_ms) {
+        while self
+            .window
+            .front()
+            .is_some_and(|p| p.0 < t - spec.window_ms)
+        {
             self.window.pop_front();
         }
         let window = self.window.make_contiguous();
