@@ -1365,7 +1365,12 @@ pub async fn run_task(
                                 }
                             }
                         }
-                        Err(e) => tracing::error!("cannot list shipments: {e:#}"),
+                        Err(e) => {
+                            tracing::error!("cannot list shipments: {e:#}");
+                            // The frames just taken reach no tracker: every
+                            // tracker starts again from the store.
+                            ev.retain_live(&HashSet::new());
+                        }
                     }
                     if let Err(e) = ev.escalate(now) {
                         tracing::error!("escalation failed: {e:#}");
