@@ -153,6 +153,9 @@ pub struct Evaluator {
     lives: HashMap<String, Live>,
     /// How many of the newest samples a live tracker keeps unfolded.
     keep: usize,
+    /// The shipments in transit or arrived, read once per full pass and
+    /// after every command (the evaluator task is the only writer).
+    watched: Option<Vec<Shipment>>,
 }
 
 /// What a list of shipments shows of one shipment, as of its last evaluation.
@@ -297,6 +300,7 @@ impl Evaluator {
             summaries: Summaries::default(),
             lives: HashMap::new(),
             keep: KEEP_UNFOLDED,
+            watched: None,
         })
     }
 
@@ -653,7 +657,7 @@ impl Evaluator {
             &crate::metrics::timings().evaluate_shipment,
             started.elapsed(),
         );
-        self.follow(s, &profile, &view.conditions)?;
+        let alerts = self.follow(s, &profile, &view.conditions)?;
         let snap = Snapshot {
             shipment: s,
             profile: &profile.name,
@@ -665,7 +669,7 @@ impl Evaluator {
             max_milli_c: view.max_milli_c,
             viability: &view.viability,
         };
-        self.status(&snap)
+        self.status(&snap, alerts)
     }
 
     /// A live state built from everything stored.
@@ -729,22 +733,23 @@ impl Evaluator {
     /// Brings a shipment's alerts in line with its conditions: raises, keeps
     /// (revising when the facts changed), withdraws or clears them (see
     /// `alarm::revision`), and resolves acknowledged ones that cleared.
+    /// Returns all of the shipment's alerts as they now stand.
     fn follow(
         &mut self,
         s: &Shipment,
         profile: &Profile,
         conditions: &[Condition],
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Vec<Alert>> {
         use crate::alarm::revision::{self, Raised, Step};
         use crate::alert::Change;
         let learned = self.clock.now_ms();
         let fired: Vec<&Condition> = conditions.iter().filter(|c| c.has_fired()).collect();
-        let mut alerts: Vec<Alert> = self
-            .alerts
-            .of_shipment(&s.id)?
-            .into_iter()
-            .filter(|a| a.state != AlertState::Withdrawn)
+        let mut all = self.alerts.of_shipment(&s.id)?;
+        let standing: Vec<usize> = (0..all.len())
+            .filter(|&i| all[i].state != AlertState::Withdrawn)
             .collect();
+        let mut alerts: Vec<Alert> = standing.iter().map(|&i| all[i].clone()).collect();
+        let mut new_alerts = Vec::new();
         let raised: Vec<Raised> = alerts
             .iter()
             .map(|a| Raised {
@@ -814,6 +819,7 @@ impl Evaluator {
                         serde_json::json!({ "alert": a.id, "condition": a.condition.to_string(), "severity": a.severity, "message": a.message }),
                     )?;
                     self.notify(&a, "raised")?;
+                    new_alerts.push(a);
                 }
                 Step::Withdraw { alert, reason } => {
                     let a = &mut alerts[alert];
@@ -853,7 +859,11 @@ impl Evaluator {
                 }
             }
         }
-        Ok(())
+        for (a, i) in alerts.into_iter().zip(standing) {
+            all[i] = a;
+        }
+        all.extend(new_alerts);
+        Ok(all)
     }
 
     /// Queues an alert event to MQTT and every webhook.
@@ -881,9 +891,8 @@ impl Evaluator {
 
     /// Queues the retained shipment status when it changed, and keeps the
     /// shipment's summary.
-    fn status(&mut self, snap: &Snapshot<'_>) -> anyhow::Result<()> {
+    fn status(&mut self, snap: &Snapshot<'_>, alerts: Vec<Alert>) -> anyhow::Result<()> {
         let id = &snap.shipment.id;
-        let alerts = self.alerts.of_shipment(id)?;
         let status = status_doc(snap, &alerts);
         let summary = summary_from(snap, alerts);
         self.summaries
@@ -938,13 +947,33 @@ impl Evaluator {
     }
 
     /// Shipments that watch any of `devices` and are still evaluated.
-    pub fn watching(&self, devices: &HashSet<String>) -> anyhow::Result<Vec<Shipment>> {
+    pub fn watching(&mut self, devices: &HashSet<String>) -> anyhow::Result<Vec<Shipment>> {
         Ok(self
-            .shipments
-            .all()?
-            .into_iter()
-            .filter(|s| s.is_watched() && s.watch.iter().any(|w| devices.contains(&w.device)))
+            .watched()?
+            .iter()
+            .filter(|s| s.watch.iter().any(|w| devices.contains(&w.device)))
+            .cloned()
             .collect())
+    }
+
+    /// The shipments in transit or arrived (cached; see `refresh_watched`).
+    pub fn watched(&mut self) -> anyhow::Result<&[Shipment]> {
+        if self.watched.is_none() {
+            let v: Vec<Shipment> = self
+                .shipments
+                .all()?
+                .into_iter()
+                .filter(Shipment::is_watched)
+                .collect();
+            self.retain_live(&v.iter().map(|s| s.id.clone()).collect());
+            self.watched = Some(v);
+        }
+        Ok(self.watched.as_deref().unwrap_or_default())
+    }
+
+    /// Reads the watched shipments again at the next use.
+    pub fn refresh_watched(&mut self) {
+        self.watched = None;
     }
 }
 
@@ -1307,6 +1336,7 @@ pub async fn run_task(
                 let now = crate::ingest::now_ms();
                 let result = tokio::task::block_in_place(|| {
                     let r = ev.apply(&mut req, now);
+                    ev.refresh_watched();
                     if r.is_ok() {
                         let id = match &req.command {
                             Command::Create(n) => Some(n.id.clone()),
@@ -1332,11 +1362,8 @@ pub async fn run_task(
                 tokio::task::block_in_place(|| {
                     let shipments = if full {
                         last_full = now;
-                        ev.shipments.all().map(|v| {
-                            let live: Vec<Shipment> = v.into_iter().filter(is_live).collect();
-                            ev.retain_live(&live.iter().map(|s| s.id.clone()).collect());
-                            live
-                        })
+                        ev.refresh_watched();
+                        ev.watched().map(<[Shipment]>::to_vec)
                     } else if dirty.is_empty() {
                         Ok(Vec::new())
                     } else {
