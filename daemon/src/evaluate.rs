@@ -652,7 +652,9 @@ impl Evaluator {
         live.tracker.commit(self.keep, now);
         let view = self.view(s, &live.tracker, &live.newest, now)?;
         let profile = live.tracker.profile().clone();
-        self.lives.insert(s.id.clone(), live);
+        if s.is_watched() {
+            self.lives.insert(s.id.clone(), live);
+        }
         crate::metrics::observe(
             &crate::metrics::timings().evaluate_shipment,
             started.elapsed(),
