@@ -90,7 +90,9 @@ pub fn readings(store: &SledStore, registry: &Registry, tx: mpsc::Sender<Chunk>)
         tx,
         buf: Vec::with_capacity(CHUNK + 1024),
     };
-    let tree = match store.db().open_tree("frame_readings") {
+    // Every frame, with its readings (inline, or in `frame_readings` for
+    // frames stored by earlier versions: `SledStore::frame_items`).
+    let tree = match store.db().open_tree("frames") {
         Ok(t) => t,
         Err(e) => return out.fail("database", e),
     };
@@ -98,18 +100,15 @@ pub fn readings(store: &SledStore, registry: &Registry, tx: mpsc::Sender<Chunk>)
     for kv in tree.iter() {
         let (k, v) = match kv {
             Ok(kv) => kv,
-            Err(e) => return out.fail("database, tree frame_readings", e),
+            Err(e) => return out.fail("database, tree frames", e),
         };
         let Some((device, boot, seq)) = split_frame_key(&k) else {
             continue;
         };
-        let items: Vec<(u16, ReadingRecord)> = match postcard::from_bytes(&v) {
+        let items: Vec<(u16, ReadingRecord)> = match store.frame_items(&k, &v) {
             Ok(i) => i,
             Err(e) => {
-                return out.fail(
-                    &format!("tree frame_readings, device {device} boot {boot} seq {seq}"),
-                    e,
-                );
+                return out.fail(&format!("device {device} boot {boot} seq {seq}"), e);
             }
         };
         if offsets.as_ref().is_none_or(|(d, _)| d.as_str() != device) {

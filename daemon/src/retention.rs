@@ -25,7 +25,7 @@ use std::sync::Arc;
 use coldchain_proto::DeviceId;
 
 use crate::shipment::{Shipment, State};
-use crate::store::{FrameRecord, GapRecord, SecurityRecord, SledStore, key};
+use crate::store::{GapRecord, SecurityRecord, SledStore, key};
 
 const H: i64 = 3_600_000;
 const DAY: i64 = 24 * H;
@@ -103,7 +103,8 @@ pub fn purge(
         let mut clocks = std::collections::HashMap::new();
         for kv in frames.scan_prefix(&prefix) {
             let (k, v) = kv?;
-            let (rec, _) = postcard::take_from_bytes::<FrameRecord>(&v)?;
+            let stored = crate::store::StoredFrame::parse(&v)?;
+            let rec = stored.record;
             if rec.received_ms >= cutoff_ms {
                 continue;
             }
@@ -116,9 +117,11 @@ pub fn purge(
                 p.kept_for_shipments += 1;
                 continue;
             }
-            if let Some(v) = readings.remove(&k)? {
-                let items: Vec<(u16, crate::store::ReadingRecord)> = postcard::from_bytes(&v)?;
-                p.readings += items.len() as u64;
+            // Inline (this version) or in `frame_readings` (earlier ones).
+            let old_layout = readings.remove(&k)?;
+            if let Some(list) = stored.readings.or(old_layout.as_deref()) {
+                let (n, _) = postcard::take_from_bytes::<u64>(list)?;
+                p.readings += n;
             }
             for ek in events.scan_prefix(&k).keys() {
                 events.remove(ek?)?;

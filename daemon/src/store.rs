@@ -2,8 +2,8 @@
 //!
 //! | tree | key | value |
 //! | --- | --- | --- |
-//! | `frame_readings` | device ‖ 0 ‖ boot ‖ seq | every `(idx, `[`ReadingRecord`]`)` of the frame |
-//! | `frames` | device ‖ 0 ‖ boot ‖ seq | [`FrameRecord`] ‖ [`FrameDigest`]: the dedupe index |
+//! | `frames` | device ‖ 0 ‖ boot ‖ seq | [`FrameRecord`] ‖ [`FrameDigest`] ‖ every `(idx, `[`ReadingRecord`]`)` of the frame: the frame, its dedupe entry and its readings |
+//! | `frame_readings` | device ‖ 0 ‖ boot ‖ seq | the readings of frames stored by earlier versions (see below) |
 //! | `events` | device ‖ 0 ‖ boot ‖ seq ‖ idx | [`EventRecord`] (device events, status) |
 //! | `gaps` | device ‖ 0 ‖ boot ‖ first missing seq | [`GapRecord`] |
 //! | `devices` | device | [`DeviceState`] |
@@ -15,12 +15,24 @@
 //! keys sort by device, then boot, then sequence. Integers are big-endian so
 //! range scans come out in order.
 //!
-//! A frame's readings are one value (postcard `Vec<(u16, ReadingRecord)>`):
-//! one sled write per frame instead of one per reading, which is what lets
-//! ingest keep up with tens of thousands of readings a second (see the
+//! A frame is **one sled value**: its record, its content digest and its
+//! readings (postcard `Vec<(u16, ReadingRecord)>`, empty for an event or
+//! status frame), so storing a frame is one sled insert. sled's cost is per
+//! insert (each copies the leaf it changes, and every 8 or so appended keys
+//! split a leaf and copy its parent), which is what limits ingest (see the
 //! README's performance section). The API still pages by `(frame, idx)`.
-//! Databases written by earlier versions kept one entry per reading in a
-//! `readings` tree; [`SledStore::open`] converts them once.
+//!
+//! **Layouts of earlier versions**, read as they are (no conversion), told
+//! apart by what follows the postcard [`FrameRecord`] in a `frames` value:
+//!
+//! | after the record | digest | readings |
+//! | --- | --- | --- |
+//! | nothing | none | in `frame_readings` (same key) |
+//! | 16 bytes | [`FrameDigest`] | in `frame_readings` (same key) |
+//! | 16 bytes ‖ postcard list (≥ 1 byte) | [`FrameDigest`] | inline (this version) |
+//!
+//! Databases older still kept one entry per reading in a `readings` tree;
+//! [`SledStore::open`] converts them once into `frame_readings`.
 //!
 //! **Durability.** sled 0.34 makes writes durable with `flush`, which on Linux
 //! uses `sync_file_range` and does not flush the drive's cache or the file's
@@ -175,6 +187,38 @@ pub struct FrameRecord {
     pub via: Via,
     /// Whether it carried a verified tag (false only for unsigned JSON by policy).
     pub signed: bool,
+}
+
+/// A `frames` value taken apart (see the module docs for its layouts).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredFrame<'a> {
+    /// The frame's record.
+    pub record: FrameRecord,
+    /// Its content digest; `None` for an entry of a version that kept none.
+    pub digest: Option<FrameDigest>,
+    /// Its readings (postcard `Vec<(u16, ReadingRecord)>`) when stored
+    /// inline; `None` for an entry of an earlier version, whose readings are
+    /// in `frame_readings`.
+    pub readings: Option<&'a [u8]>,
+}
+
+impl<'a> StoredFrame<'a> {
+    /// Splits a `frames` value.
+    pub fn parse(v: &'a [u8]) -> Result<Self, postcard::Error> {
+        let (record, rest) = postcard::take_from_bytes::<FrameRecord>(v)?;
+        let (digest, readings) = match rest.split_at_checked(16) {
+            Some((d, list)) => (
+                FrameDigest::try_from(d).ok(),
+                (!list.is_empty()).then_some(list),
+            ),
+            None => (None, None),
+        };
+        Ok(StoredFrame {
+            record,
+            digest,
+            readings,
+        })
+    }
 }
 
 /// A stored device event or status heartbeat.
@@ -359,9 +403,12 @@ fn is_frame_key(k: &[u8], d: &DeviceId, r: FrameRef) -> bool {
 }
 
 impl WriteSet {
-    /// Stages a reading. All readings of a frame are stored as one value, so
-    /// stage every reading of a frame in the same write set: applying it
-    /// replaces what was stored for that frame.
+    /// Stages a reading. A frame's readings are stored in its `frames`
+    /// value, so stage every reading of a frame in the same write set as the
+    /// frame itself ([`WriteSet::frame`]): applying it replaces what was
+    /// stored for that frame. Readings staged without their frame are
+    /// written in the layout of earlier versions (`frame_readings`), which
+    /// is read only for a frame whose entry holds no readings of its own.
     pub fn reading(&mut self, d: &DeviceId, r: FrameRef, idx: u16, rec: &ReadingRecord) {
         match self.readings.last_mut() {
             Some((k, items)) if is_frame_key(k, d, r) => items.push((idx, rec.clone())),
@@ -373,7 +420,8 @@ impl WriteSet {
         }
         self.ops += 1;
     }
-    /// Stages a frame's dedupe entry with its content digest.
+    /// Stages a frame's entry (its record and content digest); the readings
+    /// staged for it in this write set are added when it is applied.
     pub fn frame(&mut self, d: &DeviceId, r: FrameRef, rec: &FrameRecord, digest: &FrameDigest) {
         let mut v = enc(rec);
         v.extend_from_slice(digest);
@@ -802,6 +850,28 @@ impl SledStore {
         Ok(out)
     }
 
+    /// The readings of the frame stored under `k` with `frames` value `v`:
+    /// inline, or in `frame_readings` for a frame stored by an earlier
+    /// version (none there: none at all).
+    pub fn frame_items(&self, k: &[u8], v: &[u8]) -> Result<Vec<(u16, ReadingRecord)>, StoreError> {
+        let f = StoredFrame::parse(v).map_err(|e| self.decode_err("frames", e))?;
+        match f.readings {
+            Some(list) => self.dec("frames", list),
+            None => match self.readings.get(k).map_err(|e| self.sled_err(e))? {
+                Some(v) => self.dec("frame_readings", &v),
+                None => Ok(Vec::new()),
+            },
+        }
+    }
+
+    fn decode_err(&self, tree: &'static str, e: postcard::Error) -> StoreError {
+        StoreError::Decode {
+            path: self.path.clone(),
+            tree,
+            detail: e.to_string(),
+        }
+    }
+
     fn dec<T: for<'a> Deserialize<'a>>(
         &self,
         tree: &'static str,
@@ -1036,17 +1106,34 @@ impl Store for SledStore {
             }
             merged
         };
-        let readings = readings
+        // Each frame's readings go into its `frames` value (an empty list for
+        // a frame without readings): one insert per frame.
+        let mut readings: Vec<(Vec<u8>, Option<_>)> = readings
             .into_iter()
-            .map(|(k, items)| (k, Some(frame_readings_value(items))))
+            .map(|(k, items)| (k, Some(items)))
+            .collect();
+        let mut frames = w.frames;
+        for (k, v) in &mut frames {
+            let Some(v) = v else { continue };
+            let items = readings
+                .binary_search_by(|(rk, _)| rk.cmp(k))
+                .ok()
+                .and_then(|i| readings[i].1.take())
+                .unwrap_or_default();
+            v.extend_from_slice(&frame_readings_value(items));
+        }
+        // Readings staged without their frame: the earlier layout.
+        let unpaired: Staged = readings
+            .into_iter()
+            .filter_map(|(k, items)| Some((k, Some(frame_readings_value(items?)))))
             .collect();
         let e = |e| self.sled_err(e);
-        apply_staged(&self.readings, readings).map_err(e)?;
+        apply_staged(&self.readings, unpaired).map_err(e)?;
         apply_staged(&self.events, w.events).map_err(e)?;
         apply_staged(&self.gaps, w.gaps).map_err(e)?;
         apply_staged(&self.security, w.security).map_err(e)?;
         apply_staged(&self.boot_clocks, w.boot_clocks).map_err(e)?;
-        apply_staged(&self.frames, w.frames).map_err(e)?;
+        apply_staged(&self.frames, frames).map_err(e)?;
         apply_staged(&self.devices, w.devices).map_err(e)?;
         Ok(())
     }
@@ -1068,13 +1155,12 @@ impl Store for SledStore {
         else {
             return Ok(None);
         };
-        let (rec, rest) =
-            postcard::take_from_bytes::<FrameRecord>(&v).map_err(|e| StoreError::Decode {
-                path: self.path.clone(),
-                tree: "frames",
-                detail: e.to_string(),
-            })?;
-        Ok(Some((rec, FrameDigest::try_from(rest).ok())))
+        let f = StoredFrame::parse(&v).map_err(|e| StoreError::Decode {
+            path: self.path.clone(),
+            tree: "frames",
+            detail: e.to_string(),
+        })?;
+        Ok(Some((f.record, f.digest)))
     }
 
     fn device_state(&self, d: &DeviceId) -> Result<Option<DeviceState>, StoreError> {
@@ -1130,7 +1216,7 @@ impl Store for SledStore {
             return Ok(out);
         }
         let mut clocks = std::collections::HashMap::new();
-        for kv in self.readings.range(start..end) {
+        for kv in self.frames.range(start..end) {
             let (k, v) = kv.map_err(|e| self.sled_err(e))?;
             let n = k.len();
             if n < 9 {
@@ -1140,7 +1226,7 @@ impl Store for SledStore {
                 boot: u32::from_be_bytes(k[n - 8..n - 4].try_into().unwrap_or([0; 4])),
                 seq: u32::from_be_bytes(k[n - 4..].try_into().unwrap_or([0; 4])),
             };
-            let items: Vec<(u16, ReadingRecord)> = self.dec("frame_readings", &v)?;
+            let items = self.frame_items(&k, &v)?;
             for (idx, mut reading) in items {
                 // Uptime stamps are placed on the wall clock as they are read.
                 reading.time_ms =
@@ -1165,15 +1251,19 @@ impl Store for SledStore {
 
     fn reading_count(&self, d: &DeviceId) -> Result<u64, StoreError> {
         let mut n = 0;
-        for v in self.readings.scan_prefix(key::device_prefix(d)).values() {
-            let v = v.map_err(|e| self.sled_err(e))?;
-            // The value starts with the number of readings (postcard varint).
+        for kv in self.frames.scan_prefix(key::device_prefix(d)) {
+            let (k, v) = kv.map_err(|e| self.sled_err(e))?;
+            let f = StoredFrame::parse(&v).map_err(|e| self.decode_err("frames", e))?;
+            let (tree, list) = match f.readings {
+                Some(list) => ("frames", list.to_vec()),
+                None => match self.readings.get(&k).map_err(|e| self.sled_err(e))? {
+                    Some(v) => ("frame_readings", v.to_vec()),
+                    None => continue,
+                },
+            };
+            // The list starts with the number of readings (postcard varint).
             let (count, _) =
-                postcard::take_from_bytes::<u64>(&v).map_err(|e| StoreError::Decode {
-                    path: self.path.clone(),
-                    tree: "frame_readings",
-                    detail: e.to_string(),
-                })?;
+                postcard::take_from_bytes::<u64>(&list).map_err(|e| self.decode_err(tree, e))?;
             n += count;
         }
         Ok(n)
@@ -1231,6 +1321,16 @@ mod tests {
         rows.iter().map(|r| (r.boot, r.seq, r.idx)).collect()
     }
 
+    fn frame_rec() -> FrameRecord {
+        FrameRecord {
+            received_ms: 1_767_225_600_000,
+            time_ms: 1_767_225_600_000,
+            time_source: TimeSource::Device,
+            via: Via::Mqtt,
+            signed: true,
+        }
+    }
+
     #[test]
     fn readings_page_by_frame_and_index_in_key_order() {
         let dir = tempfile::tempdir().unwrap();
@@ -1241,10 +1341,12 @@ mod tests {
             for i in 0..3u16 {
                 w.reading(&a, FrameRef { boot, seq }, i, &rec(i32::from(i)));
             }
+            w.frame(&a, FrameRef { boot, seq }, &frame_rec(), &[1; 16]);
             s.apply(w).unwrap();
         }
         let mut w = WriteSet::default();
         w.reading(&b, FrameRef { boot: 1, seq: 0 }, 0, &rec(9));
+        w.frame(&b, FrameRef { boot: 1, seq: 0 }, &frame_rec(), &[2; 16]);
         s.apply(w).unwrap();
 
         assert_eq!(s.reading_count(&a).unwrap(), 9);
@@ -1287,6 +1389,7 @@ mod tests {
         w.reading(&a, f, 1, &rec(1));
         w.reading(&a, f, 0, &rec(0));
         w.reading(&a, f, 1, &rec(11));
+        w.frame(&a, f, &frame_rec(), &[1; 16]);
         s.apply(w).unwrap();
         let rows = s.readings(&a, None, 10).unwrap();
         assert_eq!(ids(&rows), vec![(1, 1, 0), (1, 1, 1)]);
@@ -1300,7 +1403,12 @@ mod tests {
         {
             let db = sled::open(dir.path()).unwrap();
             let old = db.open_tree("readings").unwrap();
+            // That version's frame entries: the record alone.
+            let frames = db.open_tree("frames").unwrap();
             for seq in 0..3u32 {
+                frames
+                    .insert(key::frame(&a, FrameRef { boot: 1, seq }), enc(&frame_rec()))
+                    .unwrap();
                 for idx in 0..4u16 {
                     old.insert(
                         key::item(&a, FrameRef { boot: 1, seq }, idx),
@@ -1321,6 +1429,104 @@ mod tests {
         drop(s);
         let s = reopen(dir.path());
         assert_eq!(s.reading_count(&a).unwrap(), 12);
+    }
+
+    /// A frame is one sled value: its record, digest and readings together
+    /// (one insert per frame); nothing goes to `frame_readings`.
+    #[test]
+    fn a_frame_and_its_readings_are_one_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let a = dev("a");
+        let mut w = WriteSet::default();
+        for seq in 0..2u32 {
+            let f = FrameRef { boot: 1, seq };
+            for i in 0..3u16 {
+                w.reading(&a, f, i, &rec(seq as i32 * 10 + i32::from(i)));
+            }
+            w.frame(&a, f, &frame_rec(), &[seq as u8; 16]);
+        }
+        // A frame without readings (events) has an empty list.
+        w.frame(&a, FrameRef { boot: 1, seq: 2 }, &frame_rec(), &[9; 16]);
+        s.apply(w).unwrap();
+        assert_eq!(s.frames.len(), 3);
+        assert!(
+            s.readings.is_empty(),
+            "readings written apart from their frame"
+        );
+        let v = s
+            .frames
+            .get(key::frame(&a, FrameRef { boot: 1, seq: 1 }))
+            .unwrap()
+            .unwrap();
+        let f = StoredFrame::parse(&v).unwrap();
+        assert_eq!((f.record, f.digest), (frame_rec(), Some([1; 16])));
+        let items: Vec<(u16, ReadingRecord)> = postcard::from_bytes(f.readings.unwrap()).unwrap();
+        assert_eq!(items, vec![(0, rec(10)), (1, rec(11)), (2, rec(12))]);
+        assert_eq!(s.reading_count(&a).unwrap(), 6);
+        let rows = s.readings(&a, None, 100).unwrap();
+        assert_eq!(
+            ids(&rows)[..4],
+            [(1, 0, 0), (1, 0, 1), (1, 0, 2), (1, 1, 0)]
+        );
+        assert_eq!(rows.len(), 6);
+        assert_eq!(
+            s.frame(&a, FrameRef { boot: 1, seq: 2 }).unwrap(),
+            Some((frame_rec(), Some([9; 16])))
+        );
+    }
+
+    /// A database written by earlier versions (readings in `frame_readings`,
+    /// frame entries with a digest or without one) opens and reads as before,
+    /// and frames stored after it (inline) read in key order with its own.
+    #[test]
+    fn frames_of_the_earlier_layouts_read_as_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dev("dev-1");
+        let f = |seq| FrameRef { boot: 1, seq };
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let frames = db.open_tree("frames").unwrap();
+            let readings = db.open_tree("frame_readings").unwrap();
+            // seq 0: no digest (the oldest entries); seq 1: record ‖ digest.
+            frames
+                .insert(key::frame(&a, f(0)), enc(&frame_rec()))
+                .unwrap();
+            let mut v = enc(&frame_rec());
+            v.extend_from_slice(&[5; 16]);
+            frames.insert(key::frame(&a, f(1)), v).unwrap();
+            for seq in 0..2u32 {
+                let items: Vec<(u16, ReadingRecord)> = (0..2u16)
+                    .map(|i| (i, rec(seq as i32 * 10 + i32::from(i))))
+                    .collect();
+                readings
+                    .insert(key::frame(&a, f(seq)), enc(&items))
+                    .unwrap();
+            }
+            db.flush().unwrap();
+        }
+        let s = reopen(dir.path());
+        assert_eq!(s.frame(&a, f(0)).unwrap(), Some((frame_rec(), None)));
+        assert_eq!(
+            s.frame(&a, f(1)).unwrap(),
+            Some((frame_rec(), Some([5; 16])))
+        );
+        assert_eq!(s.reading_count(&a).unwrap(), 4);
+        let mut w = WriteSet::default();
+        w.reading(&a, f(2), 0, &rec(20));
+        w.frame(&a, f(2), &frame_rec(), &[6; 16]);
+        s.apply(w).unwrap();
+        let rows = s.readings(&a, None, 100).unwrap();
+        assert_eq!(
+            ids(&rows),
+            vec![(1, 0, 0), (1, 0, 1), (1, 1, 0), (1, 1, 1), (1, 2, 0)]
+        );
+        assert_eq!(rows[3].reading, rec(11));
+        assert_eq!(rows[4].reading, rec(20));
+        assert_eq!(s.reading_count(&a).unwrap(), 5);
+        // Paging from inside an old frame into the new one.
+        let p = s.readings(&a, Some((f(1), 0)), 10).unwrap();
+        assert_eq!(ids(&p), vec![(1, 1, 1), (1, 2, 0)]);
     }
 
     /// Opens a database just closed in this process: sled releases its file
