@@ -704,7 +704,7 @@ impl Evaluator {
             if channels.is_empty() {
                 continue;
             }
-            let (readings, events) = self.store.frame_items(d, *fr)?;
+            let (readings, events) = self.store.frame_contents(d, *fr)?;
             let moves = readings.iter().any(|r| r.time_source == TimeSource::Uptime)
                 || events.iter().any(|e| {
                     e.time_source == TimeSource::Uptime

@@ -703,15 +703,15 @@ impl SledStore {
     /// One stored frame's readings and events (with their stored times:
     /// uptime stamps are not placed), for incremental evaluation of what a
     /// commit just stored. Empty when the frame is not stored.
-    pub fn frame_items(
+    pub fn frame_contents(
         &self,
         d: &DeviceId,
         r: FrameRef,
     ) -> Result<(Vec<ReadingRecord>, Vec<EventRecord>), StoreError> {
         let k = key::frame(d, r);
-        let readings = match self.readings.get(&k).map_err(|e| self.sled_err(e))? {
+        let readings = match self.frames.get(&k).map_err(|e| self.sled_err(e))? {
             Some(v) => self
-                .dec::<Vec<(u16, ReadingRecord)>>("frame_readings", &v)?
+                .frame_items(&k, &v)?
                 .into_iter()
                 .map(|(_, r)| r)
                 .collect(),
