@@ -872,6 +872,8 @@ pub enum Command {
         decision: crate::shipment::Decision,
         /// Comment.
         comment: String,
+        /// The electronic signature (checked by the API before it asks).
+        signature: Option<crate::shipment::Signature>,
     },
     /// Acknowledge an alert.
     Ack {
@@ -900,8 +902,8 @@ pub enum Refusal {
 pub struct Request {
     /// Shipment id (ignored for Create and Ack).
     pub shipment: String,
-    /// Who asks (recorded in the audit trail).
-    pub by: String,
+    /// Who asks: the authenticated person (recorded in the audit trail).
+    pub actor: crate::users::Actor,
     /// What.
     pub command: Command,
     /// The result: the shipment or alert as JSON.
@@ -914,12 +916,9 @@ impl Evaluator {
     pub fn apply(&mut self, req: &mut Request, now: i64) -> Result<serde_json::Value, Refusal> {
         use crate::shipment::{Disposition, Handoff};
         let internal = |e: anyhow::Error| Refusal::Internal(format!("{e:#}"));
-        let by = req.by.trim().to_string();
-        if by.is_empty() {
-            return Err(Refusal::Bad(
-                "field by: who is making this change? (must not be empty)".into(),
-            ));
-        }
+        // Records name the authenticated person, never a typed name.
+        let by = req.actor.full_name.clone();
+        let actor = req.actor.clone();
         let result = match &req.command {
             Command::Create(new) => {
                 self.cfg
@@ -934,9 +933,9 @@ impl Evaluator {
                     )));
                 }
                 self.audit
-                    .append(
+                    .append_by(
                         now,
-                        &by,
+                        &actor,
                         "shipment.create",
                         &s.id,
                         serde_json::to_value(&s).unwrap_or_default(),
@@ -970,9 +969,9 @@ impl Evaluator {
                 a.maybe_resolve(now);
                 self.alerts.put(&a, None).map_err(internal)?;
                 self.audit
-                    .append(
+                    .append_by(
                         now,
-                        &by,
+                        &actor,
                         "alert.ack",
                         &a.shipment,
                         serde_json::json!({ "alert": a.id, "comment": comment }),
@@ -1030,12 +1029,17 @@ impl Evaluator {
                         s.arrive(at).map_err(conflict)?;
                         ("shipment.arrive", serde_json::json!({ "arrived_ms": at }))
                     }
-                    Command::Close { decision, comment } => {
+                    Command::Close {
+                        decision,
+                        comment,
+                        signature,
+                    } => {
                         let d = Disposition {
                             decision: *decision,
                             comment: comment.clone(),
                             by: by.clone(),
                             at_ms: now,
+                            signature: signature.clone(),
                         };
                         s.close(d.clone()).map_err(conflict)?;
                         (
@@ -1047,7 +1051,7 @@ impl Evaluator {
                 };
                 self.shipments.put(&s).map_err(internal)?;
                 self.audit
-                    .append(now, &by, action, &s.id, details)
+                    .append_by(now, &actor, action, &s.id, details)
                     .map_err(internal)?;
                 serde_json::to_value(&s).unwrap_or_default()
             }
