@@ -185,7 +185,10 @@ pub async fn middleware(State(s): State<AppState>, mut req: Request<Body>, next:
             }
         }
     } else if let Some(c) = session_cookie(req.headers()) {
-        s.users.by_session(&c, now).map(|(a, t)| {
+        // The pages' own polling carries X-Coldchain-Poll: it does not keep
+        // an unattended session alive.
+        let touch = !req.headers().contains_key("x-coldchain-poll");
+        s.users.by_session(&c, now, touch).map(|(a, t)| {
             csrf = Some(t);
             a
         })

@@ -619,9 +619,10 @@ impl Users {
     }
 
     /// The person behind a session cookie and the session's CSRF token;
-    /// refreshes its idle timer. `None`: unknown, expired, or the account
+    /// `touch`: a person's request, which restarts the idle timer (a page's
+    /// automatic polling does not). `None`: unknown, expired, or the account
     /// is no longer usable.
-    pub fn by_session(&self, cookie: &str, now: i64) -> Option<(Actor, String)> {
+    pub fn by_session(&self, cookie: &str, now: i64, touch: bool) -> Option<(Actor, String)> {
         let key = sha256_hex(cookie);
         let (user, csrf) = {
             let mut s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
@@ -630,7 +631,9 @@ impl Users {
                 s.remove(&key);
                 return None;
             }
-            sess.last_ms = now;
+            if touch {
+                sess.last_ms = now;
+            }
             (sess.user.clone(), sess.csrf.clone())
         };
         let u = self.get(&user).ok()??;
@@ -753,9 +756,11 @@ mod tests {
             .unwrap()
             .unwrap();
         let (c, csrf) = u.start_session("di", 1_000);
-        assert_eq!(u.by_session(&c, 30_000).unwrap().1, csrf);
-        // 60 s idle timeout, counted from the last use.
-        assert!(u.by_session(&c, 89_000).is_some());
-        assert!(u.by_session(&c, 149_000).is_none());
+        assert_eq!(u.by_session(&c, 30_000, true).unwrap().1, csrf);
+        // 60 s idle timeout, counted from the last use by the person
+        // (polling does not count).
+        assert!(u.by_session(&c, 60_000, false).is_some());
+        assert!(u.by_session(&c, 89_000, true).is_some());
+        assert!(u.by_session(&c, 149_000, false).is_none());
     }
 }
