@@ -105,7 +105,7 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 /// Whether a browser request comes from this site: `Sec-Fetch-Site` (when
 /// the browser sends it) is `same-origin` or `none`, and `Origin` (when
 /// sent) names this host.
-fn same_site(headers: &HeaderMap) -> Result<(), String> {
+fn same_site(headers: &HeaderMap, uri: &axum::http::Uri) -> Result<(), String> {
     if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
         && site != "same-origin"
         && site != "none"
@@ -115,9 +115,11 @@ fn same_site(headers: &HeaderMap) -> Result<(), String> {
         ));
     }
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        // HTTP/1.1 names the host in Host, HTTP/2 in the URI's authority.
         let host = headers
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
+            .or_else(|| uri.authority().map(|a| a.as_str()))
             .unwrap_or("");
         let o = origin
             .strip_prefix("https://")
@@ -214,7 +216,7 @@ pub async fn middleware(State(s): State<AppState>, mut req: Request<Body>, next:
     if let Some(expected) = &csrf
         && change
     {
-        if let Err(e) = same_site(req.headers()) {
+        if let Err(e) = same_site(req.headers(), req.uri()) {
             return forbidden(e);
         }
         let given = req
@@ -326,9 +328,10 @@ struct LoginBody {
 async fn login(
     State(s): State<AppState>,
     headers: HeaderMap,
+    uri: axum::http::Uri,
     JsonBody(b): JsonBody<LoginBody>,
 ) -> Result<Response, ApiError> {
-    same_site(&headers).map_err(|e| ApiError(StatusCode::FORBIDDEN, e))?;
+    same_site(&headers, &uri).map_err(|e| ApiError(StatusCode::FORBIDDEN, e))?;
     let u = check_password(&s, &b.name, &b.password, "login").await?;
     let now = crate::ingest::now_ms();
     let (cookie, csrf) = s.users.start_session(&u.name, now);

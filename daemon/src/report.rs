@@ -480,13 +480,17 @@ pub struct SignatureEntry {
     pub report_sha256: String,
 }
 
-/// The SHA-256 a signature covers: the report's data without its
-/// disposition (the facts recomputed accordingly), i.e. the arrival report
-/// as the signer reviewed it. A report carrying a signature can be checked
-/// by recomputing this from its own data.
+/// The SHA-256 a signature covers: the arrival report as the signer
+/// reviewed it, i.e. the report's data without its disposition and in the
+/// state `arrived` (a shipment is signed for when it has arrived; closing
+/// changes nothing else), the facts recomputed accordingly. A report
+/// carrying a signature can be checked by recomputing this from its own data.
 pub fn content_sha256(d: &ReportData) -> String {
     let mut c = d.clone();
     c.disposition = None;
+    if c.journey.state == "closed" {
+        c.journey.state = "arrived".into();
+    }
     c.facts = facts(&c);
     sha256(&c)
 }
