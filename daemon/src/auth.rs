@@ -209,7 +209,7 @@ pub async fn middleware(State(s): State<AppState>, mut req: Request<Body>, next:
             return next.run(req).await;
         }
         return unauthorized(
-            "not signed in: log in (POST /api/v1/login, or the dashboard's /login page) or send Authorization: Bearer <personal API token>",
+            "missing bearer token or session: log in (POST /api/v1/login, or the dashboard's /login page) or send Authorization: Bearer <personal API token>",
         );
     };
 

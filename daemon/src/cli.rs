@@ -271,6 +271,10 @@ pub enum TokenCmd {
         /// Admins: mint it for this person instead.
         #[arg(long)]
         user: Option<String>,
+        /// Log in as this person (password prompt) instead of using a token:
+        /// how a person gets their first token.
+        #[arg(long)]
+        login: Option<String>,
     },
     /// List tokens (yours; an admin's: everyone's).
     List,
@@ -672,6 +676,41 @@ impl Client {
         serde_json::from_str(&t).map_err(|e| fail(3, format!("POST {path}: not JSON: {e}")))
     }
 
+    /// Logs in as `name` and POSTs with that session (cookie and CSRF token).
+    fn post_as(&self, name: &str, pw: &str, path: &str, body: &Value) -> Result<Value, Failure> {
+        let what = "POST /api/v1/login";
+        let resp = self
+            .agent
+            .post(&format!("{}/api/v1/login", self.base))
+            .send_json(json!({ "name": name, "password": pw }))
+            .map_err(|e| {
+                fail(
+                    3,
+                    format!("cannot reach the daemon at {} ({what}): {e}", self.base),
+                )
+            })?;
+        let cookie = resp
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(str::to_string);
+        let t = self.handle(Ok(resp), what)?;
+        let login: Value = serde_json::from_str(&t).unwrap_or_default();
+        let (Some(cookie), Some(csrf)) = (cookie, login["csrf"].as_str()) else {
+            return Err(fail(3, format!("{what}: no session in the answer")));
+        };
+        let t = self.handle(
+            self.agent
+                .post(&format!("{}{path}", self.base))
+                .header("Cookie", &cookie)
+                .header("X-CSRF-Token", csrf)
+                .send_json(body),
+            &format!("POST {path}"),
+        )?;
+        serde_json::from_str(&t).map_err(|e| fail(3, format!("POST {path}: not JSON: {e}")))
+    }
+
     fn post(&self, path: &str, body: &Value) -> Result<Value, Failure> {
         let mut req = self.agent.post(&format!("{}{path}", self.base));
         if let Some(t) = &self.token {
@@ -973,8 +1012,15 @@ fn user(c: &Client, conn: &Conn, cmd: UserCmd) -> Result<(), Failure> {
 
 fn token(c: &Client, conn: &Conn, cmd: TokenCmd) -> Result<(), Failure> {
     let v = match cmd {
-        TokenCmd::Create { label, user } => {
-            let v = c.post("/api/v1/tokens", &json!({ "label": label, "user": user }))?;
+        TokenCmd::Create { label, user, login } => {
+            let body = json!({ "label": label, "user": user });
+            let v = match login {
+                Some(name) => {
+                    let pw = read_password(&format!("Password for {name}: "))?;
+                    c.post_as(&name, &pw, "/api/v1/tokens", &body)?
+                }
+                None => c.post("/api/v1/tokens", &body)?,
+            };
             if !conn.json {
                 println!("{}", v["token"].as_str().unwrap_or(""));
                 eprintln!(

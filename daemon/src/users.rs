@@ -259,7 +259,7 @@ pub enum AuthError {
     #[error("account {0} is disabled")]
     Disabled(String),
     /// Unknown, malformed or revoked token.
-    #[error("unknown or revoked API token")]
+    #[error("wrong bearer token: unknown or revoked API token")]
     BadToken,
     /// Storage.
     #[error("storage: {0}")]

@@ -316,7 +316,37 @@ fn people_sign_a_release_over_https() {
             .to_string()
     };
     let lou_t = anon.with_token(&token_of("lou"));
-    let quinn_t = anon.with_token(&token_of("quinn"));
+    // Quinn gets her own first token on the command line: she logs in with
+    // her password (standard input), over HTTPS with the local CA.
+    let mut create = Command::new(bin("coldchain"))
+        .args([
+            "token",
+            "create",
+            "--label",
+            "quinn's shell",
+            "--login",
+            "quinn",
+            "--api",
+        ])
+        .arg(format!("https://127.0.0.1:{}", daemon.http_port))
+        .arg("--ca-file")
+        .arg(&ca)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(create.stdin.take().unwrap(), "{QUINN_PW}").unwrap();
+    let out = create.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "coldchain token create --login: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let quinn_token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(quinn_token.starts_with("cct_"), "{quinn_token}");
+    let quinn_t = anon.with_token(&quinn_token);
+    assert_eq!(quinn_t.ok_get("/api/v1/me")["user"], "quinn");
     let vic_tok = ada_t.ok_post("/api/v1/tokens", &json!({"label": "kiosk", "user": "vic"}));
     let vic_t = anon.with_token(vic_tok["token"].as_str().unwrap());
 
@@ -695,5 +725,78 @@ fn a_database_from_before_accounts_opens_and_its_audit_trail_verifies() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("qa lead [legacy typed name]"), "{text}");
     assert!(text.contains("legacy-token (shared API token"), "{text}");
+    drop(broker);
+}
+
+/// The daemon rereads its certificate and key on SIGHUP: after the files are
+/// replaced by a certificate from another CA and the signal is sent, a client
+/// trusting only the new CA connects, and one trusting only the old CA is
+/// refused. A plain-HTTP daemon beyond loopback is refused at start, naming
+/// the key.
+#[test]
+fn the_https_certificate_is_reloaded_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca1, cert1, key1) = make_cert(&dir.path().join("one"));
+    let (ca2, cert2, key2) = make_cert(&dir.path().join("two"));
+    let (cert, key) = (dir.path().join("https.pem"), dir.path().join("https.key"));
+    std::fs::copy(&cert1, &cert).unwrap();
+    std::fs::copy(&key1, &key).unwrap();
+    let broker = Mosquitto::start(&dir.path().join("broker"));
+    let opts = DaemonOpts {
+        http: format!(
+            "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ),
+        ..DaemonOpts::default()
+    };
+    let daemon = Daemon::start_with(&dir.path().join("daemon"), broker.port, &[], &opts);
+    let healthz = |ca: &Path| {
+        let api = Api::new(daemon.http_port, ca);
+        let url = format!("{}/healthz", api.base);
+        api.agent.get(&url).call().map(|r| r.status().as_u16())
+    };
+    assert_eq!(healthz(&ca1).unwrap(), 200);
+    assert!(healthz(&ca2).is_err(), "the second CA is not trusted yet");
+
+    std::fs::copy(&cert2, &cert).unwrap();
+    std::fs::copy(&key2, &key).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.pid().unwrap() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    wait_for(
+        Duration::from_secs(20),
+        "the new certificate served",
+        || healthz(&ca2).ok().filter(|s| *s == 200),
+    );
+    assert!(
+        healthz(&ca1).is_err(),
+        "the old certificate is no longer served"
+    );
+    assert!(daemon.logs().contains("TLS certificate and key reloaded"));
+
+    // Beyond loopback without TLS: refused at start, naming the key.
+    let cfg = dir.path().join("open.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[daemon]\nid = \"open\"\ndata_dir = \"{}\"\n\n[http]\nbind = \"0.0.0.0:0\"\n",
+            dir.path().join("open").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(bin("coldchain"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("http.tls_cert") && err.contains("allow_plain_http"),
+        "{err}"
+    );
     drop(broker);
 }
