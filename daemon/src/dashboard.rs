@@ -358,7 +358,10 @@ async fn login_page(v_actor: Option<Extension<Actor>>) -> Response {
                 r#"<section class="locked"><h1>Log in</h1>{who}
 <form id="login-form"><label>User name <input id="login-name" autocomplete="username" required autocapitalize="none"></label>
 <label>Password <input id="login-password" type="password" autocomplete="current-password" required></label>
-<button type="submit" id="login-submit" class="primary">Log in</button><p id="login-error" class="error" role="alert"></p></form></section>"#
+<button type="submit" id="login-submit" class="primary">Log in</button><p id="login-error" class="error" role="alert"></p></form>
+<form id="newpw-form" hidden><p>An admin reset your password: choose a new one (at least 12 characters).</p>
+<label>New password <input id="newpw" type="password" autocomplete="new-password" required minlength="12"></label>
+<button type="submit" id="newpw-submit" class="primary">Set password</button><p id="newpw-error" class="error" role="alert"></p></form></section>"#
             ),
             &Viewer::default(),
         ),

@@ -893,14 +893,6 @@ fn facts(d: &ReportData) -> Vec<String> {
         },
         None => "disposition not recorded".into(),
     });
-    let unassessed = d
-        .alerts
-        .iter()
-        .filter(|a| a.withdrawn.is_none() && a.assessment.is_none())
-        .count();
-    if unassessed > 0 {
-        out.push(format!("{unassessed} alert(s) without a QA assessment"));
-    }
     out
 }
 

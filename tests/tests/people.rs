@@ -560,11 +560,29 @@ fn people_sign_a_release_over_https() {
     let temp = reset["temporary_password"].as_str().unwrap();
     let vic = anon.login("vic", temp).expect("the temporary password");
     let (s, v) = vic.get("/api/v1/shipments");
-    assert_eq!(s, 403, "{v}");
-    vic.ok_post(
-        "/api/v1/me/password",
-        &json!({"old_password": temp, "new_password": "vic's own new password"}),
+    assert_eq!(s, 403, "nothing but a new password first: {v}");
+    // In the browser: asked for a new password, then logged in with it.
+    let out = Command::new("node")
+        .arg(web.join("people-reset.mjs"))
+        .current_dir(&web)
+        .env("BASE", format!("https://127.0.0.1:{}", daemon.http_port))
+        .env("NAME", "vic")
+        .env("TEMP_PW", temp)
+        .env("NEW_PW", "vic's own new password")
+        .env("OUT", &shots)
+        .env("CHROMIUM", &chromium)
+        .output()
+        .expect("run node tests/web/people-reset.mjs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "browser run failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    let r: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
+    assert_eq!(r["asked_for_new_password"], true, "{r}");
+    assert_eq!(r["rows"], 1, "{r}");
+    assert_eq!(r["page_errors"], json!([]), "{r}");
     let vic = anon.login("vic", "vic's own new password").unwrap();
     assert_eq!(vic.get("/api/v1/shipments").0, 200);
     // Disabled: no login.
@@ -699,7 +717,27 @@ fn a_database_from_before_accounts_opens_and_its_audit_trail_verifies() {
         "/api/v1/shipments/OLD-1/report?format=html",
     )
     .unwrap();
-    assert!(html.as_str().unwrap().contains("Not electronically signed"));
+    let html = html.as_str().unwrap();
+    assert!(html.contains("qa lead") && !html.contains("Electronically signed"));
+    // Report files saved from the daemon of that time still verify: same
+    // data, same bytes.
+    for f in [
+        "report-before-accounts-OLD-1.html",
+        "report-before-accounts-OLD-1.csv",
+    ] {
+        let text = std::fs::read_to_string(fixture.with_file_name(f)).unwrap();
+        let v: Value = ureq::post(&format!(
+            "http://127.0.0.1:{}/api/v1/reports/verify",
+            daemon.http_port
+        ))
+        .header("Authorization", &format!("Bearer {TEST_TOKEN}"))
+        .send(text.as_bytes())
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+        assert_eq!(v["ok"], true, "{f}: {v}");
+    }
 
     // New entries (the legacy token is an audited identity) chain on.
     let (s, v) = http_post(

@@ -70,18 +70,47 @@
   // Log in.
   var loginForm = document.getElementById("login-form");
   if (loginForm) {
+    var oldPassword = "";
+    var goNext = function () {
+      var next = new URLSearchParams(location.search).get("next") || "/";
+      if (next.charAt(0) !== "/" || next.charAt(1) === "/") { next = "/"; }
+      location.assign(next);
+    };
     loginForm.addEventListener("submit", function (e) {
       e.preventDefault();
       var err = document.getElementById("login-error");
       err.textContent = "";
+      oldPassword = document.getElementById("login-password").value;
       postJson("/api/v1/login", {
         name: document.getElementById("login-name").value.trim(),
-        password: document.getElementById("login-password").value
+        password: oldPassword
       }).then(function (x) {
         if (!x.r.ok) { err.textContent = x.body.error || ("HTTP " + x.r.status); return; }
-        var next = new URLSearchParams(location.search).get("next") || "/";
-        if (next.charAt(0) !== "/" || next.charAt(1) === "/") { next = "/"; }
-        location.assign(next);
+        if (x.body.must_change_password) {
+          csrf = x.body.csrf || "";
+          loginForm.hidden = true;
+          document.getElementById("newpw-form").hidden = false;
+          document.getElementById("newpw").focus();
+          return;
+        }
+        goNext();
+      }).catch(function (e2) { err.textContent = "cannot reach the daemon: " + e2.message; });
+    });
+    document.getElementById("newpw-form").addEventListener("submit", function (e) {
+      e.preventDefault();
+      var err = document.getElementById("newpw-error");
+      err.textContent = "";
+      postJson("/api/v1/me/password", {
+        old_password: oldPassword,
+        new_password: document.getElementById("newpw").value
+      }).then(function (x) {
+        if (!x.r.ok) { err.textContent = x.body.error || ("HTTP " + x.r.status); return; }
+        // Changing the password ends the session: log in with the new one.
+        oldPassword = "";
+        document.getElementById("newpw-form").hidden = true;
+        loginForm.hidden = false;
+        document.getElementById("login-password").value = "";
+        document.getElementById("login-error").textContent = "password changed: log in with the new one";
       }).catch(function (e2) { err.textContent = "cannot reach the daemon: " + e2.message; });
     });
   }

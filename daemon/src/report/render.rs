@@ -765,9 +765,8 @@ pub fn render_html(d: &ReportData) -> String {
                     esc(&x.user),
                     esc(&x.comment)
                 ),
-                None if a.withdrawn.is_none() => {
-                    format!("{ack}<br><small class=\"unassessed\">no QA assessment</small>")
-                }
+                // Nothing added without one: reports saved before
+                // assessments existed still render to the same bytes.
                 None => ack,
             };
             let _ = write!(
@@ -814,7 +813,8 @@ pub fn render_html(d: &ReportData) -> String {
                         }
                     );
                 }
-                None => s.push_str("<p class=\"unsigned\">Not electronically signed (recorded before signatures).</p>"),
+                // Recorded before signatures: rendered as it always was.
+                None => {}
             }
         }
         None => s.push_str("<p>Not recorded.</p>"),
