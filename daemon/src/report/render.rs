@@ -796,25 +796,22 @@ pub fn render_html(d: &ReportData) -> String {
                 utc(x.at_ms),
                 esc(&x.comment)
             );
-            match &x.signature {
-                Some(g) => {
-                    let _ = write!(
-                        s,
-                        "<div class=\"signature\"><p>Electronically signed by <strong>{}</strong> ({}) on {}.<br>Meaning of this signature: <strong>{}</strong>.<br>The signature covers the report content with SHA-256 <code class=\"signed-sha\">{}</code>{}.</p></div>",
-                        esc(&g.full_name),
-                        esc(&g.user),
-                        utc(g.signed_ms),
-                        esc(&g.meaning),
-                        esc(&g.report_sha256),
-                        if super::content_sha256(d) == g.report_sha256 {
-                            " (this report's content hashes to it)"
-                        } else {
-                            "; THIS REPORT'S CONTENT NO LONGER HASHES TO IT: the record changed after signing"
-                        }
-                    );
-                }
-                // Recorded before signatures: rendered as it always was.
-                None => {}
+            // Recorded before signatures: rendered as it always was.
+            if let Some(g) = &x.signature {
+                let _ = write!(
+                    s,
+                    "<div class=\"signature\"><p>Electronically signed by <strong>{}</strong> ({}) on {}.<br>Meaning of this signature: <strong>{}</strong>.<br>The signature covers the report content with SHA-256 <code class=\"signed-sha\">{}</code>{}.</p></div>",
+                    esc(&g.full_name),
+                    esc(&g.user),
+                    utc(g.signed_ms),
+                    esc(&g.meaning),
+                    esc(&g.report_sha256),
+                    if super::content_sha256(d) == g.report_sha256 {
+                        " (this report's content hashes to it)"
+                    } else {
+                        "; THIS REPORT'S CONTENT NO LONGER HASHES TO IT: the record changed after signing"
+                    }
+                );
             }
         }
         None => s.push_str("<p>Not recorded.</p>"),
