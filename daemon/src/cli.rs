@@ -227,9 +227,10 @@ impl ClientCmd {
 #[derive(Debug, Subcommand)]
 pub enum UserCmd {
     /// Add a person. The password is read from the terminal (or one line of
-    /// standard input), never from the command line. Without a token the
-    /// database is opened directly (the daemon must be stopped): that is how
-    /// the first admin is made on the gateway.
+    /// standard input), never from the command line. With --config and the
+    /// daemon stopped the database is opened directly: that is how the first
+    /// admin is made on the gateway; while the daemon runs, through the API
+    /// with an admin's token.
     Add {
         /// Login name: 1-32 of a-z 0-9 . _ -
         name: String,
@@ -338,7 +339,9 @@ pub fn add_user_offline(
     let users =
         crate::users::Users::open(store.db(), cfg.http.lockout_after, cfg.http.session_idle_s)
             .map_err(|e| fail(3, format!("{e:#}")))?;
-    let os_user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let os_user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
     let now = now_ms();
     let u = users
         .add(
@@ -946,15 +949,20 @@ fn user(c: &Client, conn: &Conn, cmd: UserCmd) -> Result<(), Failure> {
             full_name,
         } => {
             let password = read_password(&format!("Password for {name}: "))?;
-            if c.token.is_none() {
-                let path = conn.config.as_ref().ok_or_else(|| {
-                    fail(
-                        2,
-                        "no token: to add the first admin give --config (the daemon stopped), else --token of an admin",
-                    )
-                })?;
+            // With --config and the daemon stopped, straight into the
+            // database (the first admin); with the daemon running (its
+            // database locked), through the API with a token.
+            if let Some(path) = &conn.config {
                 let cfg = Config::load(path).map_err(|e| fail(2, format!("{e:#}")))?;
-                return add_user_offline(&cfg, &name, &role, &full_name, &password);
+                match add_user_offline(&cfg, &name, &role, &full_name, &password) {
+                    Err(f) if f.code == 3 && c.token.is_some() => {}
+                    r => return r,
+                }
+            } else if c.token.is_none() {
+                return Err(fail(
+                    2,
+                    "no token: to add the first admin give --config (the daemon stopped), else --token of an admin",
+                ));
             }
             c.post(
                 "/api/v1/users",
