@@ -236,7 +236,7 @@ pub async fn middleware(State(s): State<AppState>, mut req: Request<Body>, next:
         && path != "/api/v1/me"
     {
         return forbidden(format!(
-            "{} must choose a new password first (POST /api/v1/me/password, or `coldchain passwd`): an admin reset it",
+            "{} must choose a new password first (the dashboard's login page asks for it, or POST /api/v1/me/password): an admin reset it",
             actor.user
         ));
     }

@@ -255,6 +255,8 @@ pub enum UserCmd {
     },
     /// Force a password reset: prints a temporary password once; the person
     /// must choose a new one at their next login. Unlocks a locked account.
+    /// With --config and the daemon stopped, straight in the database (an
+    /// admin who locked themselves out; also enables the account).
     Reset {
         /// Login name.
         name: String,
@@ -326,22 +328,8 @@ pub fn add_user_offline(
             format!("--role {role:?}: expected viewer, logistics, qa or admin"),
         )
     })?;
-    let dir = cfg.daemon.data_dir.join("db");
-    let store = crate::store::SledStore::open(&dir).map_err(|e| {
-        fail(
-            3,
-            format!(
-                "cannot open the database in {} ({e}): if the daemon is running, stop it to add the first admin, or pass --token of an admin to add people through the API",
-                dir.display()
-            ),
-        )
-    })?;
-    let users =
-        crate::users::Users::open(store.db(), cfg.http.lockout_after, cfg.http.session_idle_s)
-            .map_err(|e| fail(3, format!("{e:#}")))?;
-    let os_user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into());
+    let (store, users, audit) = open_offline(cfg)?;
+    let os_user = command_line_identity();
     let now = now_ms();
     let u = users
         .add(
@@ -349,21 +337,16 @@ pub fn add_user_offline(
             full_name,
             role,
             password,
-            &format!("command line ({os_user})"),
+            &format!("command line ({})", os_user.full_name),
             now,
         )
         .map_err(|e| fail(3, format!("{e:#}")))?
         .map_err(|e| fail(1, e))?;
-    let audit = crate::audit::Audit::open(store.db()).map_err(|e| fail(3, e.to_string()))?;
     audit
         .append_entry(
             now,
             "command-line",
-            Some(crate::audit::AuditUser {
-                id: "command-line".into(),
-                full_name: format!("gateway command line, OS user {os_user}"),
-                via: "database opened on the gateway".into(),
-            }),
+            Some(os_user),
             "user.add",
             &u.name,
             json!({ "full_name": u.full_name, "role": u.role }),
@@ -371,6 +354,80 @@ pub fn add_user_offline(
         .map_err(|e| fail(3, format!("{e:#}")))?;
     store.sync().map_err(|e| fail(3, e.to_string()))?;
     println!("added {} ({}), role {}", u.name, u.full_name, u.role.name());
+    Ok(())
+}
+
+/// Opens the database on the gateway (the daemon stopped) with the accounts
+/// and the audit trail; code 3 when it cannot (e.g. the daemon runs).
+fn open_offline(
+    cfg: &Config,
+) -> Result<
+    (
+        crate::store::SledStore,
+        crate::users::Users,
+        crate::audit::Audit,
+    ),
+    Failure,
+> {
+    let dir = cfg.daemon.data_dir.join("db");
+    let store = crate::store::SledStore::open(&dir).map_err(|e| {
+        fail(
+            3,
+            format!(
+                "cannot open the database in {} ({e}): if the daemon is running, stop it, or pass --token of an admin to go through the API",
+                dir.display()
+            ),
+        )
+    })?;
+    let users =
+        crate::users::Users::open(store.db(), cfg.http.lockout_after, cfg.http.session_idle_s)
+            .map_err(|e| fail(3, format!("{e:#}")))?;
+    let audit = crate::audit::Audit::open(store.db()).map_err(|e| fail(3, e.to_string()))?;
+    Ok((store, users, audit))
+}
+
+fn command_line_identity() -> crate::audit::AuditUser {
+    let os_user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    crate::audit::AuditUser {
+        id: "command-line".into(),
+        full_name: format!("gateway command line, OS user {os_user}"),
+        via: "database opened on the gateway".into(),
+    }
+}
+
+/// An admin's reset on the gateway, the daemon stopped: a temporary
+/// password printed once, the account unlocked and enabled.
+pub fn reset_user_offline(cfg: &Config, name: &str) -> Result<(), Failure> {
+    use crate::store::Store;
+    let (store, users, audit) = open_offline(cfg)?;
+    let mut bytes = [0u8; 12];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+    let temp = {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    };
+    let u = users
+        .set_password(name, &temp, true)
+        .map_err(|e| fail(3, format!("{e:#}")))?
+        .map_err(|e| fail(1, e))?;
+    users
+        .set_disabled(name, false)
+        .map_err(|e| fail(3, format!("{e:#}")))?;
+    let who = command_line_identity();
+    audit
+        .append_entry(
+            now_ms(),
+            &who.id.clone(),
+            Some(who),
+            "user.reset",
+            &u.name,
+            json!({ "unlocked": true, "enabled": true }),
+        )
+        .map_err(|e| fail(3, format!("{e:#}")))?;
+    store.sync().map_err(|e| fail(3, e.to_string()))?;
+    println!("temporary password for {} (shown once): {temp}", u.name);
     Ok(())
 }
 
@@ -977,6 +1034,13 @@ fn user(c: &Client, conn: &Conn, cmd: UserCmd) -> Result<(), Failure> {
             c.post(&format!("/api/v1/users/{}/enable", seg(&name)), &json!({}))?
         }
         UserCmd::Reset { name } => {
+            if let Some(path) = &conn.config {
+                let cfg = Config::load(path).map_err(|e| fail(2, format!("{e:#}")))?;
+                match reset_user_offline(&cfg, &name) {
+                    Err(f) if f.code == 3 && c.token.is_some() => {}
+                    r => return r,
+                }
+            }
             c.post(&format!("/api/v1/users/{}/reset", seg(&name)), &json!({}))?
         }
     };

@@ -443,14 +443,16 @@ impl Users {
             self.stats.password_failures.fetch_add(1, Ordering::Relaxed);
             return Err((AuthError::Wrong, false));
         };
-        if u.disabled {
-            return Err((AuthError::Disabled(u.name), false));
-        }
         if u.locked {
             self.stats.password_failures.fetch_add(1, Ordering::Relaxed);
             return Err((AuthError::Locked(u.name), false));
         }
         if verify_password(pw, &u.password_hash) {
+            // Said only to whoever knows the password: a disabled account
+            // is not revealed to a guess.
+            if u.disabled {
+                return Err((AuthError::Disabled(u.name), false));
+            }
             if u.failures != 0 {
                 u.failures = 0;
                 self.put(&u).map_err(st)?;
@@ -723,6 +725,30 @@ mod tests {
             .unwrap();
         assert!(r.must_change_password && !r.locked);
         assert!(u.check_password("bob", "temporary password 1").is_ok());
+    }
+
+    #[test]
+    fn a_disabled_account_is_not_revealed_to_a_wrong_guess() {
+        let (_d, u) = users();
+        u.add("eve", "Eve", Role::Viewer, "eve's long password", "t", 1)
+            .unwrap()
+            .unwrap();
+        u.set_disabled("eve", true).unwrap();
+        assert_eq!(
+            u.check_password("eve", "a guess").unwrap_err().0,
+            AuthError::Wrong
+        );
+        assert_eq!(
+            u.check_password("eve", "eve's long password")
+                .unwrap_err()
+                .0,
+            AuthError::Disabled("eve".into())
+        );
+        let (_, text) = u.mint_token("eve", "x", 2).unwrap();
+        assert_eq!(
+            u.by_token(&text).unwrap_err(),
+            AuthError::Disabled("eve".into())
+        );
     }
 
     #[test]

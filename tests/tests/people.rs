@@ -654,6 +654,47 @@ fn people_sign_a_release_over_https() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // An admin who locked themselves out: reset on the gateway's command
+    // line, the daemon stopped; a temporary password, a new one required.
+    for _ in 0..3 {
+        let _ = anon.login("ada", "not ada's password");
+    }
+    assert!(anon.login("ada", ADA_PW).is_err(), "ada is locked");
+    daemon.stop();
+    let out = Command::new(bin("coldchain"))
+        .args(["user", "reset", "ada", "--config"])
+        .arg(&daemon.config)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let temp = said.trim().rsplit(' ').next().unwrap().to_string();
+    daemon.restart();
+    let ada = anon.login("ada", &temp).expect("the temporary password");
+    assert_eq!(ada.get("/api/v1/users").0, 403, "a new password first");
+    // Her token too, until she has chosen one.
+    assert_eq!(ada_t.get("/api/v1/users").0, 403);
+    ada.ok_post(
+        "/api/v1/me/password",
+        &json!({"old_password": temp, "new_password": "ada's second password"}),
+    );
+    let v = ada_t.ok_get("/api/v1/audit/verify");
+    assert_eq!(v["ok"], true, "{v}");
+    let trail = ada_t.ok_get("/api/v1/audit");
+    let reset = trail
+        .as_array()
+        .unwrap()
+        .iter()
+        .rfind(|e| e["action"] == "user.reset")
+        .unwrap()
+        .clone();
+    assert_eq!(reset["user"]["id"], "command-line", "{reset}");
+    assert_eq!(reset["subject"], "ada");
     drop(broker);
 }
 
