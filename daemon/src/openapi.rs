@@ -2,7 +2,9 @@
 //!
 //! Written by hand next to the router; `tests/tests/api_contract.rs` requests
 //! every operation listed here from a running daemon and fails if the server
-//! does not route it, so the document cannot drift from what the server does.
+//! does not route it, and the test below finds every route in the routers'
+//! source and fails if it is not listed here: the document cannot drift from
+//! what the server does, in either direction.
 
 use serde_json::{Value, json};
 
@@ -46,7 +48,7 @@ pub fn document() -> Value {
         o["parameters"] = params.clone();
         o
     };
-    json!({
+    let mut doc = json!({
         "openapi": "3.0.3",
         "info": {
             "title": "Coldchain daemon API",
@@ -101,10 +103,33 @@ pub fn document() -> Value {
                 json!({ "by": by, "decision": { "type": "string", "enum": ["accepted", "quarantined", "rejected"] }, "comment": { "type": "string" },
                     "password": { "type": "string", "description": "the signer's password, asked again" },
                     "report_sha256": { "type": "string", "description": "the content SHA-256 of the report the signer reviewed; refused (409) if it changed" } })), &ship) },
+            "/api/v1/reports/verify": { "post": op("Check a saved report file (its text as the body) against the daemon's data now: `ok`, `data_unchanged`, `file_intact`, `changed_sections`, `problems`", "reports") },
             "/api/v1/shipments/{id}/report": { "get": with(op("Arrival report; `format` = html, csv or json", "reports"), &ship) },
             "/api/v1/alerts": { "get": op("Alerts; `open=true` for unresolved ones, `shipment=` to filter", "alerts") },
             "/api/v1/alerts/{id}/ack": { "post": with(change("Acknowledge an alert (logistics, qa, admin)", "alerts", &["comment"], json!({ "by": by, "comment": { "type": "string" } })), &id_param("id", "alert id")) },
             "/api/v1/alerts/{id}/assess": { "post": with(change("QA's assessment of an alert's impact on the product (once; needed before a release)", "alerts", &["comment"], json!({ "comment": { "type": "string" } })), &id_param("id", "alert id")) },
+            "/api/v1/audit": { "get": op("Audit trail entries, oldest first; `after` = seq, `limit`", "audit") },
+            "/api/v1/audit/verify": { "get": op("Walk the hash chain: `ok`, `entries`, `head`, `problems`", "audit") }
+        }
+    });
+    // People: in a second part (one json! of every path exceeds the macro's
+    // recursion limit).
+    let people = people_paths();
+    if let (Some(paths), Some(more)) = (doc["paths"].as_object_mut(), people.as_object()) {
+        for (k, v) in more {
+            paths.insert(k.clone(), v.clone());
+        }
+    }
+    doc
+}
+
+/// Login, sessions, accounts and tokens.
+fn people_paths() -> Value {
+    let with = |mut o: Value, params: &Value| {
+        o["parameters"] = params.clone();
+        o
+    };
+    json!({
             "/api/v1/login": { "post": public(change("Log in: sets the session cookie (HttpOnly, SameSite=Strict, Secure on TLS); the answer carries the CSRF token. 401 after a wrong password (counted; the account locks after http.lockout_after)", "people", &["name", "password"],
                 json!({ "name": { "type": "string" }, "password": { "type": "string" } }))) },
             "/api/v1/logout": { "post": change("End the session", "people", &[], json!({})) },
@@ -126,9 +151,55 @@ pub fn document() -> Value {
                 "post": change("Mint a personal API token, returned once as `token` (admins may give `user`)", "people", &["label"],
                     json!({ "label": { "type": "string" }, "user": { "type": "string" } }))
             },
-            "/api/v1/tokens/{id}/revoke": { "post": with(change("Revoke a token (its owner or an admin)", "people", &[], json!({})), &id_param("id", "token id")) },
-            "/api/v1/audit": { "get": op("Audit trail entries, oldest first; `after` = seq, `limit`", "audit") },
-            "/api/v1/audit/verify": { "get": op("Walk the hash chain: `ok`, `entries`, `head`, `problems`", "audit") }
-        }
+            "/api/v1/tokens/{id}/revoke": { "post": with(change("Revoke a token (its owner or an admin)", "people", &[], json!({})), &id_param("id", "token id")) }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every route of the routers (read from their source) that is not a
+    /// dashboard page is in the document, with each of its methods.
+    #[test]
+    fn every_served_operation_is_documented() {
+        let doc = super::document();
+        let sources = [
+            include_str!("api.rs"),
+            include_str!("auth.rs"),
+            include_str!("report.rs"),
+            include_str!("dashboard.rs"),
+        ];
+        let mut found = 0;
+        for src in sources {
+            for chunk in src.split(".route(").skip(1) {
+                let Some(path) = chunk.split('"').nth(1) else {
+                    continue;
+                };
+                let page = ["/", "/login"].contains(&path)
+                    || ["/shipments/", "/ui/", "/assets/"]
+                        .iter()
+                        .any(|p| path.starts_with(p));
+                if !path.starts_with('/') || page {
+                    continue;
+                }
+                // The handlers of this route: up to the end of its call.
+                let call = chunk.split("))").next().unwrap_or("");
+                let mut methods = Vec::new();
+                if call.contains("get(") {
+                    methods.push("get");
+                }
+                if call.contains("post(") {
+                    methods.push("post");
+                }
+                assert!(!methods.is_empty(), "route {path}: no method found");
+                for m in methods {
+                    assert!(
+                        doc["paths"][path][m].is_object(),
+                        "{m} {path} is served but not in the OpenAPI document"
+                    );
+                    found += 1;
+                }
+            }
+        }
+        assert!(found >= 35, "only {found} operations found in the routers");
+    }
 }
