@@ -95,6 +95,17 @@ for _ in $(seq 100); do port_busy "$HTTP_PORT" && break; sleep 0.1; done
 
 export COLDCHAIN_API="http://127.0.0.1:$HTTP_PORT" COLDCHAIN_TOKEN="$TOKEN" COLDCHAIN_USER="demo dispatcher"
 cc() { "$bin/coldchain" "$@"; }
+# Two people for the dashboard (the shared token is an admin identity that
+# adds them; it cannot sign): passwords kept in .demo/ between runs.
+pw_file="$demo/passwords"
+if [ ! -s "$pw_file" ]; then
+  printf 'lou %s\nquinn %s\n' "$(od -An -tx1 -N8 /dev/urandom | tr -d ' \n')" \
+    "$(od -An -tx1 -N8 /dev/urandom | tr -d ' \n')" > "$pw_file"
+fi
+LOU_PW=$(awk '$1 == "lou" { print $2 }' "$pw_file")
+QUINN_PW=$(awk '$1 == "quinn" { print $2 }' "$pw_file")
+echo "$LOU_PW" | cc user add lou --role logistics --full-name "Lou (demo logistics)" >/dev/null 2>&1 || true
+echo "$QUINN_PW" | cc user add quinn --role qa --full-name "Quinn (demo QA)" >/dev/null 2>&1 || true
 run_id=$(date +%H%M%S)
 cc shipment create --id "CAR-T $run_id" --product "CAR-T, 2 bags" --din "W0000 26 $run_id" \
   --profile cryo-ln2 --device ln2-1 --origin "Apheresis centre" --destination "Cell therapy lab" \
@@ -120,11 +131,12 @@ cat <<MSG
 Coldchain is running with three simulated shipments.
 
   Dashboard   http://127.0.0.1:$HTTP_PORT/
-              (to acknowledge an alert there, give the API token: $TOKEN)
+              log in as lou (logistics: acknowledge), password $LOU_PW,
+              or quinn (QA: assess, sign the disposition), password $QUINN_PW
   Terminal    export COLDCHAIN_API=http://127.0.0.1:$HTTP_PORT COLDCHAIN_TOKEN=$TOKEN
               $bin/coldchain status
               $bin/coldchain alerts --open
-              $bin/coldchain ack ALERT_ID --comment "what you did" --by "your name"
+              $bin/coldchain ack ALERT_ID --comment "what you did"
               $bin/coldchain report "HSC $run_id" --format html --out report.html
 
 Within about a minute the dry shipper of "HSC $run_id" starts warming: a

@@ -2,6 +2,7 @@
 # Installs the Coldchain daemon on this machine (or into DESTDIR).
 #
 #   deploy/install.sh [--bin PATH] [--prefix PREFIX] [--destdir DIR] [--no-enable] [--start]
+#                     [--https-name NAME[,NAME...]]
 #
 #   --bin PATH      the `coldchain` binary (default target/release/coldchain;
 #                   build it with `cargo build --release --locked -p coldchain-daemon`)
@@ -13,6 +14,12 @@
 #   --no-enable     do not enable the unit
 #   --start         start the daemon (restart it if it runs); without it a
 #                   running daemon is restarted (upgrade) and a stopped one left
+#   --https-name N  make a local CA and the daemon's HTTPS certificate for the
+#                   names browsers use (e.g. gateway.lab.local,192.168.1.20) in
+#                   /etc/coldchain/pki (kept if present; coldchain-mint-device
+#                   --init-pki) and, in a newly installed config, set
+#                   http.tls_cert and http.tls_key. Browsers and `coldchain
+#                   --ca-file` trust /etc/coldchain/pki/ca.pem.
 #
 # Puts in place:
 #   /etc/systemd/system/coldchain.service     (replaced: it is ours)
@@ -30,6 +37,7 @@ prefix=/usr/local
 destdir=${DESTDIR:-}
 enable=1
 start=0
+https_names=
 
 die() { echo "install: $*" >&2; exit 1; }
 while [ $# -gt 0 ]; do
@@ -39,6 +47,7 @@ while [ $# -gt 0 ]; do
     --destdir) destdir=${2:?--destdir needs a directory}; shift 2 ;;
     --no-enable) enable=0; shift ;;
     --start) start=1; shift ;;
+    --https-name) https_names=${2:?--https-name needs names}; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1 (--help for usage)" ;;
   esac
@@ -135,6 +144,24 @@ else
   mv "$cfg_tmp" "$cfg"
   say "installed $cfg (no devices yet)"
 fi
+# HTTPS: a local CA and the daemon's certificate, the key readable by the
+# daemon's group only; a newly written config gets the paths.
+if [ -n "$https_names" ]; then
+  pki="$etc/pki"
+  bash "$here/mint-device.sh" --init-pki "$pki" --https-name "$https_names"
+  if [ "$real" -eq 1 ]; then
+    chgrp coldchain "$pki" "$pki/https.key"
+    chmod 0750 "$pki"
+    chmod 0640 "$pki/https.key"
+  fi
+  if grep -q '^# tls_cert = ' "$cfg"; then
+    sed -i -e "s|^# tls_cert = .*|tls_cert = \"/etc/coldchain/pki/https.pem\"|" \
+      -e "s|^# tls_key = .*|tls_key = \"/etc/coldchain/pki/https.key\"|" "$cfg"
+    say "HTTPS configured in $cfg (certificate for $https_names; trust $pki/ca.pem)"
+  else
+    say "certificate in $pki/https.pem: set http.tls_cert and http.tls_key in $cfg"
+  fi
+fi
 if ! out=$("$bin" check-config --config "$cfg" 2>&1); then
   echo "$out" >&2
   die "$cfg does not pass check-config: fix it before starting the daemon"
@@ -154,6 +181,9 @@ if [ "$real" -eq 1 ]; then
       say "coldchain restarted on the new binary"
     else
       say "not started: systemctl start coldchain (after registering devices)"
+    fi
+    if ! systemctl is-active --quiet coldchain.service; then
+      say "the first admin (daemon stopped, password typed at the prompt): sudo -u coldchain $prefix/bin/coldchain user add NAME --role admin --full-name 'Full Name' --config /etc/coldchain/coldchain.toml"
     fi
   else
     say "systemd is not running here: the unit is installed but not enabled"

@@ -26,6 +26,12 @@
 #       (DIR/broker.pem, DIR/broker.key) for the given DNS names / IP addresses.
 #       Existing files are kept.
 #
+#   mint-device.sh --init-pki DIR --https-name NAME[,NAME...]
+#       the same local CA and the daemon's HTTPS certificate (DIR/https.pem,
+#       DIR/https.key) for the names browsers use (http.tls_cert, http.tls_key;
+#       browsers and `coldchain --ca-file` trust DIR/ca.pem). May be given
+#       together with --broker-name.
+#
 # The daemon reads its devices at start: restart it after minting
 # (systemctl restart coldchain). Mosquitto re-reads its password file on
 # SIGHUP (systemctl reload mosquitto).
@@ -49,6 +55,7 @@ quiet=0
 daemon_user=coldchain-daemon
 init_pki=
 broker_names=
+https_names=
 broker_account=
 id=
 
@@ -64,6 +71,7 @@ while [ $# -gt 0 ]; do
     --daemon-user) daemon_user=${2:?--daemon-user needs a name}; shift 2 ;;
     --init-pki) init_pki=${2:?--init-pki needs a directory}; shift 2 ;;
     --broker-name) broker_names=${2:?--broker-name needs names}; shift 2 ;;
+    --https-name) https_names=${2:?--https-name needs names}; shift 2 ;;
     --broker-account) broker_account=${2:?--broker-account needs a user}; shift 2 ;;
     -h|--help) usage ;;
     -*) die "unknown option $1 (--help for usage)" ;;
@@ -84,7 +92,7 @@ random_hex() { # $1 bytes
 # ---------------------------------------------------------------- the CA
 if [ -n "$init_pki" ]; then
   need openssl "apt-get install openssl"
-  [ -n "$broker_names" ] || die "--init-pki needs --broker-name (the names devices connect to)"
+  [ -n "$broker_names$https_names" ] || die "--init-pki needs --broker-name (the names devices connect to) or --https-name (the names browsers use)"
   mkdir -p "$init_pki"
   chmod 0700 "$init_pki"
   if [ ! -s "$init_pki/ca.pem" ]; then
@@ -95,27 +103,33 @@ if [ -n "$init_pki" ]; then
       -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
     echo "CA: $init_pki/ca.pem (its key $init_pki/ca.key: keep it off the gateway if you can)"
   fi
-  if [ ! -s "$init_pki/broker.pem" ]; then
-    san=
-    IFS=, read -r -a names <<<"$broker_names"
+  # issue NAME NAMES: a server certificate DIR/NAME.pem and key for NAMES.
+  issue() {
+    local base=$1 san= n
+    [ -s "$init_pki/$base.pem" ] && return 0
+    IFS=, read -r -a names <<<"$2"
     for n in "${names[@]}"; do
       if [[ $n =~ ^[0-9.]+$ || $n == *:* ]]; then san+="IP:$n,"; else san+="DNS:$n,"; fi
     done
     openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 \
-      -keyout "$init_pki/broker.key" -out "$init_pki/broker.csr" \
+      -keyout "$init_pki/$base.key" -out "$init_pki/$base.csr" \
       -subj "/CN=${names[0]}" 2>/dev/null
     printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n' \
-      "${san%,}" >"$init_pki/broker.ext"
-    openssl x509 -req -in "$init_pki/broker.csr" -CA "$init_pki/ca.pem" -CAkey "$init_pki/ca.key" \
-      -CAcreateserial -out "$init_pki/broker.pem" -days 825 -sha256 \
-      -extfile "$init_pki/broker.ext" 2>/dev/null
-    rm -f "$init_pki/broker.csr" "$init_pki/broker.ext"
-    echo "broker certificate: $init_pki/broker.pem for ${san%,}"
-  fi
+      "${san%,}" >"$init_pki/$base.ext"
+    openssl x509 -req -in "$init_pki/$base.csr" -CA "$init_pki/ca.pem" -CAkey "$init_pki/ca.key" \
+      -CAcreateserial -out "$init_pki/$base.pem" -days 825 -sha256 \
+      -extfile "$init_pki/$base.ext" 2>/dev/null
+    rm -f "$init_pki/$base.csr" "$init_pki/$base.ext"
+    chmod 0644 "$init_pki/$base.pem"
+    chmod 0600 "$init_pki/$base.key"
+    echo "$base certificate: $init_pki/$base.pem for ${san%,}"
+  }
+  [ -z "$broker_names" ] || issue broker "$broker_names"
+  [ -z "$https_names" ] || issue https "$https_names"
   # Public parts are world-readable; keys are not (give Mosquitto's group
-  # read access to broker.key when installing it).
-  chmod 0644 "$init_pki/ca.pem" "$init_pki/broker.pem"
-  chmod 0600 "$init_pki/ca.key" "$init_pki/broker.key"
+  # read access to broker.key, the daemon's user to https.key, when installing).
+  chmod 0644 "$init_pki/ca.pem"
+  chmod 0600 "$init_pki/ca.key"
   exit 0
 fi
 

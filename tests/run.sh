@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of Coldchain: the README's second command, and what CI runs.
 # Installs what the tests need when it is missing (Debian: mosquitto, its clients,
-# chromium, nodejs, npm; npm: playwright-core into tests/web),
+# chromium, openssl, nodejs, npm; npm: playwright-core into tests/web),
 # then: format check, clippy with -D warnings, the firmware's no_std link check,
 # and cargo test --workspace --locked.
 set -euo pipefail
@@ -12,9 +12,11 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 missing=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
-# The dashboard test (tests/tests/dashboard.rs) drives Debian's chromium with
-# playwright-core from npm; no browser is downloaded.
+# The dashboard tests (tests/tests/dashboard.rs, people.rs) drive Debian's
+# chromium with playwright-core from npm; no browser is downloaded. people.rs
+# and deploy.rs make certificates with openssl (deploy/mint-device.sh).
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then

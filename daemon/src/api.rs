@@ -6,11 +6,11 @@ use std::sync::atomic::Ordering;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{Method, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::http::{StatusCode, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::alert::Alert;
@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::ingest::Stats;
 use crate::registry::Registry;
 use crate::store::{ReadingRow, SledStore, Store};
+use crate::users::Actor;
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -39,15 +40,19 @@ pub struct AppState {
     pub requests: mpsc::Sender<EvalRequest>,
     /// The audit trail.
     pub audit: Arc<Audit>,
-    /// Bearer token for changes (and reads off loopback).
-    pub token: Option<String>,
-    /// Whether reads need the token too.
-    pub reads_need_token: bool,
+    /// Accounts, tokens, sessions.
+    pub users: Arc<crate::users::Users>,
+    /// The legacy shared `http.token`, accepted as an audited admin identity.
+    pub legacy_token: Option<String>,
+    /// Whether reads need no login (`http.anonymous_reads`).
+    pub anonymous_reads: bool,
+    /// Served over TLS (session cookies get `Secure`).
+    pub tls: bool,
 }
 
 /// A JSON error body: `{"error": "..."}` with a 4xx/5xx status.
 #[derive(Debug)]
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -91,81 +96,35 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/alerts/{id}/ack", post(ack))
         .route("/api/v1/audit", get(audit_list))
         .route("/api/v1/audit/verify", get(audit_verify))
+        .route("/api/v1/alerts/{id}/assess", post(assess))
         .merge(crate::report::router())
         .merge(crate::dashboard::router())
-        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .merge(crate::auth::router())
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::middleware,
+        ))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(state)
 }
 
-/// Bearer-token check: every change needs the token; reads need it when the
-/// API is bound to anything but loopback. Without a configured token the API
-/// is read-only.
-/// Whether a dashboard page request carried what reads need. Off loopback a
-/// browser's first GET of a page has no token: the page then comes as a shell
-/// without data that asks for the token (kept in the browser) and loads its
-/// content through the token-protected fragments.
+/// Whether a dashboard page request may carry data. A browser's first GET
+/// of a page without a session (when reads need a login) gets the page as a
+/// shell that sends the person to `/login`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PageAccess(pub bool);
-
-fn is_dashboard_page(path: &str) -> bool {
-    path == "/" || path.starts_with("/shipments/") || path.starts_with("/assets/")
-}
-
-async fn auth(State(s): State<AppState>, mut req: Request<Body>, next: Next) -> Response {
-    let change = req.method() != Method::GET && req.method() != Method::HEAD;
-    if !change && !s.reads_need_token {
-        req.extensions_mut().insert(PageAccess(true));
-        return next.run(req).await;
-    }
-    let Some(token) = &s.token else {
-        return ApiError(
-            StatusCode::FORBIDDEN,
-            "this API is read-only: set http.token in the daemon's config to allow changes".into(),
-        )
-        .into_response();
-    };
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let ok = given.is_some_and(|g| {
-        // Constant-time comparison.
-        g.len() == token.len()
-            && g.bytes()
-                .zip(token.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
-    });
-    if !change && is_dashboard_page(req.uri().path()) {
-        // Pages and assets carry no data without the token (see PageAccess).
-        req.extensions_mut().insert(PageAccess(ok));
-        return next.run(req).await;
-    }
-    if !ok {
-        let why = if given.is_none() {
-            "missing bearer token: send Authorization: Bearer <http.token>"
-        } else {
-            "wrong bearer token"
-        };
-        return ApiError(StatusCode::UNAUTHORIZED, why.into()).into_response();
-    }
-    req.extensions_mut().insert(PageAccess(true));
-    next.run(req).await
-}
 
 async fn send(
     s: &AppState,
     shipment: String,
-    by: String,
+    actor: Actor,
     command: Command,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (reply, rx) = oneshot::channel();
     s.requests
         .send(EvalRequest {
             shipment,
-            by,
+            actor,
             command,
             reply,
         })
@@ -190,7 +149,7 @@ async fn send(
 }
 
 /// JSON body extractor whose rejection is a JSON error saying what was wrong.
-struct JsonBody<T>(T);
+pub(crate) struct JsonBody<T>(pub T);
 
 impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
@@ -204,67 +163,77 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<
 
 async fn create_shipment(
     State(s): State<AppState>,
+    Extension(actor): Extension<Actor>,
     JsonBody(b): JsonBody<serde_json::Value>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    // Two steps so unknown fields in the shipment are reported by name.
-    let by = b
-        .get("by")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default()
-        .to_string();
+    // Two steps so unknown fields in the shipment are reported by name. A
+    // typed `by` (from before accounts) is accepted and ignored: the record
+    // names the authenticated person.
     let mut rest = b.clone();
     if let Some(o) = rest.as_object_mut() {
         o.remove("by");
     }
     let new: NewShipment =
         serde_json::from_value(rest).map_err(|e| bad_request(format!("shipment: {e}")))?;
-    let v = send(&s, new.id.clone(), by, Command::Create(new)).await?;
+    let v = send(&s, new.id.clone(), actor, Command::Create(new)).await?;
     Ok((StatusCode::CREATED, v))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ByAt {
-    by: String,
+    /// Accepted and ignored (the record names the authenticated person).
+    #[serde(default)]
+    #[allow(dead_code, reason = "accepted for compatibility, never recorded")]
+    by: Option<String>,
     #[serde(default)]
     at_ms: Option<i64>,
 }
 
 async fn depart(
     State(s): State<AppState>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     JsonBody(b): JsonBody<ByAt>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    send(&s, id, b.by, Command::Depart { at_ms: b.at_ms }).await
+    send(&s, id, actor, Command::Depart { at_ms: b.at_ms }).await
 }
 
 async fn arrive(
     State(s): State<AppState>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     JsonBody(b): JsonBody<ByAt>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    send(&s, id, b.by, Command::Arrive { at_ms: b.at_ms }).await
+    send(&s, id, actor, Command::Arrive { at_ms: b.at_ms }).await
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EtaBody {
-    by: String,
+    /// Accepted and ignored (the record names the authenticated person).
+    #[serde(default)]
+    #[allow(dead_code, reason = "accepted for compatibility, never recorded")]
+    by: Option<String>,
     eta_ms: i64,
 }
 
 async fn eta(
     State(s): State<AppState>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     JsonBody(b): JsonBody<EtaBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    send(&s, id, b.by, Command::Eta { eta_ms: b.eta_ms }).await
+    send(&s, id, actor, Command::Eta { eta_ms: b.eta_ms }).await
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HandoffBody {
-    by: String,
+    /// Accepted and ignored (the record names the authenticated person).
+    #[serde(default)]
+    #[allow(dead_code, reason = "accepted for compatibility, never recorded")]
+    by: Option<String>,
     to: String,
     location: String,
     #[serde(default)]
@@ -273,13 +242,14 @@ struct HandoffBody {
 
 async fn handoff(
     State(s): State<AppState>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     JsonBody(b): JsonBody<HandoffBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     send(
         &s,
         id,
-        b.by,
+        actor,
         Command::Handoff {
             to: b.to,
             location: b.location,
@@ -292,23 +262,109 @@ async fn handoff(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CloseBody {
-    by: String,
+    /// Accepted and ignored (the record names the authenticated person).
+    #[serde(default)]
+    #[allow(dead_code, reason = "accepted for compatibility, never recorded")]
+    by: Option<String>,
     decision: Decision,
     comment: String,
+    /// The signer's password, asked again for this signature.
+    #[serde(default)]
+    password: Option<String>,
+    /// The SHA-256 of the report the signer reviewed (the `content_sha256`
+    /// of `GET .../report?format=json`): refused if the report changed since.
+    #[serde(default)]
+    report_sha256: Option<String>,
 }
 
+/// Closing is an electronic signature: the signer's password again, every
+/// alert assessed by QA before a release, and the signature covers the
+/// arrival report's content hash.
 async fn close(
     State(s): State<AppState>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     JsonBody(b): JsonBody<CloseBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    if actor.via == crate::users::Via::LegacyToken {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "the legacy shared token cannot sign: closing is an electronic signature by a QA person (their session or personal token, and their password)".into(),
+        ));
+    }
+    let Some(password) = b.password.as_deref().filter(|p| !p.is_empty()) else {
+        return Err(bad_request(
+            "field password: signing asks for your password again (21 CFR 11.200)",
+        ));
+    };
+    if b.comment.trim().is_empty() {
+        return Err(bad_request("field comment: say why (must not be empty)"));
+    }
+    let u = crate::auth::check_password(&s, &actor.user, password, "signature").await?;
+    let s2 = s.clone();
+    let id2 = id.clone();
+    let decision = b.decision;
+    let content = tokio::task::spawn_blocking(move || -> Result<String, ApiError> {
+        let sh = s2
+            .reader
+            .shipments
+            .get(&id2)?
+            .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no shipment {id2:?}")))?;
+        if sh.state != crate::shipment::State::Arrived {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                format!("shipment {id2} is {:?}: only an arrived shipment can be closed", sh.state),
+            ));
+        }
+        let d = crate::report::for_shipment(&s2.reader, &s2.store, &id2, crate::ingest::now_ms())?
+            .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no shipment {id2:?}")))?;
+        if decision == Decision::Accepted {
+            let missing: Vec<String> = d
+                .alerts
+                .iter()
+                .filter(|a| a.withdrawn.is_none() && a.assessment.is_none())
+                .map(|a| format!("alert {} ({})", a.id, a.message))
+                .collect();
+            if !missing.is_empty() {
+                return Err(ApiError(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "cannot sign a release: each excursion needs a QA assessment first (POST /api/v1/alerts/ID/assess); not assessed: {}",
+                        missing.join("; ")
+                    ),
+                ));
+            }
+        }
+        Ok(crate::report::content_sha256(&d))
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    if let Some(seen) = &b.report_sha256
+        && *seen != content
+    {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!(
+                "the report changed since you reviewed it (you saw {seen}, it is now {content}): review it again before signing"
+            ),
+        ));
+    }
+    let signature = crate::shipment::Signature {
+        user: u.name.clone(),
+        full_name: u.full_name.clone(),
+        signed_ms: crate::ingest::now_ms(),
+        meaning: decision.meaning().into(),
+        report_sha256: content,
+        authentication: "password re-entered".into(),
+    };
     send(
         &s,
         id,
-        b.by,
+        actor,
         Command::Close {
-            decision: b.decision,
+            decision,
             comment: b.comment,
+            signature: Some(signature),
         },
     )
     .await
@@ -316,20 +372,79 @@ async fn close(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct AssessBody {
+    comment: String,
+}
+
+/// QA's assessment of an alert (its impact on the product), needed for each
+/// alert before a release can be signed. Never replaced once written.
+async fn assess(
+    State(s): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<u64>,
+    JsonBody(b): JsonBody<AssessBody>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    if b.comment.trim().is_empty() {
+        return Err(bad_request(
+            "field comment: the assessment of this excursion's impact on the product (must not be empty)",
+        ));
+    }
+    let v = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, ApiError> {
+        let a = s
+            .reader
+            .alerts
+            .get(id)?
+            .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no alert {id}")))?;
+        let now = crate::ingest::now_ms();
+        let x = crate::assess::Assessment {
+            alert: id,
+            shipment: a.shipment.clone(),
+            user: actor.user.clone(),
+            full_name: actor.full_name.clone(),
+            comment: b.comment.trim().to_string(),
+            at_ms: now,
+        };
+        let store = crate::assess::Assessments::open(s.store.db())?;
+        if !store.insert_new(&x)? {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                format!("alert {id} is already assessed (an assessment is never replaced)"),
+            ));
+        }
+        s.audit.append_by(
+            now,
+            &actor,
+            "alert.assess",
+            &a.shipment,
+            serde_json::json!({ "alert": id, "comment": x.comment }),
+        )?;
+        s.store.sync()?;
+        Ok(serde_json::to_value(&x)?)
+    })
+    .await??;
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct AckBody {
-    by: String,
+    /// Accepted and ignored (the record names the authenticated person).
+    #[serde(default)]
+    #[allow(dead_code, reason = "accepted for compatibility, never recorded")]
+    by: Option<String>,
     comment: String,
 }
 
 async fn ack(
     State(s): State<AppState>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<u64>,
     JsonBody(b): JsonBody<AckBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     send(
         &s,
         String::new(),
-        b.by,
+        actor,
         Command::Ack {
             alert: id,
             comment: b.comment,
@@ -367,7 +482,12 @@ async fn show_shipment(
             .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no shipment {id:?}")))?;
         let ev = s.reader.evaluate(&sh, crate::ingest::now_ms())?;
         let alerts = s.reader.alerts.of_shipment(&sh.id)?;
-        let audit = s.audit.for_subject(&sh.id)?;
+        let audit: Vec<serde_json::Value> = s
+            .audit
+            .for_subject(&sh.id)?
+            .iter()
+            .map(|e| e.to_json())
+            .collect();
         Ok(serde_json::json!({
             "status": status_json(&ev, &alerts),
             "evaluation": ev,
@@ -417,7 +537,9 @@ async fn audit_list(
             .list(q.after.unwrap_or(0), q.limit.unwrap_or(1000).min(10_000))
     })
     .await??;
-    Ok(Json(serde_json::to_value(v)?))
+    Ok(Json(serde_json::Value::Array(
+        v.iter().map(|e| e.to_json()).collect(),
+    )))
 }
 
 async fn audit_verify(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
@@ -583,7 +705,10 @@ async fn gaps(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AddDevice {
-    by: String,
+    /// Accepted and ignored (the record names the authenticated person).
+    #[serde(default)]
+    #[allow(dead_code, reason = "accepted for compatibility, never recorded")]
+    by: Option<String>,
     id: String,
     /// 64 hex digits; minted by the daemon when absent (and returned once).
     #[serde(default)]
@@ -594,14 +719,10 @@ struct AddDevice {
 
 async fn add_device(
     State(s): State<AppState>,
+    Extension(actor): Extension<Actor>,
     JsonBody(b): JsonBody<AddDevice>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let id = parse_device(&b.id)?;
-    if b.by.trim().is_empty() {
-        return Err(bad_request(
-            "field by: who is adding this device? (must not be empty)",
-        ));
-    }
     let (key, minted) = match &b.key {
         Some(k) => (
             coldchain_proto::DeviceKey::from_hex(k)
@@ -619,14 +740,14 @@ async fn add_device(
         let now = crate::ingest::now_ms();
         let replaced = s
             .registry
-            .add(id.clone(), key.clone(), b.allow_unsigned_json, &b.by, now)
+            .add(id.clone(), key.clone(), b.allow_unsigned_json, &actor.user, now)
             .map_err(|e| match e {
                 crate::registry::RegistryError::InConfig(_) => ApiError(StatusCode::CONFLICT, e.to_string()),
                 e => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
             })?;
-        s.audit.append(
+        s.audit.append_by(
             now,
-            &b.by,
+            &actor,
             if replaced { "device.rekey" } else { "device.add" },
             id.as_str(),
             serde_json::json!({ "key_fingerprint": fp, "allow_unsigned_json": b.allow_unsigned_json }),
@@ -645,7 +766,10 @@ async fn add_device(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Reenroll {
-    by: String,
+    /// Accepted and ignored (the record names the authenticated person).
+    #[serde(default)]
+    #[allow(dead_code, reason = "accepted for compatibility, never recorded")]
+    by: Option<String>,
     reason: String,
     /// 64 hex digits: the device's new key.
     #[serde(default)]
@@ -660,15 +784,11 @@ struct Reenroll {
 /// (daemon/DESIGN.md, "Re-enrollment"). Optionally with a new key.
 async fn reenroll(
     State(s): State<AppState>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     JsonBody(b): JsonBody<Reenroll>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = parse_device(&id)?;
-    if b.by.trim().is_empty() {
-        return Err(bad_request(
-            "field by: who is re-enrolling this device? (must not be empty)",
-        ));
-    }
     if b.reason.trim().is_empty() {
         return Err(bad_request(
             "field reason: why is this device re-enrolled? (must not be empty)",
@@ -706,18 +826,24 @@ async fn reenroll(
         let now = crate::ingest::now_ms();
         if let Some((key, _)) = &new_key {
             s.registry
-                .add(id.clone(), key.clone(), dev.allow_unsigned_json, &b.by, now)
+                .add(
+                    id.clone(),
+                    key.clone(),
+                    dev.allow_unsigned_json,
+                    &actor.user,
+                    now,
+                )
                 .map_err(|e| ApiError(StatusCode::CONFLICT, e.to_string()))?;
         }
         let highest = s.store.highest_boot(&id)?;
         let offset = highest.map_or(0, |h| h.saturating_add(1));
         let e = s
             .registry
-            .reenroll(&id, offset, &b.by, &b.reason, now)
+            .reenroll(&id, offset, &actor.user, &b.reason, now)
             .map_err(|e| ApiError(StatusCode::NOT_FOUND, e.to_string()))?;
-        s.audit.append(
+        s.audit.append_by(
             now,
-            &b.by,
+            &actor,
             "device.reenroll",
             id.as_str(),
             serde_json::json!({
@@ -798,6 +924,7 @@ async fn readyz(State(s): State<AppState>) -> Response {
 async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
     let text = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
         let mut snap = crate::metrics::Snapshot::from_stats(&s.stats);
+        snap.counters.extend(crate::auth::counters(&s));
         snap.gauges.push((
             "coldchain_store_bytes",
             "Database size on disk",

@@ -29,8 +29,45 @@ pub struct AuditEntry {
     pub details: serde_json::Value,
     /// Hash of the previous entry (64 zeros for the first).
     pub prev: String,
+    /// The authenticated person (absent in entries written before accounts
+    /// existed, whose `who` is a name someone typed, and in the daemon's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<AuditUser>,
     /// SHA-256 over all the fields above, hex.
     pub hash: String,
+}
+
+/// The authenticated person behind an entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditUser {
+    /// User id (login name).
+    pub id: String,
+    /// Full name.
+    pub full_name: String,
+    /// How they were authenticated: `session`, `token <id>`, `legacy shared token`.
+    pub via: String,
+}
+
+impl AuditEntry {
+    /// Written before accounts existed: `who` is a typed name, not an
+    /// authenticated identity (the daemon's own entries are not legacy).
+    pub fn is_legacy(&self) -> bool {
+        self.user.is_none() && self.who != "daemon"
+    }
+
+    /// The entry as the API shows it: with `"identity": "authenticated" |
+    /// "legacy typed name" | "daemon"`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        v["identity"] = serde_json::json!(if self.user.is_some() {
+            "authenticated"
+        } else if self.is_legacy() {
+            "legacy typed name"
+        } else {
+            "daemon"
+        });
+        v
+    }
 }
 
 /// What [`Audit::verify`] found.
@@ -50,10 +87,17 @@ const GENESIS: &str = "000000000000000000000000000000000000000000000000000000000
 
 fn hash_of(e: &AuditEntry) -> String {
     // serde_json writes struct fields in declaration order and `Value` maps
-    // sorted, so this encoding is deterministic.
-    let body = serde_json::json!([
-        e.seq, e.at_ms, e.who, e.action, e.subject, e.details, e.prev
-    ]);
+    // sorted, so this encoding is deterministic. Entries without a user
+    // (written before accounts existed, and the daemon's own) hash as they
+    // always did, so old trails stay valid; the user is covered when present.
+    let body = match &e.user {
+        None => serde_json::json!([
+            e.seq, e.at_ms, e.who, e.action, e.subject, e.details, e.prev
+        ]),
+        Some(u) => serde_json::json!([
+            e.seq, e.at_ms, e.who, e.action, e.subject, e.details, e.prev, u
+        ]),
+    };
     hex::encode(Sha256::digest(body.to_string().as_bytes()))
 }
 
@@ -73,11 +117,45 @@ impl Audit {
         })
     }
 
-    /// Appends an entry (not yet durable: the caller syncs the store).
+    /// Appends an entry by the daemon itself or a tool without an account
+    /// (not yet durable: the caller syncs the store).
     pub fn append(
         &self,
         at_ms: i64,
         who: &str,
+        action: &str,
+        subject: &str,
+        details: serde_json::Value,
+    ) -> anyhow::Result<AuditEntry> {
+        self.append_entry(at_ms, who, None, action, subject, details)
+    }
+
+    /// Appends an entry by an authenticated person.
+    pub fn append_by(
+        &self,
+        at_ms: i64,
+        actor: &crate::users::Actor,
+        action: &str,
+        subject: &str,
+        details: serde_json::Value,
+    ) -> anyhow::Result<AuditEntry> {
+        self.append_entry(
+            at_ms,
+            &actor.user,
+            Some(actor.audit_user()),
+            action,
+            subject,
+            details,
+        )
+    }
+
+    /// Appends an entry with an explicit identity (e.g. the gateway's
+    /// command line adding the first admin).
+    pub fn append_entry(
+        &self,
+        at_ms: i64,
+        who: &str,
+        user: Option<AuditUser>,
         action: &str,
         subject: &str,
         details: serde_json::Value,
@@ -98,6 +176,7 @@ impl Audit {
             subject: subject.to_string(),
             details,
             prev,
+            user,
             hash: String::new(),
         };
         e.hash = hash_of(&e);

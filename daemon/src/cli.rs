@@ -29,12 +29,18 @@ pub struct Conn {
     /// Daemon API base URL. Default: from --config's http.bind, else http://127.0.0.1:8080.
     #[arg(long, env = "COLDCHAIN_API", global = true)]
     pub api: Option<String>,
-    /// Bearer token for changes. Default: from --config's http.token.
+    /// Your personal API token (`coldchain token create`). Default: from
+    /// --config's legacy http.token.
     #[arg(long, env = "COLDCHAIN_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
     /// The daemon's config file, to find its API address and token.
     #[arg(long, short, env = "COLDCHAIN_CONFIG", global = true)]
     pub config: Option<PathBuf>,
+    /// PEM certificate to trust for the daemon's HTTPS (a local
+    /// certificate made by deploy/install.sh). Default: from --config's
+    /// http.tls_cert.
+    #[arg(long, env = "COLDCHAIN_CA_FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
@@ -114,6 +120,32 @@ pub enum ClientCmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// QA: assess an alert's impact on the product (needed for each alert
+    /// before a release can be signed).
+    Assess {
+        /// Alert id (from `coldchain alerts`).
+        alert: u64,
+        /// The assessment.
+        #[arg(long)]
+        comment: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// People: add (the first admin with the daemon stopped), list, disable,
+    /// enable, reset.
+    User {
+        #[command(subcommand)]
+        cmd: UserCmd,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Your personal API tokens: create (shown once), list, revoke.
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Acknowledge an alert.
     Ack {
         /// Alert id (from `coldchain alerts`).
@@ -180,12 +212,223 @@ impl ClientCmd {
             | ClientCmd::Shipment { conn, .. }
             | ClientCmd::Alerts { conn, .. }
             | ClientCmd::Ack { conn, .. }
+            | ClientCmd::Assess { conn, .. }
+            | ClientCmd::User { conn, .. }
+            | ClientCmd::Token { conn, .. }
             | ClientCmd::Report { conn, .. }
             | ClientCmd::Device { conn, .. }
             | ClientCmd::Audit { conn, .. }
             | ClientCmd::Export { conn, .. } => conn,
         }
     }
+}
+
+/// `coldchain user ...`
+#[derive(Debug, Subcommand)]
+pub enum UserCmd {
+    /// Add a person. The password is read from the terminal (or one line of
+    /// standard input), never from the command line. With --config and the
+    /// daemon stopped the database is opened directly: that is how the first
+    /// admin is made on the gateway; while the daemon runs, through the API
+    /// with an admin's token.
+    Add {
+        /// Login name: 1-32 of a-z 0-9 . _ -
+        name: String,
+        /// viewer, logistics, qa or admin.
+        #[arg(long)]
+        role: String,
+        /// Full name, as their signature shows it.
+        #[arg(long)]
+        full_name: String,
+    },
+    /// List people.
+    List,
+    /// Disable an account (its sessions end; its tokens are refused).
+    Disable {
+        /// Login name.
+        name: String,
+    },
+    /// Enable an account again.
+    Enable {
+        /// Login name.
+        name: String,
+    },
+    /// Force a password reset: prints a temporary password once; the person
+    /// must choose a new one at their next login. Unlocks a locked account.
+    /// With --config and the daemon stopped, straight in the database (an
+    /// admin who locked themselves out; also enables the account).
+    Reset {
+        /// Login name.
+        name: String,
+    },
+}
+
+/// `coldchain token ...`
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Mint a personal API token (printed once; only its hash is kept).
+    Create {
+        /// What it is for.
+        #[arg(long)]
+        label: String,
+        /// Admins: mint it for this person instead.
+        #[arg(long)]
+        user: Option<String>,
+        /// Log in as this person (password prompt) instead of using a token:
+        /// how a person gets their first token.
+        #[arg(long)]
+        login: Option<String>,
+    },
+    /// List tokens (yours; an admin's: everyone's).
+    List,
+    /// Revoke a token by its id.
+    Revoke {
+        /// Token id (from `coldchain token list`).
+        id: String,
+    },
+}
+
+/// Reads a password: from the terminal without echo, else one line of
+/// standard input (for scripts). Never from the command line.
+pub fn read_password(prompt: &str) -> Result<String, Failure> {
+    use std::io::IsTerminal;
+    let pw = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password(prompt)
+            .map_err(|e| fail(2, format!("reading the password: {e}")))?
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| fail(2, format!("reading the password from standard input: {e}")))?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    };
+    if pw.is_empty() {
+        return Err(fail(
+            2,
+            "no password given (type it, or pipe it on standard input)",
+        ));
+    }
+    Ok(pw)
+}
+
+/// Adds a person straight into the database (the daemon stopped): the
+/// first admin on the gateway. Recorded in the audit trail as made on the
+/// command line by the operating-system user.
+pub fn add_user_offline(
+    cfg: &Config,
+    name: &str,
+    role: &str,
+    full_name: &str,
+    password: &str,
+) -> Result<(), Failure> {
+    use crate::store::Store;
+    let role = crate::users::Role::parse(role).ok_or_else(|| {
+        fail(
+            2,
+            format!("--role {role:?}: expected viewer, logistics, qa or admin"),
+        )
+    })?;
+    let (store, users, audit) = open_offline(cfg)?;
+    let os_user = command_line_identity();
+    let now = now_ms();
+    let u = users
+        .add(
+            name,
+            full_name,
+            role,
+            password,
+            &format!("command line ({})", os_user.full_name),
+            now,
+        )
+        .map_err(|e| fail(3, format!("{e:#}")))?
+        .map_err(|e| fail(1, e))?;
+    audit
+        .append_entry(
+            now,
+            "command-line",
+            Some(os_user),
+            "user.add",
+            &u.name,
+            json!({ "full_name": u.full_name, "role": u.role }),
+        )
+        .map_err(|e| fail(3, format!("{e:#}")))?;
+    store.sync().map_err(|e| fail(3, e.to_string()))?;
+    println!("added {} ({}), role {}", u.name, u.full_name, u.role.name());
+    Ok(())
+}
+
+/// Opens the database on the gateway (the daemon stopped) with the accounts
+/// and the audit trail; code 3 when it cannot (e.g. the daemon runs).
+fn open_offline(
+    cfg: &Config,
+) -> Result<
+    (
+        crate::store::SledStore,
+        crate::users::Users,
+        crate::audit::Audit,
+    ),
+    Failure,
+> {
+    let dir = cfg.daemon.data_dir.join("db");
+    let store = crate::store::SledStore::open(&dir).map_err(|e| {
+        fail(
+            3,
+            format!(
+                "cannot open the database in {} ({e}): if the daemon is running, stop it, or pass --token of an admin to go through the API",
+                dir.display()
+            ),
+        )
+    })?;
+    let users =
+        crate::users::Users::open(store.db(), cfg.http.lockout_after, cfg.http.session_idle_s)
+            .map_err(|e| fail(3, format!("{e:#}")))?;
+    let audit = crate::audit::Audit::open(store.db()).map_err(|e| fail(3, e.to_string()))?;
+    Ok((store, users, audit))
+}
+
+fn command_line_identity() -> crate::audit::AuditUser {
+    let os_user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    crate::audit::AuditUser {
+        id: "command-line".into(),
+        full_name: format!("gateway command line, OS user {os_user}"),
+        via: "database opened on the gateway".into(),
+    }
+}
+
+/// An admin's reset on the gateway, the daemon stopped: a temporary
+/// password printed once, the account unlocked and enabled.
+pub fn reset_user_offline(cfg: &Config, name: &str) -> Result<(), Failure> {
+    use crate::store::Store;
+    let (store, users, audit) = open_offline(cfg)?;
+    let mut bytes = [0u8; 12];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+    let temp = {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    };
+    let u = users
+        .set_password(name, &temp, true)
+        .map_err(|e| fail(3, format!("{e:#}")))?
+        .map_err(|e| fail(1, e))?;
+    users
+        .set_disabled(name, false)
+        .map_err(|e| fail(3, format!("{e:#}")))?;
+    let who = command_line_identity();
+    audit
+        .append_entry(
+            now_ms(),
+            &who.id.clone(),
+            Some(who),
+            "user.reset",
+            &u.name,
+            json!({ "unlocked": true, "enabled": true }),
+        )
+        .map_err(|e| fail(3, format!("{e:#}")))?;
+    store.sync().map_err(|e| fail(3, e.to_string()))?;
+    println!("temporary password for {} (shown once): {temp}", u.name);
+    Ok(())
 }
 
 /// `coldchain shipment ...`
@@ -365,16 +608,41 @@ impl Client {
                     if a.ip().is_unspecified() {
                         a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
                     }
-                    format!("http://{a}")
+                    let scheme = if cfg.http.tls() { "https" } else { "http" };
+                    format!("{scheme}://{a}")
                 })
             })
             .unwrap_or_else(|| "http://127.0.0.1:8080".into());
+        let ca = c
+            .ca_file
+            .clone()
+            .or_else(|| cfg.as_ref().and_then(|c| c.http.tls_cert.clone()));
         let token = c.token.clone().or_else(|| cfg.and_then(|c| c.http.token));
-        let agent = ureq::Agent::config_builder()
+        let mut b = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .into();
+            .timeout_global(Some(Duration::from_secs(60)));
+        if let Some(ca) = ca {
+            let pem = std::fs::read(&ca)
+                .map_err(|e| fail(2, format!("--ca-file {}: {e}", ca.display())))?;
+            let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
+                .filter_map(|i| match i {
+                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                    _ => None,
+                })
+                .collect();
+            if certs.is_empty() {
+                return Err(fail(
+                    2,
+                    format!("--ca-file {}: no PEM certificate in it", ca.display()),
+                ));
+            }
+            b = b.tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(certs)))
+                    .build(),
+            );
+        }
+        let agent = b.build().into();
         Ok(Client {
             base: base.trim_end_matches('/').to_string(),
             token,
@@ -465,6 +733,41 @@ impl Client {
             req = req.header("Authorization", &format!("Bearer {t}"));
         }
         let t = self.handle(req.send(body), &format!("POST {path}"))?;
+        serde_json::from_str(&t).map_err(|e| fail(3, format!("POST {path}: not JSON: {e}")))
+    }
+
+    /// Logs in as `name` and POSTs with that session (cookie and CSRF token).
+    fn post_as(&self, name: &str, pw: &str, path: &str, body: &Value) -> Result<Value, Failure> {
+        let what = "POST /api/v1/login";
+        let resp = self
+            .agent
+            .post(&format!("{}/api/v1/login", self.base))
+            .send_json(json!({ "name": name, "password": pw }))
+            .map_err(|e| {
+                fail(
+                    3,
+                    format!("cannot reach the daemon at {} ({what}): {e}", self.base),
+                )
+            })?;
+        let cookie = resp
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(str::to_string);
+        let t = self.handle(Ok(resp), what)?;
+        let login: Value = serde_json::from_str(&t).unwrap_or_default();
+        let (Some(cookie), Some(csrf)) = (cookie, login["csrf"].as_str()) else {
+            return Err(fail(3, format!("{what}: no session in the answer")));
+        };
+        let t = self.handle(
+            self.agent
+                .post(&format!("{}{path}", self.base))
+                .header("Cookie", &cookie)
+                .header("X-CSRF-Token", csrf)
+                .send_json(body),
+            &format!("POST {path}"),
+        )?;
         serde_json::from_str(&t).map_err(|e| fail(3, format!("POST {path}: not JSON: {e}")))
     }
 
@@ -695,6 +998,121 @@ fn alerts_table(list: &Value) {
     table(&rows, &colours);
 }
 
+fn user(c: &Client, conn: &Conn, cmd: UserCmd) -> Result<(), Failure> {
+    let v = match cmd {
+        UserCmd::Add {
+            name,
+            role,
+            full_name,
+        } => {
+            let password = read_password(&format!("Password for {name}: "))?;
+            // With --config and the daemon stopped, straight into the
+            // database (the first admin); with the daemon running (its
+            // database locked), through the API with a token.
+            if let Some(path) = &conn.config {
+                let cfg = Config::load(path).map_err(|e| fail(2, format!("{e:#}")))?;
+                match add_user_offline(&cfg, &name, &role, &full_name, &password) {
+                    Err(f) if f.code == 3 && c.token.is_some() => {}
+                    r => return r,
+                }
+            } else if c.token.is_none() {
+                return Err(fail(
+                    2,
+                    "no token: to add the first admin give --config (the daemon stopped), else --token of an admin",
+                ));
+            }
+            c.post(
+                "/api/v1/users",
+                &json!({ "name": name, "role": role, "full_name": full_name, "password": password }),
+            )?
+        }
+        UserCmd::List => c.get("/api/v1/users")?,
+        UserCmd::Disable { name } => {
+            c.post(&format!("/api/v1/users/{}/disable", seg(&name)), &json!({}))?
+        }
+        UserCmd::Enable { name } => {
+            c.post(&format!("/api/v1/users/{}/enable", seg(&name)), &json!({}))?
+        }
+        UserCmd::Reset { name } => {
+            if let Some(path) = &conn.config {
+                let cfg = Config::load(path).map_err(|e| fail(2, format!("{e:#}")))?;
+                match reset_user_offline(&cfg, &name) {
+                    Err(f) if f.code == 3 && c.token.is_some() => {}
+                    r => return r,
+                }
+            }
+            c.post(&format!("/api/v1/users/{}/reset", seg(&name)), &json!({}))?
+        }
+    };
+    if conn.json {
+        print_json(&v);
+    } else if let Some(list) = v.as_array() {
+        let mut rows = vec![vec![
+            "NAME".into(),
+            "FULL NAME".into(),
+            "ROLE".into(),
+            "STATE".into(),
+        ]];
+        for u in list {
+            let state = if u["disabled"] == true {
+                "disabled"
+            } else if u["locked"] == true {
+                "locked"
+            } else if u["must_change_password"] == true {
+                "must change password"
+            } else {
+                "active"
+            };
+            rows.push(vec![
+                u["name"].as_str().unwrap_or("").into(),
+                u["full_name"].as_str().unwrap_or("").into(),
+                u["role"].as_str().unwrap_or("").into(),
+                state.into(),
+            ]);
+        }
+        table(&rows, &[]);
+    } else if let Some(pw) = v["temporary_password"].as_str() {
+        println!(
+            "temporary password for {} (shown once): {pw}",
+            v["user"].as_str().unwrap_or("?")
+        );
+    } else {
+        print_json(&v);
+    }
+    Ok(())
+}
+
+fn token(c: &Client, conn: &Conn, cmd: TokenCmd) -> Result<(), Failure> {
+    let v = match cmd {
+        TokenCmd::Create { label, user, login } => {
+            let body = json!({ "label": label, "user": user });
+            let v = match login {
+                Some(name) => {
+                    let pw = read_password(&format!("Password for {name}: "))?;
+                    c.post_as(&name, &pw, "/api/v1/tokens", &body)?
+                }
+                None => c.post("/api/v1/tokens", &body)?,
+            };
+            if !conn.json {
+                println!("{}", v["token"].as_str().unwrap_or(""));
+                eprintln!(
+                    "token {} for {}: shown once, keep it secret (COLDCHAIN_TOKEN or --token)",
+                    v["id"].as_str().unwrap_or("?"),
+                    v["user"].as_str().unwrap_or("?")
+                );
+                return Ok(());
+            }
+            v
+        }
+        TokenCmd::List => c.get("/api/v1/tokens")?,
+        TokenCmd::Revoke { id } => {
+            c.post(&format!("/api/v1/tokens/{}/revoke", seg(&id)), &json!({}))?
+        }
+    };
+    print_json(&v);
+    Ok(())
+}
+
 /// Runs a client subcommand.
 pub fn run(cmd: ClientCmd) -> Result<(), Failure> {
     let conn = &cmd.conn().clone();
@@ -719,6 +1137,23 @@ pub fn run(cmd: ClientCmd) -> Result<(), Failure> {
             }
             Ok(())
         }
+        ClientCmd::Assess { alert, comment, .. } => {
+            let v = c.post(
+                &format!("/api/v1/alerts/{alert}/assess"),
+                &json!({ "comment": comment }),
+            )?;
+            if conn.json {
+                print_json(&v);
+            } else {
+                println!(
+                    "alert {alert} assessed by {}",
+                    v["full_name"].as_str().unwrap_or("?")
+                );
+            }
+            Ok(())
+        }
+        ClientCmd::User { cmd, .. } => user(&c, conn, cmd),
+        ClientCmd::Token { cmd, .. } => token(&c, conn, cmd),
         ClientCmd::Ack {
             alert, comment, by, ..
         } => {
@@ -910,10 +1345,19 @@ pub fn run(cmd: ClientCmd) -> Result<(), Failure> {
                 "SUBJECT".into(),
             ]];
             for e in v.as_array().cloned().unwrap_or_default() {
+                // An authenticated person: "id (Full Name)"; an entry from
+                // before accounts: the typed name, marked as such.
+                let who = match (e["user"]["id"].as_str(), e["user"]["full_name"].as_str()) {
+                    (Some(id), Some(full)) => format!("{id} ({full})"),
+                    _ if e["identity"] == "legacy typed name" => {
+                        format!("{} [legacy typed name]", e["who"].as_str().unwrap_or(""))
+                    }
+                    _ => e["who"].as_str().unwrap_or("").into(),
+                };
                 rows.push(vec![
                     e["seq"].to_string(),
                     fmt_time(e["at_ms"].as_i64().unwrap_or(0)),
-                    e["who"].as_str().unwrap_or("").into(),
+                    who,
                     e["action"].as_str().unwrap_or("").into(),
                     e["subject"].as_str().unwrap_or("").into(),
                 ]);
@@ -1064,11 +1508,17 @@ fn shipment(c: &Client, conn: &Conn, s: ShipmentCmd) -> Result<(), Failure> {
             id,
             decision,
             comment,
-            by,
-        } => (
-            format!("/api/v1/shipments/{}/close", seg(&id)),
-            json!({ "by": by.get()?, "decision": decision, "comment": comment }),
-        ),
+            by: _,
+        } => {
+            // Closing is an electronic signature: the password again.
+            let password = read_password(&format!(
+                "Password to sign the {decision} disposition of {id}: "
+            ))?;
+            (
+                format!("/api/v1/shipments/{}/close", seg(&id)),
+                json!({ "decision": decision, "comment": comment, "password": password }),
+            )
+        }
         ShipmentCmd::List => unreachable!("handled by status"),
     };
     let v = c.post(&path, &body)?;

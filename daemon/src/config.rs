@@ -300,9 +300,25 @@ impl Default for StoreSection {
 pub struct HttpSection {
     /// Listen address. Default `127.0.0.1:8080`; port 0 picks a free port.
     pub bind: SocketAddr,
-    /// Bearer token required for every change, and for reads too when `bind`
-    /// is not a loopback address. Required when `bind` is not loopback.
+    /// Legacy shared bearer token: accepted as one audited admin identity
+    /// (`legacy-token`) so existing scripts keep working until they move to
+    /// personal tokens (`coldchain token create`). It cannot sign.
     pub token: Option<String>,
+    /// PEM certificate chain: with `tls_key`, the daemon serves HTTPS
+    /// (reloaded on SIGHUP).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on an address beyond loopback (passwords and
+    /// sessions then cross the network in clear). Default false: refused.
+    pub allow_plain_http: bool,
+    /// Whether reads need no login. Default: true on a loopback address
+    /// (a person on the gateway itself), false beyond it.
+    pub anonymous_reads: Option<bool>,
+    /// Wrong passwords in a row before an account locks (default 5).
+    pub lockout_after: u32,
+    /// A dashboard session ends after this long without a request (default 900 s).
+    pub session_idle_s: u64,
 }
 
 impl Default for HttpSection {
@@ -310,7 +326,26 @@ impl Default for HttpSection {
         HttpSection {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             token: None,
+            tls_cert: None,
+            tls_key: None,
+            allow_plain_http: false,
+            anonymous_reads: None,
+            lockout_after: 5,
+            session_idle_s: 900,
         }
+    }
+}
+
+impl HttpSection {
+    /// Whether HTTPS is configured.
+    pub fn tls(&self) -> bool {
+        self.tls_cert.is_some()
+    }
+
+    /// Whether reads need no login.
+    pub fn anonymous_reads(&self) -> bool {
+        self.anonymous_reads
+            .unwrap_or_else(|| self.bind.ip().is_loopback())
     }
 }
 
@@ -370,11 +405,30 @@ impl Config {
                 self.daemon.id
             );
         }
-        if !self.http.bind.ip().is_loopback() && self.http.token.is_none() {
+        if self.http.tls_cert.is_some() != self.http.tls_key.is_some() {
             bail!(
-                "key http.token: required when http.bind ({}) is not a loopback address",
+                "keys http.tls_cert and http.tls_key: give both (certificate chain and its key, PEM) or neither"
+            );
+        }
+        if !self.http.bind.ip().is_loopback() && !self.http.tls() && !self.http.allow_plain_http {
+            bail!(
+                "key http.tls_cert: required when http.bind ({}) is not a loopback address (passwords and sessions would cross the network in clear); set http.tls_cert and http.tls_key (deploy/install.sh can make a local certificate), or http.allow_plain_http = true to accept that",
                 self.http.bind
             );
+        }
+        if !self.http.bind.ip().is_loopback() && self.http.anonymous_reads == Some(true) {
+            bail!(
+                "key http.anonymous_reads: cannot be true when http.bind ({}) is not a loopback address",
+                self.http.bind
+            );
+        }
+        if self.http.lockout_after == 0 {
+            bail!(
+                "key http.lockout_after: expected at least 1 (wrong passwords before an account locks)"
+            );
+        }
+        if self.http.session_idle_s < 60 {
+            bail!("key http.session_idle_s: expected at least 60 seconds");
         }
         if self.http.token.as_ref().is_some_and(|t| t.len() < 16) {
             bail!("key http.token: expected at least 16 characters");

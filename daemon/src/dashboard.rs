@@ -10,14 +10,20 @@
 //! * `/ui/list` and `/ui/shipments/{id}`: the same content without the page
 //!   around it; the pages poll them every few seconds and swap them in.
 //!
-//! Acknowledging POSTs `/api/v1/alerts/{id}/ack` with `{by, comment}` and the
-//! bearer token, which the page asks for once and keeps in `localStorage`.
+//! * `/login`: name and password; a session cookie (`HttpOnly`,
+//!   `SameSite=Strict`, `Secure` on TLS) is all the browser keeps: no
+//!   credential in `localStorage`. A session ends after `http.session_idle_s`
+//!   without a person's request (the pages' polling does not count).
 //!
-//! When reads need the token too (the daemon is bound beyond loopback, e.g.
-//! for phones on the lab's network), a browser's first GET of a page carries
-//! none: the page then comes without data, asks for the token, keeps it, and
-//! loads its content through the token-protected `/ui/…` fragments; a token
-//! kept from before loads it at once. No data leaves without the token.
+//! What a role may not do is not offered: the acknowledge, assess and sign
+//! buttons appear only for roles that may use them (the API refuses the
+//! rest anyway). Changes POST JSON with the page's CSRF token
+//! (`X-CSRF-Token`, from the `csrf-token` meta element). Signing asks for the
+//! password again and shows the SHA-256 of the report being signed.
+//!
+//! When reads need a login (beyond loopback, or `http.anonymous_reads =
+//! false`), a page requested without a session comes without data and sends
+//! the browser to `/login`.
 //!
 //! All user text (shipment ids, products, comments) is escaped on the server;
 //! the script inserts only server-rendered fragments and sets dialog text with
@@ -39,6 +45,7 @@ use crate::profile::Severity;
 use crate::report::text::{esc, fmt_c, fmt_dur, url_segment, utc};
 use crate::report::{self, ReportData};
 use crate::shipment::{Shipment, State as ShipState};
+use crate::users::{Actor, Perm, Role};
 
 const CSS: &str = include_str!("dashboard/dashboard.css");
 const JS: &str = include_str!("dashboard/dashboard.js");
@@ -50,6 +57,7 @@ const POLL_S: u32 = 5;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(list_page))
+        .route("/login", get(login_page))
         .route("/shipments/{id}", get(shipment_page))
         .route("/ui/list", get(list_fragment))
         .route("/ui/shipments/{id}", get(shipment_fragment))
@@ -246,31 +254,74 @@ pub fn list_html(rows: &[Row]) -> String {
     s
 }
 
-fn page(title: &str, src: &str, body: &str) -> String {
+/// Who is looking at a page: their name and role, and their session's CSRF token.
+#[derive(Debug, Clone, Default)]
+pub struct Viewer {
+    /// The signed-in person (none: anonymous reads on loopback).
+    pub actor: Option<Actor>,
+    /// The session's CSRF token.
+    pub csrf: Option<String>,
+}
+
+impl Viewer {
+    fn from(actor: Option<Extension<Actor>>, csrf: Option<Extension<crate::auth::Csrf>>) -> Viewer {
+        Viewer {
+            actor: actor.map(|Extension(a)| a),
+            csrf: csrf.map(|Extension(c)| c.0),
+        }
+    }
+
+    /// The role, if signed in.
+    pub fn role(&self) -> Option<Role> {
+        self.actor.as_ref().map(|a| a.role)
+    }
+
+    fn may(&self, p: Perm) -> bool {
+        self.role().is_some_and(|r| r.may(p))
+    }
+}
+
+fn page(title: &str, src: &str, body: &str, v: &Viewer) -> String {
+    let account = match &v.actor {
+        Some(a) => format!(
+            "<span class=\"who\" id=\"who\" data-user=\"{}\" data-role=\"{}\">{} · {}</span><button type=\"button\" id=\"logout\" class=\"link\">Log out</button>",
+            esc(&a.user),
+            a.role.name(),
+            esc(&a.full_name),
+            a.role.name()
+        ),
+        None => "<a id=\"login-link\" href=\"/login\">Log in</a>".into(),
+    };
+    let csrf = v
+        .csrf
+        .as_deref()
+        .map(|t| format!("<meta name=\"csrf-token\" content=\"{}\">\n", esc(t)))
+        .unwrap_or_default();
     format!(
         r#"<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{} · Coldchain</title>
+{csrf}<title>{} · Coldchain</title>
 <link rel="stylesheet" href="/assets/dashboard.css">
 <script src="/assets/dashboard.js" defer></script>
 </head>
 <body>
-<header class="top"><a class="brand" href="/">Coldchain</a><span id="live-status" class="muted" aria-live="polite"></span><button type="button" id="forget-token" class="link" hidden>forget token</button></header>
+<header class="top"><a class="brand" href="/">Coldchain</a><span id="live-status" class="muted" aria-live="polite"></span><span class="account">{account}</span></header>
 <main id="live" data-src="{}" data-poll-s="{POLL_S}" data-locked="{}">
 {body}
 </main>
-<dialog id="ack-dialog">
-<form id="ack-form" method="dialog">
-<h2>Acknowledge alert</h2>
-<p id="ack-what" class="what"></p>
-<label>Your name <input name="by" id="ack-by" required autocomplete="name"></label>
-<label>What was done <textarea name="comment" id="ack-comment" required rows="3"></textarea></label>
-<label id="ack-token-label">API token <input name="token" id="ack-token" type="password" autocomplete="off"></label>
-<p id="ack-error" class="error" role="alert"></p>
-<div class="buttons"><button type="button" id="ack-cancel">Cancel</button><button type="submit" id="ack-submit" class="primary">Acknowledge</button></div>
+<dialog id="act-dialog">
+<form id="act-form" method="dialog">
+<h2 id="act-title">Acknowledge alert</h2>
+<p id="act-what" class="what"></p>
+<label id="act-decision-label">Decision <select id="act-decision"><option value="accepted">released for use</option><option value="quarantined">quarantined</option><option value="rejected">rejected</option></select></label>
+<label><span id="act-comment-label">What was done</span> <textarea name="comment" id="act-comment" required rows="3"></textarea></label>
+<p id="act-sha" class="muted"></p>
+<label id="act-password-label">Your password (signing asks for it again) <input id="act-password" type="password" autocomplete="current-password"></label>
+<p id="act-error" class="error" role="alert"></p>
+<div class="buttons"><button type="button" id="act-cancel">Cancel</button><button type="submit" id="act-submit" class="primary">Acknowledge</button></div>
 </form>
 </dialog>
 </body>
@@ -282,18 +333,50 @@ fn page(title: &str, src: &str, body: &str) -> String {
     )
 }
 
-/// The body of a page requested without the token its data needs.
-const LOCKED: &str = r#"<section class="locked"><h1>API token needed</h1>
-<p>This daemon serves its data only with its API token (<code>http.token</code>): it is reachable from beyond this machine.</p>
-<form id="token-form"><label>API token <input id="token-input" type="password" autocomplete="off" required></label>
-<button type="submit" class="primary">Show</button><p id="token-error" class="error" role="alert"></p></form></section>"#;
+/// The body of a page requested without the session its data needs.
+const LOCKED: &str = r#"<section class="locked"><h1>Sign in needed</h1>
+<p>This daemon shows its data only to people who are signed in.</p>
+<p><a class="primary" id="to-login" href="/login">Log in</a></p></section>"#;
+
+/// The login page.
+async fn login_page(v_actor: Option<Extension<Actor>>) -> Response {
+    let who = v_actor
+        .map(|Extension(a)| {
+            format!(
+                "<p class=\"muted\">Signed in as {} ({}).</p>",
+                esc(&a.full_name),
+                a.role.name()
+            )
+        })
+        .unwrap_or_default();
+    html(
+        StatusCode::OK,
+        page(
+            "Log in",
+            "",
+            &format!(
+                r#"<section class="locked"><h1>Log in</h1>{who}
+<form id="login-form"><label>User name <input id="login-name" autocomplete="username" required autocapitalize="none"></label>
+<label>Password <input id="login-password" type="password" autocomplete="current-password" required></label>
+<button type="submit" id="login-submit" class="primary">Log in</button><p id="login-error" class="error" role="alert"></p></form>
+<form id="newpw-form" hidden><p>An admin reset your password: choose a new one (at least 12 characters).</p>
+<label>New password <input id="newpw" type="password" autocomplete="new-password" required minlength="12"></label>
+<button type="submit" id="newpw-submit" class="primary">Set password</button><p id="newpw-error" class="error" role="alert"></p></form></section>"#
+            ),
+            &Viewer::default(),
+        ),
+    )
+}
 
 async fn list_page(
     State(s): State<AppState>,
     Extension(PageAccess(granted)): Extension<PageAccess>,
+    actor: Option<Extension<Actor>>,
+    csrf: Option<Extension<crate::auth::Csrf>>,
 ) -> Response {
+    let v = Viewer::from(actor, csrf);
     if !granted {
-        return html(StatusCode::OK, page("Shipments", "/ui/list", LOCKED));
+        return html(StatusCode::OK, page("Shipments", "/ui/list", LOCKED, &v));
     }
     match tokio::task::spawn_blocking(move || load_rows(&s)).await {
         Ok(Ok(rows)) => html(
@@ -305,6 +388,7 @@ async fn list_page(
                     "<h1>Shipments</h1>\n<div id=\"list\">{}</div>",
                     list_html(&rows)
                 ),
+                &v,
             ),
         ),
         Ok(Err(e)) => html(StatusCode::INTERNAL_SERVER_ERROR, esc(&format!("{e:#}"))),
@@ -390,7 +474,7 @@ fn gauge(d: &ReportData) -> String {
 }
 
 /// The shipment's live content (the part the page refreshes).
-pub fn shipment_html(d: &ReportData) -> String {
+pub fn shipment_html(d: &ReportData, v: &Viewer) -> String {
     let id = &d.identity;
     let t = &d.temperature;
     let mut s = String::new();
@@ -440,15 +524,34 @@ pub fn shipment_html(d: &ReportData) -> String {
                 ),
                 _ => String::new(),
             };
-            let button = if a.state == "open" {
-                format!(
-                    "<button type=\"button\" class=\"ack primary\" data-alert=\"{}\" data-what=\"{}\">Acknowledge</button>",
+            let mut button = String::new();
+            if a.state == "open" && v.may(Perm::Ack) {
+                let _ = write!(
+                    button,
+                    "<button type=\"button\" class=\"ack act primary\" data-action=\"ack\" data-alert=\"{}\" data-what=\"{}\">Acknowledge</button>",
                     a.id,
                     esc(&a.message)
-                )
-            } else {
-                String::new()
+                );
+            }
+            let assessed = match &a.assessment {
+                Some(x) => format!(
+                    "<p class=\"assess-info\">QA assessment by <strong>{}</strong> ({}) at {}: “{}”</p>",
+                    esc(&x.full_name),
+                    esc(&x.user),
+                    utc(x.at_ms),
+                    esc(&x.comment)
+                ),
+                None => String::new(),
             };
+            if a.assessment.is_none() && a.withdrawn.is_none() && v.may(Perm::Assess) {
+                let _ = write!(
+                    button,
+                    " <button type=\"button\" class=\"assess act\" data-action=\"assess\" data-alert=\"{}\" data-what=\"{}\">Assess</button>",
+                    a.id,
+                    esc(&a.message)
+                );
+            }
+            let ack = format!("{ack}{assessed}");
             let _ = write!(
                 s,
                 "<li class=\"alert sev-{} state-{}\" data-alert=\"{}\" data-state=\"{}\"><div class=\"when\">{}</div><div class=\"body\"><span class=\"badge {}\">{}</span> <span class=\"badge state\">{}</span> {}{}{}{}</div></li>",
@@ -472,10 +575,55 @@ pub fn shipment_html(d: &ReportData) -> String {
     let seg = url_segment(&id.shipment);
     let _ = write!(
         s,
-        "<section class=\"card\"><h2>Arrival report</h2><p><a href=\"/api/v1/shipments/{seg}/report?format=html\" target=\"_blank\" rel=\"noopener\">HTML (prints on A4)</a> · <a href=\"/api/v1/shipments/{seg}/report?format=csv\">CSV</a> · <a href=\"/api/v1/shipments/{seg}/report?format=json\" target=\"_blank\" rel=\"noopener\">JSON</a></p><p class=\"muted\">As of {}. SHA-256 of this data: <code class=\"sha\">{}</code></p></section>",
+        "{}<section class=\"card\"><h2>Arrival report</h2><p><a href=\"/api/v1/shipments/{seg}/report?format=html\" target=\"_blank\" rel=\"noopener\">HTML (prints on A4)</a> · <a href=\"/api/v1/shipments/{seg}/report?format=csv\">CSV</a> · <a href=\"/api/v1/shipments/{seg}/report?format=json\" target=\"_blank\" rel=\"noopener\">JSON</a></p><p class=\"muted\">As of {}. SHA-256 of this data: <code class=\"sha\">{}</code></p></section>",
+        disposition_html(d, v),
         utc(d.as_of_ms),
         report::sha256(d),
     );
+    s
+}
+
+/// The disposition: its signature, or (for QA, once arrived) the button
+/// that signs it.
+fn disposition_html(d: &ReportData, v: &Viewer) -> String {
+    let mut s = String::from("<section class=\"card\" id=\"disposition\"><h2>Disposition</h2>");
+    match &d.disposition {
+        Some(x) => {
+            let _ = write!(
+                s,
+                "<p><strong>{}</strong>: “{}”</p>",
+                esc(&x.decision),
+                esc(&x.comment)
+            );
+            match &x.signature {
+                Some(g) => {
+                    let _ = write!(
+                        s,
+                        "<p class=\"signature\">Electronically signed by <strong>{}</strong> ({}) at {}; meaning: <strong>{}</strong>; covers report SHA-256 <code class=\"signed-sha\">{}</code></p>",
+                        esc(&g.full_name),
+                        esc(&g.user),
+                        utc(g.signed_ms),
+                        esc(&g.meaning),
+                        esc(&g.report_sha256)
+                    );
+                }
+                None => s.push_str(
+                    "<p class=\"muted\">Recorded before electronic signatures (not signed).</p>",
+                ),
+            }
+        }
+        None if d.journey.state == "arrived" && v.may(Perm::Sign) => {
+            let _ = write!(
+                s,
+                "<p><button type=\"button\" class=\"sign act primary\" data-action=\"sign\" data-shipment=\"{}\" data-sha=\"{}\" data-what=\"{}\">Sign disposition</button></p>",
+                esc(&d.identity.shipment),
+                report::content_sha256(d),
+                esc(&d.identity.shipment)
+            );
+        }
+        None => s.push_str("<p class=\"muted\">Not recorded.</p>"),
+    }
+    s.push_str("</section>");
     s
 }
 
@@ -483,10 +631,10 @@ fn load_report(s: &AppState, id: &str) -> anyhow::Result<Option<ReportData>> {
     report::for_shipment(&s.reader, &s.store, id, crate::ingest::now_ms())
 }
 
-async fn shipment_content(s: AppState, id: String) -> Result<String, Response> {
+async fn shipment_content(s: AppState, id: String, v: &Viewer) -> Result<String, Response> {
     let id2 = id.clone();
     match tokio::task::spawn_blocking(move || load_report(&s, &id2)).await {
-        Ok(Ok(Some(d))) => Ok(shipment_html(&d)),
+        Ok(Ok(Some(d))) => Ok(shipment_html(&d, v)),
         Ok(Ok(None)) => Err(html(
             StatusCode::NOT_FOUND,
             page(
@@ -496,6 +644,7 @@ async fn shipment_content(s: AppState, id: String) -> Result<String, Response> {
                     "<nav class=\"crumbs\"><a href=\"/\">← all shipments</a></nav><h1>No shipment {}</h1>",
                     esc(&id)
                 ),
+                v,
             ),
         )),
         Ok(Err(e)) => Err(html(
@@ -509,20 +658,28 @@ async fn shipment_content(s: AppState, id: String) -> Result<String, Response> {
 async fn shipment_page(
     State(s): State<AppState>,
     Extension(PageAccess(granted)): Extension<PageAccess>,
+    actor: Option<Extension<Actor>>,
+    csrf: Option<Extension<crate::auth::Csrf>>,
     Path(id): Path<String>,
 ) -> Response {
+    let v = Viewer::from(actor, csrf);
     let src = format!("/ui/shipments/{}", url_segment(&id));
     if !granted {
-        return html(StatusCode::OK, page(&id, &src, LOCKED));
+        return html(StatusCode::OK, page(&id, &src, LOCKED, &v));
     }
-    match shipment_content(s, id.clone()).await {
-        Ok(body) => html(StatusCode::OK, page(&id, &src, &body)),
+    match shipment_content(s, id.clone(), &v).await {
+        Ok(body) => html(StatusCode::OK, page(&id, &src, &body, &v)),
         Err(r) => r,
     }
 }
 
-async fn shipment_fragment(State(s): State<AppState>, Path(id): Path<String>) -> Response {
-    match shipment_content(s, id).await {
+async fn shipment_fragment(
+    State(s): State<AppState>,
+    actor: Option<Extension<Actor>>,
+    Path(id): Path<String>,
+) -> Response {
+    let v = Viewer::from(actor, None);
+    match shipment_content(s, id, &v).await {
         Ok(body) => html(StatusCode::OK, body),
         Err(r) => r,
     }

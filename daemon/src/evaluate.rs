@@ -1116,6 +1116,8 @@ pub enum Command {
         decision: crate::shipment::Decision,
         /// Comment.
         comment: String,
+        /// The electronic signature (checked by the API before it asks).
+        signature: Option<crate::shipment::Signature>,
     },
     /// Acknowledge an alert.
     Ack {
@@ -1144,8 +1146,8 @@ pub enum Refusal {
 pub struct Request {
     /// Shipment id (ignored for Create and Ack).
     pub shipment: String,
-    /// Who asks (recorded in the audit trail).
-    pub by: String,
+    /// Who asks: the authenticated person (recorded in the audit trail).
+    pub actor: crate::users::Actor,
     /// What.
     pub command: Command,
     /// The result: the shipment or alert as JSON.
@@ -1158,12 +1160,9 @@ impl Evaluator {
     pub fn apply(&mut self, req: &mut Request, now: i64) -> Result<serde_json::Value, Refusal> {
         use crate::shipment::{Disposition, Handoff};
         let internal = |e: anyhow::Error| Refusal::Internal(format!("{e:#}"));
-        let by = req.by.trim().to_string();
-        if by.is_empty() {
-            return Err(Refusal::Bad(
-                "field by: who is making this change? (must not be empty)".into(),
-            ));
-        }
+        // Records name the authenticated person, never a typed name.
+        let by = req.actor.full_name.clone();
+        let actor = req.actor.clone();
         let result = match &req.command {
             Command::Create(new) => {
                 self.cfg
@@ -1178,9 +1177,9 @@ impl Evaluator {
                     )));
                 }
                 self.audit
-                    .append(
+                    .append_by(
                         now,
-                        &by,
+                        &actor,
                         "shipment.create",
                         &s.id,
                         serde_json::to_value(&s).unwrap_or_default(),
@@ -1214,9 +1213,9 @@ impl Evaluator {
                 a.maybe_resolve(now);
                 self.alerts.put(&a, None).map_err(internal)?;
                 self.audit
-                    .append(
+                    .append_by(
                         now,
-                        &by,
+                        &actor,
                         "alert.ack",
                         &a.shipment,
                         serde_json::json!({ "alert": a.id, "comment": comment }),
@@ -1274,12 +1273,17 @@ impl Evaluator {
                         s.arrive(at).map_err(conflict)?;
                         ("shipment.arrive", serde_json::json!({ "arrived_ms": at }))
                     }
-                    Command::Close { decision, comment } => {
+                    Command::Close {
+                        decision,
+                        comment,
+                        signature,
+                    } => {
                         let d = Disposition {
                             decision: *decision,
                             comment: comment.clone(),
                             by: by.clone(),
                             at_ms: now,
+                            signature: signature.clone(),
                         };
                         s.close(d.clone()).map_err(conflict)?;
                         (
@@ -1291,7 +1295,7 @@ impl Evaluator {
                 };
                 self.shipments.put(&s).map_err(internal)?;
                 self.audit
-                    .append(now, &by, action, &s.id, details)
+                    .append_by(now, &actor, action, &s.id, details)
                     .map_err(internal)?;
                 serde_json::to_value(&s).unwrap_or_default()
             }

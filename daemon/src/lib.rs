@@ -4,7 +4,9 @@
 
 pub mod alert;
 pub mod api;
+pub mod assess;
 pub mod audit;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod dashboard;
@@ -21,6 +23,7 @@ pub mod retention;
 pub mod run;
 pub mod shipment;
 pub mod store;
+pub mod users;
 
 // The domain engine, re-exported under the paths the daemon has always used.
 pub use coldchain_engine::{alarm, mkt, profile, viability};

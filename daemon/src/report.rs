@@ -409,6 +409,22 @@ pub struct AlertEntry {
     /// When later data disproved it, and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub withdrawn: Option<WithdrawalEntry>,
+    /// QA's assessment (the review before release).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assessment: Option<AssessmentEntry>,
+}
+
+/// QA's assessment of an alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AssessmentEntry {
+    /// The assessor's user id.
+    pub user: String,
+    /// Full name.
+    pub full_name: String,
+    /// The assessment.
+    pub comment: String,
+    /// When, ms.
+    pub at_ms: i64,
 }
 
 /// One revision of an alert by later data.
@@ -444,6 +460,39 @@ pub struct DispositionEntry {
     pub by: String,
     /// When, ms.
     pub at_ms: i64,
+    /// The electronic signature, if signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<SignatureEntry>,
+}
+
+/// The manifestation of an electronic signature (21 CFR 11.50).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SignatureEntry {
+    /// The signer's full name.
+    pub full_name: String,
+    /// The signer's user id.
+    pub user: String,
+    /// When, ms.
+    pub signed_ms: i64,
+    /// The meaning, e.g. `released for use`.
+    pub meaning: String,
+    /// The SHA-256 of the report content it covers ([`content_sha256`]).
+    pub report_sha256: String,
+}
+
+/// The SHA-256 a signature covers: the arrival report as the signer
+/// reviewed it, i.e. the report's data without its disposition and in the
+/// state `arrived` (a shipment is signed for when it has arrived; closing
+/// changes nothing else), the facts recomputed accordingly. A report
+/// carrying a signature can be checked by recomputing this from its own data.
+pub fn content_sha256(d: &ReportData) -> String {
+    let mut c = d.clone();
+    c.disposition = None;
+    if c.journey.state == "closed" {
+        c.journey.state = "arrived".into();
+    }
+    c.facts = facts(&c);
+    sha256(&c)
 }
 
 fn severity(s: Severity) -> String {
@@ -712,6 +761,7 @@ pub fn build(ev: &Evaluation, alerts: &[Alert], devices: Vec<DeviceHealth>) -> R
                 at_ms: w.at_ms,
                 reason: w.reason.clone(),
             }),
+            assessment: None,
         })
         .collect();
     let disposition = s.disposition.as_ref().map(|d| DispositionEntry {
@@ -719,6 +769,13 @@ pub fn build(ev: &Evaluation, alerts: &[Alert], devices: Vec<DeviceHealth>) -> R
         comment: d.comment.clone(),
         by: d.by.clone(),
         at_ms: d.at_ms,
+        signature: d.signature.as_ref().map(|g| SignatureEntry {
+            full_name: g.full_name.clone(),
+            user: g.user.clone(),
+            signed_ms: g.signed_ms,
+            meaning: g.meaning.clone(),
+            report_sha256: g.report_sha256.clone(),
+        }),
     });
 
     let mut data = ReportData {
@@ -827,7 +884,13 @@ fn facts(d: &ReportData) -> Vec<String> {
         open
     ));
     out.push(match &d.disposition {
-        Some(x) => format!("disposition recorded by {}: {}", x.by, x.decision),
+        Some(x) => match &x.signature {
+            Some(g) => format!(
+                "disposition signed by {} ({}): {}",
+                g.full_name, g.user, g.meaning
+            ),
+            None => format!("disposition recorded by {}: {}", x.by, x.decision),
+        },
         None => "disposition not recorded".into(),
     });
     out
@@ -910,7 +973,18 @@ pub fn for_shipment(
     let ev = reader.evaluate(&sh, as_of_ms)?;
     let alerts = reader.alerts.of_shipment(&sh.id)?;
     let devices = device_health(store, &ev)?;
-    Ok(Some(build(&ev, &alerts, devices)))
+    let mut d = build(&ev, &alerts, devices);
+    let assessments = crate::assess::Assessments::open(store.db())?;
+    for a in &mut d.alerts {
+        a.assessment = assessments.get(a.id)?.map(|x| AssessmentEntry {
+            user: x.user,
+            full_name: x.full_name,
+            comment: x.comment,
+            at_ms: x.at_ms,
+        });
+    }
+    d.facts = facts(&d);
+    Ok(Some(d))
 }
 
 /// A JSON value with every object's keys sorted, written without whitespace.

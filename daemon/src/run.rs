@@ -123,7 +123,25 @@ async fn run_once(cfg: Config) -> anyhow::Result<Next> {
         .await
         .with_context(|| format!("key http.bind: cannot listen on {}", cfg.http.bind))?;
     let local = listener.local_addr()?;
-    tracing::info!("HTTP API on http://{local}/");
+    let tls = match (&cfg.http.tls_cert, &cfg.http.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                .await
+                .with_context(|| {
+                    format!(
+                        "keys http.tls_cert / http.tls_key: cannot load {} / {} (PEM certificate chain and private key)",
+                        cert.display(),
+                        key.display()
+                    )
+                })?,
+        ),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!("HTTP API on {scheme}://{local}/");
+    if tls.is_none() && !cfg.http.bind.ip().is_loopback() {
+        tracing::warn!(bind = %cfg.http.bind, "serving plain HTTP beyond loopback (http.allow_plain_http = true): passwords and sessions cross the network in clear");
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
 
     // Evaluation, alerts and their delivery.
@@ -180,6 +198,15 @@ async fn run_once(cfg: Config) -> anyhow::Result<Next> {
         stop_rx.clone(),
     ));
 
+    let users = Arc::new(
+        crate::users::Users::open(store.db(), cfg.http.lockout_after, cfg.http.session_idle_s)
+            .context("opening the accounts")?,
+    );
+    if cfg.http.token.is_some() {
+        tracing::warn!(
+            "http.token is set: the legacy shared token is accepted as the audited admin identity `legacy-token`; move scripts to personal tokens (`coldchain token create`) and remove it"
+        );
+    }
     let app = crate::api::router(crate::api::AppState {
         store: store.clone(),
         stats: stats.clone(),
@@ -187,21 +214,64 @@ async fn run_once(cfg: Config) -> anyhow::Result<Next> {
         reader,
         requests: req_tx,
         audit,
-        token: cfg.http.token.clone(),
-        reads_need_token: !cfg.http.bind.ip().is_loopback(),
+        users,
+        legacy_token: cfg.http.token.clone(),
+        anonymous_reads: cfg.http.anonymous_reads(),
+        tls: tls.is_some(),
     });
     let (disc_tx, disc_rx) = watch::channel(false);
     let mut http_stop = stop_rx.clone();
-    let http = tokio::spawn(async move {
-        let r = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
+    let http = match tls {
+        None => tokio::spawn(async move {
+            let r = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = http_stop.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::error!("HTTP server: {e}");
+            }
+        }),
+        Some(tls) => {
+            // Certificate and key are read again on SIGHUP (a renewed
+            // certificate is served without a restart).
+            let (cert, key) = (
+                cfg.http.tls_cert.clone().unwrap_or_default(),
+                cfg.http.tls_key.clone().unwrap_or_default(),
+            );
+            let reload = tls.clone();
+            let mut reload_stop = stop_rx.clone();
+            tokio::spawn(async move {
+                use tokio::signal::unix::{SignalKind, signal};
+                let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                    tracing::error!("cannot listen for SIGHUP: the certificate is not reloaded");
+                    return;
+                };
+                loop {
+                    tokio::select! {
+                        _ = hup.recv() => match reload.reload_from_pem_file(&cert, &key).await {
+                            Ok(()) => tracing::info!(cert = %cert.display(), "SIGHUP: TLS certificate and key reloaded"),
+                            Err(e) => tracing::error!(cert = %cert.display(), key = %key.display(), "SIGHUP: cannot reload the TLS certificate, still serving the previous one: {e}"),
+                        },
+                        r = reload_stop.changed() => if r.is_err() || *reload_stop.borrow() { return },
+                    }
+                }
+            });
+            let handle = axum_server::Handle::new();
+            let h2 = handle.clone();
+            tokio::spawn(async move {
                 let _ = http_stop.wait_for(|s| *s).await;
+                h2.graceful_shutdown(Some(Duration::from_secs(5)));
+            });
+            let std_listener = listener.into_std()?;
+            let server = axum_server::from_tcp_rustls(std_listener, tls)?.handle(handle);
+            tokio::spawn(async move {
+                if let Err(e) = server.serve(app.into_make_service()).await {
+                    tracing::error!("HTTPS server: {e}");
+                }
             })
-            .await;
-        if let Err(e) = r {
-            tracing::error!("HTTP server: {e}");
         }
-    });
+    };
 
     // MQTT.
     let (client, eventloop) = mqtt::connect(&cfg)?;

@@ -44,6 +44,40 @@ pub struct Disposition {
     pub by: String,
     /// When, ms.
     pub at_ms: i64,
+    /// The electronic signature (absent in dispositions recorded before
+    /// signatures existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<Signature>,
+}
+
+/// An electronic signature (21 CFR 11.50, 11.70, 11.200): who signed, when,
+/// what it means, and the SHA-256 of the arrival report it covers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Signature {
+    /// The signer's user id.
+    pub user: String,
+    /// The signer's full name.
+    pub full_name: String,
+    /// When, ms.
+    pub signed_ms: i64,
+    /// The meaning: `released for use`, `quarantined`, `rejected`.
+    pub meaning: String,
+    /// SHA-256 of the report's content it covers (the report data without
+    /// its disposition, see [`crate::report::content_sha256`]).
+    pub report_sha256: String,
+    /// How the signer proved who they were: `password re-entered`.
+    pub authentication: String,
+}
+
+impl Decision {
+    /// The meaning of a signature with this decision.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Decision::Accepted => "released for use",
+            Decision::Quarantined => "quarantined",
+            Decision::Rejected => "rejected",
+        }
+    }
 }
 
 /// A custody hand-off.
@@ -378,6 +412,7 @@ mod tests {
             comment: "ok".into(),
             by: "lab".into(),
             at_ms: 50,
+            signature: None,
         };
         assert!(s.close(d.clone()).is_err(), "cannot close before arrival");
         s.arrive(90).unwrap();

@@ -150,6 +150,7 @@ fn populate(db_dir: &Path, now: i64) -> SledStore {
         comment: "fine".into(),
         by: "lab".into(),
         at_ms: now - 8 * DAY,
+        signature: None,
     })
     .unwrap();
     ships.put(&old).unwrap();

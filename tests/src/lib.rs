@@ -438,9 +438,18 @@ impl Daemon {
         let log = self.log.with_extension(format!("{}.log", self.starts));
         self.proc = Some(Proc::spawn("coldchain", cmd, &log));
         let port = self.http_port;
-        wait_for(Duration::from_secs(30), "daemon /healthz", || {
-            http_get(port, "/healthz").ok()
-        });
+        let tls = std::fs::read_to_string(&self.config).is_ok_and(|c| c.contains("tls_cert"));
+        if tls {
+            // HTTPS: the test's own client checks the certificate; here only
+            // that the daemon listens.
+            wait_for(Duration::from_secs(30), "daemon listening (HTTPS)", || {
+                std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+            });
+        } else {
+            wait_for(Duration::from_secs(30), "daemon /healthz", || {
+                http_get(port, "/healthz").ok()
+            });
+        }
     }
 
     /// The daemon's process id, while it runs.

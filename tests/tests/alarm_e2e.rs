@@ -275,7 +275,9 @@ fn fridge_box_left_open_one_alarm_ack_audit_and_restart() {
     );
     // The box was closed long ago: acknowledged and cleared means resolved.
     assert_eq!(acked["state"], "resolved", "{acked}");
-    assert_eq!(acked["ack"]["by"], "nurse ben");
+    // Recorded as the authenticated identity (the legacy shared token), not
+    // the typed name.
+    assert_eq!(acked["ack"]["by"], "shared API token (http.token, legacy)");
 
     let audit = daemon.get("/api/v1/audit");
     // The configuration is recorded once: the restart with the same file adds nothing.
@@ -329,12 +331,41 @@ fn fridge_box_left_open_one_alarm_ack_audit_and_restart() {
         "/api/v1/shipments/FR-1/arrive",
         json!({"by": "lab"}),
     );
-    let closed = post(
-        &daemon,
+    // Closing is a QA person's electronic signature: the shared token
+    // cannot sign; a QA account (made with it, an admin) signs with its
+    // personal token and its password.
+    let (s, e) = http_post(
+        daemon.http_port,
         "/api/v1/shipments/FR-1/close",
-        json!({"by": "qa lead", "decision": "quarantined", "comment": "40 min above 8 °C, investigate"}),
+        Some(TEST_TOKEN),
+        &json!({"decision": "quarantined", "comment": "x", "password": "x"}),
     );
+    assert_eq!(s, 403, "{e}");
+    post(
+        &daemon,
+        "/api/v1/users",
+        json!({"name": "qa", "full_name": "Quality Lead", "role": "qa", "password": "qa lead password"}),
+    );
+    let qa_token = post(
+        &daemon,
+        "/api/v1/tokens",
+        json!({"label": "test", "user": "qa"}),
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, closed) = http_post(
+        daemon.http_port,
+        "/api/v1/shipments/FR-1/close",
+        Some(&qa_token),
+        &json!({"decision": "quarantined", "comment": "40 min above 8 °C, investigate", "password": "qa lead password"}),
+    );
+    assert_eq!(s, 200, "{closed}");
     assert_eq!(closed["state"], "closed");
+    assert_eq!(
+        closed["disposition"]["signature"]["full_name"],
+        "Quality Lead"
+    );
     let (s, e) = http_post(
         daemon.http_port,
         "/api/v1/shipments/FR-1/eta",

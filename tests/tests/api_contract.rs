@@ -242,7 +242,10 @@ fn cli_drives_the_daemon_with_reliable_exit_codes() {
     let verify = ok(&cli(&daemon, &["audit", "verify"]));
     assert!(verify.contains("intact"), "{verify}");
     let audit = ok(&cli(&daemon, &["audit", "list", "--json"]));
-    assert!(audit.contains("\"who\": \"cli tester\""), "{audit}");
+    // The authenticated identity (the legacy shared token the CLI took from
+    // --config), not the typed --by name.
+    assert!(audit.contains("\"who\": \"legacy-token\""), "{audit}");
+    assert!(!audit.contains("cli tester"), "{audit}");
 
     // Wrong token: refused (1). Daemon unreachable: 3.
     let o = Command::new(bin("coldchain"))

@@ -2,9 +2,10 @@
 //! playwright-core (tests/web/dashboard.mjs; tests/run.sh installs both).
 //! Broker and daemon are real; a fridge shipment warms above 8 °C and raises
 //! an H1 alert; the dashboard lists it first, its chart draws every reading,
-//! the alert is acknowledged through the page's button (the token typed into
-//! the dialog), and the API then shows it acknowledged. Markup in shipment
-//! ids, products and comments shows as text. Screenshots, desktop and phone,
+//! the alert is acknowledged through the page's button by a logistics person
+//! who logged in (session cookie, nothing in localStorage), and the API then
+//! shows it acknowledged under their full name. Markup in shipment ids,
+//! products, names and comments shows as text. Screenshots, desktop and phone,
 //! are kept in target/screenshots/.
 
 use std::path::{Path, PathBuf};
@@ -124,6 +125,13 @@ fn dashboard_lists_charts_and_acknowledges_in_chromium() {
     let readings = show["evaluation"]["readings"].as_u64().unwrap();
     assert_eq!(readings, 150);
 
+    // A logistics person, made by the admin identity of the legacy token;
+    // their full name carries markup.
+    post(
+        &daemon,
+        "/api/v1/users",
+        json!({"name": "ben", "full_name": "nurse <b>ben</b>", "role": "logistics", "password": "ben's long password"}),
+    );
     let shots = screenshot_dir();
     let out = Command::new("node")
         .arg(web.join("dashboard.mjs"))
@@ -132,7 +140,8 @@ fn dashboard_lists_charts_and_acknowledges_in_chromium() {
         .env("SHIPMENT", "FR-DASH")
         .env("ALERT", alert_id.to_string())
         .env("XSS_SHIPMENT", xss_id)
-        .env("TOKEN", TEST_TOKEN)
+        .env("USER", "ben")
+        .env("PASSWORD", "ben's long password")
         .env("OUT", &shots)
         .env("CHROMIUM", &chromium)
         .output()
@@ -175,8 +184,20 @@ fn dashboard_lists_charts_and_acknowledges_in_chromium() {
 
     // The acknowledgement went through the page.
     assert_eq!(r["alert_state_before"], "open");
-    assert_eq!(r["token_asked"], true, "the page asks for the token once");
-    assert_eq!(r["token_stored"], TEST_TOKEN);
+    assert_eq!(
+        r["ack_buttons_anonymous"], 0,
+        "nothing offered before login: {r}"
+    );
+    assert_eq!(r["login_asked"], true);
+    assert_eq!(
+        r["local_storage_keys"],
+        json!([]),
+        "no credential kept: {r}"
+    );
+    assert!(
+        r["who"].as_str().unwrap().contains("nurse <b>ben</b>"),
+        "the name is shown as text: {r}"
+    );
     assert!(
         r["alert_state_after"] == "acknowledged" || r["alert_state_after"] == "resolved",
         "{r}"
@@ -236,17 +257,19 @@ fn dashboard_lists_charts_and_acknowledges_in_chromium() {
     drop(broker);
 }
 
-/// A daemon reachable from the network (bound to 0.0.0.0) serves data only
-/// with the token: a phone's browser gets a page that asks for it, refuses a
-/// wrong one, then shows the list, and the token kept in the browser opens
-/// the next page's chart at once. Without the token nothing is shown.
+/// A daemon reachable from the network (bound to 0.0.0.0, plain HTTP
+/// allowed explicitly) serves data only to a signed-in person: a phone's
+/// browser gets a page without data that sends it to the login page, a wrong
+/// password is refused (no session), the right one shows the list, and the
+/// session (an HttpOnly, SameSite=Strict cookie, nothing in localStorage)
+/// opens the next page's chart at once. Without a session nothing is shown.
 #[test]
-fn off_loopback_the_dashboard_asks_for_the_token_on_a_phone() {
+fn off_loopback_the_dashboard_asks_for_a_login_on_a_phone() {
     let (chromium, web) = browser_ready();
     let dir = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start(&dir.path().join("broker"));
     let opts = DaemonOpts {
-        http: format!("token = \"{TEST_TOKEN}\""),
+        http: format!("token = \"{TEST_TOKEN}\"\nallow_plain_http = true"),
         bind_all: true,
         ..DaemonOpts::default()
     };
@@ -262,6 +285,11 @@ fn off_loopback_the_dashboard_asks_for_the_token_on_a_phone() {
         "/api/v1/shipments",
         shipment("FR-LOCK", "CAR-T, 1 bag", "fridge-l1", t0),
     );
+    post(
+        &daemon,
+        "/api/v1/users",
+        json!({"name": "vera", "full_name": "Vera Viewer", "role": "viewer", "password": "vera's long password"}),
+    );
     let rs: Vec<(i64, Option<i32>)> = (0..24).map(|i| (t0 + i * MIN, Some(5_000))).collect();
     let frames: Vec<String> = rs
         .chunks(12)
@@ -269,7 +297,7 @@ fn off_loopback_the_dashboard_asks_for_the_token_on_a_phone() {
         .map(|(i, c)| json_frame("fridge-l1", 1, i as u32, c))
         .collect();
     mosquitto_pub_lines(broker.port, "coldchain/v1/dev/fridge-l1/up/json", &frames).unwrap();
-    // Without the token the data stays out of reach: the page shell and the
+    // Without a session the data stays out of reach: the page shell and the
     // fragment behind it.
     let page = ureq::get(&format!("http://127.0.0.1:{}/", daemon.http_port))
         .call()
@@ -277,7 +305,7 @@ fn off_loopback_the_dashboard_asks_for_the_token_on_a_phone() {
         .body_mut()
         .read_to_string()
         .unwrap();
-    assert!(page.contains("API token needed"), "{page}");
+    assert!(page.contains("Sign in needed"), "{page}");
     assert!(!page.contains("FR-LOCK"), "{page}");
     let frag = ureq::get(&format!("http://127.0.0.1:{}/ui/list", daemon.http_port)).call();
     assert!(
@@ -304,7 +332,8 @@ fn off_loopback_the_dashboard_asks_for_the_token_on_a_phone() {
         .current_dir(&web)
         .env("BASE", format!("http://127.0.0.1:{}", daemon.http_port))
         .env("SHIPMENT", "FR-LOCK")
-        .env("TOKEN", TEST_TOKEN)
+        .env("USER", "vera")
+        .env("PASSWORD", "vera's long password")
         .env("OUT", screenshot_dir())
         .env("CHROMIUM", &chromium)
         .output()
@@ -324,11 +353,25 @@ fn off_loopback_the_dashboard_asks_for_the_token_on_a_phone() {
         !r["text_before"].as_str().unwrap().contains("FR-LOCK"),
         "{r}"
     );
+    assert!(r["login_url"].as_str().unwrap().contains("/login"), "{r}");
     assert!(
-        r["kept_after_wrong"].is_null(),
-        "a wrong token was kept: {r}"
+        r["wrong_error"]
+            .as_str()
+            .unwrap()
+            .contains("wrong user name or password"),
+        "{r}"
+    );
+    assert_eq!(
+        r["cookies_after_wrong"], 0,
+        "no session after a wrong password: {r}"
     );
     assert_eq!(r["rows_after"], json!(["FR-LOCK"]), "{r}");
+    assert_eq!(
+        r["cookie"],
+        json!([{"name": "coldchain_session", "httpOnly": true, "sameSite": "Strict"}]),
+        "{r}"
+    );
+    assert_eq!(r["local_storage_keys"], json!([]), "{r}");
     assert_eq!(r["chart_readings"], 24, "{r}");
     assert_eq!(r["page_errors"], json!([]), "{r}");
 }

@@ -197,6 +197,40 @@ fn install_sh_into_destdir_puts_every_file_in_place_and_is_idempotent() {
             .exists()
     );
 
+    // With --https-name: a local CA and the daemon's certificate, and a new
+    // config that serves HTTPS with them (and still passes check-config).
+    let root4 = tmp.path().join("root4");
+    let out = Command::new("bash")
+        .arg(deploy("install.sh"))
+        .args(["--bin", daemon, "--https-name", "gw.example.net,127.0.0.1"])
+        .env("DESTDIR", &root4)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let pki = root4.join("etc/coldchain/pki");
+    assert_eq!(mode(&pki.join("https.key")), 0o600);
+    assert_eq!(mode(&pki.join("https.pem")), 0o644);
+    let verify = Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(pki.join("ca.pem"))
+        .arg(pki.join("https.pem"))
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{verify:?}");
+    let cfg4 = root4.join("etc/coldchain/coldchain.toml");
+    let text4 = std::fs::read_to_string(&cfg4).unwrap();
+    assert!(
+        text4.contains("\ntls_cert = \"/etc/coldchain/pki/https.pem\"\n")
+            && text4.contains("\ntls_key = \"/etc/coldchain/pki/https.key\"\n"),
+        "{text4}"
+    );
+    let check = Command::new(daemon)
+        .args(["check-config", "--config"])
+        .arg(&cfg4)
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{check:?}");
+
     // Nothing happened outside DESTDIR.
     assert_eq!(user_exists("coldchain"), user_before, "a user was created");
     assert_eq!(

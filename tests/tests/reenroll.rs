@@ -176,7 +176,10 @@ fn a_wiped_device_is_reenrolled_and_its_new_boots_stored_beside_the_old() {
         .find(|e| e["action"] == "device.reenroll")
         .unwrap_or_else(|| panic!("no device.reenroll in the audit trail: {audit}"))
         .clone();
-    assert_eq!(entry["who"], "tech tom", "{entry}");
+    // The authenticated identity (here the legacy shared token), not the
+    // name typed with --by.
+    assert_eq!(entry["who"], "legacy-token", "{entry}");
+    assert_eq!(entry["user"]["id"], "legacy-token", "{entry}");
     assert_eq!(entry["subject"], "wiped-1", "{entry}");
     assert!(
         entry.to_string().contains("flash wiped at the depot"),

@@ -210,7 +210,11 @@ fn report_forms_agree_and_verify() {
     let (_, _, json2) = get_text(&daemon, &format!("{base}?format=json"));
     let doc2: Value = serde_json::from_str(&json2).unwrap();
     assert_ne!(doc2["sha256"], doc["sha256"]);
-    assert_eq!(doc2["data"]["alerts"][0]["ack_by"], "qa");
+    // The authenticated identity (the legacy shared token), not the typed name.
+    assert_eq!(
+        doc2["data"]["alerts"][0]["ack_by"],
+        "shared API token (http.token, legacy)"
+    );
 
     let (s, _, _) = get_text(&daemon, &format!("{base}?format=pdf"));
     assert_eq!(s, 400);

@@ -799,7 +799,8 @@ fn the_api_refuses_a_missing_or_wrong_token() {
     let list = daemon.get("/api/v1/shipments").to_string();
     assert!(list.contains("SHP-1") && !list.contains("SHP-X"), "{list}");
 
-    // No token configured: the API is read-only, whatever is sent.
+    // No token configured and no account: no change is possible, whatever
+    // is sent (the token is unknown).
     let ro = Daemon::start(
         &dir.path().join("daemon-ro"),
         broker.port,
@@ -812,9 +813,10 @@ fn the_api_refuses_a_missing_or_wrong_token() {
         Some(TEST_TOKEN),
         &shipment("SHP-2"),
     );
-    assert_eq!(status, 403, "{body}");
+    assert_eq!(status, 401, "{body}");
 
-    // Beyond loopback a token is required by check-config, and reads need it.
+    // Beyond loopback check-config requires TLS (or plain HTTP allowed
+    // explicitly), and reads need a credential.
     let cfg_dir = dir.path().join("daemon-open");
     std::fs::create_dir_all(&cfg_dir).unwrap();
     let port = free_port();
@@ -831,8 +833,16 @@ fn the_api_refuses_a_missing_or_wrong_token() {
         .output()
         .unwrap();
     assert!(!check.status.success());
-    assert!(stderr(&check).contains("http.token"), "{}", stderr(&check));
-    std::fs::write(&cfg, format!("{base}token = \"{TEST_TOKEN}\"\n")).unwrap();
+    assert!(
+        stderr(&check).contains("http.tls_cert"),
+        "{}",
+        stderr(&check)
+    );
+    std::fs::write(
+        &cfg,
+        format!("{base}token = \"{TEST_TOKEN}\"\nallow_plain_http = true\n"),
+    )
+    .unwrap();
     let mut cmd = Command::new(bin("coldchain"));
     cmd.arg("run").arg("--config").arg(&cfg);
     let _open = Proc::spawn("coldchain", cmd, &cfg_dir.join("daemon.log"));

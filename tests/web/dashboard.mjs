@@ -1,13 +1,14 @@
 // Drives Debian's chromium through the dashboard for tests/tests/dashboard.rs.
 // Input (environment): BASE (http://127.0.0.1:PORT), SHIPMENT, ALERT (id of an
 // open alert of SHIPMENT), XSS_SHIPMENT (a shipment whose id and product hold
-// markup), TOKEN, OUT (directory for screenshots), CHROMIUM (executable).
+// markup), USER and PASSWORD (a logistics account), OUT (directory for
+// screenshots), CHROMIUM (executable).
 // Output: one JSON line on stdout with what the pages showed.
 import { join } from "node:path";
 import { env, withBrowser } from "./browser.mjs";
 
 const BASE = env("BASE"), SHIPMENT = env("SHIPMENT"), ALERT = env("ALERT");
-const XSS = env("XSS_SHIPMENT"), TOKEN = env("TOKEN"), OUT = env("OUT");
+const XSS = env("XSS_SHIPMENT"), OUT = env("OUT");
 const out = { console_errors: [], page_errors: [] };
 await withBrowser(async (browser) => {
   const watch = (page) => {
@@ -43,19 +44,28 @@ await withBrowser(async (browser) => {
   out.alert_state_before = await page.getAttribute(`li.alert[data-alert="${ALERT}"]`, "data-state");
   await page.screenshot({ path: join(OUT, "shipment-desktop.png"), fullPage: true });
 
-  // Acknowledge through the page: the dialog asks for the token once.
+  // Read without a login (loopback), nothing to act with: no button.
+  out.ack_buttons_anonymous = await page.locator("button.ack").count();
+  // Log in from the header link; back on the same page, acknowledge.
+  await page.click("#login-link");
+  await page.waitForSelector("#login-form");
+  out.login_asked = true;
+  await page.fill("#login-name", env("USER"));
+  await page.fill("#login-password", env("PASSWORD"));
+  await page.click("#login-submit");
+  await page.waitForSelector("table.list tbody tr");
+  await page.goto(shipmentUrl);
+  await page.waitForSelector("svg.chart polyline.readings");
   await page.click(`button.ack[data-alert="${ALERT}"]`);
-  await page.waitForSelector("#ack-dialog[open]");
-  out.token_asked = await page.isVisible("#ack-token");
-  await page.fill("#ack-by", "nurse <b>ben</b>");
-  await page.fill("#ack-comment", "lid closed <script>window.__xss=1</script>");
-  await page.fill("#ack-token", TOKEN);
+  await page.waitForSelector("#act-dialog[open]");
+  await page.fill("#act-comment", "lid closed <script>window.__xss=1</script>");
   await page.screenshot({ path: join(OUT, "ack-dialog-desktop.png") });
-  await page.click("#ack-submit");
+  await page.click("#act-submit");
   await page.waitForSelector(`li.alert[data-alert="${ALERT}"]:not([data-state="open"])`, { timeout: 15000 });
   out.alert_state_after = await page.getAttribute(`li.alert[data-alert="${ALERT}"]`, "data-state");
   out.ack_text = await page.textContent(`li.alert[data-alert="${ALERT}"] .ack-info`);
-  out.token_stored = await page.evaluate(() => localStorage.getItem("coldchain.token"));
+  out.who = await page.textContent("#who");
+  out.local_storage_keys = await page.evaluate(() => Object.keys(localStorage));
   out.xss_fired = out.xss_fired || await page.evaluate(() => window.__xss === 1);
   await page.screenshot({ path: join(OUT, "shipment-acknowledged-desktop.png"), fullPage: true });
 

@@ -1,24 +1,22 @@
-// Coldchain dashboard: live updates by polling server-rendered fragments,
-// and acknowledgements through the API with a bearer token kept in
-// localStorage. Inserts only server-rendered (escaped) HTML; user-visible
-// text set here goes through textContent.
+// Coldchain dashboard: live updates by polling server-rendered fragments;
+// log in, acknowledge, assess and sign through the API with the session
+// cookie (HttpOnly: this script never sees it) and the page's CSRF token.
+// Nothing is kept in localStorage. Inserts only server-rendered (escaped)
+// HTML; user-visible text set here goes through textContent.
 (function () {
   "use strict";
-  var TOKEN_KEY = "coldchain.token";
-  var BY_KEY = "coldchain.by";
   var live = document.getElementById("live");
   var statusEl = document.getElementById("live-status");
-  var forget = document.getElementById("forget-token");
+  var meta = document.querySelector('meta[name="csrf-token"]');
+  var csrf = meta ? meta.getAttribute("content") : "";
 
-  function token() { return localStorage.getItem(TOKEN_KEY) || ""; }
   function headers(extra) {
     var h = extra || {};
-    var t = token();
-    if (t) { h["Authorization"] = "Bearer " + t; }
+    if (csrf) { h["X-CSRF-Token"] = csrf; }
     return h;
   }
-  function showForget() { forget.hidden = !token(); }
   function setStatus(text, bad) {
+    if (!statusEl) { return; }
     statusEl.textContent = text;
     statusEl.classList.toggle("bad", !!bad);
   }
@@ -27,119 +25,176 @@
     var d = new Date();
     return pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds());
   }
+  function toLogin() {
+    location.assign("/login?next=" + encodeURIComponent(location.pathname));
+  }
+  function postJson(url, body) {
+    return fetch(url, {
+      method: "POST",
+      headers: headers({ "Content-Type": "application/json" }),
+      body: JSON.stringify(body)
+    }).then(function (r) {
+      return r.json().catch(function () { return {}; }).then(function (b) { return { r: r, body: b }; });
+    });
+  }
 
   var busy = false;
   function refresh() {
     var src = live && live.dataset.src;
     if (!src || busy) { return Promise.resolve(); }
     busy = true;
-    var locked = live.dataset.locked === "1";
-    if (locked && !token()) { busy = false; return Promise.resolve(); }
-    return fetch(src, { headers: headers(), cache: "no-store" })
+    return fetch(src, { headers: { "X-Coldchain-Poll": "1" }, cache: "no-store" })
       .then(function (r) {
-        if (r.status === 401 && locked) {
-          localStorage.removeItem(TOKEN_KEY);
-          showForget();
-          var te = document.getElementById("token-error");
-          if (te) { te.textContent = "wrong token"; }
-        }
+        if (r.status === 401) { setStatus("signed out (session ended)", true); toLogin(); }
         if (!r.ok) { throw new Error("HTTP " + r.status); }
         return r.text();
       })
       .then(function (html) {
         live.innerHTML = html;
-        live.dataset.locked = "0";
         setStatus("updated " + clock(), false);
       })
       .catch(function (e) { setStatus("update failed (" + e.message + ")", true); })
       .then(function () { busy = false; });
   }
   if (live && live.dataset.src) {
+    if (live.dataset.locked === "1") {
+      setStatus("sign in needed", true);
+      toLogin();
+      return;
+    }
     var every = (parseInt(live.dataset.pollS, 10) || 5) * 1000;
     setInterval(refresh, every);
-    if (live.dataset.locked === "1") {
-      // A page served without data (the daemon needs the token for reads):
-      // with a token kept from before, load the content now; else ask.
-      setStatus(token() ? "loading" : "token needed", !token());
-      refresh();
-    } else {
-      setStatus("live, updated " + clock(), false);
-    }
+    setStatus("live, updated " + clock(), false);
   }
-  document.addEventListener("submit", function (e) {
-    if (!e.target || e.target.id !== "token-form") { return; }
-    e.preventDefault();
-    var v = document.getElementById("token-input").value.trim();
-    if (!v) { return; }
-    localStorage.setItem(TOKEN_KEY, v);
-    showForget();
-    refresh();
-  });
 
-  forget.addEventListener("click", function () {
-    localStorage.removeItem(TOKEN_KEY);
-    showForget();
-  });
-  showForget();
+  // Log in.
+  var loginForm = document.getElementById("login-form");
+  if (loginForm) {
+    var oldPassword = "";
+    var goNext = function () {
+      var next = new URLSearchParams(location.search).get("next") || "/";
+      if (next.charAt(0) !== "/" || next.charAt(1) === "/") { next = "/"; }
+      location.assign(next);
+    };
+    loginForm.addEventListener("submit", function (e) {
+      e.preventDefault();
+      var err = document.getElementById("login-error");
+      err.textContent = "";
+      oldPassword = document.getElementById("login-password").value;
+      postJson("/api/v1/login", {
+        name: document.getElementById("login-name").value.trim(),
+        password: oldPassword
+      }).then(function (x) {
+        if (!x.r.ok) { err.textContent = x.body.error || ("HTTP " + x.r.status); return; }
+        if (x.body.must_change_password) {
+          csrf = x.body.csrf || "";
+          loginForm.hidden = true;
+          document.getElementById("newpw-form").hidden = false;
+          document.getElementById("newpw").focus();
+          return;
+        }
+        goNext();
+      }).catch(function (e2) { err.textContent = "cannot reach the daemon: " + e2.message; });
+    });
+    document.getElementById("newpw-form").addEventListener("submit", function (e) {
+      e.preventDefault();
+      var err = document.getElementById("newpw-error");
+      err.textContent = "";
+      postJson("/api/v1/me/password", {
+        old_password: oldPassword,
+        new_password: document.getElementById("newpw").value
+      }).then(function (x) {
+        if (!x.r.ok) { err.textContent = x.body.error || ("HTTP " + x.r.status); return; }
+        // Changing the password ends the session: log in with the new one.
+        oldPassword = "";
+        document.getElementById("newpw-form").hidden = true;
+        loginForm.hidden = false;
+        document.getElementById("login-password").value = "";
+        document.getElementById("login-error").textContent = "password changed: log in with the new one";
+      }).catch(function (e2) { err.textContent = "cannot reach the daemon: " + e2.message; });
+    });
+  }
+  var logout = document.getElementById("logout");
+  if (logout) {
+    logout.addEventListener("click", function () {
+      postJson("/api/v1/logout", {}).then(function () { location.assign("/login"); });
+    });
+  }
 
-  // Acknowledgement dialog.
-  var dlg = document.getElementById("ack-dialog");
-  var form = document.getElementById("ack-form");
-  var what = document.getElementById("ack-what");
-  var by = document.getElementById("ack-by");
-  var comment = document.getElementById("ack-comment");
-  var tokenLabel = document.getElementById("ack-token-label");
-  var tokenInput = document.getElementById("ack-token");
-  var err = document.getElementById("ack-error");
-  var submit = document.getElementById("ack-submit");
-  var alertId = null;
+  // Acknowledge, assess, sign: one dialog.
+  var dlg = document.getElementById("act-dialog");
+  if (!dlg) { return; }
+  var form = document.getElementById("act-form");
+  var title = document.getElementById("act-title");
+  var what = document.getElementById("act-what");
+  var comment = document.getElementById("act-comment");
+  var commentLabel = document.getElementById("act-comment-label");
+  var decisionLabel = document.getElementById("act-decision-label");
+  var decision = document.getElementById("act-decision");
+  var passwordLabel = document.getElementById("act-password-label");
+  var password = document.getElementById("act-password");
+  var sha = document.getElementById("act-sha");
+  var err = document.getElementById("act-error");
+  var submit = document.getElementById("act-submit");
+  var current = null;
+
+  var kinds = {
+    ack: { title: "Acknowledge alert", label: "What was done", button: "Acknowledge" },
+    assess: { title: "QA assessment", label: "Impact on the product, and why", button: "Record assessment" },
+    sign: { title: "Sign the disposition", label: "Reason", button: "Sign" }
+  };
 
   document.addEventListener("click", function (e) {
-    var b = e.target.closest ? e.target.closest("button.ack") : null;
+    var b = e.target.closest ? e.target.closest("button.act") : null;
     if (!b) { return; }
-    alertId = b.dataset.alert;
-    what.textContent = "#" + alertId + ": " + (b.dataset.what || "");
-    by.value = localStorage.getItem(BY_KEY) || "";
+    var k = kinds[b.dataset.action];
+    if (!k) { return; }
+    current = { action: b.dataset.action, alert: b.dataset.alert, shipment: b.dataset.shipment, sha: b.dataset.sha };
+    title.textContent = k.title;
+    commentLabel.textContent = k.label;
+    submit.textContent = k.button;
+    what.textContent = current.alert ? ("#" + current.alert + ": " + (b.dataset.what || "")) : (b.dataset.what || "");
+    var signing = current.action === "sign";
+    decisionLabel.hidden = !signing;
+    passwordLabel.hidden = !signing;
+    password.required = signing;
+    password.value = "";
+    sha.textContent = signing ? ("Your signature covers the arrival report with SHA-256 " + current.sha) : "";
     comment.value = "";
-    tokenInput.value = "";
-    tokenLabel.hidden = !!token();
-    tokenInput.required = !token();
     err.textContent = "";
     dlg.showModal();
-    (by.value ? comment : by).focus();
+    comment.focus();
   });
-  document.getElementById("ack-cancel").addEventListener("click", function () { dlg.close(); });
+  document.getElementById("act-cancel").addEventListener("click", function () { dlg.close(); });
 
   form.addEventListener("submit", function (e) {
     e.preventDefault();
-    if (!alertId) { return; }
-    if (!token() && tokenInput.value.trim()) {
-      localStorage.setItem(TOKEN_KEY, tokenInput.value.trim());
+    if (!current) { return; }
+    var url, body;
+    if (current.action === "ack") {
+      url = "/api/v1/alerts/" + encodeURIComponent(current.alert) + "/ack";
+      body = { comment: comment.value.trim() };
+    } else if (current.action === "assess") {
+      url = "/api/v1/alerts/" + encodeURIComponent(current.alert) + "/assess";
+      body = { comment: comment.value.trim() };
+    } else {
+      url = "/api/v1/shipments/" + encodeURIComponent(current.shipment) + "/close";
+      body = { decision: decision.value, comment: comment.value.trim(), password: password.value, report_sha256: current.sha };
     }
-    localStorage.setItem(BY_KEY, by.value.trim());
     err.textContent = "";
     submit.disabled = true;
-    fetch("/api/v1/alerts/" + encodeURIComponent(alertId) + "/ack", {
-      method: "POST",
-      headers: headers({ "Content-Type": "application/json" }),
-      body: JSON.stringify({ by: by.value.trim(), comment: comment.value.trim() })
-    })
-      .then(function (r) {
-        return r.json().catch(function () { return {}; }).then(function (body) {
-          if (r.ok) {
-            dlg.close();
-            setStatus("alert #" + alertId + " acknowledged", false);
-            return refresh();
-          }
-          if (r.status === 401 || r.status === 403) {
-            localStorage.removeItem(TOKEN_KEY);
-            tokenLabel.hidden = false;
-            tokenInput.required = true;
-          }
-          err.textContent = (body && body.error) ? body.error : ("HTTP " + r.status);
-        });
+    postJson(url, body)
+      .then(function (x) {
+        password.value = "";
+        if (x.r.ok) {
+          dlg.close();
+          setStatus(title.textContent + ": done", false);
+          return refresh();
+        }
+        if (x.r.status === 401) { toLogin(); return; }
+        err.textContent = x.body.error || ("HTTP " + x.r.status);
       })
       .catch(function (e2) { err.textContent = "cannot reach the daemon: " + e2.message; })
-      .then(function () { submit.disabled = false; showForget(); });
+      .then(function () { submit.disabled = false; });
   });
 })();

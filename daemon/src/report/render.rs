@@ -409,11 +409,39 @@ pub fn render_csv(d: &ReportData) -> String {
             );
         }
     }
+    for a in &d.alerts {
+        if let Some(x) = &a.assessment {
+            row(
+                &mut s,
+                &[
+                    "alert.assessed",
+                    &a.id.to_string(),
+                    &x.full_name,
+                    &x.user,
+                    &iso(x.at_ms),
+                    &x.comment,
+                ],
+            );
+        }
+    }
     if let Some(x) = &d.disposition {
         row(
             &mut s,
             &["disposition", &x.decision, &x.comment, &x.by, &iso(x.at_ms)],
         );
+        if let Some(g) = &x.signature {
+            row(
+                &mut s,
+                &[
+                    "signature",
+                    &g.full_name,
+                    &g.user,
+                    &iso(g.signed_ms),
+                    &g.meaning,
+                    &g.report_sha256,
+                ],
+            );
+        }
     }
     row(
         &mut s,
@@ -729,6 +757,18 @@ pub fn render_html(d: &ReportData) -> String {
                 ),
                 _ => "not acknowledged".into(),
             };
+            let ack = match &a.assessment {
+                Some(x) => format!(
+                    "{ack}<br><small class=\"assessed\">QA assessment {} by {} ({}): “{}”</small>",
+                    utc(x.at_ms),
+                    esc(&x.full_name),
+                    esc(&x.user),
+                    esc(&x.comment)
+                ),
+                // Nothing added without one: reports saved before
+                // assessments existed still render to the same bytes.
+                None => ack,
+            };
             let _ = write!(
                 s,
                 "<tr class=\"sev-{} state-{}\"><td>{}</td><td>{} · {}{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -756,6 +796,23 @@ pub fn render_html(d: &ReportData) -> String {
                 utc(x.at_ms),
                 esc(&x.comment)
             );
+            // Recorded before signatures: rendered as it always was.
+            if let Some(g) = &x.signature {
+                let _ = write!(
+                    s,
+                    "<div class=\"signature\"><p>Electronically signed by <strong>{}</strong> ({}) on {}.<br>Meaning of this signature: <strong>{}</strong>.<br>The signature covers the report content with SHA-256 <code class=\"signed-sha\">{}</code>{}.</p></div>",
+                    esc(&g.full_name),
+                    esc(&g.user),
+                    utc(g.signed_ms),
+                    esc(&g.meaning),
+                    esc(&g.report_sha256),
+                    if super::content_sha256(d) == g.report_sha256 {
+                        " (this report's content hashes to it)"
+                    } else {
+                        "; THIS REPORT'S CONTENT NO LONGER HASHES TO IT: the record changed after signing"
+                    }
+                );
+            }
         }
         None => s.push_str("<p>Not recorded.</p>"),
     }

@@ -1,0 +1,732 @@
+//! Authentication and authority on the HTTP side: who is asking (a session
+//! cookie, a personal API token or the legacy shared token), whether their
+//! role may do what they ask (checked here, on the server, for every route),
+//! cross-site request protection, and the routes for logging in, accounts
+//! and tokens.
+//!
+//! # Cross-site requests
+//!
+//! The session cookie is `HttpOnly`, `SameSite=Strict` (and `Secure` on
+//! TLS). Every change made with a session must also carry the session's
+//! CSRF token in `X-CSRF-Token` (the page has it in a meta element), and is
+//! refused when the browser says it comes from another site
+//! (`Sec-Fetch-Site`) or another origin (`Origin` not this host). Bearer
+//! tokens are not sent by browsers on their own, so they need none of this.
+
+use std::sync::atomic::Ordering;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+
+use crate::api::{ApiError, AppState, JsonBody, PageAccess};
+use crate::store::Store;
+use crate::users::{Actor, AuthError, Perm, Role, UserInfo, Via};
+
+/// The session cookie's name.
+pub const COOKIE: &str = "coldchain_session";
+
+/// The CSRF token of the request's session, for pages to embed.
+#[derive(Debug, Clone)]
+pub struct Csrf(pub String);
+
+/// What a route needs. `None`: nothing (public).
+pub fn required(method: &Method, path: &str) -> Option<Perm> {
+    let read = method == Method::GET || method == Method::HEAD;
+    if read {
+        if path == "/login" || path.starts_with("/assets/") {
+            return None;
+        }
+        if path == "/api/v1/export" || path.starts_with("/api/v1/users") {
+            return Some(Perm::Admin);
+        }
+        if path == "/api/v1/me" || path == "/api/v1/tokens" {
+            return Some(Perm::Own);
+        }
+        return Some(Perm::Read);
+    }
+    if path == "/api/v1/login" {
+        return None;
+    }
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    Some(match parts.as_slice() {
+        ["api", "v1", "logout"] | ["api", "v1", "me", "password"] | ["api", "v1", "tokens"] => {
+            Perm::Own
+        }
+        ["api", "v1", "tokens", _, "revoke"] => Perm::Own,
+        ["api", "v1", "reports", "verify"] => Perm::Read,
+        ["api", "v1", "shipments"] => Perm::Ship,
+        ["api", "v1", "shipments", _, "close"] => Perm::Sign,
+        [
+            "api",
+            "v1",
+            "shipments",
+            _,
+            "depart" | "eta" | "handoff" | "arrive",
+        ] => Perm::Ship,
+        ["api", "v1", "alerts", _, "ack"] => Perm::Ack,
+        ["api", "v1", "alerts", _, "assess"] => Perm::Assess,
+        _ => Perm::Admin,
+    })
+}
+
+fn perm_text(p: Perm) -> &'static str {
+    match p {
+        Perm::Read => "read (any role)",
+        Perm::Own => "any signed-in person",
+        Perm::Ship => "create or move shipments (logistics or admin)",
+        Perm::Ack => "acknowledge alerts (logistics, qa or admin)",
+        Perm::Assess => "assess alerts (qa)",
+        Perm::Sign => "sign dispositions (qa)",
+        Perm::Admin => "administer (admin)",
+    }
+}
+
+fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_string())
+}
+
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether a browser request comes from this site: `Sec-Fetch-Site` (when
+/// the browser sends it) is `same-origin` or `none`, and `Origin` (when
+/// sent) names this host.
+fn same_site(headers: &HeaderMap, uri: &axum::http::Uri) -> Result<(), String> {
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
+        && site != "same-origin"
+        && site != "none"
+    {
+        return Err(format!(
+            "cross-site request refused (Sec-Fetch-Site: {site})"
+        ));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        // HTTP/1.1 names the host in Host, HTTP/2 in the URI's authority.
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| uri.authority().map(|a| a.as_str()))
+            .unwrap_or("");
+        let o = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"))
+            .unwrap_or("");
+        if o != host {
+            return Err(format!(
+                "cross-origin request refused (Origin {origin} is not this host {host})"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn unauthorized(msg: impl Into<String>) -> Response {
+    ApiError(StatusCode::UNAUTHORIZED, msg.into()).into_response()
+}
+
+fn forbidden(msg: impl Into<String>) -> Response {
+    ApiError(StatusCode::FORBIDDEN, msg.into()).into_response()
+}
+
+fn is_dashboard_page(path: &str) -> bool {
+    path == "/" || path.starts_with("/shipments/")
+}
+
+/// The middleware: identifies the person, checks their role for the route,
+/// and protects session changes against cross-site requests.
+pub async fn middleware(State(s): State<AppState>, mut req: Request<Body>, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let change = method != Method::GET && method != Method::HEAD;
+    let Some(perm) = required(&method, &path) else {
+        req.extensions_mut().insert(PageAccess(true));
+        return next.run(req).await;
+    };
+    let now = crate::ingest::now_ms();
+
+    // Who is asking.
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_string());
+    let mut csrf = None;
+    let actor: Option<Actor> = if let Some(b) = bearer {
+        if s.legacy_token
+            .as_ref()
+            .is_some_and(|t| ct_eq(t.as_bytes(), b.as_bytes()))
+        {
+            Some(Actor::legacy())
+        } else {
+            let users = s.users.clone();
+            match tokio::task::spawn_blocking(move || users.by_token(&b)).await {
+                Ok(Ok(a)) => Some(a),
+                Ok(Err(e @ AuthError::Storage(_))) => {
+                    return ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+                        .into_response();
+                }
+                Ok(Err(e)) => return unauthorized(e.to_string()),
+                Err(e) => {
+                    return ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+                        .into_response();
+                }
+            }
+        }
+    } else if let Some(c) = session_cookie(req.headers()) {
+        // The pages' own polling carries X-Coldchain-Poll: it does not keep
+        // an unattended session alive.
+        let touch = !req.headers().contains_key("x-coldchain-poll");
+        s.users.by_session(&c, now, touch).map(|(a, t)| {
+            csrf = Some(t);
+            a
+        })
+    } else {
+        None
+    };
+
+    let Some(actor) = actor else {
+        if !change && perm == Perm::Read && s.anonymous_reads {
+            req.extensions_mut().insert(PageAccess(true));
+            return next.run(req).await;
+        }
+        if !change && is_dashboard_page(&path) {
+            // The page comes without data and sends the person to log in.
+            req.extensions_mut().insert(PageAccess(false));
+            return next.run(req).await;
+        }
+        return unauthorized(
+            "missing bearer token or session: log in (POST /api/v1/login, or the dashboard's /login page) or send Authorization: Bearer <personal API token>",
+        );
+    };
+
+    if let Some(expected) = &csrf
+        && change
+    {
+        if let Err(e) = same_site(req.headers(), req.uri()) {
+            return forbidden(e);
+        }
+        let given = req
+            .headers()
+            .get("x-csrf-token")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !ct_eq(given.as_bytes(), expected.as_bytes()) {
+            return forbidden(
+                "missing or wrong X-CSRF-Token: changes made with a session carry the token of the page's csrf-token meta element",
+            );
+        }
+    }
+    if actor.must_change_password
+        && path != "/api/v1/me/password"
+        && path != "/api/v1/logout"
+        && path != "/api/v1/me"
+    {
+        return forbidden(format!(
+            "{} must choose a new password first (the dashboard's login page asks for it, or POST /api/v1/me/password): an admin reset it",
+            actor.user
+        ));
+    }
+    if !actor.role.may(perm) {
+        return forbidden(format!(
+            "{} ({}) may not {}",
+            actor.user,
+            actor.role.name(),
+            perm_text(perm)
+        ));
+    }
+    if let Some(t) = csrf {
+        req.extensions_mut().insert(Csrf(t));
+    }
+    req.extensions_mut().insert(actor);
+    req.extensions_mut().insert(PageAccess(true));
+    next.run(req).await
+}
+
+/// Routes of authentication, accounts and tokens.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/login", post(login))
+        .route("/api/v1/logout", post(logout))
+        .route("/api/v1/me", get(me))
+        .route("/api/v1/me/password", post(change_password))
+        .route("/api/v1/users", get(list_users).post(add_user))
+        .route("/api/v1/users/{name}/disable", post(disable_user))
+        .route("/api/v1/users/{name}/enable", post(enable_user))
+        .route("/api/v1/users/{name}/reset", post(reset_user))
+        .route("/api/v1/tokens", get(list_tokens).post(create_token))
+        .route("/api/v1/tokens/{id}/revoke", post(revoke_token))
+}
+
+fn blocking_err(e: tokio::task::JoinError) -> ApiError {
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+/// Checks a person's password (login or signature), records a failure, a
+/// lockout and its reason in the audit trail. Runs the hash on a blocking thread.
+pub async fn check_password(
+    s: &AppState,
+    name: &str,
+    password: &str,
+    purpose: &'static str,
+) -> Result<crate::users::User, ApiError> {
+    let (s2, name2, pw) = (s.clone(), name.to_string(), password.to_string());
+    tokio::task::spawn_blocking(move || {
+        let now = crate::ingest::now_ms();
+        match s2.users.check_password(&name2, &pw) {
+            Ok(u) => Ok(u),
+            Err((e, locked_now)) => {
+                let action = if locked_now {
+                    "user.lockout"
+                } else {
+                    "user.password_failure"
+                };
+                tracing::warn!(user = %name2, purpose, "{e}");
+                if !matches!(e, AuthError::Storage(_)) {
+                    s2.audit.append(
+                        now,
+                        "daemon",
+                        action,
+                        &name2,
+                        serde_json::json!({ "purpose": purpose, "reason": e.to_string() }),
+                    )?;
+                    s2.store.sync()?;
+                }
+                let status = match e {
+                    AuthError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                    _ if purpose == "login" => StatusCode::UNAUTHORIZED,
+                    _ => StatusCode::FORBIDDEN,
+                };
+                Err(ApiError(status, e.to_string()))
+            }
+        }
+    })
+    .await
+    .map_err(blocking_err)?
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    name: String,
+    password: String,
+}
+
+async fn login(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    JsonBody(b): JsonBody<LoginBody>,
+) -> Result<Response, ApiError> {
+    same_site(&headers, &uri).map_err(|e| ApiError(StatusCode::FORBIDDEN, e))?;
+    let u = check_password(&s, &b.name, &b.password, "login").await?;
+    let now = crate::ingest::now_ms();
+    let (cookie, csrf) = s.users.start_session(&u.name, now);
+    let actor = Actor {
+        user: u.name.clone(),
+        full_name: u.full_name.clone(),
+        role: u.role,
+        via: Via::Session,
+        must_change_password: u.must_change_password,
+    };
+    let s2 = s.clone();
+    let a2 = actor.clone();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        s2.audit
+            .append_by(now, &a2, "user.login", &a2.user, serde_json::json!({}))?;
+        s2.store.sync()?;
+        Ok(())
+    })
+    .await
+    .map_err(blocking_err)??;
+    let secure = if s.tls { "; Secure" } else { "" };
+    let set = format!(
+        "{COOKIE}={cookie}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+        s.users.idle_ms / 1000
+    );
+    Ok((
+        [(header::SET_COOKIE, set)],
+        Json(serde_json::json!({
+            "user": actor.user,
+            "full_name": actor.full_name,
+            "role": actor.role,
+            "must_change_password": actor.must_change_password,
+            "csrf": csrf,
+        })),
+    )
+        .into_response())
+}
+
+async fn logout(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(c) = session_cookie(&headers) {
+        s.users.end_session(&c);
+    }
+    let secure = if s.tls { "; Secure" } else { "" };
+    (
+        [(
+            header::SET_COOKIE,
+            format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}"),
+        )],
+        Json(serde_json::json!({ "logged_out": true })),
+    )
+        .into_response()
+}
+
+async fn me(
+    Extension(actor): Extension<Actor>,
+    csrf: Option<Extension<Csrf>>,
+) -> Json<serde_json::Value> {
+    let mut v = serde_json::to_value(&actor).unwrap_or_default();
+    if let Some(Extension(Csrf(t))) = csrf {
+        v["csrf"] = serde_json::json!(t);
+    }
+    Json(v)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordBody {
+    old_password: String,
+    new_password: String,
+}
+
+async fn change_password(
+    State(s): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    JsonBody(b): JsonBody<PasswordBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if actor.via == Via::LegacyToken {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "the legacy shared token has no password".into(),
+        ));
+    }
+    check_password(&s, &actor.user, &b.old_password, "password change").await?;
+    let s2 = s.clone();
+    tokio::task::spawn_blocking(move || -> Result<serde_json::Value, ApiError> {
+        let u = s2
+            .users
+            .set_password(&actor.user, &b.new_password, false)?
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+        s2.audit.append_by(
+            crate::ingest::now_ms(),
+            &actor,
+            "user.password_change",
+            &u.name,
+            serde_json::json!({}),
+        )?;
+        s2.store.sync()?;
+        Ok(serde_json::json!({ "user": u.name, "changed": true }))
+    })
+    .await
+    .map_err(blocking_err)?
+    .map(Json)
+}
+
+async fn list_users(State(s): State<AppState>) -> Result<Json<Vec<UserInfo>>, ApiError> {
+    let all = tokio::task::spawn_blocking(move || s.users.all())
+        .await
+        .map_err(blocking_err)??;
+    Ok(Json(all.iter().map(UserInfo::from).collect()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddUserBody {
+    name: String,
+    full_name: String,
+    role: String,
+    password: String,
+}
+
+async fn add_user(
+    State(s): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    JsonBody(b): JsonBody<AddUserBody>,
+) -> Result<(StatusCode, Json<UserInfo>), ApiError> {
+    let role = Role::parse(&b.role).ok_or_else(|| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "field role = {:?}: expected viewer, logistics, qa or admin",
+                b.role
+            ),
+        )
+    })?;
+    let u = tokio::task::spawn_blocking(move || -> Result<UserInfo, ApiError> {
+        let now = crate::ingest::now_ms();
+        let u = s
+            .users
+            .add(&b.name, &b.full_name, role, &b.password, &actor.user, now)?
+            .map_err(|e| {
+                let st = if e.contains("already exists") {
+                    StatusCode::CONFLICT
+                } else {
+                    StatusCode::BAD_REQUEST
+                };
+                ApiError(st, e)
+            })?;
+        s.audit.append_by(
+            now,
+            &actor,
+            "user.add",
+            &u.name,
+            serde_json::json!({ "full_name": u.full_name, "role": u.role }),
+        )?;
+        s.store.sync()?;
+        Ok(UserInfo::from(&u))
+    })
+    .await
+    .map_err(blocking_err)??;
+    Ok((StatusCode::CREATED, Json(u)))
+}
+
+async fn set_disabled(
+    s: AppState,
+    actor: Actor,
+    name: String,
+    disabled: bool,
+) -> Result<Json<UserInfo>, ApiError> {
+    tokio::task::spawn_blocking(move || -> Result<Json<UserInfo>, ApiError> {
+        if disabled && name == actor.user {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                "an admin cannot disable their own account".into(),
+            ));
+        }
+        let u = s
+            .users
+            .set_disabled(&name, disabled)?
+            .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no user {name:?}")))?;
+        s.audit.append_by(
+            crate::ingest::now_ms(),
+            &actor,
+            if disabled {
+                "user.disable"
+            } else {
+                "user.enable"
+            },
+            &name,
+            serde_json::json!({}),
+        )?;
+        s.store.sync()?;
+        Ok(Json(UserInfo::from(&u)))
+    })
+    .await
+    .map_err(blocking_err)?
+}
+
+async fn disable_user(
+    State(s): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(name): Path<String>,
+) -> Result<Json<UserInfo>, ApiError> {
+    set_disabled(s, actor, name, true).await
+}
+
+async fn enable_user(
+    State(s): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(name): Path<String>,
+) -> Result<Json<UserInfo>, ApiError> {
+    set_disabled(s, actor, name, false).await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ResetBody {
+    /// A temporary password; generated (and returned once) when absent.
+    #[serde(default)]
+    password: Option<String>,
+}
+
+/// An admin's forced reset: a temporary password, the account unlocked, the
+/// person's sessions ended; they must choose a new password at next login.
+async fn reset_user(
+    State(s): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(name): Path<String>,
+    JsonBody(b): JsonBody<ResetBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    tokio::task::spawn_blocking(move || -> Result<Json<serde_json::Value>, ApiError> {
+        let (pw, generated) = match b.password {
+            Some(p) => (p, false),
+            None => {
+                use base64::Engine;
+                let mut bytes = [0u8; 12];
+                rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+                (
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes),
+                    true,
+                )
+            }
+        };
+        let u = s.users.set_password(&name, &pw, true)?.map_err(|e| {
+            let st = if e.starts_with("no user") {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            ApiError(st, e)
+        })?;
+        s.audit.append_by(
+            crate::ingest::now_ms(),
+            &actor,
+            "user.reset",
+            &u.name,
+            serde_json::json!({ "unlocked": true }),
+        )?;
+        s.store.sync()?;
+        let mut out = serde_json::json!({ "user": u.name, "must_change_password": true });
+        if generated {
+            out["temporary_password"] = serde_json::json!(pw);
+        }
+        Ok(Json(out))
+    })
+    .await
+    .map_err(blocking_err)?
+}
+
+async fn list_tokens(
+    State(s): State<AppState>,
+    Extension(actor): Extension<Actor>,
+) -> Result<Json<Vec<crate::users::ApiToken>>, ApiError> {
+    let all = tokio::task::spawn_blocking(move || {
+        let mine = (actor.role != Role::Admin).then_some(actor.user.clone());
+        s.users.tokens(mine.as_deref())
+    })
+    .await
+    .map_err(blocking_err)??;
+    Ok(Json(all))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    label: String,
+    /// Admins may mint a token for another person.
+    #[serde(default)]
+    user: Option<String>,
+}
+
+async fn create_token(
+    State(s): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    JsonBody(b): JsonBody<TokenBody>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let owner = b.user.clone().unwrap_or_else(|| actor.user.clone());
+    if owner != actor.user && actor.role != Role::Admin {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "only an admin may mint a token for another person".into(),
+        ));
+    }
+    if b.label.trim().is_empty() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "field label: what is this token for? (must not be empty)".into(),
+        ));
+    }
+    let v = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, ApiError> {
+        if s.users.get(&owner)?.is_none() {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("no user {owner:?} (the legacy shared token cannot own tokens: add a person with `coldchain user add`)"),
+            ));
+        }
+        let now = crate::ingest::now_ms();
+        let (t, text) = s.users.mint_token(&owner, b.label.trim(), now)?;
+        s.audit.append_by(
+            now,
+            &actor,
+            "token.create",
+            &owner,
+            serde_json::json!({ "token": t.id, "label": t.label }),
+        )?;
+        s.store.sync()?;
+        let mut v = serde_json::to_value(&t)?;
+        if let Some(o) = v.as_object_mut() {
+            o.remove("secret_sha256");
+        }
+        v["token"] = serde_json::json!(text);
+        Ok(v)
+    })
+    .await
+    .map_err(blocking_err)??;
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+async fn revoke_token(
+    State(s): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Result<Json<crate::users::ApiToken>, ApiError> {
+    tokio::task::spawn_blocking(move || -> Result<Json<crate::users::ApiToken>, ApiError> {
+        let t = s
+            .users
+            .token(&id)?
+            .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no token {id:?}")))?;
+        if t.user != actor.user && actor.role != Role::Admin {
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                "only the token's owner or an admin may revoke it".into(),
+            ));
+        }
+        let now = crate::ingest::now_ms();
+        let t = s
+            .users
+            .revoke_token(&id, now)?
+            .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no token {id:?}")))?;
+        s.audit.append_by(
+            now,
+            &actor,
+            "token.revoke",
+            &t.user,
+            serde_json::json!({ "token": t.id }),
+        )?;
+        s.store.sync()?;
+        Ok(Json(t))
+    })
+    .await
+    .map_err(blocking_err)?
+}
+
+/// Counters for `/metrics`: (name, help, value).
+pub fn counters(s: &AppState) -> Vec<(&'static str, &'static str, u64)> {
+    let st = &s.users.stats;
+    vec![
+        (
+            "coldchain_auth_password_failures",
+            "Wrong passwords (logins, signatures, password changes) since start",
+            st.password_failures.load(Ordering::Relaxed),
+        ),
+        (
+            "coldchain_auth_lockouts",
+            "Accounts locked after too many wrong passwords since start",
+            st.lockouts.load(Ordering::Relaxed),
+        ),
+        (
+            "coldchain_auth_token_failures",
+            "Requests refused for an unknown or revoked API token since start",
+            st.token_failures.load(Ordering::Relaxed),
+        ),
+        (
+            "coldchain_auth_logins",
+            "Successful logins since start",
+            st.logins.load(Ordering::Relaxed),
+        ),
+    ]
+}
