@@ -924,19 +924,43 @@ fn main() -> anyhow::Result<()> {
     let alerts = daemon.get("/api/v1/alerts");
     check("closing the shipments")?;
 
-    // 4. Pure ingest: the same load once no shipment is evaluated.
+    // 4. Pure ingest: the same load once no shipment is evaluated. Closing
+    // is an electronic signature: a QA person (added by the admin token)
+    // signs each one as quarantined (a release would need every alert
+    // assessed first).
     let t_close = Instant::now();
+    const QA_PASSWORD: &str = "fleet-benchmark-qa-password";
+    let (st, v) = http_post(
+        daemon.http_port,
+        "/api/v1/users",
+        Some(TEST_TOKEN),
+        &json!({"name": "fleet-qa", "full_name": "Fleet Benchmark QA", "role": "qa",
+                "password": QA_PASSWORD}),
+    );
+    ensure!((200..300).contains(&st), "adding the QA person -> {st}: {v}");
+    let (st, v) = http_post(
+        daemon.http_port,
+        "/api/v1/tokens",
+        Some(TEST_TOKEN),
+        &json!({"label": "fleet benchmark", "user": "fleet-qa"}),
+    );
+    ensure!((200..300).contains(&st), "a token for the QA person -> {st}: {v}");
+    let qa_token = v["token"]
+        .as_str()
+        .context("the token response has no token")?
+        .to_string();
     for i in 0..n {
-        for (action, body) in [
-            ("arrive", json!({"by": "fleet benchmark"})),
+        for (action, body, token) in [
+            ("arrive", json!({}), TEST_TOKEN),
             (
                 "close",
-                json!({"by": "fleet benchmark", "decision": "accepted",
+                json!({"decision": "quarantined", "password": QA_PASSWORD,
                        "comment": "benchmark: closed for the pure-ingest baseline"}),
+                qa_token.as_str(),
             ),
         ] {
             let path = format!("/api/v1/shipments/{}/{action}", shipment(i));
-            let (st, v) = http_post(daemon.http_port, &path, Some(TEST_TOKEN), &body);
+            let (st, v) = http_post(daemon.http_port, &path, Some(token), &body);
             ensure!((200..300).contains(&st), "POST {path} -> {st}: {v}");
         }
     }
