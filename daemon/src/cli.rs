@@ -142,6 +142,17 @@ pub enum ClientCmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// The shipment's EPCIS 2.0 document (JSON-LD): hourly temperature
+    /// summaries, alarm and error conditions, custody, arrival, disposition.
+    Epcis {
+        /// Shipment id.
+        shipment: String,
+        /// Write to this file instead of standard output.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Devices: add (mints a key unless given), list, reenroll.
     Device {
         #[command(subcommand)]
@@ -181,6 +192,7 @@ impl ClientCmd {
             | ClientCmd::Alerts { conn, .. }
             | ClientCmd::Ack { conn, .. }
             | ClientCmd::Report { conn, .. }
+            | ClientCmd::Epcis { conn, .. }
             | ClientCmd::Device { conn, .. }
             | ClientCmd::Audit { conn, .. }
             | ClientCmd::Export { conn, .. } => conn,
@@ -211,9 +223,13 @@ pub enum ShipmentCmd {
         /// Where to.
         #[arg(long)]
         destination: String,
-        /// ISBT 128 donation identification number.
+        /// ISBT 128 donation identification number with flags and check
+        /// character, e.g. "G1234 98 654321 00 H" (checked by the daemon).
         #[arg(long)]
         din: Option<String>,
+        /// ISBT 128 product code, e.g. S1194 (shape checked).
+        #[arg(long)]
+        product_code: Option<String>,
         /// ETA: RFC 3339 time or +DURATION (e.g. +36h).
         #[arg(long)]
         eta: Option<String>,
@@ -780,6 +796,10 @@ pub fn run(cmd: ClientCmd) -> Result<(), Failure> {
             ))?;
             write_out(&out, &text)
         }
+        ClientCmd::Epcis { shipment, out, .. } => {
+            let text = c.get_text(&format!("/api/v1/shipments/{}/epcis", seg(&shipment)))?;
+            write_out(&out, &text)
+        }
         ClientCmd::Device {
             cmd:
                 DeviceCmd::Add {
@@ -942,6 +962,7 @@ fn shipment(c: &Client, conn: &Conn, s: ShipmentCmd) -> Result<(), Failure> {
             origin,
             destination,
             din,
+            product_code,
             eta,
             collected,
             window_h,
@@ -964,6 +985,9 @@ fn shipment(c: &Client, conn: &Conn, s: ShipmentCmd) -> Result<(), Failure> {
                 "origin": origin, "destination": destination });
             if let Some(x) = din {
                 b["din"] = json!(x);
+            }
+            if let Some(x) = product_code {
+                b["product_code"] = json!(x);
             }
             if let Some(x) = eta {
                 b["eta_ms"] = json!(parse_time(&x)?);

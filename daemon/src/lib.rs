@@ -8,6 +8,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod dashboard;
+pub mod epcis;
 pub mod evaluate;
 pub mod export;
 pub mod forward;

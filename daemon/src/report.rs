@@ -104,6 +104,9 @@ pub struct Identity {
     pub product: String,
     /// ISBT 128 donation identification number.
     pub din: Option<String>,
+    /// ISBT 128 product code (absent from reports made before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product_code: Option<String>,
     /// Profile (lane) name.
     pub profile: String,
     /// Whether the lane is cryogenic.
@@ -488,6 +491,7 @@ pub fn build(ev: &Evaluation, alerts: &[Alert], devices: Vec<DeviceHealth>) -> R
         shipment: s.id.clone(),
         product: s.product.clone(),
         din: s.din.clone(),
+        product_code: s.product_code.clone(),
         profile: p.name.clone(),
         cryogenic: p.cryogenic,
         origin: s.origin.clone(),

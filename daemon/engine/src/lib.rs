@@ -5,7 +5,8 @@
 //! * [`alarm`]: conditions from samples in device time (zones, data health,
 //!   trend, warming) and [`alarm::revision`], how raised alarms follow the data;
 //! * [`viability`]: the window consumed and remaining;
-//! * [`mkt`]: mean kinetic temperature.
+//! * [`mkt`]: mean kinetic temperature;
+//! * [`isbt128`]: the donation identification number and product code.
 //!
 //! Every function takes the data and the time it needs as arguments: no
 //! tokio, no database, no wall clock. The daemon (`coldchain-daemon`) does the
@@ -14,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod alarm;
+pub mod isbt128;
 pub mod mkt;
 pub mod profile;
 pub mod viability;

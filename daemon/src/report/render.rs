@@ -101,6 +101,9 @@ pub fn render_csv(d: &ReportData) -> String {
         &mut s,
         &["identity", "din", id.din.as_deref().unwrap_or("")],
     );
+    if let Some(code) = &id.product_code {
+        row(&mut s, &["identity", "product_code", code]);
+    }
     row(&mut s, &["identity", "profile", &id.profile]);
     row(&mut s, &["identity", "origin", &id.origin]);
     row(&mut s, &["identity", "destination", &id.destination]);
@@ -485,7 +488,7 @@ pub fn render_html(d: &ReportData) -> String {
         r#"<section class="two"><div><h2>Identity</h2><table class="kv">
 <tr><th>Shipment</th><td>{}</td></tr>
 <tr><th>Product</th><td>{}</td></tr>
-<tr><th>DIN</th><td>{}</td></tr>
+<tr><th>DIN</th><td>{}</td></tr>{}
 <tr><th>Lane (profile)</th><td>{}</td></tr>
 <tr><th>Probes</th><td>{}</td></tr>
 </table></div>
@@ -501,6 +504,11 @@ pub fn render_html(d: &ReportData) -> String {
         esc(&id.shipment),
         esc(&id.product),
         esc(id.din.as_deref().unwrap_or("—")),
+        // Only when given: reports made before the field re-render the same.
+        id.product_code
+            .as_deref()
+            .map(|c| format!("\n<tr><th>Product code</th><td>{}</td></tr>", esc(c)))
+            .unwrap_or_default(),
         esc(&id.profile),
         probes.join(", "),
         esc(&id.origin),
