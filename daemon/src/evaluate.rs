@@ -18,6 +18,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use coldchain_engine::calibration;
 use coldchain_proto::{DeviceId, EventKind, Measurement};
 use serde::Serialize;
 
@@ -80,6 +81,9 @@ pub struct Evaluation {
     pub gaps: Vec<(String, u32, u32, u32)>,
     /// The record, for charts: every reading used, in time order.
     pub points: Vec<Point>,
+    /// The certificates the watching channels' readings were corrected by.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub calibration: Vec<(String, u8, calibration::Certificate)>,
 }
 
 impl Evaluation {
@@ -125,6 +129,9 @@ pub fn describe(c: &Condition, profile: &Profile) -> String {
             "viability window predicted at ETA is below the margin".into()
         }
         ConditionKind::ViabilityGone => "viability window used up".into(),
+        ConditionKind::CalibrationExpired => {
+            "a watching probe's calibration certificate has expired: its readings are corrected by an out-of-date certificate".into()
+        }
         ConditionKind::Trend => format!(
             "warming trend: the critical limit will be reached within hours (now {})",
             c.peak.map(t).unwrap_or_else(|| "n/a".into())
@@ -311,10 +318,20 @@ impl Evaluator {
         let mut devices_seen = HashSet::new();
         // The newest sample of the watched channels and the frame it came in.
         let mut newest: Option<(i64, DeviceId, coldchain_proto::FrameRef)> = None;
+        let mut certificates: Vec<(String, u8, calibration::Certificate)> = Vec::new();
         for w in &s.watch {
             let Ok(d) = DeviceId::new(&w.device) else {
                 continue;
             };
+            // Stored as measured; corrected here by the channel's certificate.
+            let cert = self.cfg.certificate(&w.device, w.channel);
+            if let Some(c) = &cert
+                && !certificates
+                    .iter()
+                    .any(|x| x.0 == w.device && x.1 == w.channel)
+            {
+                certificates.push((w.device.clone(), w.channel, c.clone()));
+            }
             let mut after = None;
             loop {
                 let page = self.store.readings(&d, after, 5000)?;
@@ -335,7 +352,7 @@ impl Evaluator {
                     // Stored before ingest checked the physical range (older
                     // databases): the same rule here, so no statistic ever
                     // sees an implausible value as a temperature.
-                    let value = rd.kind.checked(rd.value);
+                    let value = calibration::apply(cert.as_ref(), rd.kind.checked(rd.value));
                     if newest.as_ref().is_none_or(|x| rd.time_ms > x.0) {
                         let fr = coldchain_proto::FrameRef {
                             boot: r.boot,
@@ -443,6 +460,11 @@ impl Evaluator {
             c.excursions = 1;
             conditions.push(c);
         }
+        // A certificate that expired before the end of the data: a warning.
+        for (_, _, c) in &certificates {
+            let from = s.departure_ms.unwrap_or(s.created_ms);
+            conditions.extend(calibration::expired_condition(c, from, until_ms));
+        }
         let viability = viability::evaluate(&profile, &series, &facts);
         if let ViabilityOutcome::Computed(v) = &viability {
             conditions.extend(v.conditions.iter().cloned());
@@ -487,6 +509,7 @@ impl Evaluator {
             conditions,
             gaps,
             points,
+            calibration: certificates,
             profile,
             shipment: s.clone(),
         })

@@ -54,9 +54,14 @@ struct World {
 
 impl World {
     fn new() -> World {
+        World::with_config("")
+    }
+
+    /// A world whose config ends with `extra` (device entries).
+    fn with_config(extra: &str) -> World {
         let dir = tempfile::tempdir().unwrap();
         let cfg = Config::parse(&format!(
-            "[daemon]\nid = \"t\"\ndata_dir = \"{}\"\n[alerts]\nsettle_s = 0\nsample_interval_s = 300\n",
+            "[daemon]\nid = \"t\"\ndata_dir = \"{}\"\n[alerts]\nsettle_s = 0\nsample_interval_s = 300\n{extra}",
             dir.path().display()
         ))
         .unwrap();
@@ -622,4 +627,134 @@ fn golden_epcis_document() {
     let mut text = serde_json::to_string_pretty(&epcis::document(&d)).unwrap();
     text.push('\n');
     check_golden("epcis_fridge.jsonld", &text);
+}
+
+/// The journey's device with a calibration certificate of its channel 0:
+/// offset -0.5 °C, class A element, due on `due`.
+fn calibrated_world(due: &str) -> (World, Shipment, ReportData) {
+    let mut w = World::with_config(&format!(
+        "[[devices]]\nid = \"{DEV}\"\nkey = \"{}\"\n\
+         [[devices.calibration]]\nchannel = 0\ncertificate = \"CAL-7\"\n\
+         date = \"2025-06-01\"\ndue = \"{due}\"\noffset = -0.5\nuncertainty = 0.05\nclass = \"A\"\n",
+        "11".repeat(32)
+    ));
+    for chunk in journey().chunks(12) {
+        w.frame(chunk);
+    }
+    let s = w.shipment();
+    let d = w.report(&s);
+    (w, s, d)
+}
+
+#[test]
+fn calibration_corrects_on_evaluation_and_stored_readings_stay_as_measured() {
+    // Due 2026-06-01: valid for the whole journey (2026-01-01).
+    let (w, s, d) = calibrated_world("2026-06-01");
+    let t = &d.temperature;
+    assert_eq!(t.min_milli_c, Some(4_500), "5.0 measured, -0.5 corrected");
+    assert_eq!(t.max_milli_c, Some(9_000));
+    assert!(
+        d.readings
+            .iter()
+            .all(|(_, v)| v.is_none_or(|v| v == 4_500 || v == 9_000))
+    );
+    assert_eq!(
+        t.excursions
+            .iter()
+            .find(|e| e.zone == "H1")
+            .and_then(|e| e.peak_milli_c),
+        Some(9_000),
+        "the excursion's peak is corrected too"
+    );
+    // The store keeps what the device measured.
+    let stored = w
+        .store
+        .readings(&DeviceId::new(DEV).unwrap(), None, 1000)
+        .unwrap();
+    assert!(
+        stored
+            .iter()
+            .any(|r| r.reading.value == Measurement::Valid(9_500))
+    );
+    assert!(
+        !stored
+            .iter()
+            .any(|r| r.reading.value == Measurement::Valid(9_000))
+    );
+
+    let c = &d.calibration[..];
+    assert_eq!(c.len(), 1);
+    let c = &c[0];
+    assert_eq!(
+        (c.device.as_str(), c.channel, c.certificate.as_str()),
+        (DEV, 0, "CAL-7")
+    );
+    assert!(!c.expired);
+    assert_eq!(c.correction, "offset -0.500 °C");
+    assert_eq!(c.uncertainty_milli_c, 50);
+    assert_eq!(c.class.as_deref(), Some("A"));
+    // IEC 60751 class A: 0.15 + 0.002 |t|: 0.159 at 4.5 °C, 0.168 at 9.0 °C.
+    assert_eq!(
+        (c.tolerance_at_min_milli_c, c.tolerance_at_max_milli_c),
+        (Some(159), Some(168))
+    );
+    assert_eq!(
+        (c.measured_min_milli_c, c.measured_max_milli_c),
+        (Some(5_000), Some(9_500))
+    );
+    assert!(
+        !d.data_health
+            .other
+            .iter()
+            .any(|o| o.kind == "calibration_expired"),
+        "{:?}",
+        d.data_health.other
+    );
+
+    let html = report::render_html(&d);
+    assert!(
+        html.contains("CAL-7") && html.contains("5.000 °C / 9.500 °C"),
+        "measured shown"
+    );
+    assert!(html.contains("IEC 60751 class A ±0.159 °C at the lowest, ±0.168 °C"));
+    assert!(!html.contains("(expired)"));
+    let csv = report::render_csv(&d);
+    assert!(
+        csv.contains("calibration,fridge-1,0,CAL-7,2025-06-01,2026-06-01,false,offset -0.500 °C,0.050,A,0.159,0.168,5.000,9.500"),
+        "{csv}"
+    );
+    // Every form of it verifies against the daemon's data.
+    for f in [Format::Html, Format::Csv, Format::Json] {
+        let v = report::verify(&report::render(&d, f), &d).unwrap();
+        assert!(v.ok, "{f:?}: {v:?}");
+    }
+    let _ = s;
+}
+
+#[test]
+fn an_expired_certificate_is_a_data_health_warning() {
+    // Due 2025-12-31: expired at the end of that day, the journey's start.
+    let (w, s, d) = calibrated_world("2025-12-31");
+    assert!(d.calibration[0].expired);
+    let o: Vec<_> = d
+        .data_health
+        .other
+        .iter()
+        .filter(|o| o.kind == "calibration_expired")
+        .collect();
+    assert_eq!(o.len(), 1, "{:?}", d.data_health.other);
+    assert_eq!(o[0].severity, "warning");
+    assert_eq!(o[0].stretch.start_ms, T0, "from the departure");
+    assert!(o[0].fired);
+    assert!(
+        d.alerts
+            .iter()
+            .any(|a| a.kind == "calibration_expired" && a.severity == "warning"),
+        "raised as an alert: {:?}",
+        d.alerts
+    );
+    assert!(report::render_html(&d).contains("(expired)"));
+    // The readings are still corrected by it (the figures say so).
+    assert_eq!(d.temperature.max_milli_c, Some(9_000));
+    let _ = (w, s);
 }

@@ -6,7 +6,8 @@
 //!   trend, warming) and [`alarm::revision`], how raised alarms follow the data;
 //! * [`viability`]: the window consumed and remaining;
 //! * [`mkt`]: mean kinetic temperature;
-//! * [`isbt128`]: the donation identification number and product code.
+//! * [`isbt128`]: the donation identification number and product code;
+//! * [`calibration`]: probe certificates, corrections, IEC 60751 tolerances.
 //!
 //! Every function takes the data and the time it needs as arguments: no
 //! tokio, no database, no wall clock. The daemon (`coldchain-daemon`) does the
@@ -15,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod alarm;
+pub mod calibration;
 pub mod isbt128;
 pub mod mkt;
 pub mod profile;

@@ -258,6 +258,49 @@ pub fn render_csv(d: &ReportData) -> String {
     for o in &h.other {
         stretches(&mut s, &o.kind, std::slice::from_ref(&o.stretch));
     }
+    if !d.calibration.is_empty() {
+        row(
+            &mut s,
+            &[
+                "calibration.columns",
+                "device",
+                "channel",
+                "certificate",
+                "date",
+                "due",
+                "expired",
+                "correction",
+                "uncertainty_c",
+                "class",
+                "tolerance_at_min_c",
+                "tolerance_at_max_c",
+                "measured_min_c",
+                "measured_max_c",
+            ],
+        );
+    }
+    for c in &d.calibration {
+        let o = |v: Option<i32>| v.map(fmt_c3).unwrap_or_default();
+        row(
+            &mut s,
+            &[
+                "calibration",
+                &c.device,
+                &c.channel.to_string(),
+                &c.certificate,
+                &iso(c.date_ms)[..10],
+                &iso(c.due_ms)[..10],
+                &c.expired.to_string(),
+                &c.correction,
+                &fmt_c3(c.uncertainty_milli_c),
+                c.class.as_deref().unwrap_or(""),
+                &o(c.tolerance_at_min_milli_c),
+                &o(c.tolerance_at_max_milli_c),
+                &o(c.measured_min_milli_c),
+                &o(c.measured_max_milli_c),
+            ],
+        );
+    }
     row(
         &mut s,
         &["sequence_gap.columns", "device", "boot", "first", "last"],
@@ -715,6 +758,48 @@ pub fn render_html(d: &ReportData) -> String {
                 g.boot,
                 g.first,
                 g.last
+            );
+        }
+        s.push_str("</tbody></table>");
+    }
+    if !d.calibration.is_empty() {
+        s.push_str("<h3>Calibration</h3><p>Readings are stored as measured; the figures in this report are corrected by these certificates.</p><table><thead><tr><th>Probe</th><th>Certificate</th><th>Calibrated / due</th><th>Correction</th><th>Measured (lowest / highest)</th><th>Measurement uncertainty</th></tr></thead><tbody>");
+        for c in &d.calibration {
+            let deg = |v: i32| format!("{} °C", fmt_c3(v));
+            let measured = match (c.measured_min_milli_c, c.measured_max_milli_c) {
+                (Some(a), Some(b)) => format!("{} / {}", deg(a), deg(b)),
+                _ => "—".into(),
+            };
+            let mut unc = format!("certificate ±{}", deg(c.uncertainty_milli_c));
+            if let (Some(k), Some(a), Some(b)) = (
+                &c.class,
+                c.tolerance_at_min_milli_c,
+                c.tolerance_at_max_milli_c,
+            ) {
+                let _ = write!(
+                    unc,
+                    "; IEC 60751 class {} ±{} at the lowest, ±{} at the highest reading",
+                    esc(k),
+                    deg(a),
+                    deg(b)
+                );
+            }
+            let _ = write!(
+                s,
+                "<tr><td>{} ch {}</td><td>{}</td><td>{} / {}{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&c.device),
+                c.channel,
+                esc(&c.certificate),
+                &iso(c.date_ms)[..10],
+                &iso(c.due_ms)[..10],
+                if c.expired {
+                    " <strong>(expired)</strong>"
+                } else {
+                    ""
+                },
+                esc(&c.correction),
+                measured,
+                unc
             );
         }
         s.push_str("</tbody></table>");
