@@ -675,6 +675,18 @@ fn status(c: &Client, conn: &Conn) -> Result<(), Failure> {
         return Ok(());
     }
     table(&rows, &colours);
+    // Dry shippers warming towards their limit: the predicted crossing.
+    for v in &items {
+        if let Some(h) = v["hold_time"]["sentence"].as_str() {
+            let id = v["shipment"]["id"].as_str().unwrap_or("?");
+            let warn = if v["hold_time"]["warning"] == true {
+                "WARNING: "
+            } else {
+                ""
+            };
+            println!("{id}: {warn}{h}");
+        }
+    }
     Ok(())
 }
 

@@ -208,7 +208,19 @@ pub fn list_html(rows: &[Row]) -> String {
                 nom / 4,
                 fmt_dur(rem)
             ),
-            _ => "<span class=\"muted\">n/a</span>".into(),
+            // A dry shipper warming towards its limit: the predicted crossing.
+            _ => match r.status["hold_time"]["sentence"].as_str() {
+                Some(h) => format!(
+                    "<span class=\"hold{}\">{}</span>",
+                    if r.status["hold_time"]["warning"] == true {
+                        " warning"
+                    } else {
+                        ""
+                    },
+                    esc(h)
+                ),
+                None => "<span class=\"muted\">n/a</span>".into(),
+            },
         };
         let open: Vec<&Alert> = r.alerts.iter().filter(|a| a.is_open()).collect();
         let unack = open.iter().filter(|a| a.state == AlertState::Open).count();
@@ -339,6 +351,14 @@ fn gauge(d: &ReportData) -> String {
                 esc(&wm.limit),
                 wm.events,
                 fmt_dur(wm.time_above_ms)
+            );
+        }
+        if let Some(h) = &d.viability.hold_time {
+            let _ = write!(
+                s,
+                "<p class=\"hold{}\">Hold time at ETA: <strong>{}</strong></p>",
+                if h.warning { " warning" } else { "" },
+                esc(&h.sentence())
             );
         }
         s.push_str("</div>");

@@ -828,6 +828,7 @@ pub fn status_json(ev: &Evaluation, alerts: &[Alert]) -> serde_json::Value {
         "max_milli_c": ev.max_milli_c,
         "window_remaining_ms": remaining,
         "window_predicted_at_eta_ms": predicted,
+        "hold_time": crate::holdtime::status(ev),
     });
     set_alert_counts(&mut status, alerts);
     status

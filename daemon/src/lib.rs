@@ -12,6 +12,7 @@ pub mod epcis;
 pub mod evaluate;
 pub mod export;
 pub mod forward;
+pub mod holdtime;
 pub mod ingest;
 pub mod metrics;
 pub mod openapi;

@@ -380,6 +380,10 @@ pub struct Viability {
     pub window: Option<WindowEntry>,
     /// Warming above the critical limit, on a cryogenic lane.
     pub warming: Option<WarmingEntry>,
+    /// A dry shipper warming towards its limit: the predicted crossing and
+    /// the ETA (absent without a warming trend, and from older reports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_time: Option<coldchain_engine::holdtime::HoldPrediction>,
 }
 
 /// The viability window at `as_of_ms`.
@@ -807,7 +811,11 @@ pub fn build(ev: &Evaluation, alerts: &[Alert], devices: Vec<DeviceHealth>) -> R
         journey,
         temperature,
         data_health,
-        viability: Viability { window, warming },
+        viability: Viability {
+            window,
+            warming,
+            hold_time: crate::holdtime::prediction(ev),
+        },
         alerts,
         disposition,
         facts: Vec::new(),

@@ -7,7 +7,8 @@
 //! * [`viability`]: the window consumed and remaining;
 //! * [`mkt`]: mean kinetic temperature;
 //! * [`isbt128`]: the donation identification number and product code;
-//! * [`calibration`]: probe certificates, corrections, IEC 60751 tolerances.
+//! * [`calibration`]: probe certificates, corrections, IEC 60751 tolerances;
+//! * [`holdtime`]: a dry shipper's predicted crossing of its limit against the ETA.
 //!
 //! Every function takes the data and the time it needs as arguments: no
 //! tokio, no database, no wall clock. The daemon (`coldchain-daemon`) does the
@@ -17,6 +18,7 @@
 
 pub mod alarm;
 pub mod calibration;
+pub mod holdtime;
 pub mod isbt128;
 pub mod mkt;
 pub mod profile;

@@ -352,6 +352,9 @@ pub fn render_csv(d: &ReportData) -> String {
             ],
         );
     }
+    if let Some(h) = &d.viability.hold_time {
+        row(&mut s, &["viability", "hold_time", &h.sentence()]);
+    }
     if let Some(w) = &d.viability.window {
         row(&mut s, &["viability", "window_start", &iso(w.start_ms)]);
         row(
@@ -677,6 +680,18 @@ pub fn render_html(d: &ReportData) -> String {
             );
         }
         None => s.push_str("<p>No viability window for this product.</p>"),
+    }
+    if let Some(h) = &d.viability.hold_time {
+        let _ = write!(
+            s,
+            "<p class=\"hold{}\">Hold time at ETA: <strong>{}</strong> (a line through {} readings from {}, {:.1} °C/h{}).</p>",
+            if h.warning { " warning" } else { "" },
+            esc(&h.sentence()),
+            h.points,
+            utc(h.fit_from_ms),
+            h.rate_mc_per_h as f64 / 1000.0,
+            if h.after_tilt { ", since the tilt" } else { "" }
+        );
     }
     if let Some(w) = &d.viability.warming {
         let _ = write!(
