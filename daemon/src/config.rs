@@ -67,6 +67,9 @@ pub struct AlertsSection {
     pub sample_interval_s: u64,
     /// Seconds between evaluations of a shipment with new data. Default 1.
     pub evaluate_every_s: u64,
+    /// Dry shippers: warn when the predicted crossing of the limit, minus
+    /// its band, comes before the ETA plus this many seconds. Default 7200.
+    pub hold_time_margin_s: u64,
 }
 
 impl Default for AlertsSection {
@@ -77,6 +80,7 @@ impl Default for AlertsSection {
             max_gap_s: 1800,
             sample_interval_s: 60,
             evaluate_every_s: 1,
+            hold_time_margin_s: 7200,
         }
     }
 }

@@ -84,6 +84,8 @@ pub struct Evaluation {
     /// The certificates the watching channels' readings were corrected by.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub calibration: Vec<(String, u8, calibration::Certificate)>,
+    /// A dry shipper's predicted crossing of its limit against the ETA.
+    pub hold_time: Option<coldchain_engine::holdtime::HoldPrediction>,
 }
 
 impl Evaluation {
@@ -129,6 +131,9 @@ pub fn describe(c: &Condition, profile: &Profile) -> String {
             "viability window predicted at ETA is below the margin".into()
         }
         ConditionKind::ViabilityGone => "viability window used up".into(),
+        ConditionKind::HoldTime => {
+            "hold time: the product is predicted to cross its limit before arrival (see the shipment's hold time at ETA)".into()
+        }
         ConditionKind::CalibrationExpired => {
             "a watching probe's calibration certificate has expired: its readings are corrected by an out-of-date certificate".into()
         }
@@ -494,7 +499,7 @@ impl Evaluator {
             wsum += f64::from(sg.milli_c) * sg.len_ms() as f64;
             tsum += sg.len_ms() as f64;
         }
-        Ok(Evaluation {
+        let mut ev = Evaluation {
             as_of_ms: facts.end_ms.unwrap_or(now),
             readings: n,
             faults,
@@ -510,9 +515,24 @@ impl Evaluator {
             gaps,
             points,
             calibration: certificates,
+            hold_time: None,
             profile,
             shipment: s.clone(),
-        })
+        };
+        // Hold time at ETA (dry shippers), and its warning as a condition.
+        let margin_ms =
+            i64::try_from(self.cfg.alerts.hold_time_margin_s).unwrap_or(i64::MAX / 2) * 1000;
+        ev.hold_time = crate::holdtime::prediction(&ev, margin_ms);
+        let newest = ev.points.last().map_or(0, |p| p.t_ms);
+        if let Some(c) = ev
+            .hold_time
+            .as_ref()
+            .and_then(|p| coldchain_engine::holdtime::condition(p, newest))
+        {
+            ev.conditions.push(c);
+            ev.conditions.sort_by_key(|c| (c.id.start_ms, c.id.kind));
+        }
+        Ok(ev)
     }
 
     fn events(&self, d: &DeviceId, lo: i64, hi: i64) -> anyhow::Result<Vec<(i64, EventBody)>> {

@@ -814,7 +814,7 @@ pub fn build(ev: &Evaluation, alerts: &[Alert], devices: Vec<DeviceHealth>) -> R
         viability: Viability {
             window,
             warming,
-            hold_time: crate::holdtime::prediction(ev),
+            hold_time: ev.hold_time.clone(),
         },
         alerts,
         disposition,

@@ -169,5 +169,20 @@ fn predicted_crossing_is_within_its_band_upright_and_tilted() {
             "{id}: predicted {crossing} ± {band}, simulated crossing {actual}: {h}"
         );
         assert!(band > 0 && band < 20_000, "a useful band: {h}");
+        // The hold-time warning was raised, and cleared (not withdrawn) when
+        // the readings crossed: the zone alarm takes over.
+        let st = &show["status"]["hold_time"];
+        assert_eq!(st["crossed_ms"], actual, "{st}");
+        let alerts = daemon.get(&format!("/api/v1/alerts?shipment={id}"));
+        let ht: Vec<&Value> = alerts
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| alert_kind(a) == "hold_time")
+            .collect();
+        assert_eq!(ht.len(), 1, "{alerts}");
+        assert_eq!(ht[0]["severity"], "warning");
+        assert_ne!(ht[0]["state"], "withdrawn", "{}", ht[0]);
+        assert_eq!(ht[0]["cleared_ms"], actual, "{}", ht[0]);
     }
 }

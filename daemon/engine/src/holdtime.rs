@@ -20,6 +20,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::alarm::{Condition, ConditionKind};
+use crate::profile::Severity;
+
 /// Parameters of the prediction.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HoldSpec {
@@ -38,12 +41,13 @@ pub struct HoldSpec {
 }
 
 impl HoldSpec {
-    /// Defaults for a limit: 6 h window, 0.5 °C plateau, 6 points,
-    /// 0.5 °C/h, 2 h margin.
+    /// Defaults for a limit: 24 h window (so the plateau's end stays in it
+    /// and the fit's start, the warning's identity, stays put), 0.5 °C
+    /// plateau, 6 points, 0.5 °C/h, 2 h margin.
     pub fn for_limit(limit_mc: i32) -> Self {
         HoldSpec {
             limit_mc,
-            window_ms: 6 * 3_600_000,
+            window_ms: 24 * 3_600_000,
             plateau_mc: 500,
             min_points: 6,
             min_rate_mc_per_h: 500.0,
@@ -75,6 +79,10 @@ pub struct HoldPrediction {
     pub before_eta_ms: Option<i64>,
     /// Crossing minus band before ETA plus margin.
     pub warning: bool,
+    /// When the readings did cross the limit (the first reading beyond it),
+    /// for a prediction made from the readings before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crossed_ms: Option<i64>,
 }
 
 impl HoldPrediction {
@@ -96,6 +104,15 @@ impl HoldPrediction {
                 format!("{m} min")
             }
         };
+        if let Some(t) = self.crossed_ms {
+            return format!(
+                "crossed {:.0} °C at {} UTC (predicted {} UTC ± {})",
+                f64::from(self.limit_mc) / 1000.0,
+                hm(t),
+                hm(self.crossing_ms),
+                dur(self.band_ms.max(60_000))
+            );
+        }
         let mut s = format!(
             "crosses {:.0} °C at {} UTC ± {}",
             f64::from(self.limit_mc) / 1000.0,
@@ -109,6 +126,24 @@ impl HoldPrediction {
         }
         s
     }
+}
+
+/// The `hold_time` warning of a prediction that warns: it starts where the
+/// fit starts (the warming it is about) and fires at once; it lasts to the
+/// newest reading. When a later ETA or later data no longer warns, the
+/// condition is gone (the alert is withdrawn with the reason).
+pub fn condition(p: &HoldPrediction, newest_ms: i64) -> Option<Condition> {
+    if !p.warning {
+        return None;
+    }
+    let mut c = Condition::new(ConditionKind::HoldTime, Severity::Warning, p.fit_from_ms);
+    c.fires_ms = Some(p.fit_from_ms);
+    c.last_ms = p.crossed_ms.unwrap_or(newest_ms).max(p.fit_from_ms);
+    // Once the limit is reached the zone alarm takes over.
+    c.cleared_ms = p.crossed_ms;
+    c.beyond_ms = c.last_ms - p.fit_from_ms;
+    c.excursions = 1;
+    Some(c)
 }
 
 /// The prediction from valid readings `(t ms, m°C)` in time order, the start
@@ -191,6 +226,7 @@ pub fn predict(
         eta_ms,
         before_eta_ms,
         warning,
+        crossed_ms: None,
     })
 }
 
@@ -279,6 +315,29 @@ mod tests {
             mixed.crossing_ms > p.crossing_ms,
             "ignoring the tilt predicts later"
         );
+    }
+
+    #[test]
+    fn the_warning_condition_starts_with_the_fit_and_clears_at_the_crossing() {
+        let pts = shipper(10.0, 3.0, 14);
+        let spec = HoldSpec::for_limit(-150_000);
+        let mut p = predict(&spec, &pts, None, Some(30 * H)).unwrap();
+        let newest = pts.last().unwrap().0;
+        let c = condition(&p, newest).unwrap();
+        assert_eq!(c.id.kind, ConditionKind::HoldTime);
+        assert_eq!(c.start_ms(), p.fit_from_ms);
+        assert_eq!(c.fires_ms, Some(p.fit_from_ms));
+        assert!(c.is_active());
+        p.crossed_ms = Some(p.crossing_ms + MIN);
+        let c = condition(&p, newest + H).unwrap();
+        assert_eq!(c.cleared_ms, p.crossed_ms, "the zone alarm takes over");
+        assert!(
+            p.sentence().starts_with("crossed -150 °C at "),
+            "{}",
+            p.sentence()
+        );
+        let p = predict(&spec, &pts, None, Some(20 * H)).unwrap();
+        assert!(condition(&p, newest).is_none(), "no warning, no condition");
     }
 
     #[test]

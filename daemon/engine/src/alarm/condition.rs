@@ -38,6 +38,9 @@ pub enum ConditionKind {
     /// A watching channel's calibration certificate expired before or
     /// during the shipment (`calibration`).
     CalibrationExpired,
+    /// A dry shipper is predicted to cross its limit before the ETA plus a
+    /// margin (`holdtime`).
+    HoldTime,
 }
 
 impl fmt::Display for ConditionKind {
@@ -56,6 +59,7 @@ impl fmt::Display for ConditionKind {
             ConditionKind::ViabilityGone => f.write_str("viability_gone"),
             ConditionKind::Trend => f.write_str("trend"),
             ConditionKind::CalibrationExpired => f.write_str("calibration_expired"),
+            ConditionKind::HoldTime => f.write_str("hold_time"),
         }
     }
 }
