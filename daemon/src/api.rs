@@ -93,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/audit/verify", get(audit_verify))
         .merge(crate::report::router())
         .merge(crate::epcis::router())
+        .merge(crate::holdtime::router())
         .merge(crate::dashboard::router())
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .route("/healthz", get(|| async { "ok\n" }))

@@ -70,6 +70,9 @@ pub struct AlertsSection {
     /// Dry shippers: warn when the predicted crossing of the limit, minus
     /// its band, comes before the ETA plus this many seconds. Default 7200.
     pub hold_time_margin_s: u64,
+    /// A dry shipper whose warming rate exceeds this many times the mean
+    /// of its first 3 shipments is flagged in its history. Default 1.5.
+    pub shipper_rate_factor: f64,
 }
 
 impl Default for AlertsSection {
@@ -81,6 +84,7 @@ impl Default for AlertsSection {
             sample_interval_s: 60,
             evaluate_every_s: 1,
             hold_time_margin_s: 7200,
+            shipper_rate_factor: 1.5,
         }
     }
 }

@@ -803,6 +803,13 @@ impl Evaluator {
     }
 }
 
+impl Evaluator {
+    /// The configuration it evaluates with.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+}
+
 /// The critical high limit to predict towards: the warming limit of a cryogenic
 /// lane, else none (fresh products are covered by their viability window).
 fn trend_limit(p: &Profile) -> Option<crate::profile::Limit> {

@@ -93,6 +93,7 @@ pub fn document() -> Value {
             "/api/v1/shipments/{id}/close": { "post": with(change("arrived -> closed, with a person's disposition", "shipments", &["by", "decision", "comment"],
                 json!({ "by": by, "decision": { "type": "string", "enum": ["accepted", "quarantined", "rejected"] }, "comment": { "type": "string" } })), &ship) },
             "/api/v1/shipments/{id}/report": { "get": with(op("Arrival report; `format` = html, csv or json", "reports"), &ship) },
+            "/api/v1/devices/{id}/warming": { "get": with(op("A dry shipper's warming rates across its cryogenic shipments, flagged when faster than alerts.shipper_rate_factor times its first 3", "devices"), &id_param("id", "device id")) },
             "/api/v1/shipments/{id}/epcis": { "get": with(op("EPCIS 2.0 document (JSON-LD) of the shipment; see docs/epcis.md", "reports"), &ship) },
             "/api/v1/alerts": { "get": op("Alerts; `open=true` for unresolved ones, `shipment=` to filter", "alerts") },
             "/api/v1/alerts/{id}/ack": { "post": with(change("Acknowledge an alert", "alerts", &["by", "comment"], json!({ "by": by, "comment": { "type": "string" } })), &id_param("id", "alert id")) },

@@ -128,6 +128,47 @@ impl HoldPrediction {
     }
 }
 
+/// One shipment in a shipper's history of warming rates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShipperRate {
+    /// Shipment id.
+    pub shipment: String,
+    /// When its warming began (the fit's start), ms.
+    pub from_ms: i64,
+    /// Its warming rate, milli-°C per hour.
+    pub rate_mc_per_h: i64,
+    /// Faster than `factor` times the mean of the shipper's first shipments.
+    pub flagged: bool,
+}
+
+/// A shipper's warming rates in time order, each later one flagged when it
+/// exceeds `factor` times the mean rate of the first `baseline` shipments
+/// (the unit as it was when new): a shipper getting worse shows before it
+/// fails. `rates`: (shipment, warming start ms, rate m°C/h), any order.
+pub fn shipper_history(
+    mut rates: Vec<(String, i64, i64)>,
+    baseline: usize,
+    factor: f64,
+) -> Vec<ShipperRate> {
+    rates.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+    let n = baseline.max(1).min(rates.len());
+    let mean = if n == 0 {
+        0.0
+    } else {
+        rates[..n].iter().map(|r| r.2 as f64).sum::<f64>() / n as f64
+    };
+    rates
+        .into_iter()
+        .enumerate()
+        .map(|(i, (shipment, from_ms, rate))| ShipperRate {
+            shipment,
+            from_ms,
+            rate_mc_per_h: rate,
+            flagged: i >= n && rate as f64 > factor * mean,
+        })
+        .collect()
+}
+
 /// The `hold_time` warning of a prediction that warns: it starts where the
 /// fit starts (the warming it is about) and fires at once; it lasts to the
 /// newest reading. When a later ETA or later data no longer warns, the
@@ -338,6 +379,33 @@ mod tests {
         );
         let p = predict(&spec, &pts, None, Some(20 * H)).unwrap();
         assert!(condition(&p, newest).is_none(), "no warning, no condition");
+    }
+
+    #[test]
+    fn a_shipper_faster_than_its_first_shipments_is_flagged() {
+        let r = |s: &str, t: i64, rate: i64| (s.to_string(), t, rate);
+        let h = shipper_history(
+            vec![
+                r("S5", 5, 4_600),
+                r("S1", 1, 3_000),
+                r("S2", 2, 3_200),
+                r("S3", 3, 2_800),
+                r("S4", 4, 4_400),
+            ],
+            3,
+            1.5,
+        );
+        let names: Vec<&str> = h.iter().map(|x| x.shipment.as_str()).collect();
+        assert_eq!(names, ["S1", "S2", "S3", "S4", "S5"], "in time order");
+        // Baseline 3 000 m°C/h: 4 400 is under 1.5 x, 4 600 over.
+        let flags: Vec<bool> = h.iter().map(|x| x.flagged).collect();
+        assert_eq!(flags, [false, false, false, false, true]);
+        assert!(
+            shipper_history(vec![r("S1", 1, 9_000)], 3, 1.5)
+                .iter()
+                .all(|x| !x.flagged)
+        );
+        assert!(shipper_history(Vec::new(), 3, 1.5).is_empty());
     }
 
     #[test]
