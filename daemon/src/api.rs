@@ -111,7 +111,10 @@ pub fn router(state: AppState) -> Router {
 pub struct PageAccess(pub bool);
 
 fn is_dashboard_page(path: &str) -> bool {
-    path == "/" || path.starts_with("/shipments/") || path.starts_with("/assets/")
+    path == "/"
+        || path.starts_with("/shipments/")
+        || path.starts_with("/devices/")
+        || path.starts_with("/assets/")
 }
 
 async fn auth(State(s): State<AppState>, mut req: Request<Body>, next: Next) -> Response {

@@ -67,6 +67,29 @@ pub fn prediction(ev: &Evaluation, margin_ms: i64) -> Option<HoldPrediction> {
     Some(p)
 }
 
+/// The history of the device `id` as the route returns it (blocking: it
+/// evaluates every shipment the device watched).
+pub fn history_json(s: &AppState, id: &str) -> anyhow::Result<serde_json::Value> {
+    let now = crate::ingest::now_ms();
+    let mut rates = Vec::new();
+    for sh in s.reader.shipments.all()? {
+        if !sh.watch.iter().any(|w| w.device == id) {
+            continue;
+        }
+        let ev = s.reader.evaluate(&sh, now)?;
+        if let Some(p) = &ev.hold_time {
+            rates.push((sh.id.clone(), p.fit_from_ms, p.rate_mc_per_h));
+        }
+    }
+    let factor = s.reader.config().alerts.shipper_rate_factor;
+    Ok(serde_json::json!({
+        "device": id,
+        "baseline_shipments": BASELINE_SHIPMENTS,
+        "factor": factor,
+        "shipments": holdtime::shipper_history(rates, BASELINE_SHIPMENTS, factor),
+    }))
+}
+
 /// The per-shipper history route, merged into the API router.
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/v1/devices/{id}/warming", get(history))
@@ -76,28 +99,7 @@ pub fn router() -> Router<AppState> {
 /// shipment the device watched, in time order, flagged when faster than
 /// `alerts.shipper_rate_factor` times its first shipments' mean.
 async fn history(State(s): State<AppState>, Path(id): Path<String>) -> Response {
-    let id2 = id.clone();
-    let r = tokio::task::spawn_blocking(move || -> anyhow::Result<serde_json::Value> {
-        let now = crate::ingest::now_ms();
-        let mut rates = Vec::new();
-        for sh in s.reader.shipments.all()? {
-            if !sh.watch.iter().any(|w| w.device == id2) {
-                continue;
-            }
-            let ev = s.reader.evaluate(&sh, now)?;
-            if let Some(p) = &ev.hold_time {
-                rates.push((sh.id.clone(), p.fit_from_ms, p.rate_mc_per_h));
-            }
-        }
-        let factor = s.reader.config().alerts.shipper_rate_factor;
-        Ok(serde_json::json!({
-            "device": id2,
-            "baseline_shipments": BASELINE_SHIPMENTS,
-            "factor": factor,
-            "shipments": holdtime::shipper_history(rates, BASELINE_SHIPMENTS, factor),
-        }))
-    })
-    .await;
+    let r = tokio::task::spawn_blocking(move || history_json(&s, &id)).await;
     match r {
         Ok(Ok(v)) => axum::Json(v).into_response(),
         Ok(Err(e)) => (

@@ -1,7 +1,8 @@
 //! A dry shipper's history of warming rates through the real daemon: four
 //! past cryo-ln2 shipments watched by the same device, the last warming
 //! twice as fast as the first three; GET /api/v1/devices/{id}/warming lists
-//! them in time order and flags the last (factor 1.5 by default).
+//! them in time order and flags the last (factor 1.5 by default), and the
+//! dashboard's device page shows it.
 
 use coldchain_tests::*;
 use serde_json::json;
@@ -82,4 +83,24 @@ fn a_shipper_warming_faster_than_its_first_shipments_is_flagged() {
     }
     let flags: Vec<bool> = rows.iter().map(|r| r["flagged"] == true).collect();
     assert_eq!(flags, [false, false, false, true], "{h}");
+
+    // The device page of the dashboard shows the same history.
+    let page = ureq::get(&format!(
+        "http://127.0.0.1:{}/devices/dry-h",
+        daemon.http_port
+    ))
+    .call()
+    .unwrap()
+    .body_mut()
+    .read_to_string()
+    .unwrap();
+    for id in ["HIST-1", "HIST-2", "HIST-3", "HIST-4"] {
+        assert!(page.contains(id), "{page}");
+    }
+    assert_eq!(
+        page.matches("faster than its first shipments").count(),
+        1,
+        "{page}"
+    );
+    assert!(page.contains("6.00 °C/h"), "{page}");
 }
