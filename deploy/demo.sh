@@ -107,7 +107,16 @@ QUINN_PW=$(awk '$1 == "quinn" { print $2 }' "$pw_file")
 echo "$LOU_PW" | cc user add lou --role logistics --full-name "Lou (demo logistics)" >/dev/null 2>&1 || true
 echo "$QUINN_PW" | cc user add quinn --role qa --full-name "Quinn (demo QA)" >/dev/null 2>&1 || true
 run_id=$(date +%H%M%S)
-cc shipment create --id "CAR-T $run_id" --product "CAR-T, 2 bags" --din "W0000 26 $run_id" \
+# ISO 7064 Mod 37-2 check character of a DIN's 13 data characters: the daemon
+# refuses a DIN whose check character is wrong.
+din_check() {
+  local a=0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ s=0 i c
+  for ((i = 0; i < ${#1}; i++)); do c=${a%%"${1:i:1}"*}; s=$(((s + ${#c}) * 2 % 37)); done
+  local v=$(((38 - s) % 37))
+  if ((v == 36)); then echo '*'; else echo "${a:v:1}"; fi
+}
+cc shipment create --id "CAR-T $run_id" --product "CAR-T, 2 bags" \
+  --din "W0000 26 $run_id 00 $(din_check "W000026$run_id")" \
   --profile cryo-ln2 --device ln2-1 --origin "Apheresis centre" --destination "Cell therapy lab" \
   --eta +48h --depart >/dev/null
 cc shipment create --id "HSC $run_id" --product "Cryopreserved HSC" --profile cryo-ln2 --device ln2-2 \

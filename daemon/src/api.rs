@@ -98,6 +98,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/audit/verify", get(audit_verify))
         .route("/api/v1/alerts/{id}/assess", post(assess))
         .merge(crate::report::router())
+        .merge(crate::epcis::router())
+        .merge(crate::holdtime::router())
         .merge(crate::dashboard::router())
         .merge(crate::auth::router())
         .layer(middleware::from_fn_with_state(

@@ -143,7 +143,7 @@ fn forbidden(msg: impl Into<String>) -> Response {
 }
 
 fn is_dashboard_page(path: &str) -> bool {
-    path == "/" || path.starts_with("/shipments/")
+    path == "/" || path.starts_with("/shipments/") || path.starts_with("/devices/")
 }
 
 /// The middleware: identifies the person, checks their role for the route,

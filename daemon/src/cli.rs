@@ -174,6 +174,17 @@ pub enum ClientCmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// The shipment's EPCIS 2.0 document (JSON-LD): hourly temperature
+    /// summaries, alarm and error conditions, custody, arrival, disposition.
+    Epcis {
+        /// Shipment id.
+        shipment: String,
+        /// Write to this file instead of standard output.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Devices: add (mints a key unless given), list, reenroll.
     Device {
         #[command(subcommand)]
@@ -216,6 +227,7 @@ impl ClientCmd {
             | ClientCmd::User { conn, .. }
             | ClientCmd::Token { conn, .. }
             | ClientCmd::Report { conn, .. }
+            | ClientCmd::Epcis { conn, .. }
             | ClientCmd::Device { conn, .. }
             | ClientCmd::Audit { conn, .. }
             | ClientCmd::Export { conn, .. } => conn,
@@ -454,9 +466,13 @@ pub enum ShipmentCmd {
         /// Where to.
         #[arg(long)]
         destination: String,
-        /// ISBT 128 donation identification number.
+        /// ISBT 128 donation identification number with flags and check
+        /// character, e.g. "G1234 98 654321 00 H" (checked by the daemon).
         #[arg(long)]
         din: Option<String>,
+        /// ISBT 128 product code, e.g. S1194 (shape checked).
+        #[arg(long)]
+        product_code: Option<String>,
         /// ETA: RFC 3339 time or +DURATION (e.g. +36h).
         #[arg(long)]
         eta: Option<String>,
@@ -962,6 +978,18 @@ fn status(c: &Client, conn: &Conn) -> Result<(), Failure> {
         return Ok(());
     }
     table(&rows, &colours);
+    // Dry shippers warming towards their limit: the predicted crossing.
+    for v in &items {
+        if let Some(h) = v["hold_time"]["sentence"].as_str() {
+            let id = v["shipment"]["id"].as_str().unwrap_or("?");
+            let warn = if v["hold_time"]["warning"] == true {
+                "WARNING: "
+            } else {
+                ""
+            };
+            println!("{id}: {warn}{h}");
+        }
+    }
     Ok(())
 }
 
@@ -1215,6 +1243,10 @@ pub fn run(cmd: ClientCmd) -> Result<(), Failure> {
             ))?;
             write_out(&out, &text)
         }
+        ClientCmd::Epcis { shipment, out, .. } => {
+            let text = c.get_text(&format!("/api/v1/shipments/{}/epcis", seg(&shipment)))?;
+            write_out(&out, &text)
+        }
         ClientCmd::Device {
             cmd:
                 DeviceCmd::Add {
@@ -1386,6 +1418,7 @@ fn shipment(c: &Client, conn: &Conn, s: ShipmentCmd) -> Result<(), Failure> {
             origin,
             destination,
             din,
+            product_code,
             eta,
             collected,
             window_h,
@@ -1408,6 +1441,9 @@ fn shipment(c: &Client, conn: &Conn, s: ShipmentCmd) -> Result<(), Failure> {
                 "origin": origin, "destination": destination });
             if let Some(x) = din {
                 b["din"] = json!(x);
+            }
+            if let Some(x) = product_code {
+                b["product_code"] = json!(x);
             }
             if let Some(x) = eta {
                 b["eta_ms"] = json!(parse_time(&x)?);

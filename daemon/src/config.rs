@@ -67,6 +67,12 @@ pub struct AlertsSection {
     pub sample_interval_s: u64,
     /// Seconds between evaluations of a shipment with new data. Default 1.
     pub evaluate_every_s: u64,
+    /// Dry shippers: warn when the predicted crossing of the limit, minus
+    /// its band, comes before the ETA plus this many seconds. Default 7200.
+    pub hold_time_margin_s: u64,
+    /// A dry shipper whose warming rate exceeds this many times the mean
+    /// of its first 3 shipments is flagged in its history. Default 1.5.
+    pub shipper_rate_factor: f64,
 }
 
 impl Default for AlertsSection {
@@ -77,6 +83,8 @@ impl Default for AlertsSection {
             max_gap_s: 1800,
             sample_interval_s: 60,
             evaluate_every_s: 1,
+            hold_time_margin_s: 7200,
+            shipper_rate_factor: 1.5,
         }
     }
 }
@@ -364,6 +372,74 @@ pub struct DeviceEntry {
     /// Settings pushed to the device with the time (`[devices.settings]`).
     #[serde(default)]
     pub settings: Option<coldchain_proto::Settings>,
+    /// Calibration certificates of its channels (`[[devices.calibration]]`).
+    #[serde(default)]
+    pub calibration: Vec<CalibrationEntry>,
+}
+
+/// `[[devices.calibration]]`: the calibration certificate of one channel.
+/// Readings stay stored as measured; evaluation corrects them
+/// (`coldchain_engine::calibration`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalibrationEntry {
+    /// The channel it calibrates.
+    pub channel: u8,
+    /// The certificate's id.
+    pub certificate: String,
+    /// Calibration date, `YYYY-MM-DD`.
+    pub date: String,
+    /// Next calibration due, `YYYY-MM-DD` (valid to the end of that day, UTC).
+    pub due: String,
+    /// Correction: corrected = measured + offset, °C. Or `two_point`.
+    #[serde(default)]
+    pub offset: Option<f64>,
+    /// Correction: the line through two points, °C.
+    #[serde(default)]
+    pub two_point: Option<TwoPointEntry>,
+    /// Uncertainty the certificate states for corrected values, °C.
+    pub uncertainty: f64,
+    /// IEC 60751 class of the element: `AA`, `A` or `B`.
+    #[serde(default)]
+    pub class: Option<coldchain_engine::calibration::Class>,
+}
+
+/// `two_point = { measured = [a, b], reference = [a, b] }`, °C.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TwoPointEntry {
+    /// What the probe read at the two points.
+    pub measured: [f64; 2],
+    /// The reference temperatures there.
+    pub reference: [f64; 2],
+}
+
+impl CalibrationEntry {
+    /// The certificate, checked.
+    pub fn certificate(&self) -> anyhow::Result<coldchain_engine::calibration::Certificate> {
+        use coldchain_engine::calibration::{Certificate, Correction, parse_date};
+        let correction = match (&self.offset, &self.two_point) {
+            (Some(o), None) => Correction::Offset(*o),
+            (None, Some(t)) => Correction::TwoPoint {
+                measured: t.measured,
+                reference: t.reference,
+            },
+            _ => bail!("expected exactly one of offset or two_point"),
+        };
+        if self.certificate.trim().is_empty() {
+            bail!("certificate: expected the certificate's id");
+        }
+        let c = Certificate {
+            id: self.certificate.clone(),
+            date_ms: parse_date(&self.date).map_err(|e| anyhow::anyhow!("date = {e}"))?,
+            due_ms: parse_date(&self.due).map_err(|e| anyhow::anyhow!("due = {e}"))?,
+            correction,
+            uncertainty_c: self.uncertainty,
+            class: self.class,
+        };
+        c.check()?;
+        Ok(c)
+    }
 }
 
 /// A validated device entry.
@@ -467,7 +543,41 @@ impl Config {
             bail!("keys mqtt.client_cert_file and mqtt.client_key_file: expected both or neither");
         }
         self.devices()?;
+        for (i, d) in self.devices.iter().enumerate() {
+            for (j, c) in d.calibration.iter().enumerate() {
+                c.certificate().map_err(|e| {
+                    anyhow::anyhow!(
+                        "key devices[{i}].calibration[{j}] (device {}, channel {}): {e:#}",
+                        d.id,
+                        c.channel
+                    )
+                })?;
+                if d.calibration[..j].iter().any(|o| o.channel == c.channel) {
+                    bail!(
+                        "key devices[{i}].calibration[{j}]: device {} channel {} has two certificates; keep the one in force",
+                        d.id,
+                        c.channel
+                    );
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// The calibration certificate of a device's channel, if the config has
+    /// one (checked when the config was loaded).
+    pub fn certificate(
+        &self,
+        device: &str,
+        channel: u8,
+    ) -> Option<coldchain_engine::calibration::Certificate> {
+        self.devices
+            .iter()
+            .find(|d| d.id == device)?
+            .calibration
+            .iter()
+            .find(|c| c.channel == channel)
+            .and_then(|c| c.certificate().ok())
     }
 
     /// The device entries, validated.
@@ -629,5 +739,49 @@ mod tests {
         assert_eq!(cfg.profiles[0].settle_ms, Some(15 * 60_000));
         assert!(cfg.devices[0].settings.is_some());
         assert_eq!(cfg.webhooks.len(), 1);
+        let c = cfg
+            .certificate("sim-0001", 0)
+            .expect("the example's certificate");
+        assert_eq!(c.id, "CAL-2026-0113");
+        assert_eq!(c.correct_milli(-150_000), -150_120);
+    }
+
+    #[test]
+    fn calibration_entries_are_checked_naming_the_key() {
+        let base = "[daemon]\nid = \"t\"\n[[devices]]\nid = \"d1\"\nkey = \"0000000000000000000000000000000000000000000000000000000000000000\"\n";
+        let cal = |body: &str| {
+            format!(
+                "{base}[[devices.calibration]]\nchannel = 0\ncertificate = \"C1\"\ndate = \"2026-01-01\"\ndue = \"2027-01-01\"\nuncertainty = 0.1\n{body}"
+            )
+        };
+        let two = "two_point = { measured = [-196.4, 0.1], reference = [-196.0, 0.0] }\n";
+        let cfg = Config::parse(&cal(two)).unwrap();
+        assert_eq!(cfg.certificate("d1", 0).unwrap().correct_milli(100), 0);
+        assert!(cfg.certificate("d1", 1).is_none());
+        for (body, what) in [
+            (
+                "offset = 0.1\n".to_string() + two,
+                "exactly one of offset or two_point",
+            ),
+            (String::new(), "exactly one of offset or two_point"),
+            ("offset = 0.1\nclass = \"C\"\n".into(), "unknown variant"),
+            ("offset = 0.1\n".into(), ""),
+        ] {
+            let r = Config::parse(&cal(&body));
+            if what.is_empty() {
+                assert!(r.is_ok(), "{body}: {r:?}");
+                continue;
+            }
+            let e = format!("{:#}", r.unwrap_err());
+            assert!(e.contains(what), "{body}: {e}");
+        }
+        let e = format!(
+            "{:#}",
+            Config::parse(&cal("offset = 0.1\n").replace("2027-01-01", "2027-02-30")).unwrap_err()
+        );
+        assert!(
+            e.contains("devices[0].calibration[0] (device d1, channel 0): due = \"2027-02-30\": expected a date YYYY-MM-DD"),
+            "{e}"
+        );
     }
 }

@@ -61,6 +61,8 @@ pub fn router() -> Router<AppState> {
         .route("/shipments/{id}", get(shipment_page))
         .route("/ui/list", get(list_fragment))
         .route("/ui/shipments/{id}", get(shipment_fragment))
+        .route("/devices/{id}", get(device_page))
+        .route("/ui/devices/{id}", get(device_fragment))
         .route(
             "/assets/dashboard.css",
             get(|| async { asset("text/css; charset=utf-8", CSS) }),
@@ -216,7 +218,19 @@ pub fn list_html(rows: &[Row]) -> String {
                 nom / 4,
                 fmt_dur(rem)
             ),
-            _ => "<span class=\"muted\">n/a</span>".into(),
+            // A dry shipper warming towards its limit: the predicted crossing.
+            _ => match r.status["hold_time"]["sentence"].as_str() {
+                Some(h) => format!(
+                    "<span class=\"hold{}\">{}</span>",
+                    if r.status["hold_time"]["warning"] == true {
+                        " warning"
+                    } else {
+                        ""
+                    },
+                    esc(h)
+                ),
+                None => "<span class=\"muted\">n/a</span>".into(),
+            },
         };
         let open: Vec<&Alert> = r.alerts.iter().filter(|a| a.is_open()).collect();
         let unack = open.iter().filter(|a| a.state == AlertState::Open).count();
@@ -424,6 +438,22 @@ fn gauge(d: &ReportData) -> String {
                 wm.events,
                 fmt_dur(wm.time_above_ms)
             );
+        }
+        if let Some(h) = &d.viability.hold_time {
+            let _ = write!(
+                s,
+                "<p class=\"hold{}\">Hold time at ETA: <strong>{}</strong></p>",
+                if h.warning { " warning" } else { "" },
+                esc(&h.sentence())
+            );
+            for p in &d.identity.probes {
+                let _ = write!(
+                    s,
+                    "<p><a href=\"/devices/{}\">Warming history of {}</a></p>",
+                    url_segment(&p.device),
+                    esc(&p.device)
+                );
+            }
         }
         s.push_str("</div>");
         return s;
@@ -680,6 +710,79 @@ async fn shipment_fragment(
 ) -> Response {
     let v = Viewer::from(actor, None);
     match shipment_content(s, id, &v).await {
+        Ok(body) => html(StatusCode::OK, body),
+        Err(r) => r,
+    }
+}
+
+/// A dry shipper's warming rates across its shipments (the device's history).
+fn device_html(v: &serde_json::Value) -> String {
+    let id = v["device"].as_str().unwrap_or("");
+    let mut s = format!(
+        "<nav class=\"crumbs\"><a href=\"/\">← all shipments</a></nav><h1>Device {}</h1><h2>Warming rates of its dry-shipper shipments</h2><p class=\"muted\">Flagged when faster than {} times the mean of its first {} shipments.</p>",
+        esc(id),
+        v["factor"],
+        v["baseline_shipments"]
+    );
+    let rows = v["shipments"].as_array().cloned().unwrap_or_default();
+    if rows.is_empty() {
+        s.push_str("<p class=\"empty\">No cryogenic shipment with a warming trend.</p>");
+        return s;
+    }
+    s.push_str("<table class=\"list\"><thead><tr><th>Shipment</th><th>Warming from</th><th>Rate</th><th></th></tr></thead><tbody>");
+    for r in rows {
+        let sh = r["shipment"].as_str().unwrap_or("");
+        let flagged = r["flagged"] == true;
+        let _ = write!(
+            s,
+            "<tr class=\"{}\"><td><a href=\"/shipments/{}\">{}</a></td><td>{}</td><td>{:.2} °C/h</td><td>{}</td></tr>",
+            if flagged { "risk-warning" } else { "risk-ok" },
+            url_segment(sh),
+            esc(sh),
+            report::text::utc(r["from_ms"].as_i64().unwrap_or(0)),
+            r["rate_mc_per_h"].as_i64().unwrap_or(0) as f64 / 1000.0,
+            if flagged {
+                "<span class=\"badge warning\">faster than its first shipments</span>"
+            } else {
+                ""
+            }
+        );
+    }
+    s.push_str("</tbody></table>");
+    s
+}
+
+async fn device_content(s: AppState, id: String) -> Result<String, Response> {
+    match tokio::task::spawn_blocking(move || crate::holdtime::history_json(&s, &id)).await {
+        Ok(Ok(v)) => Ok(device_html(&v)),
+        Ok(Err(e)) => Err(html(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            esc(&format!("{e:#}")),
+        )),
+        Err(e) => Err(html(StatusCode::INTERNAL_SERVER_ERROR, esc(&e.to_string()))),
+    }
+}
+
+async fn device_page(
+    State(s): State<AppState>,
+    Extension(PageAccess(granted)): Extension<PageAccess>,
+    actor: Option<Extension<Actor>>,
+    csrf: Option<Extension<crate::auth::Csrf>>,
+    Path(id): Path<String>,
+) -> Response {
+    let v = Viewer::from(actor, csrf);
+    let src = format!("/ui/devices/{}", url_segment(&id));
+    if !granted {
+        return html(StatusCode::OK, page(&id, &src, LOCKED, &v));
+    }
+    match device_content(s, id.clone()).await {
+        Ok(body) => html(StatusCode::OK, page(&id, &src, &body, &v)),
+        Err(r) => r,
+    }
+}
+
+async fn device_fragment(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    match device_content(s, id).await {
         Ok(body) => html(StatusCode::OK, body),
         Err(r) => r,
     }

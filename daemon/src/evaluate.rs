@@ -18,6 +18,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use coldchain_engine::calibration;
 use coldchain_proto::{DeviceId, EventKind};
 use serde::Serialize;
 
@@ -32,6 +33,7 @@ use crate::profile::{Profile, Severity, Side};
 use crate::shipment::{Shipment, Shipments, State};
 use crate::store::{EventBody, EventRecord, SledStore, Store, key};
 use crate::viability::ViabilityOutcome;
+use coldchain_engine::holdtime::HoldPrediction;
 use coldchain_engine::tracker::{self, Tracker, View};
 
 /// One point of a shipment's temperature record (for charts and reports).
@@ -78,6 +80,11 @@ pub struct Evaluation {
     pub gaps: Vec<(String, u32, u32, u32)>,
     /// The record, for charts: every reading used, in time order.
     pub points: Vec<Point>,
+    /// The certificates the watching channels' readings were corrected by.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub calibration: Vec<(String, u8, calibration::Certificate)>,
+    /// A dry shipper's predicted crossing of its limit against the ETA.
+    pub hold_time: Option<coldchain_engine::holdtime::HoldPrediction>,
 }
 
 impl Evaluation {
@@ -123,6 +130,12 @@ pub fn describe(c: &Condition, profile: &Profile) -> String {
             "viability window predicted at ETA is below the margin".into()
         }
         ConditionKind::ViabilityGone => "viability window used up".into(),
+        ConditionKind::HoldTime => {
+            "hold time: the product is predicted to cross its limit before arrival (see the shipment's hold time at ETA)".into()
+        }
+        ConditionKind::CalibrationExpired => {
+            "a watching probe's calibration certificate has expired: its readings are corrected by an out-of-date certificate".into()
+        }
         ConditionKind::Trend => format!(
             "warming trend: the critical limit will be reached within hours (now {})",
             c.peak.map(t).unwrap_or_else(|| "n/a".into())
@@ -249,13 +262,15 @@ fn push_reading(
     d: &DeviceId,
     fr: coldchain_proto::FrameRef,
     rd: &crate::store::ReadingRecord,
+    cert: Option<&calibration::Certificate>,
 ) -> Result<Option<Sample>, tracker::Stale> {
     if !tracker.in_record(rd.time_ms) {
         return Ok(None);
     }
+    // Stored as measured; corrected by the channel's calibration certificate.
     let smp = Sample {
         t_ms: rd.time_ms,
-        value: SampleValue::from(rd.kind.checked(rd.value)),
+        value: SampleValue::from(calibration::apply(cert, rd.kind.checked(rd.value))),
     };
     tracker.push_sample(smp, rd.time_source.is_synced())?;
     newest.saw(rd.time_ms, d, fr);
@@ -401,6 +416,8 @@ impl Evaluator {
             let Ok(d) = DeviceId::new(&w.device) else {
                 continue;
             };
+            // Stored as measured; corrected here by the channel's certificate.
+            let cert = self.cfg.certificate(&w.device, w.channel);
             let mut after = None;
             loop {
                 let page = self.store.readings(&d, after, 5000)?;
@@ -420,8 +437,9 @@ impl Evaluator {
                         boot: r.boot,
                         seq: r.seq,
                     };
-                    let smp = push_reading(&mut tracker, &mut newest, &d, fr, &r.reading)
-                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    let smp =
+                        push_reading(&mut tracker, &mut newest, &d, fr, &r.reading, cert.as_ref())
+                            .map_err(|e| anyhow::anyhow!("{e}"))?;
                     if let (Some(series), Some(smp)) = (series.as_deref_mut(), smp) {
                         series.insert(smp);
                     }
@@ -515,14 +533,51 @@ impl Evaluator {
         tracker: &Tracker,
         newest: &Newest,
         now: i64,
-    ) -> anyhow::Result<View> {
+    ) -> anyhow::Result<(View, Option<HoldPrediction>)> {
         let (live, integrity) = self.live_inputs(s, newest)?;
         let mut view = tracker.view(now, live, integrity);
         let until_ms = s.arrived_ms.unwrap_or(now);
         view.conditions
             .extend(self.storage_conditions(s, until_ms)?);
+        // A certificate that expired before the end of the data: a warning.
+        for (_, _, c) in self.certificates(s) {
+            let from = s.departure_ms.unwrap_or(s.created_ms);
+            view.conditions
+                .extend(calibration::expired_condition(&c, from, until_ms));
+        }
         view.conditions.sort_by_key(|c| (c.id.start_ms, c.id.kind));
-        Ok(view)
+        // Hold time at ETA (dry shippers), and its warning as a condition.
+        let margin_ms =
+            i64::try_from(self.cfg.alerts.hold_time_margin_s).unwrap_or(i64::MAX / 2) * 1000;
+        let hold = crate::holdtime::prediction(
+            tracker.profile(),
+            &view.recent,
+            &view.conditions,
+            s.eta_ms,
+            margin_ms,
+        );
+        let newest_ms = view.recent.last().map_or(0, |p| p.0);
+        if let Some(c) = hold
+            .as_ref()
+            .and_then(|p| coldchain_engine::holdtime::condition(p, newest_ms))
+        {
+            view.conditions.push(c);
+            view.conditions.sort_by_key(|c| (c.id.start_ms, c.id.kind));
+        }
+        Ok((view, hold))
+    }
+
+    /// The calibration certificates of a shipment's watching channels.
+    fn certificates(&self, s: &Shipment) -> Vec<(String, u8, calibration::Certificate)> {
+        let mut out: Vec<(String, u8, calibration::Certificate)> = Vec::new();
+        for w in &s.watch {
+            if let Some(c) = self.cfg.certificate(&w.device, w.channel)
+                && !out.iter().any(|x| x.0 == w.device && x.1 == w.channel)
+            {
+                out.push((w.device.clone(), w.channel, c));
+            }
+        }
+        out
     }
 
     /// Evaluates one shipment from the store, as of `now` (or its arrival):
@@ -532,7 +587,7 @@ impl Evaluator {
         let profile = self.cfg.profile(&s.profile)?;
         let mut series = Series::new();
         let loaded = self.load(s, &profile, Some(&mut series))?;
-        let view = self.view(s, &loaded.tracker, &loaded.newest, now)?;
+        let (view, hold_time) = self.view(s, &loaded.tracker, &loaded.newest, now)?;
         let mut facts = self.facts(s, &profile, now);
         facts.data_until_ms = view.data_until_ms;
         let hi = facts.end_ms.unwrap_or(now) + tracker::AHEAD_MS;
@@ -575,6 +630,8 @@ impl Evaluator {
             conditions: view.conditions,
             gaps,
             points,
+            calibration: self.certificates(s),
+            hold_time,
             profile,
             shipment: s.clone(),
         })
@@ -650,7 +707,7 @@ impl Evaluator {
             _ => self.build(s)?,
         };
         live.tracker.commit(self.keep, now);
-        let view = self.view(s, &live.tracker, &live.newest, now)?;
+        let (view, hold_time) = self.view(s, &live.tracker, &live.newest, now)?;
         let profile = live.tracker.profile().clone();
         if s.is_watched() {
             self.lives.insert(s.id.clone(), live);
@@ -670,6 +727,7 @@ impl Evaluator {
             min_milli_c: view.min_milli_c,
             max_milli_c: view.max_milli_c,
             viability: &view.viability,
+            hold_time: hold_time.as_ref(),
         };
         self.status(&snap, alerts)
     }
@@ -714,7 +772,17 @@ impl Evaluator {
                 return Ok(None);
             }
             for r in readings.iter().filter(|r| channels.contains(&r.channel)) {
-                if push_reading(&mut live.tracker, &mut live.newest, d, *fr, r).is_err() {
+                let cert = self.cfg.certificate(d.as_str(), r.channel);
+                if push_reading(
+                    &mut live.tracker,
+                    &mut live.newest,
+                    d,
+                    *fr,
+                    r,
+                    cert.as_ref(),
+                )
+                .is_err()
+                {
                     return Ok(None);
                 }
             }
@@ -979,6 +1047,13 @@ impl Evaluator {
     }
 }
 
+impl Evaluator {
+    /// The configuration it evaluates with.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+}
+
 /// What the status document and the lists show of a shipment.
 #[derive(Debug, Clone, Copy)]
 pub struct Snapshot<'a> {
@@ -994,6 +1069,8 @@ pub struct Snapshot<'a> {
     pub max_milli_c: Option<i32>,
     /// Viability window.
     pub viability: &'a ViabilityOutcome,
+    /// A dry shipper's predicted crossing of its limit against the ETA.
+    pub hold_time: Option<&'a HoldPrediction>,
 }
 
 impl Evaluation {
@@ -1006,6 +1083,7 @@ impl Evaluation {
             min_milli_c: self.min_milli_c,
             max_milli_c: self.max_milli_c,
             viability: &self.viability,
+            hold_time: self.hold_time.as_ref(),
         }
     }
 }
@@ -1049,6 +1127,7 @@ pub fn status_doc(snap: &Snapshot<'_>, alerts: &[Alert]) -> serde_json::Value {
         "max_milli_c": snap.max_milli_c,
         "window_remaining_ms": remaining,
         "window_predicted_at_eta_ms": predicted,
+        "hold_time": crate::holdtime::status(snap.hold_time),
     });
     set_alert_counts(&mut status, alerts);
     status

@@ -93,6 +93,45 @@ pub struct ReportData {
     pub facts: Vec<String>,
     /// Every reading used, in time order: `[t_ms, milli-°C or null for a fault]`.
     pub readings: Vec<(i64, Option<i32>)>,
+    /// The calibration certificates the readings were corrected by (absent
+    /// when no watching channel has one, and from reports made before).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calibration: Vec<CalibrationEntry>,
+}
+
+/// A watching channel's calibration: the certificate, the correction, and
+/// the figures as measured beside the corrected ones the report states.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationEntry {
+    /// Device.
+    pub device: String,
+    /// Channel.
+    pub channel: u8,
+    /// Certificate id.
+    pub certificate: String,
+    /// Calibration date, ms.
+    pub date_ms: i64,
+    /// Due date, ms (valid to the end of that day).
+    pub due_ms: i64,
+    /// Whether it had expired by `as_of_ms`.
+    pub expired: bool,
+    /// The correction in words.
+    pub correction: String,
+    /// Uncertainty stated by the certificate, milli-°C.
+    pub uncertainty_milli_c: i32,
+    /// IEC 60751 class of the element, if stated.
+    pub class: Option<String>,
+    /// The class tolerance at the lowest and highest corrected reading,
+    /// milli-°C (the element's measurement uncertainty there).
+    pub tolerance_at_min_milli_c: Option<i32>,
+    /// See `tolerance_at_min_milli_c`.
+    pub tolerance_at_max_milli_c: Option<i32>,
+    /// Lowest and highest reading as measured, before correction, milli-°C
+    /// (when this is the only watching channel; the report's figures are
+    /// corrected).
+    pub measured_min_milli_c: Option<i32>,
+    /// See `measured_min_milli_c`.
+    pub measured_max_milli_c: Option<i32>,
 }
 
 /// What travelled and what watched it.
@@ -104,6 +143,9 @@ pub struct Identity {
     pub product: String,
     /// ISBT 128 donation identification number.
     pub din: Option<String>,
+    /// ISBT 128 product code (absent from reports made before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product_code: Option<String>,
     /// Profile (lane) name.
     pub profile: String,
     /// Whether the lane is cryogenic.
@@ -338,6 +380,10 @@ pub struct Viability {
     pub window: Option<WindowEntry>,
     /// Warming above the critical limit, on a cryogenic lane.
     pub warming: Option<WarmingEntry>,
+    /// A dry shipper warming towards its limit: the predicted crossing and
+    /// the ETA (absent without a warming trend, and from older reports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_time: Option<coldchain_engine::holdtime::HoldPrediction>,
 }
 
 /// The viability window at `as_of_ms`.
@@ -527,6 +573,41 @@ fn stretch(start_ms: i64, end_ms: Option<i64>, last_ms: i64) -> Stretch {
     }
 }
 
+fn calibration_entries(ev: &Evaluation) -> Vec<CalibrationEntry> {
+    let only = ev.calibration.len() == 1 && ev.shipment.watch.len() == 1;
+    let milli = |c: f64| (c * 1000.0).round() as i32;
+    ev.calibration
+        .iter()
+        .map(|(device, channel, c)| {
+            let tol = |v: Option<i32>| {
+                c.class
+                    .zip(v)
+                    .map(|(k, v)| milli(k.tolerance_c(f64::from(v) / 1000.0)))
+            };
+            let measured: Vec<i32> = [ev.min_milli_c, ev.max_milli_c]
+                .into_iter()
+                .flatten()
+                .map(|v| c.measured_milli(v))
+                .collect();
+            CalibrationEntry {
+                device: device.clone(),
+                channel: *channel,
+                certificate: c.id.clone(),
+                date_ms: c.date_ms,
+                due_ms: c.due_ms,
+                expired: ev.as_of_ms >= c.expires_ms(),
+                correction: c.correction_text(),
+                uncertainty_milli_c: milli(c.uncertainty_c),
+                class: c.class.map(|k| k.to_string()),
+                tolerance_at_min_milli_c: tol(ev.min_milli_c),
+                tolerance_at_max_milli_c: tol(ev.max_milli_c),
+                measured_min_milli_c: measured.iter().min().copied().filter(|_| only),
+                measured_max_milli_c: measured.iter().max().copied().filter(|_| only),
+            }
+        })
+        .collect()
+}
+
 /// The report's data from an evaluation, the shipment's alerts and the
 /// per-device counters ([`device_health`]). Pure: the same inputs give the
 /// same data.
@@ -537,6 +618,7 @@ pub fn build(ev: &Evaluation, alerts: &[Alert], devices: Vec<DeviceHealth>) -> R
         shipment: s.id.clone(),
         product: s.product.clone(),
         din: s.din.clone(),
+        product_code: s.product_code.clone(),
         profile: p.name.clone(),
         cryogenic: p.cryogenic,
         origin: s.origin.clone(),
@@ -677,6 +759,7 @@ pub fn build(ev: &Evaluation, alerts: &[Alert], devices: Vec<DeviceHealth>) -> R
                     | ConditionKind::Tamper
                     | ConditionKind::StorageFull
                     | ConditionKind::BatteryLow
+                    | ConditionKind::CalibrationExpired
             )
         })
         .map(|c| OtherCondition {
@@ -785,11 +868,16 @@ pub fn build(ev: &Evaluation, alerts: &[Alert], devices: Vec<DeviceHealth>) -> R
         journey,
         temperature,
         data_health,
-        viability: Viability { window, warming },
+        viability: Viability {
+            window,
+            warming,
+            hold_time: ev.hold_time.clone(),
+        },
         alerts,
         disposition,
         facts: Vec::new(),
         readings: ev.points.iter().map(|p| (p.t_ms, p.milli_c)).collect(),
+        calibration: calibration_entries(ev),
     };
     data.facts = facts(&data);
     data

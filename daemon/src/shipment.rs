@@ -5,6 +5,7 @@
 //! states the evidence and never decides. Every change is written to the audit
 //! trail by the API layer, with who and when.
 
+use coldchain_engine::isbt128;
 use serde::{Deserialize, Serialize};
 
 /// Lifecycle state.
@@ -109,9 +110,14 @@ pub struct Shipment {
     pub id: String,
     /// Product description, e.g. "CAR-T, 2 bags".
     pub product: String,
-    /// ISBT 128 donation identification number, if any.
+    /// ISBT 128 donation identification number, if any, as validated at
+    /// creation (`G1234 98 654321 00 H`; shipments stored before validation
+    /// keep what was typed).
     #[serde(default)]
     pub din: Option<String>,
+    /// ISBT 128 product code, if any (`S1194`; shape checked only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product_code: Option<String>,
     /// Profile name (built-in or from config).
     pub profile: String,
     /// Devices and channels that watch it.
@@ -153,9 +159,13 @@ pub struct NewShipment {
     pub id: String,
     /// Product.
     pub product: String,
-    /// DIN.
+    /// ISBT 128 DIN with flags and check character (checked; see
+    /// `coldchain_engine::isbt128`).
     #[serde(default)]
     pub din: Option<String>,
+    /// ISBT 128 product code (shape checked).
+    #[serde(default)]
+    pub product_code: Option<String>,
     /// Profile name.
     pub profile: String,
     /// Watching devices.
@@ -189,6 +199,12 @@ pub enum ShipmentError {
     /// A required field is empty.
     #[error("field {0}: must not be empty")]
     Empty(&'static str),
+    /// A DIN that is not a valid ISBT 128 donation identification number.
+    #[error("field din: {0}")]
+    Din(#[from] coldchain_engine::isbt128::DinError),
+    /// A product code of the wrong shape.
+    #[error("field product_code: {0}")]
+    ProductCode(#[from] coldchain_engine::isbt128::ProductCodeError),
     /// Bad window.
     #[error("field window_h: expected a positive number of hours, got {0}")]
     BadWindow(String),
@@ -232,6 +248,14 @@ impl Shipment {
         {
             return Err(ShipmentError::BadWindow(w.to_string()));
         }
+        let din = match req.din.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(d) => Some(isbt128::parse_din(d)?.to_string()),
+        };
+        let product_code = match req.product_code.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(c) => Some(isbt128::parse_product_code(c)?),
+        };
         Ok(Shipment {
             state: if req.departure_ms.is_some() {
                 State::InTransit
@@ -240,7 +264,8 @@ impl Shipment {
             },
             id: req.id,
             product: req.product,
-            din: req.din,
+            din,
+            product_code,
             profile: req.profile,
             watch: req.watch,
             origin: req.origin,
@@ -384,7 +409,8 @@ mod tests {
         NewShipment {
             id: "W1234 25 123456".into(),
             product: "CAR-T".into(),
-            din: Some("W1234 25 123456".into()),
+            din: Some("G1234 98 654321 00 H".into()),
+            product_code: Some("S1194".into()),
             profile: "cryo-ln2".into(),
             watch: vec![Watch {
                 device: "ln2-1".into(),
@@ -431,6 +457,47 @@ mod tests {
             })
             .is_err()
         );
+    }
+
+    #[test]
+    fn din_and_product_code_are_checked_at_creation() {
+        let s = Shipment::create(
+            NewShipment {
+                din: Some("=g123498654321 00h".into()),
+                product_code: Some("s1194".into()),
+                ..req()
+            },
+            0,
+        )
+        .unwrap();
+        assert_eq!(s.din.as_deref(), Some("G1234 98 654321 00 H"));
+        assert_eq!(s.product_code.as_deref(), Some("S1194"));
+        for (din, what) in [
+            ("G1234 98 654321 00 J", "check character 'J'"),
+            ("G1234 98 654321", "expected 16 characters"),
+            ("G1234 98 654321 0X H", "flag characters"),
+        ] {
+            let e = Shipment::create(
+                NewShipment {
+                    din: Some(din.into()),
+                    ..req()
+                },
+                0,
+            )
+            .unwrap_err();
+            assert!(matches!(e, ShipmentError::Din(_)), "{din}");
+            assert!(e.to_string().starts_with("field din: "), "{e}");
+            assert!(e.to_string().contains(what), "{e}");
+        }
+        let e = Shipment::create(
+            NewShipment {
+                product_code: Some("S11".into()),
+                ..req()
+            },
+            0,
+        )
+        .unwrap_err();
+        assert!(matches!(e, ShipmentError::ProductCode(_)), "{e}");
     }
 
     #[test]

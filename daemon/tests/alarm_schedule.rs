@@ -103,6 +103,7 @@ impl Daemon {
                 id: "S-1".into(),
                 product: "product".into(),
                 din: None,
+                product_code: None,
                 profile: profile.into(),
                 watch: vec![Watch {
                     device: DEV.into(),

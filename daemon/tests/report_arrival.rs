@@ -7,13 +7,15 @@ use std::sync::Arc;
 use coldchain_daemon::alert::AlertState;
 use coldchain_daemon::audit::Audit;
 use coldchain_daemon::config::Config;
+use coldchain_daemon::epcis;
 use coldchain_daemon::evaluate::Evaluator;
 use coldchain_daemon::report::{self, Format, ReportData};
-use coldchain_daemon::shipment::{NewShipment, Shipment, Watch};
+use coldchain_daemon::shipment::{Decision, Disposition, Handoff, NewShipment, Shipment, Watch};
 use coldchain_daemon::store::{
     FrameRecord, ReadingRecord, SledStore, Store, TimeSource, Via, WriteSet,
 };
 use coldchain_proto::{ChannelKind, DeviceId, FaultKind, FrameRef, Measurement};
+use sha2::Digest;
 
 const MIN: i64 = 60_000;
 const H: i64 = 3_600_000;
@@ -52,9 +54,14 @@ struct World {
 
 impl World {
     fn new() -> World {
+        World::with_config("")
+    }
+
+    /// A world whose config ends with `extra` (device entries).
+    fn with_config(extra: &str) -> World {
         let dir = tempfile::tempdir().unwrap();
         let cfg = Config::parse(&format!(
-            "[daemon]\nid = \"t\"\ndata_dir = \"{}\"\n[alerts]\nsettle_s = 0\nsample_interval_s = 300\n",
+            "[daemon]\nid = \"t\"\ndata_dir = \"{}\"\n[alerts]\nsettle_s = 0\nsample_interval_s = 300\n{extra}",
             dir.path().display()
         ))
         .unwrap();
@@ -119,7 +126,8 @@ impl World {
             NewShipment {
                 id: "FR <7> & co".into(),
                 product: "PBSC, 1 bag".into(),
-                din: Some("W1234 26 000007".into()),
+                din: Some("W1234 26 000007 00 B".into()),
+                product_code: Some("S1194".into()),
                 profile: "fridge".into(),
                 watch: vec![Watch {
                     device: DEV.into(),
@@ -406,4 +414,348 @@ fn html_escapes_user_text() {
     let data = tail.split("</script>").next().unwrap();
     assert!(!data.contains('<'));
     assert!(html.contains("@page{size:A4"));
+}
+
+/// The shipment of [`world_with_journey`] handed over once and closed by a
+/// person: every kind of EPCIS event appears.
+fn closed_journey() -> (World, ReportData) {
+    let (mut w, mut s, _) = world_with_journey();
+    s.handoff(Handoff {
+        to: "Courier B & Co".into(),
+        location: "Hub 3".into(),
+        at_ms: T0 + 3 * H,
+        by: "driver".into(),
+    })
+    .unwrap();
+    s.close(Disposition {
+        decision: Decision::Quarantined,
+        comment: "H1 excursion, 40 min: QA to review".into(),
+        by: "lab qa".into(),
+        at_ms: T0 + 6 * H + 20 * MIN,
+        signature: None,
+    })
+    .unwrap();
+    w.ev.shipments.put(&s).unwrap();
+    let d = w.report(&s);
+    (w, d)
+}
+
+fn epcis_validator() -> jsonschema::Validator {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/epcis/EPCIS-JSON-Schema.json");
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft7)
+        .should_validate_formats(true)
+        .build(&schema)
+        .expect("GS1's schema compiles")
+}
+
+fn schema_errors(v: &jsonschema::Validator, doc: &serde_json::Value) -> Vec<String> {
+    v.iter_errors(doc)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect()
+}
+
+#[test]
+fn epcis_document_is_valid_epcis_2_and_states_the_report() {
+    let (_w, d) = closed_journey();
+    let doc = epcis::document(&d);
+    let v = epcis_validator();
+    let errors = schema_errors(&v, &doc);
+    assert!(errors.is_empty(), "not valid EPCIS 2.0: {errors:#?}");
+
+    // The schema check bites: an event without its time zone offset, a
+    // sensor report without its type, an unknown disposition, an id
+    // that is not a URI (format checks are on).
+    for (path, breakage) in [
+        ("/epcisBody/eventList/0", "drop eventTimeZoneOffset"),
+        (
+            "/epcisBody/eventList/1/sensorElementList/0/sensorReport/0",
+            "drop type",
+        ),
+        ("/epcisBody/eventList/0", "bad disposition"),
+        ("/epcisBody/eventList/0", "eventID not a URI"),
+    ] {
+        let mut bad = doc.clone();
+        let o = bad.pointer_mut(path).unwrap().as_object_mut().unwrap();
+        match breakage {
+            "drop eventTimeZoneOffset" => drop(o.remove("eventTimeZoneOffset")),
+            "drop type" => drop(o.remove("type")),
+            "eventID not a URI" => drop(o.insert("eventID".into(), "sha 256 of it".into())),
+            _ => drop(o.insert("disposition".into(), "fine".into())),
+        }
+        assert!(!schema_errors(&v, &bad).is_empty(), "{breakage} passed");
+    }
+
+    let events = doc["epcisBody"]["eventList"].as_array().unwrap();
+    let step = |e: &serde_json::Value| e["bizStep"].as_str().unwrap_or("").to_string();
+    let report_of = |e: &serde_json::Value| e["sensorElementList"][0]["sensorReport"][0].clone();
+
+    // Hourly summaries: recomputed here from the journey's readings.
+    let hours: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| step(e) == "sensor_reporting" && report_of(e)["exception"].is_null())
+        .collect();
+    let mut want = Vec::new();
+    for h in 0..6 {
+        let vals: Vec<i32> = journey()
+            .into_iter()
+            .filter(|(t, _)| (T0 + h * H..T0 + (h + 1) * H).contains(t))
+            .filter_map(|(_, v)| v)
+            .collect();
+        if vals.is_empty() {
+            continue;
+        }
+        let mean = f64::from(vals.iter().sum::<i32>()) / vals.len() as f64 / 1000.0;
+        want.push((
+            h,
+            f64::from(*vals.iter().min().unwrap()) / 1000.0,
+            f64::from(*vals.iter().max().unwrap()) / 1000.0,
+            (mean * 1000.0).round() / 1000.0,
+        ));
+    }
+    // The hour from 04:00 has only the 04:00 reading (a silence follows);
+    // the 06:00 reading (the arrival) makes an hour of its own, clipped at
+    // the arrival.
+    assert_eq!(hours.len(), want.len() + 1, "{hours:#?}");
+    for (e, (h, min, max, mean)) in hours.iter().zip(&want) {
+        let r = report_of(e);
+        assert_eq!(r["type"], "Temperature");
+        assert_eq!(r["uom"], "CEL");
+        assert_eq!(r["deviceID"], format!("urn:coldchain:device:{DEV}"));
+        assert_eq!(
+            (
+                r["minValue"].as_f64(),
+                r["maxValue"].as_f64(),
+                r["meanValue"].as_f64()
+            ),
+            (Some(*min), Some(*max), Some(*mean)),
+            "hour {h}"
+        );
+        let meta = &e["sensorElementList"][0]["sensorMetadata"];
+        assert_eq!(meta["startTime"], epcis_time(T0 + h * H));
+        assert_eq!(e["eventTime"], epcis_time(T0 + (h + 1) * H));
+    }
+
+    // Every excursion is an alarm condition, every fault stretch an error.
+    let alarms: Vec<_> = events
+        .iter()
+        .filter(|e| report_of(e)["exception"] == "ALARM_CONDITION")
+        .collect();
+    assert_eq!(alarms.len(), d.temperature.excursions.len());
+    let h1 = alarms
+        .iter()
+        .find(|e| report_of(e)["coldchain:zone"] == "H1")
+        .expect("the H1 excursion");
+    assert_eq!(report_of(h1)["value"], 9.5);
+    assert_eq!(h1["eventTime"], epcis_time(T0 + 90 * MIN));
+    assert_eq!(
+        h1["sensorElementList"][0]["sensorMetadata"]["endTime"],
+        epcis_time(T0 + 130 * MIN)
+    );
+    let errors: Vec<_> = events
+        .iter()
+        .filter(|e| report_of(e)["exception"] == "ERROR_CONDITION")
+        .collect();
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0]["eventTime"], epcis_time(T0 + 200 * MIN));
+
+    // Journey, custody, arrival and the person's decision, in time order.
+    let steps: Vec<String> = events
+        .iter()
+        .map(step)
+        .filter(|s| s != "sensor_reporting")
+        .collect();
+    assert_eq!(
+        steps,
+        ["departing", "transporting", "arriving", "inspecting"]
+    );
+    let handoff = events.iter().find(|e| step(e) == "transporting").unwrap();
+    assert_eq!(
+        handoff["destinationList"][0],
+        serde_json::json!({"type": "possessing_party", "destination": "urn:coldchain:party:Courier%20B%20%26%20Co"})
+    );
+    let last = events.last().unwrap();
+    assert_eq!(last["disposition"], "non_sellable_other");
+    assert_eq!(last["coldchain:decision"], "quarantined");
+    let times: Vec<&str> = events
+        .iter()
+        .map(|e| e["eventTime"].as_str().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+
+    // ISBT 128 identifiers on every event.
+    for e in events {
+        assert_eq!(e["coldchain:din"], "W1234 26 000007 00 B");
+        assert_eq!(e["coldchain:productCode"], "S1194");
+        assert_eq!(
+            e["epcList"][0],
+            "urn:coldchain:shipment:FR%20%3C7%3E%20%26%20co"
+        );
+    }
+
+    // Event ids are content hashes: recomputed, unique, and the same for the
+    // same data.
+    let mut ids = std::collections::BTreeSet::new();
+    for e in events {
+        let mut without = e.clone();
+        without.as_object_mut().unwrap().remove("eventID");
+        let h = sha2::Sha256::digest(report::canonical_json(&without).as_bytes());
+        assert_eq!(e["eventID"], format!("ni:///sha-256;{}", hex::encode(h)));
+        assert!(ids.insert(e["eventID"].as_str().unwrap().to_string()));
+    }
+    assert_eq!(epcis::document(&d), doc);
+}
+
+/// EPCIS time of a moment on the journey's day (2026-01-01).
+fn epcis_time(ms: i64) -> String {
+    let s = (ms - T0) / 1000;
+    assert!((0..86_400).contains(&s));
+    format!(
+        "2026-01-01T{:02}:{:02}:{:02}.{:03}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60,
+        (ms - T0) % 1000
+    )
+}
+
+#[test]
+fn golden_epcis_document() {
+    let (_w, d) = closed_journey();
+    let mut text = serde_json::to_string_pretty(&epcis::document(&d)).unwrap();
+    text.push('\n');
+    check_golden("epcis_fridge.jsonld", &text);
+}
+
+/// The journey's device with a calibration certificate of its channel 0:
+/// offset -0.5 °C, class A element, due on `due`.
+fn calibrated_world(due: &str) -> (World, Shipment, ReportData) {
+    let mut w = World::with_config(&format!(
+        "[[devices]]\nid = \"{DEV}\"\nkey = \"{}\"\n\
+         [[devices.calibration]]\nchannel = 0\ncertificate = \"CAL-7\"\n\
+         date = \"2025-06-01\"\ndue = \"{due}\"\noffset = -0.5\nuncertainty = 0.05\nclass = \"A\"\n",
+        "11".repeat(32)
+    ));
+    for chunk in journey().chunks(12) {
+        w.frame(chunk);
+    }
+    let s = w.shipment();
+    let d = w.report(&s);
+    (w, s, d)
+}
+
+#[test]
+fn calibration_corrects_on_evaluation_and_stored_readings_stay_as_measured() {
+    // Due 2026-06-01: valid for the whole journey (2026-01-01).
+    let (w, s, d) = calibrated_world("2026-06-01");
+    let t = &d.temperature;
+    assert_eq!(t.min_milli_c, Some(4_500), "5.0 measured, -0.5 corrected");
+    assert_eq!(t.max_milli_c, Some(9_000));
+    assert!(
+        d.readings
+            .iter()
+            .all(|(_, v)| v.is_none_or(|v| v == 4_500 || v == 9_000))
+    );
+    assert_eq!(
+        t.excursions
+            .iter()
+            .find(|e| e.zone == "H1")
+            .and_then(|e| e.peak_milli_c),
+        Some(9_000),
+        "the excursion's peak is corrected too"
+    );
+    // The store keeps what the device measured.
+    let stored = w
+        .store
+        .readings(&DeviceId::new(DEV).unwrap(), None, 1000)
+        .unwrap();
+    assert!(
+        stored
+            .iter()
+            .any(|r| r.reading.value == Measurement::Valid(9_500))
+    );
+    assert!(
+        !stored
+            .iter()
+            .any(|r| r.reading.value == Measurement::Valid(9_000))
+    );
+
+    let c = &d.calibration[..];
+    assert_eq!(c.len(), 1);
+    let c = &c[0];
+    assert_eq!(
+        (c.device.as_str(), c.channel, c.certificate.as_str()),
+        (DEV, 0, "CAL-7")
+    );
+    assert!(!c.expired);
+    assert_eq!(c.correction, "offset -0.500 °C");
+    assert_eq!(c.uncertainty_milli_c, 50);
+    assert_eq!(c.class.as_deref(), Some("A"));
+    // IEC 60751 class A: 0.15 + 0.002 |t|: 0.159 at 4.5 °C, 0.168 at 9.0 °C.
+    assert_eq!(
+        (c.tolerance_at_min_milli_c, c.tolerance_at_max_milli_c),
+        (Some(159), Some(168))
+    );
+    assert_eq!(
+        (c.measured_min_milli_c, c.measured_max_milli_c),
+        (Some(5_000), Some(9_500))
+    );
+    assert!(
+        !d.data_health
+            .other
+            .iter()
+            .any(|o| o.kind == "calibration_expired"),
+        "{:?}",
+        d.data_health.other
+    );
+
+    let html = report::render_html(&d);
+    assert!(
+        html.contains("CAL-7") && html.contains("5.000 °C / 9.500 °C"),
+        "measured shown"
+    );
+    assert!(html.contains("IEC 60751 class A ±0.159 °C at the lowest, ±0.168 °C"));
+    assert!(!html.contains("(expired)"));
+    let csv = report::render_csv(&d);
+    assert!(
+        csv.contains("calibration,fridge-1,0,CAL-7,2025-06-01,2026-06-01,false,offset -0.500 °C,0.050,A,0.159,0.168,5.000,9.500"),
+        "{csv}"
+    );
+    // Every form of it verifies against the daemon's data.
+    for f in [Format::Html, Format::Csv, Format::Json] {
+        let v = report::verify(&report::render(&d, f), &d).unwrap();
+        assert!(v.ok, "{f:?}: {v:?}");
+    }
+    let _ = s;
+}
+
+#[test]
+fn an_expired_certificate_is_a_data_health_warning() {
+    // Due 2025-12-31: expired at the end of that day, the journey's start.
+    let (w, s, d) = calibrated_world("2025-12-31");
+    assert!(d.calibration[0].expired);
+    let o: Vec<_> = d
+        .data_health
+        .other
+        .iter()
+        .filter(|o| o.kind == "calibration_expired")
+        .collect();
+    assert_eq!(o.len(), 1, "{:?}", d.data_health.other);
+    assert_eq!(o[0].severity, "warning");
+    assert_eq!(o[0].stretch.start_ms, T0, "from the departure");
+    assert!(o[0].fired);
+    assert!(
+        d.alerts
+            .iter()
+            .any(|a| a.kind == "calibration_expired" && a.severity == "warning"),
+        "raised as an alert: {:?}",
+        d.alerts
+    );
+    assert!(report::render_html(&d).contains("(expired)"));
+    // The readings are still corrected by it (the figures say so).
+    assert_eq!(d.temperature.max_milli_c, Some(9_000));
+    let _ = (w, s);
 }

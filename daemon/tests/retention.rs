@@ -62,6 +62,7 @@ fn shipment(id: &str, dev: &str, departure: i64, now: i64) -> Shipment {
             id: id.into(),
             product: "test".into(),
             din: None,
+            product_code: None,
             profile: "fridge".into(),
             watch: vec![Watch {
                 device: dev.into(),

@@ -52,6 +52,19 @@ fn verify(d: &Daemon, file: &str, token: Option<&str>) -> (u16, Value) {
     )
 }
 
+fn cli(d: &Daemon, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(bin("coldchain"))
+        .args(args)
+        .args([
+            "--api",
+            &format!("http://127.0.0.1:{}", d.http_port),
+            "--token",
+            TEST_TOKEN,
+        ])
+        .output()
+        .expect("run coldchain")
+}
+
 fn post(d: &Daemon, path: &str, body: Value) -> Value {
     let (status, v) = http_post(d.http_port, path, Some(TEST_TOKEN), &body);
     assert!((200..300).contains(&status), "POST {path} -> {status}: {v}");
@@ -74,12 +87,76 @@ fn report_forms_agree_and_verify() {
         &opts,
     );
     let t0 = now_ms() - 4 * H;
+
+    // ISBT 128: a DIN with a wrong check character, or too short, is refused
+    // with the reason, by the API and by the CLI; nothing is created.
+    let create = |din: &str| {
+        http_post(
+            daemon.http_port,
+            "/api/v1/shipments",
+            Some(TEST_TOKEN),
+            &json!({
+                "by": "dispatcher anna", "id": "BAD DIN", "product": "PBSC", "din": din,
+                "profile": "fridge", "watch": [{"device": "fridge-r1", "channel": 0}],
+                "origin": "A", "destination": "B",
+            }),
+        )
+    };
+    let (s, v) = create("W1234 26 000042 00 6");
+    assert_eq!(s, 400, "{v}");
+    let msg = v["error"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("field din") && msg.contains("check character '6'") && msg.contains("'5'"),
+        "{v}"
+    );
+    let (s, v) = create("W1234 26 00004");
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("expected 16 characters"),
+        "{v}"
+    );
+    let o = cli(
+        &daemon,
+        &[
+            "shipment",
+            "create",
+            "--id",
+            "BAD DIN",
+            "--product",
+            "PBSC",
+            "--profile",
+            "fridge",
+            "--device",
+            "fridge-r1",
+            "--origin",
+            "A",
+            "--destination",
+            "B",
+            "--din",
+            "W1234 26 000042 00 5",
+            "--product-code",
+            "S11",
+            "--by",
+            "anna",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("field product_code"),
+        "{o:?}"
+    );
+    let (s, _, _) = get_text(&daemon, "/api/v1/shipments/BAD%20DIN");
+    assert_eq!(s, 404, "a refused shipment is not created");
+
     post(
         &daemon,
         "/api/v1/shipments",
         json!({
             "by": "dispatcher anna", "id": "REP 1", "product": "PBSC, 1 bag",
-            "din": "W1234 26 000042", "profile": "fridge",
+            "din": "W1234 26 000042 00 5", "product_code": "S1194", "profile": "fridge",
             "watch": [{"device": "fridge-r1", "channel": 0}],
             "origin": "Apheresis unit", "destination": "Cell lab",
             "departure_ms": t0, "window_h": 48.0, "eta_ms": t0 + 3 * H,
@@ -128,7 +205,8 @@ fn report_forms_agree_and_verify() {
     let data = &doc["data"];
     let sha = doc["sha256"].as_str().unwrap().to_string();
     assert_eq!(data["as_of_ms"], t0 + 150 * MIN, "as of the arrival");
-    assert_eq!(data["identity"]["din"], "W1234 26 000042");
+    assert_eq!(data["identity"]["din"], "W1234 26 000042 00 5");
+    assert_eq!(data["identity"]["product_code"], "S1194");
     assert_eq!(data["journey"]["handoffs"][0]["to"], "courier b");
     let t = &data["temperature"];
     assert_eq!(t["min_milli_c"], 5_000);
@@ -215,6 +293,46 @@ fn report_forms_agree_and_verify() {
         doc2["data"]["alerts"][0]["ack_by"],
         "shared API token (http.token, legacy)"
     );
+
+    // EPCIS 2.0: the same facts as JSON-LD events (the schema and the golden
+    // document are checked in daemon/tests/epcis.rs; here the route and CLI).
+    let (s, ct, text) = get_text(&daemon, "/api/v1/shipments/REP%201/epcis");
+    assert_eq!(s, 200, "{text}");
+    assert_eq!(ct, "application/ld+json");
+    let epcis: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(epcis["type"], "EPCISDocument");
+    let events = epcis["epcisBody"]["eventList"].as_array().unwrap();
+    let steps: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["bizStep"].as_str())
+        .collect();
+    assert_eq!(steps.first(), Some(&"departing"), "{steps:?}");
+    assert_eq!(steps.last(), Some(&"arriving"), "{steps:?}");
+    assert!(steps.contains(&"transporting"), "the hand-off: {steps:?}");
+    let alarms: Vec<&Value> = events
+        .iter()
+        .filter(|e| {
+            let r = &e["sensorElementList"][0]["sensorReport"][0];
+            r["exception"] == "ALARM_CONDITION" && r["coldchain:zone"] == "H1"
+        })
+        .collect();
+    assert_eq!(alarms.len(), 1, "the H1 excursion");
+    assert_eq!(
+        alarms[0]["sensorElementList"][0]["sensorReport"][0]["value"],
+        9.5
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e["coldchain:din"] == "W1234 26 000042 00 5"
+                && e["coldchain:productCode"] == "S1194")
+    );
+    let o = cli(&daemon, &["epcis", "REP 1"]);
+    assert!(o.status.success(), "{o:?}");
+    let from_cli: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(from_cli, epcis, "the CLI writes the API's document");
+    let (s, _, _) = get_text(&daemon, "/api/v1/shipments/NOPE/epcis");
+    assert_eq!(s, 404);
 
     let (s, _, _) = get_text(&daemon, &format!("{base}?format=pdf"));
     assert_eq!(s, 400);

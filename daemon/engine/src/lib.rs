@@ -8,6 +8,9 @@
 //! * [`mkt`]: mean kinetic temperature;
 //! * [`tracker`]: the same evaluation, incrementally (work proportional to
 //!   new data).
+//! * [`isbt128`]: the donation identification number and product code;
+//! * [`calibration`]: probe certificates, corrections, IEC 60751 tolerances;
+//! * [`holdtime`]: a dry shipper's predicted crossing of its limit against the ETA.
 //!
 //! Every function takes the data and the time it needs as arguments: no
 //! tokio, no database, no wall clock. The daemon (`coldchain-daemon`) does the
@@ -16,6 +19,9 @@
 #![forbid(unsafe_code)]
 
 pub mod alarm;
+pub mod calibration;
+pub mod holdtime;
+pub mod isbt128;
 pub mod mkt;
 pub mod profile;
 pub mod tracker;

@@ -92,6 +92,9 @@ struct Folds {
     newest: Option<Sample>,
     last_valid: Option<Sample>,
     data_until: Option<i64>,
+    /// The valid samples of the last [`RECENT_MS`], on lanes that predict a
+    /// dry shipper's hold time.
+    recent: Option<std::collections::VecDeque<(i64, i32)>>,
 }
 
 /// What a view of a shipment says (the live status and the alarms).
@@ -118,7 +121,16 @@ pub struct View {
     pub viability: ViabilityOutcome,
     /// The newest moment anything was reported (the evidence rule for states).
     pub data_until_ms: Option<i64>,
+    /// Valid samples of the last [`RECENT_MS`] before the newest, in time
+    /// order, on cryogenic lanes with a nominal maximum (the hold-time
+    /// prediction's input); empty elsewhere.
+    pub recent: Vec<(i64, i32)>,
 }
+
+/// How much recent history a view carries for the hold-time prediction (its
+/// fit looks at most one day back from the newest reading; twice that finds
+/// when a shipper that has crossed its limit crossed it).
+pub const RECENT_MS: i64 = 48 * 3_600_000;
 
 /// The incremental state of one shipment. See the module documentation.
 #[derive(Debug, Clone)]
@@ -186,6 +198,8 @@ impl Tracker {
             newest: None,
             last_valid: None,
             data_until: None,
+            recent: (profile.cryogenic && profile.nominal.max.is_some())
+                .then(std::collections::VecDeque::new),
         };
         Tracker {
             lo_ms: facts.departure_ms.unwrap_or(created_ms) - BEFORE_DEPARTURE_MS,
@@ -391,6 +405,7 @@ impl Tracker {
             mean_milli_c: (folds.tsum > 0.0).then(|| (folds.wsum / folds.tsum).round() as i32),
             viability,
             data_until_ms: folds.data_until,
+            recent: folds.recent.map(Vec::from).unwrap_or_default(),
         }
     }
 }
@@ -427,6 +442,12 @@ fn fold_samples(
         }
         if let Some(v) = f.viability.as_mut() {
             v.push(s.t_ms, s.value, next, facts.end_ms);
+        }
+        if let (Some(r), Some(v)) = (f.recent.as_mut(), s.value.milli_c()) {
+            r.push_back((s.t_ms, v));
+            while r.front().is_some_and(|p| p.0 < s.t_ms - RECENT_MS) {
+                r.pop_front();
+            }
         }
         if let Some(v) = s.value.milli_c() {
             f.min = Some(f.min.map_or(v, |m| m.min(v)));

@@ -101,6 +101,9 @@ pub fn render_csv(d: &ReportData) -> String {
         &mut s,
         &["identity", "din", id.din.as_deref().unwrap_or("")],
     );
+    if let Some(code) = &id.product_code {
+        row(&mut s, &["identity", "product_code", code]);
+    }
     row(&mut s, &["identity", "profile", &id.profile]);
     row(&mut s, &["identity", "origin", &id.origin]);
     row(&mut s, &["identity", "destination", &id.destination]);
@@ -255,6 +258,49 @@ pub fn render_csv(d: &ReportData) -> String {
     for o in &h.other {
         stretches(&mut s, &o.kind, std::slice::from_ref(&o.stretch));
     }
+    if !d.calibration.is_empty() {
+        row(
+            &mut s,
+            &[
+                "calibration.columns",
+                "device",
+                "channel",
+                "certificate",
+                "date",
+                "due",
+                "expired",
+                "correction",
+                "uncertainty_c",
+                "class",
+                "tolerance_at_min_c",
+                "tolerance_at_max_c",
+                "measured_min_c",
+                "measured_max_c",
+            ],
+        );
+    }
+    for c in &d.calibration {
+        let o = |v: Option<i32>| v.map(fmt_c3).unwrap_or_default();
+        row(
+            &mut s,
+            &[
+                "calibration",
+                &c.device,
+                &c.channel.to_string(),
+                &c.certificate,
+                &iso(c.date_ms)[..10],
+                &iso(c.due_ms)[..10],
+                &c.expired.to_string(),
+                &c.correction,
+                &fmt_c3(c.uncertainty_milli_c),
+                c.class.as_deref().unwrap_or(""),
+                &o(c.tolerance_at_min_milli_c),
+                &o(c.tolerance_at_max_milli_c),
+                &o(c.measured_min_milli_c),
+                &o(c.measured_max_milli_c),
+            ],
+        );
+    }
     row(
         &mut s,
         &["sequence_gap.columns", "device", "boot", "first", "last"],
@@ -305,6 +351,9 @@ pub fn render_csv(d: &ReportData) -> String {
                 &x.battery_low_events.to_string(),
             ],
         );
+    }
+    if let Some(h) = &d.viability.hold_time {
+        row(&mut s, &["viability", "hold_time", &h.sentence()]);
     }
     if let Some(w) = &d.viability.window {
         row(&mut s, &["viability", "window_start", &iso(w.start_ms)]);
@@ -513,7 +562,7 @@ pub fn render_html(d: &ReportData) -> String {
         r#"<section class="two"><div><h2>Identity</h2><table class="kv">
 <tr><th>Shipment</th><td>{}</td></tr>
 <tr><th>Product</th><td>{}</td></tr>
-<tr><th>DIN</th><td>{}</td></tr>
+<tr><th>DIN</th><td>{}</td></tr>{}
 <tr><th>Lane (profile)</th><td>{}</td></tr>
 <tr><th>Probes</th><td>{}</td></tr>
 </table></div>
@@ -529,6 +578,11 @@ pub fn render_html(d: &ReportData) -> String {
         esc(&id.shipment),
         esc(&id.product),
         esc(id.din.as_deref().unwrap_or("—")),
+        // Only when given: reports made before the field re-render the same.
+        id.product_code
+            .as_deref()
+            .map(|c| format!("\n<tr><th>Product code</th><td>{}</td></tr>", esc(c)))
+            .unwrap_or_default(),
         esc(&id.profile),
         probes.join(", "),
         esc(&id.origin),
@@ -655,6 +709,18 @@ pub fn render_html(d: &ReportData) -> String {
         }
         None => s.push_str("<p>No viability window for this product.</p>"),
     }
+    if let Some(h) = &d.viability.hold_time {
+        let _ = write!(
+            s,
+            "<p class=\"hold{}\">Hold time at ETA: <strong>{}</strong> (a line through {} readings from {}, {:.1} °C/h{}).</p>",
+            if h.warning { " warning" } else { "" },
+            esc(&h.sentence()),
+            h.points,
+            utc(h.fit_from_ms),
+            h.rate_mc_per_h as f64 / 1000.0,
+            if h.after_tilt { ", since the tilt" } else { "" }
+        );
+    }
     if let Some(w) = &d.viability.warming {
         let _ = write!(
             s,
@@ -735,6 +801,48 @@ pub fn render_html(d: &ReportData) -> String {
                 g.boot,
                 g.first,
                 g.last
+            );
+        }
+        s.push_str("</tbody></table>");
+    }
+    if !d.calibration.is_empty() {
+        s.push_str("<h3>Calibration</h3><p>Readings are stored as measured; the figures in this report are corrected by these certificates.</p><table><thead><tr><th>Probe</th><th>Certificate</th><th>Calibrated / due</th><th>Correction</th><th>Measured (lowest / highest)</th><th>Measurement uncertainty</th></tr></thead><tbody>");
+        for c in &d.calibration {
+            let deg = |v: i32| format!("{} °C", fmt_c3(v));
+            let measured = match (c.measured_min_milli_c, c.measured_max_milli_c) {
+                (Some(a), Some(b)) => format!("{} / {}", deg(a), deg(b)),
+                _ => "—".into(),
+            };
+            let mut unc = format!("certificate ±{}", deg(c.uncertainty_milli_c));
+            if let (Some(k), Some(a), Some(b)) = (
+                &c.class,
+                c.tolerance_at_min_milli_c,
+                c.tolerance_at_max_milli_c,
+            ) {
+                let _ = write!(
+                    unc,
+                    "; IEC 60751 class {} ±{} at the lowest, ±{} at the highest reading",
+                    esc(k),
+                    deg(a),
+                    deg(b)
+                );
+            }
+            let _ = write!(
+                s,
+                "<tr><td>{} ch {}</td><td>{}</td><td>{} / {}{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&c.device),
+                c.channel,
+                esc(&c.certificate),
+                &iso(c.date_ms)[..10],
+                &iso(c.due_ms)[..10],
+                if c.expired {
+                    " <strong>(expired)</strong>"
+                } else {
+                    ""
+                },
+                esc(&c.correction),
+                measured,
+                unc
             );
         }
         s.push_str("</tbody></table>");

@@ -937,14 +937,20 @@ fn main() -> anyhow::Result<()> {
         &json!({"name": "fleet-qa", "full_name": "Fleet Benchmark QA", "role": "qa",
                 "password": QA_PASSWORD}),
     );
-    ensure!((200..300).contains(&st), "adding the QA person -> {st}: {v}");
+    ensure!(
+        (200..300).contains(&st),
+        "adding the QA person -> {st}: {v}"
+    );
     let (st, v) = http_post(
         daemon.http_port,
         "/api/v1/tokens",
         Some(TEST_TOKEN),
         &json!({"label": "fleet benchmark", "user": "fleet-qa"}),
     );
-    ensure!((200..300).contains(&st), "a token for the QA person -> {st}: {v}");
+    ensure!(
+        (200..300).contains(&st),
+        "a token for the QA person -> {st}: {v}"
+    );
     let qa_token = v["token"]
         .as_str()
         .context("the token response has no token")?

@@ -35,6 +35,12 @@ pub enum ConditionKind {
     /// The temperature is rising towards the critical limit fast enough to
     /// cross it within the prediction horizon (an LN2 dry shipper running dry).
     Trend,
+    /// A watching channel's calibration certificate expired before or
+    /// during the shipment (`calibration`).
+    CalibrationExpired,
+    /// A dry shipper is predicted to cross its limit before the ETA plus a
+    /// margin (`holdtime`).
+    HoldTime,
 }
 
 impl fmt::Display for ConditionKind {
@@ -52,6 +58,8 @@ impl fmt::Display for ConditionKind {
             ConditionKind::ViabilityWarning => f.write_str("viability_warning"),
             ConditionKind::ViabilityGone => f.write_str("viability_gone"),
             ConditionKind::Trend => f.write_str("trend"),
+            ConditionKind::CalibrationExpired => f.write_str("calibration_expired"),
+            ConditionKind::HoldTime => f.write_str("hold_time"),
         }
     }
 }
