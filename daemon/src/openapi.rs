@@ -179,7 +179,7 @@ mod tests {
                     continue;
                 };
                 let page = ["/", "/login"].contains(&path)
-                    || ["/shipments/", "/ui/", "/assets/"]
+                    || ["/shipments/", "/devices/", "/ui/", "/assets/"]
                         .iter()
                         .any(|p| path.starts_with(p));
                 if !path.starts_with('/') || page {
