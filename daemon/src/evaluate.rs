@@ -224,17 +224,29 @@ impl std::fmt::Debug for Clock {
 struct Newest(Option<(i64, DeviceId, coldchain_proto::FrameRef)>);
 
 impl Newest {
+    /// Two frames with a sample at the same newest time: the later by
+    /// (device, boot, seq), so the choice does not depend on arrival order.
     fn saw(&mut self, t_ms: i64, d: &DeviceId, fr: coldchain_proto::FrameRef) {
-        if self.0.as_ref().is_none_or(|x| t_ms > x.0) {
+        let later = |x: &(i64, DeviceId, coldchain_proto::FrameRef)| {
+            (t_ms, d.as_str(), fr.boot, fr.seq) > (x.0, x.1.as_str(), x.2.boot, x.2.seq)
+        };
+        if self.0.as_ref().is_none_or(later) {
             self.0 = Some((t_ms, d.clone(), fr));
         }
     }
 }
 
+/// Frames whose readings a tracker holds, with their newest sample time:
+/// a frame announced again after a rebuild already read it is not pushed
+/// twice. Only frames that can still be in the tail are kept (pruned at
+/// each commit: older ones would be refused as stale anyway).
+type Pushed = HashMap<(String, coldchain_proto::FrameRef), i64>;
+
 /// A shipment's data in a tracker.
 struct Loaded {
     tracker: Tracker,
     newest: Newest,
+    pushed: Pushed,
 }
 
 /// The live evaluation state of one shipment, kept between evaluations.
@@ -245,6 +257,7 @@ struct Live {
     shipment: Shipment,
     tracker: Tracker,
     newest: Newest,
+    pushed: Pushed,
 }
 
 /// How many of the newest samples a live tracker keeps unfolded: data that
@@ -411,6 +424,7 @@ impl Evaluator {
         facts.end_ms = s.arrived_ms;
         let mut tracker = Tracker::new(profile.clone(), facts, s.created_ms);
         let mut newest = Newest::default();
+        let mut pushed = Pushed::new();
         let mut devices_seen = HashSet::new();
         for w in &s.watch {
             let Ok(d) = DeviceId::new(&w.device) else {
@@ -440,6 +454,10 @@ impl Evaluator {
                     let smp =
                         push_reading(&mut tracker, &mut newest, &d, fr, &r.reading, cert.as_ref())
                             .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    if let Some(smp) = smp {
+                        let t = pushed.entry((w.device.clone(), fr)).or_insert(smp.t_ms);
+                        *t = (*t).max(smp.t_ms);
+                    }
                     if let (Some(series), Some(smp)) = (series.as_deref_mut(), smp) {
                         series.insert(smp);
                     }
@@ -454,7 +472,11 @@ impl Evaluator {
                 }
             }
         }
-        Ok(Loaded { tracker, newest })
+        Ok(Loaded {
+            tracker,
+            newest,
+            pushed,
+        })
     }
 
     /// What the live view needs beyond the data: arrivals (for the live
@@ -707,6 +729,8 @@ impl Evaluator {
             _ => self.build(s)?,
         };
         live.tracker.commit(self.keep, now);
+        let w = live.tracker.watermark_ms();
+        live.pushed.retain(|_, t| *t >= w);
         let (view, hold_time) = self.view(s, &live.tracker, &live.newest, now)?;
         let profile = live.tracker.profile().clone();
         if s.is_watched() {
@@ -740,6 +764,7 @@ impl Evaluator {
             shipment: s.clone(),
             tracker: loaded.tracker,
             newest: loaded.newest,
+            pushed: loaded.pushed,
         })
     }
 
@@ -759,7 +784,7 @@ impl Evaluator {
                 .filter(|w| w.device == d.as_str())
                 .map(|w| w.channel)
                 .collect();
-            if channels.is_empty() {
+            if channels.is_empty() || live.pushed.contains_key(&(d.as_str().to_string(), *fr)) {
                 continue;
             }
             let (readings, events) = self.store.frame_contents(d, *fr)?;
@@ -773,17 +798,23 @@ impl Evaluator {
             }
             for r in readings.iter().filter(|r| channels.contains(&r.channel)) {
                 let cert = self.cfg.certificate(d.as_str(), r.channel);
-                if push_reading(
+                match push_reading(
                     &mut live.tracker,
                     &mut live.newest,
                     d,
                     *fr,
                     r,
                     cert.as_ref(),
-                )
-                .is_err()
-                {
-                    return Ok(None);
+                ) {
+                    Err(_) => return Ok(None),
+                    Ok(Some(smp)) => {
+                        let t = live
+                            .pushed
+                            .entry((d.as_str().to_string(), *fr))
+                            .or_insert(smp.t_ms);
+                        *t = (*t).max(smp.t_ms);
+                    }
+                    Ok(None) => {}
                 }
             }
             for e in events {

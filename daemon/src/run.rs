@@ -537,8 +537,11 @@ fn ingest_loop(
         let mut devices = crate::evaluate::Touched::new();
         for o in &outcomes {
             match o {
-                Outcome::Stored { device, frame, .. } => {
-                    devices.entry(device.to_string()).or_default().push(*frame)
+                // The evaluator reads the frame where it is stored (after a
+                // re-enrollment, under the shifted boot), not by the device's
+                // own numbering.
+                Outcome::Stored { device, stored, .. } => {
+                    devices.entry(device.to_string()).or_default().push(*stored)
                 }
                 // A security event is evaluated now too (the tamper alarm).
                 Outcome::Rejected(r) => {

@@ -4,6 +4,8 @@
 //!   health limits, settle period);
 //! * [`alarm`]: conditions from samples in device time (zones, data health,
 //!   trend, warming) and [`alarm::revision`], how raised alarms follow the data;
+//! * [`shipment`]: the shipment lifecycle (planned, in transit, arrived,
+//!   closed with a signed disposition), custody hand-offs;
 //! * [`viability`]: the window consumed and remaining;
 //! * [`mkt`]: mean kinetic temperature;
 //! * [`tracker`]: the same evaluation, incrementally (work proportional to
@@ -24,5 +26,6 @@ pub mod holdtime;
 pub mod isbt128;
 pub mod mkt;
 pub mod profile;
+pub mod shipment;
 pub mod tracker;
 pub mod viability;

@@ -142,6 +142,9 @@ pub struct Tracker {
     lo_ms: i64,
     folds: Folds,
     watermark: i64,
+    /// The latest horizon folded at: a view never looks at an earlier one
+    /// (a receiver clock stepped back), since what lies after it is folded.
+    horizon: i64,
     tail: Series,
     marks: Vec<Mark>,
     events: Vec<TimedEvent>,
@@ -207,6 +210,7 @@ impl Tracker {
             facts,
             folds,
             watermark: i64::MIN,
+            horizon: i64::MIN,
             tail: Series::new(),
             marks: Vec::new(),
             events: Vec::new(),
@@ -291,6 +295,7 @@ impl Tracker {
     /// or before `horizon_ms` (the receiver's now, or the arrival), moving the
     /// watermark up to the oldest sample kept.
     pub fn commit(&mut self, keep: usize, horizon_ms: i64) {
+        let horizon_ms = horizon_ms.max(self.horizon);
         let horizon_ms = self.facts.end_ms.map_or(horizon_ms, |e| e.min(horizon_ms));
         let eligible: Vec<i64> = self
             .tail
@@ -322,6 +327,7 @@ impl Tracker {
         self.battery = rest;
         fold_inputs(&mut self.folds, &facts, &marks, &events, &battery, hi);
         self.watermark = w;
+        self.horizon = horizon_ms;
     }
 
     /// The shipment as of `horizon_ms` (the receiver's now for a live
@@ -333,7 +339,10 @@ impl Tracker {
         live: Option<LiveArrival>,
         integrity: IntegrityCounts,
     ) -> View {
-        let end = self.facts.end_ms.unwrap_or(horizon_ms);
+        let end = self
+            .facts
+            .end_ms
+            .unwrap_or_else(|| horizon_ms.max(self.horizon));
         let hi = end.saturating_add(AHEAD_MS);
         let mut facts = self.facts;
         facts.end_ms = Some(end);

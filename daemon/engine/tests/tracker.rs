@@ -229,3 +229,24 @@ fn an_ordered_stream_keeps_a_short_tail() {
     // Data older than the folded state is refused, never folded wrongly.
     assert!(inc.push_sample(Sample::valid(T0 + M, 5_000), true).is_err());
 }
+
+/// A receiver clock stepped back: a view never looks at a horizon earlier
+/// than one already folded at (what lies after it is folded in), so it
+/// equals the view at the latest horizon, not a view that half forgets.
+#[test]
+fn a_horizon_stepping_back_does_not_unfold_data() {
+    let p = profile(false);
+    let f = facts(None);
+    let mut inc = Tracker::new(p.clone(), f, T0 - H);
+    for i in 0..120 {
+        let v = if (30..100).contains(&i) { 9_000 } else { 5_000 };
+        inc.push_sample(Sample::valid(T0 + i * M, v), true).unwrap();
+    }
+    let later = T0 + 2 * H;
+    inc.commit(4, later);
+    let back = T0 + 90 * M;
+    assert_eq!(
+        inc.view(back, None, IntegrityCounts::default()),
+        inc.view(later, None, IntegrityCounts::default())
+    );
+}

@@ -139,8 +139,11 @@ pub enum Outcome {
     Stored {
         /// Device.
         device: DeviceId,
-        /// Frame identity.
+        /// Frame identity, as the device numbers it (what it is acknowledged by).
         frame: FrameRef,
+        /// Where it is stored: the boot shifted by the device's enrollment
+        /// offset (equal to `frame` for a device never re-enrolled).
+        stored: FrameRef,
         /// Readings stored.
         readings: usize,
     },
@@ -558,6 +561,7 @@ impl<S: Store> Ingestor<S> {
         Ok(Outcome::Stored {
             device: frame.device,
             frame: fref,
+            stored: sref,
             readings,
         })
     }
@@ -1030,6 +1034,9 @@ mod tests {
             Outcome::Stored {
                 device: d.clone(),
                 frame: own,
+                // Stored under the boot shifted by the enrollment's offset:
+                // the evaluator reads it there.
+                stored: FrameRef { boot: 3, seq: 0 },
                 readings: 1
             }
         );
