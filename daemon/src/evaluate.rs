@@ -579,10 +579,15 @@ impl Evaluator {
             margin_ms,
         );
         let newest_ms = view.recent.last().map_or(0, |p| p.0);
-        if let Some(c) = hold
+        if let Some(mut c) = hold
             .as_ref()
             .and_then(|p| coldchain_engine::holdtime::condition(p, newest_ms))
         {
+            // One hold-time alarm per shipment, as for the viability window:
+            // its identity is the departure, so a fit that moves (a new
+            // plateau, a tilt, more readings) revises the alarm instead of
+            // withdrawing it and raising another.
+            c.id.start_ms = s.departure_ms.unwrap_or(s.created_ms).min(c.id.start_ms);
             view.conditions.push(c);
             view.conditions.sort_by_key(|c| (c.id.start_ms, c.id.kind));
         }
