@@ -30,7 +30,7 @@ use crate::config::Config;
 use crate::mkt::{self, MktOutcome};
 use crate::outbox::Outbox;
 use crate::profile::{Profile, Severity, Side};
-use crate::shipment::{Shipment, Shipments, State};
+use crate::shipment::{Shipment, Shipments};
 use crate::store::{EventBody, EventRecord, SledStore, Store, key};
 use crate::viability::ViabilityOutcome;
 use coldchain_engine::holdtime::HoldPrediction;
@@ -272,6 +272,7 @@ const KEEP_UNFOLDED: usize = 32;
 fn push_reading(
     tracker: &mut Tracker,
     newest: &mut Newest,
+    pushed: &mut Pushed,
     d: &DeviceId,
     fr: coldchain_proto::FrameRef,
     rd: &crate::store::ReadingRecord,
@@ -287,6 +288,10 @@ fn push_reading(
     };
     tracker.push_sample(smp, rd.time_source.is_synced())?;
     newest.saw(rd.time_ms, d, fr);
+    let t = pushed
+        .entry((d.as_str().to_string(), fr))
+        .or_insert(rd.time_ms);
+    *t = (*t).max(rd.time_ms);
     Ok(Some(smp))
 }
 
@@ -451,13 +456,16 @@ impl Evaluator {
                         boot: r.boot,
                         seq: r.seq,
                     };
-                    let smp =
-                        push_reading(&mut tracker, &mut newest, &d, fr, &r.reading, cert.as_ref())
-                            .map_err(|e| anyhow::anyhow!("{e}"))?;
-                    if let Some(smp) = smp {
-                        let t = pushed.entry((w.device.clone(), fr)).or_insert(smp.t_ms);
-                        *t = (*t).max(smp.t_ms);
-                    }
+                    let smp = push_reading(
+                        &mut tracker,
+                        &mut newest,
+                        &mut pushed,
+                        &d,
+                        fr,
+                        &r.reading,
+                        cert.as_ref(),
+                    )
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
                     if let (Some(series), Some(smp)) = (series.as_deref_mut(), smp) {
                         series.insert(smp);
                     }
@@ -803,23 +811,18 @@ impl Evaluator {
             }
             for r in readings.iter().filter(|r| channels.contains(&r.channel)) {
                 let cert = self.cfg.certificate(d.as_str(), r.channel);
-                match push_reading(
+                if push_reading(
                     &mut live.tracker,
                     &mut live.newest,
+                    &mut live.pushed,
                     d,
                     *fr,
                     r,
                     cert.as_ref(),
-                ) {
-                    Err(_) => return Ok(None),
-                    Ok(Some(smp)) => {
-                        let t = live
-                            .pushed
-                            .entry((d.as_str().to_string(), *fr))
-                            .or_insert(smp.t_ms);
-                        *t = (*t).max(smp.t_ms);
-                    }
-                    Ok(None) => {}
+                )
+                .is_err()
+                {
+                    return Ok(None);
                 }
             }
             for e in events {
@@ -1187,11 +1190,6 @@ fn set_alert_counts(status: &mut serde_json::Value, alerts: &[Alert]) {
                 .into(),
         );
     }
-}
-
-/// Whether a shipment is still evaluated on the periodic tick.
-pub fn is_live(s: &Shipment) -> bool {
-    s.state == State::InTransit || s.state == State::Arrived
 }
 
 /// A change requested by a person through the API. Every change goes through
