@@ -295,6 +295,19 @@ fn push_reading(
     Ok(Some(smp))
 }
 
+/// The devices watching a shipment, each once, in watch order.
+fn watching_devices(s: &Shipment) -> Vec<DeviceId> {
+    let mut out: Vec<DeviceId> = Vec::new();
+    for w in &s.watch {
+        if let Ok(d) = DeviceId::new(&w.device)
+            && !out.contains(&d)
+        {
+            out.push(d);
+        }
+    }
+    out
+}
+
 /// Pushes one stored event or status into a tracker.
 fn push_event(tracker: &mut Tracker, t_ms: i64, body: EventBody) -> Result<(), tracker::Stale> {
     match body {
@@ -516,14 +529,7 @@ impl Evaluator {
         let lo = s.departure_ms.unwrap_or(s.created_ms) - tracker::BEFORE_DEPARTURE_MS;
         let hi = s.arrived_ms.unwrap_or(self.clock.now_ms()) + tracker::AHEAD_MS;
         let mut integrity = IntegrityCounts::default();
-        let mut seen = HashSet::new();
-        for w in &s.watch {
-            let Ok(d) = DeviceId::new(&w.device) else {
-                continue;
-            };
-            if !seen.insert(w.device.clone()) {
-                continue;
-            }
+        for d in watching_devices(s) {
             let sec = self.security_counts(&d, lo, hi)?;
             integrity.bad_tags += sec.bad_tags;
             integrity.sequence_anomalies += sec.sequence_anomalies;
@@ -637,14 +643,9 @@ impl Evaluator {
             })
             .collect();
         let mut gaps = Vec::new();
-        let mut seen = HashSet::new();
-        for w in &s.watch {
-            if let Ok(d) = DeviceId::new(&w.device)
-                && seen.insert(w.device.clone())
-            {
-                for (boot, first, last) in self.store.gaps(&d)? {
-                    gaps.push((w.device.clone(), boot, first, last));
-                }
+        for d in watching_devices(s) {
+            for (boot, first, last) in self.store.gaps(&d)? {
+                gaps.push((d.as_str().to_string(), boot, first, last));
             }
         }
         Ok(Evaluation {
