@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use coldchain_daemon::config::Device;
 use coldchain_daemon::ingest::{Inbound, Ingestor, Outcome, Stats, json, now_ms};
 use coldchain_daemon::registry::Registry;
-use coldchain_daemon::store::{SledStore, Via};
+use coldchain_daemon::store::{KvStore, Via};
 use coldchain_proto::codec::{MAX_SIGNED_LEN, decode_unverified, encode_signed};
 use coldchain_proto::{
     Body, ChannelKind, DeviceId, DeviceKey, Frame, Measurement, Reading, Timestamp, topic,
@@ -77,8 +77,8 @@ fn json_envelope(dev: &DeviceId, seq: u32) -> Inbound {
     }
 }
 
-fn ingestor(dir: &std::path::Path, devs: &[DeviceId]) -> Ingestor<SledStore> {
-    let store = Arc::new(SledStore::open(&dir.join("db")).unwrap());
+fn ingestor(dir: &std::path::Path, devs: &[DeviceId]) -> Ingestor<KvStore> {
+    let store = Arc::new(KvStore::open(&dir.join("db")).unwrap());
     let registry = Registry::new(devs.iter().map(|d| Device {
         id: d.clone(),
         key: key(),

@@ -220,9 +220,9 @@ impl Alert {
 /// The `alerts` tree (id -> JSON) and its index (shipment ‖ 0 ‖ condition -> id).
 #[derive(Debug, Clone)]
 pub struct Alerts {
-    db: sled::Db,
-    tree: sled::Tree,
-    index: sled::Tree,
+    db: crate::kv::Db,
+    tree: crate::kv::Tree,
+    index: crate::kv::Tree,
 }
 
 fn index_key(shipment: &str, c: &ConditionId) -> Vec<u8> {
@@ -234,7 +234,7 @@ fn index_key(shipment: &str, c: &ConditionId) -> Vec<u8> {
 
 impl Alerts {
     /// Opens the trees.
-    pub fn open(db: &sled::Db) -> sled::Result<Self> {
+    pub fn open(db: &crate::kv::Db) -> crate::kv::Result<Self> {
         Ok(Alerts {
             db: db.clone(),
             tree: db.open_tree("alerts")?,

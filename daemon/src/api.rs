@@ -22,14 +22,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::ingest::Stats;
 use crate::registry::Registry;
-use crate::store::{ReadingRow, SledStore, Store};
+use crate::store::{KvStore, ReadingRow, Store};
 use crate::users::Actor;
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct AppState {
     /// The database.
-    pub store: Arc<SledStore>,
+    pub store: Arc<KvStore>,
     /// Ingest counters.
     pub stats: Arc<Stats>,
     /// Registered devices.

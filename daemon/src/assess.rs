@@ -27,12 +27,12 @@ pub struct Assessment {
 /// The `assessments` tree.
 #[derive(Debug, Clone)]
 pub struct Assessments {
-    tree: sled::Tree,
+    tree: crate::kv::Tree,
 }
 
 impl Assessments {
     /// Opens the tree.
-    pub fn open(db: &sled::Db) -> sled::Result<Assessments> {
+    pub fn open(db: &crate::kv::Db) -> crate::kv::Result<Assessments> {
         Ok(Assessments {
             tree: db.open_tree("assessments")?,
         })

@@ -104,13 +104,13 @@ fn hash_of(e: &AuditEntry) -> String {
 /// The audit trail in its sled tree.
 #[derive(Debug)]
 pub struct Audit {
-    tree: sled::Tree,
+    tree: crate::kv::Tree,
     append: Mutex<()>,
 }
 
 impl Audit {
     /// Opens the `audit` tree.
-    pub fn open(db: &sled::Db) -> sled::Result<Self> {
+    pub fn open(db: &crate::kv::Db) -> crate::kv::Result<Self> {
         Ok(Audit {
             tree: db.open_tree("audit")?,
             append: Mutex::new(()),
@@ -263,7 +263,7 @@ impl Audit {
     }
 
     /// Test and tooling hook: raw access to the tree (to prove that tampering is found).
-    pub fn tree(&self) -> &sled::Tree {
+    pub fn tree(&self) -> &crate::kv::Tree {
         &self.tree
     }
 }
@@ -274,7 +274,7 @@ mod tests {
 
     fn trail() -> (tempfile::TempDir, Audit) {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::kv::Db::from(sled::open(dir.path()).unwrap());
         let a = Audit::open(&db).unwrap();
         for i in 0..5 {
             a.append(

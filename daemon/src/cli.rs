@@ -375,22 +375,27 @@ fn open_offline(
     cfg: &Config,
 ) -> Result<
     (
-        crate::store::SledStore,
+        crate::store::KvStore,
         crate::users::Users,
         crate::audit::Audit,
     ),
     Failure,
 > {
     let dir = cfg.daemon.data_dir.join("db");
-    let store = crate::store::SledStore::open(&dir).map_err(|e| {
-        fail(
-            3,
-            format!(
-                "cannot open the database in {} ({e}): if the daemon is running, stop it, or pass --token of an admin to go through the API",
-                dir.display()
-            ),
-        )
-    })?;
+    let store = match &cfg.store.postgres_url {
+        // Shared by design: the daemons may be running.
+        Some(_) => crate::store::KvStore::open_configured(cfg)
+            .map_err(|e| fail(3, format!("cannot open the database: {e}")))?,
+        None => crate::store::KvStore::open(&dir).map_err(|e| {
+            fail(
+                3,
+                format!(
+                    "cannot open the database in {} ({e}): if the daemon is running, stop it, or pass --token of an admin to go through the API",
+                    dir.display()
+                ),
+            )
+        })?,
+    };
     let users =
         crate::users::Users::open(store.db(), cfg.http.lockout_after, cfg.http.session_idle_s)
             .map_err(|e| fail(3, format!("{e:#}")))?;

@@ -288,6 +288,15 @@ pub struct StoreSection {
     /// (sled's own default, 1 GiB, would take most of an edge box); reads of
     /// older data come from disk instead.
     pub cache_mb: u64,
+    /// PostgreSQL instead of sled (a centre: several daemons share one
+    /// database), as a libpq URL, e.g.
+    /// `postgres://coldchain@db.example/coldchain`. The password is better
+    /// kept out of this file (`~/.pgpass` is not read; use a `password=`
+    /// from a root-only configuration, or trust/peer authentication on a
+    /// socket). Unset: sled in `daemon.data_dir/db`.
+    pub postgres_url: Option<String>,
+    /// Connections to PostgreSQL. Default 8.
+    pub postgres_pool: usize,
 }
 
 impl Default for StoreSection {
@@ -298,6 +307,8 @@ impl Default for StoreSection {
             max_disk_mb: 0,
             retention_days: 0,
             cache_mb: 16,
+            postgres_url: None,
+            postgres_pool: 8,
         }
     }
 }
@@ -523,6 +534,18 @@ impl Config {
         }
         if self.daemon.time_refresh_s == 0 {
             bail!("key daemon.time_refresh_s: expected at least 1 (seconds)");
+        }
+        if let Some(url) = &self.store.postgres_url
+            && let Err(e) = url.parse::<tokio_postgres::Config>()
+        {
+            bail!(
+                "key store.postgres_url: expected a PostgreSQL URL (postgres://user@host/db) or key=value string: {e}"
+            );
+        }
+        if self.store.postgres_url.is_some() && self.store.max_disk_mb > 0 {
+            bail!(
+                "key store.max_disk_mb: the disk budget applies to the sled store; on PostgreSQL, watch the database's size there (remove max_disk_mb or postgres_url)"
+            );
         }
         if self.store.max_batch == 0 {
             bail!("key store.max_batch: expected at least 1");

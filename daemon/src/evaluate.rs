@@ -31,7 +31,7 @@ use crate::mkt::{self, MktOutcome};
 use crate::outbox::Outbox;
 use crate::profile::{Profile, Severity, Side};
 use crate::shipment::{Shipment, Shipments};
-use crate::store::{EventBody, EventRecord, SledStore, Store, key};
+use crate::store::{EventBody, EventRecord, KvStore, Store, key};
 use crate::viability::ViabilityOutcome;
 use coldchain_engine::holdtime::HoldPrediction;
 use coldchain_engine::tracker::{self, Tracker, View};
@@ -147,7 +147,7 @@ pub fn describe(c: &Condition, profile: &Profile) -> String {
 #[derive(Debug)]
 pub struct Evaluator {
     cfg: Config,
-    store: Arc<SledStore>,
+    store: Arc<KvStore>,
     /// Shipments.
     pub shipments: Shipments,
     /// Alerts.
@@ -328,7 +328,7 @@ impl Evaluator {
     /// A new evaluator over the daemon's database.
     pub fn new(
         cfg: Config,
-        store: Arc<SledStore>,
+        store: Arc<KvStore>,
         audit: Arc<Audit>,
         forward: crate::forward::Forward,
     ) -> anyhow::Result<Self> {
@@ -1431,7 +1431,7 @@ pub type Touched = HashMap<String, Vec<coldchain_proto::FrameRef>>;
 /// the viability window running down), at the cost of its newest data.
 pub async fn run_task(
     mut ev: Evaluator,
-    store: Arc<SledStore>,
+    store: Arc<KvStore>,
     mut touched: tokio::sync::mpsc::UnboundedReceiver<Touched>,
     mut requests: tokio::sync::mpsc::Receiver<Request>,
     every: std::time::Duration,

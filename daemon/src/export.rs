@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::registry::Registry;
-use crate::store::{ReadingRecord, SledStore};
+use crate::store::{KvStore, ReadingRecord};
 
 /// A chunk of an export, or why it stopped.
 pub type Chunk = Result<axum::body::Bytes, std::io::Error>;
@@ -66,16 +66,26 @@ impl Sink {
 }
 
 /// Streams the whole database (call from a blocking thread).
-pub fn backup(store: &SledStore, tx: mpsc::Sender<Chunk>) {
+pub fn backup(store: &KvStore, tx: mpsc::Sender<Chunk>) {
     let mut out = Sink {
         tx,
         buf: Vec::with_capacity(CHUNK + 1024),
     };
-    for (_kind, name, items) in store.db().export() {
+    let names = match store.db().tree_names() {
+        Ok(n) => n,
+        Err(e) => return out.fail("database", e),
+    };
+    for name in names {
+        let tree = match store.db().open_tree(&name) {
+            Ok(t) => t,
+            Err(e) => return out.fail("database", e),
+        };
         let name = String::from_utf8_lossy(&name).into_owned();
-        for mut kv in items {
-            let v = kv.pop().unwrap_or_default();
-            let k = kv.pop().unwrap_or_default();
+        for kv in tree.iter() {
+            let (k, v) = match kv {
+                Ok(kv) => kv,
+                Err(e) => return out.fail(&format!("database, tree {name}"), e),
+            };
             if !out.line(&json!({ "tree": name, "key": hex::encode(k), "value": hex::encode(v) })) {
                 return;
             }
@@ -85,13 +95,13 @@ pub fn backup(store: &SledStore, tx: mpsc::Sender<Chunk>) {
 }
 
 /// Streams every stored reading (call from a blocking thread).
-pub fn readings(store: &SledStore, registry: &Registry, tx: mpsc::Sender<Chunk>) {
+pub fn readings(store: &KvStore, registry: &Registry, tx: mpsc::Sender<Chunk>) {
     let mut out = Sink {
         tx,
         buf: Vec::with_capacity(CHUNK + 1024),
     };
     // Every frame, with its readings (inline, or in `frame_readings` for
-    // frames stored by earlier versions: `SledStore::frame_items`).
+    // frames stored by earlier versions: `KvStore::frame_items`).
     let tree = match store.db().open_tree("frames") {
         Ok(t) => t,
         Err(e) => return out.fail("database", e),

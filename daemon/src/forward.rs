@@ -56,15 +56,15 @@ mod hex_bytes {
 /// The forward queue. Cheap to clone; a no-op when no upstream is configured.
 #[derive(Debug, Clone)]
 pub struct Forward {
-    db: sled::Db,
-    tree: sled::Tree,
+    db: crate::kv::Db,
+    tree: crate::kv::Tree,
     prefix: Option<String>,
     wake: std::sync::Arc<Notify>,
 }
 
 impl Forward {
     /// Opens the `forward` tree; `prefix` is `None` when forwarding is off.
-    pub fn open(db: &sled::Db, prefix: Option<String>) -> sled::Result<Self> {
+    pub fn open(db: &crate::kv::Db, prefix: Option<String>) -> crate::kv::Result<Self> {
         Ok(Forward {
             db: db.clone(),
             tree: db.open_tree("forward")?,
@@ -106,7 +106,7 @@ impl Forward {
         self.tree.len()
     }
 
-    fn page(&self) -> anyhow::Result<Vec<(sled::IVec, Item)>> {
+    fn page(&self) -> anyhow::Result<Vec<(crate::kv::IVec, Item)>> {
         let mut out = Vec::new();
         for kv in self.tree.iter().take(PAGE) {
             let (k, v) = kv?;

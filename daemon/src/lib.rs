@@ -16,6 +16,7 @@ pub mod export;
 pub mod forward;
 pub mod holdtime;
 pub mod ingest;
+pub mod kv;
 pub mod metrics;
 pub mod openapi;
 pub mod outbox;

@@ -69,7 +69,8 @@ fn need_config(arg: &ConfigArg) -> anyhow::Result<Config> {
 fn import(cfg: &Config, from: &PathBuf) -> anyhow::Result<()> {
     use anyhow::Context;
     let dir = cfg.daemon.data_dir.join("db");
-    if dir.exists() && std::fs::read_dir(&dir)?.next().is_some() {
+    if cfg.store.postgres_url.is_none() && dir.exists() && std::fs::read_dir(&dir)?.next().is_some()
+    {
         anyhow::bail!(
             "{} is not empty: restore only into an empty data directory (move the old one away first)",
             dir.display()
@@ -79,8 +80,13 @@ fn import(cfg: &Config, from: &PathBuf) -> anyhow::Result<()> {
     let file = std::io::BufReader::new(
         std::fs::File::open(from).with_context(|| format!("cannot read {}", from.display()))?,
     );
-    let store = coldchain_daemon::store::SledStore::open(&dir)?;
+    let store = coldchain_daemon::store::KvStore::open_configured(cfg)?;
     let db = store.db();
+    if store.is_postgres() && !db.tree_names()?.is_empty() {
+        anyhow::bail!(
+            "the database at store.postgres_url is not empty: restore only into an empty database"
+        );
+    }
     let mut n = 0u64;
     for (i, line) in std::io::BufRead::lines(file).enumerate() {
         let line =
@@ -110,7 +116,13 @@ fn import(cfg: &Config, from: &PathBuf) -> anyhow::Result<()> {
     }
     use coldchain_daemon::store::Store;
     store.sync()?;
-    println!("restored {n} entries into {}", dir.display());
+    match &cfg.store.postgres_url {
+        Some(url) => println!(
+            "restored {n} entries into {}",
+            coldchain_daemon::kv::pg_display_url(url)
+        ),
+        None => println!("restored {n} entries into {}", dir.display()),
+    }
     Ok(())
 }
 

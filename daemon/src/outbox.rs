@@ -81,14 +81,14 @@ pub struct Item {
 /// The outbox tree.
 #[derive(Debug, Clone)]
 pub struct Outbox {
-    db: sled::Db,
-    tree: sled::Tree,
+    db: crate::kv::Db,
+    tree: crate::kv::Tree,
     wake: Arc<Notify>,
 }
 
 impl Outbox {
     /// Opens the `outbox` tree.
-    pub fn open(db: &sled::Db) -> sled::Result<Self> {
+    pub fn open(db: &crate::kv::Db) -> crate::kv::Result<Self> {
         Ok(Outbox {
             db: db.clone(),
             tree: db.open_tree("outbox")?,
@@ -165,7 +165,7 @@ impl Outbox {
     }
 
     /// Items with the given key prefix that are due, oldest first.
-    fn due(&self, prefix: u8, now: i64) -> anyhow::Result<Vec<(sled::IVec, Item)>> {
+    fn due(&self, prefix: u8, now: i64) -> anyhow::Result<Vec<(crate::kv::IVec, Item)>> {
         let mut out = Vec::new();
         for kv in self.tree.scan_prefix([prefix]) {
             let (k, v) = kv?;
@@ -178,7 +178,7 @@ impl Outbox {
     }
 
     /// Removes a delivered item, unless it was replaced meanwhile (status).
-    fn done(&self, key: &sled::IVec, item: &Item) -> anyhow::Result<()> {
+    fn done(&self, key: &crate::kv::IVec, item: &Item) -> anyhow::Result<()> {
         let cur = self.tree.get(key)?;
         if let Some(cur) = cur {
             let cur: Item = serde_json::from_slice(&cur)?;
@@ -189,7 +189,7 @@ impl Outbox {
         Ok(())
     }
 
-    fn failed(&self, key: &sled::IVec, mut item: Item, err: String) -> anyhow::Result<()> {
+    fn failed(&self, key: &crate::kv::IVec, mut item: Item, err: String) -> anyhow::Result<()> {
         item.attempts += 1;
         let backoff = (1000i64 << item.attempts.min(9)).min(300_000);
         item.next_ms = now_ms() + backoff;
@@ -445,7 +445,7 @@ mod tests {
     #[test]
     fn a_webhook_keeps_its_id_across_retries() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::kv::Db::from(sled::open(dir.path()).unwrap());
         let o = Outbox::open(&db).unwrap();
         o.webhook(0, "http://x".into(), "{}".into()).unwrap();
         o.webhook(0, "http://x".into(), "{}".into()).unwrap();
@@ -465,7 +465,7 @@ mod tests {
     #[test]
     fn status_replaces_an_undelivered_older_status() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::kv::Db::from(sled::open(dir.path()).unwrap());
         let o = Outbox::open(&db).unwrap();
         o.status("S1", "t".into(), "{\"v\":1}".into()).unwrap();
         o.status("S1", "t".into(), "{\"v\":2}".into()).unwrap();
@@ -481,7 +481,7 @@ mod tests {
     #[test]
     fn a_failed_item_waits_with_growing_backoff() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::kv::Db::from(sled::open(dir.path()).unwrap());
         let o = Outbox::open(&db).unwrap();
         o.webhook(0, "http://x".into(), "{}".into()).unwrap();
         let (k, item) = o.due(b'w', i64::MAX).unwrap().remove(0);

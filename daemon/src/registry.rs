@@ -23,9 +23,9 @@ use crate::config::Device;
 pub struct Registry {
     devices: Arc<RwLock<HashMap<DeviceId, Arc<Device>>>>,
     from_config: Arc<Vec<DeviceId>>,
-    tree: Option<sled::Tree>,
+    tree: Option<crate::kv::Tree>,
     enrollments: Arc<RwLock<HashMap<DeviceId, Vec<Enrollment>>>>,
-    enrollment_tree: Option<sled::Tree>,
+    enrollment_tree: Option<crate::kv::Tree>,
 }
 
 /// One re-enrollment of a device, as stored (JSON) under `device ‖ 0 ‖ n`
@@ -66,7 +66,7 @@ pub enum RegistryError {
     InConfig(String),
     /// Storage failed.
     #[error("registry: {0}")]
-    Store(#[from] sled::Error),
+    Store(#[from] crate::kv::Error),
     /// The device is not registered.
     #[error("device {0} is not registered (add it with `coldchain device add`)")]
     Unknown(String),
@@ -89,7 +89,10 @@ impl Registry {
     }
 
     /// Config devices plus those added through the API and kept in `db`.
-    pub fn open(config: impl IntoIterator<Item = Device>, db: &sled::Db) -> anyhow::Result<Self> {
+    pub fn open(
+        config: impl IntoIterator<Item = Device>,
+        db: &crate::kv::Db,
+    ) -> anyhow::Result<Self> {
         let mut r = Registry::new(config);
         let tree = db.open_tree("registry")?;
         {

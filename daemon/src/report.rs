@@ -59,7 +59,7 @@ use crate::api::AppState;
 use crate::evaluate::{Evaluation, Evaluator};
 use crate::mkt::MktOutcome;
 use crate::profile::{Severity, Side, ZoneKind};
-use crate::store::{EventBody, EventRecord, FrameRecord, SecurityKind, SledStore};
+use crate::store::{EventBody, EventRecord, FrameRecord, KvStore, SecurityKind};
 use crate::viability::ViabilityOutcome;
 
 pub use chart::svg as chart_svg;
@@ -988,7 +988,7 @@ fn facts(d: &ReportData) -> Vec<String> {
 /// battery. `lo..=hi` is in device time for frames and events; refused frames
 /// are counted by their receive time from `lo` to 24 h after `hi` (a logger
 /// dumped at arrival brings its data then).
-pub fn device_health(store: &SledStore, ev: &Evaluation) -> anyhow::Result<Vec<DeviceHealth>> {
+pub fn device_health(store: &KvStore, ev: &Evaluation) -> anyhow::Result<Vec<DeviceHealth>> {
     let s = &ev.shipment;
     let lo = s.departure_ms.unwrap_or(s.created_ms) - 3_600_000;
     let hi = ev.as_of_ms + 60_000;
@@ -1051,7 +1051,7 @@ pub fn device_health(store: &SledStore, ev: &Evaluation) -> anyhow::Result<Vec<D
 /// then it is as of the arrival). `None` if there is no such shipment.
 pub fn for_shipment(
     reader: &Evaluator,
-    store: &SledStore,
+    store: &KvStore,
     id: &str,
     as_of_ms: i64,
 ) -> anyhow::Result<Option<ReportData>> {

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use coldchain_proto::DeviceId;
 
 use crate::shipment::{Shipment, State};
-use crate::store::{GapRecord, SecurityRecord, SledStore, key};
+use crate::store::{GapRecord, KvStore, SecurityRecord, key};
 
 const H: i64 = 3_600_000;
 const DAY: i64 = 24 * H;
@@ -78,7 +78,7 @@ fn protected(shipments: &[Shipment], cutoff_ms: i64, now_ms: i64) -> Vec<(String
 /// Purges device data received before `cutoff_ms` that no shipment needs
 /// (see the module documentation). Not yet durable: the caller flushes.
 pub fn purge(
-    store: &SledStore,
+    store: &KvStore,
     shipments: &[Shipment],
     cutoff_ms: i64,
     now_ms: i64,
@@ -156,7 +156,7 @@ pub fn purge(
 
 /// One pass: purge; when anything went, record it in the audit trail and flush.
 pub fn run_pass(
-    store: &SledStore,
+    store: &KvStore,
     shipments: &crate::shipment::Shipments,
     audit: &crate::audit::Audit,
     retention_days: u32,
@@ -197,7 +197,7 @@ pub fn run_pass(
 /// paused for storage notifies `compact`: sled keeps the file's size after
 /// deletes, so the daemon compacts the database to make the space count.
 pub async fn task(
-    store: Arc<SledStore>,
+    store: Arc<KvStore>,
     shipments: crate::shipment::Shipments,
     audit: Arc<crate::audit::Audit>,
     retention_days: u32,

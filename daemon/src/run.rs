@@ -23,7 +23,7 @@ use crate::ingest::mqtt;
 use crate::ingest::serial;
 use crate::ingest::{Ack, Ingestor, Job, Outcome, Stats};
 use crate::registry::Registry;
-use crate::store::{SledStore, Store};
+use crate::store::{KvStore, Store};
 
 /// Runs the daemon until SIGTERM or SIGINT.
 ///
@@ -61,7 +61,7 @@ fn prepare_store(cfg: &Config, db_dir: &std::path::Path) -> anyhow::Result<u64> 
     crate::store::recover_compaction(db_dir)?;
     let mut purged = 0;
     if cfg.store.retention_days > 0 {
-        let store = SledStore::open_waiting(db_dir, cache)
+        let store = KvStore::open_waiting(db_dir, cache)
             .with_context(|| format!("opening the database in {}", db_dir.display()))?;
         let shipments = crate::shipment::Shipments::open(store.db())?;
         let audit = Audit::open(store.db()).context("opening the audit trail")?;
@@ -98,14 +98,28 @@ fn prepare_store(cfg: &Config, db_dir: &std::path::Path) -> anyhow::Result<u64> 
 
 async fn run_once(cfg: Config) -> anyhow::Result<Next> {
     let db_dir = cfg.daemon.data_dir.join("db");
-    let purged = {
-        let (cfg, dir) = (cfg.clone(), db_dir.clone());
-        tokio::task::spawn_blocking(move || prepare_store(&cfg, &dir)).await??
+    // sled's start-up care (finishing a compaction, retention, compacting
+    // over budget); on PostgreSQL retention runs hourly like on sled and the
+    // database is maintained by its own tools.
+    let purged = match cfg.store.postgres_url {
+        None => {
+            let (cfg, dir) = (cfg.clone(), db_dir.clone());
+            tokio::task::spawn_blocking(move || prepare_store(&cfg, &dir)).await??
+        }
+        Some(_) => 0,
     };
-    let store = Arc::new(
-        SledStore::open_waiting(&db_dir, cfg.store.cache_mb * 1024 * 1024)
-            .with_context(|| format!("opening the database in {}", db_dir.display()))?,
-    );
+    let store = Arc::new({
+        let c = cfg.clone();
+        tokio::task::spawn_blocking(move || KvStore::open_configured(&c))
+            .await?
+            .with_context(|| match &cfg.store.postgres_url {
+                Some(url) => format!(
+                    "opening the database at {} (key store.postgres_url)",
+                    crate::kv::pg_display_url(url)
+                ),
+                None => format!("opening the database in {}", db_dir.display()),
+            })?
+    });
     let registry =
         Registry::open(cfg.devices()?, store.db()).context("loading the device registry")?;
     let stats = Arc::new(Stats::default());
@@ -416,7 +430,7 @@ const SERIAL_SYNC_EVERY: Duration = Duration::from_secs(600);
 /// flush + fsync, then acknowledges the group. Runs on a blocking thread:
 /// sled and fsync block.
 fn ingest_loop(
-    mut ing: Ingestor<SledStore>,
+    mut ing: Ingestor<KvStore>,
     mut rx: mpsc::Receiver<Job>,
     out: Outlets,
     max_batch: usize,

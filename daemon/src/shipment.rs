@@ -7,12 +7,12 @@ pub use coldchain_engine::shipment::*;
 /// The shipments tree: id -> JSON.
 #[derive(Debug, Clone)]
 pub struct Shipments {
-    tree: sled::Tree,
+    tree: crate::kv::Tree,
 }
 
 impl Shipments {
     /// Opens the `shipments` tree.
-    pub fn open(db: &sled::Db) -> sled::Result<Self> {
+    pub fn open(db: &crate::kv::Db) -> crate::kv::Result<Self> {
         Ok(Shipments {
             tree: db.open_tree("shipments")?,
         })

@@ -32,11 +32,11 @@
 //! | 16 bytes ‖ postcard list (≥ 1 byte) | [`FrameDigest`] | inline (this version) |
 //!
 //! Databases older still kept one entry per reading in a `readings` tree;
-//! [`SledStore::open`] converts them once into `frame_readings`.
+//! [`KvStore::open`] converts them once into `frame_readings`.
 //!
 //! **Durability.** sled 0.34 makes writes durable with `flush`, which on Linux
 //! uses `sync_file_range` and does not flush the drive's cache or the file's
-//! metadata (sled issue 1452). [`SledStore::sync`] therefore follows every flush
+//! metadata (sled issue 1452). [`KvStore::sync`] therefore follows every flush
 //! with an `fsync` of each file in the database directory and of the directory
 //! itself. Callers group many messages into one `sync` (group commit) and only
 //! then acknowledge them.
@@ -47,6 +47,8 @@ use std::path::{Path, PathBuf};
 use coldchain_proto::{ChannelKind, DeviceId, EventKind, FrameRef, Measurement, Status};
 use serde::{Deserialize, Serialize};
 
+use crate::kv::{Batch, Db, Tree};
+
 /// How long after a shipment's window its device's refused frames still
 /// count for it: a logger dumped at the receiving lab brings them then.
 pub const LATE_DUMP_MS: i64 = 24 * 3_600_000;
@@ -54,13 +56,13 @@ pub const LATE_DUMP_MS: i64 = 24 * 3_600_000;
 /// A storage failure, with the path involved.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// sled reported an error.
+    /// The database (sled or PostgreSQL) reported an error.
     #[error("database {path}: {source}")]
     Sled {
-        /// Database directory.
+        /// Database directory, or the PostgreSQL URL without its password.
         path: PathBuf,
         /// The error.
-        source: sled::Error,
+        source: crate::kv::Error,
     },
     /// fsync or directory listing failed.
     #[error("fsync of {path}: {source}")]
@@ -473,7 +475,7 @@ fn frame_readings_value(mut items: Vec<(u16, ReadingRecord)>) -> Vec<u8> {
 
 /// Applies staged writes to a tree: nothing for none, a plain write for one
 /// (no batch marker in sled's log), a sled batch (atomic) for several.
-fn apply_staged(tree: &sled::Tree, staged: Staged) -> sled::Result<()> {
+fn apply_staged(tree: &Tree, staged: Staged) -> crate::kv::Result<()> {
     match staged.len() {
         0 => Ok(()),
         1 => {
@@ -486,7 +488,7 @@ fn apply_staged(tree: &sled::Tree, staged: Staged) -> sled::Result<()> {
             }
         }
         _ => {
-            let mut b = sled::Batch::default();
+            let mut b = Batch::default();
             for (k, v) in staged {
                 match v {
                     Some(v) => b.insert(k, v),
@@ -543,17 +545,17 @@ pub trait Store: Send + Sync + 'static {
 
 /// The sled implementation of [`Store`].
 #[derive(Debug, Clone)]
-pub struct SledStore {
+pub struct KvStore {
     path: PathBuf,
-    db: sled::Db,
+    db: Db,
     /// `frame_readings`.
-    readings: sled::Tree,
-    frames: sled::Tree,
-    events: sled::Tree,
-    gaps: sled::Tree,
-    devices: sled::Tree,
-    security: sled::Tree,
-    boot_clocks: sled::Tree,
+    readings: Tree,
+    frames: Tree,
+    events: Tree,
+    gaps: Tree,
+    devices: Tree,
+    security: Tree,
+    boot_clocks: Tree,
 }
 
 /// sled's page cache when `store.cache_mb` is not set, bytes (see
@@ -571,13 +573,13 @@ fn sled_config(dir: &Path, cache_bytes: u64) -> sled::Config {
         .cache_capacity(cache_bytes.max(1024 * 1024))
 }
 
-impl SledStore {
+impl KvStore {
     /// Opens (or creates) the database in `dir` with the default cache.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         Self::open_with(dir, DEFAULT_CACHE_BYTES)
     }
 
-    /// [`SledStore::open_with`], waiting up to 30 s for a lock this process
+    /// [`KvStore::open_with`], waiting up to 30 s for a lock this process
     /// has just released (after a compaction, or a restart of intake).
     pub fn open_waiting(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -616,10 +618,47 @@ impl SledStore {
                         "database is locked by another process (is the daemon running? use the HTTP API)",
                     ),
                 },
-                e => err(e),
+                e => err(e.into()),
             })?;
+        Self::from_db(Db::Sled(db), path)
+    }
+
+    /// The store the configuration names: PostgreSQL when
+    /// `store.postgres_url` is set, else sled in `daemon.data_dir/db`
+    /// (waiting for a lock this process has just released).
+    pub fn open_configured(cfg: &crate::config::Config) -> Result<Self, StoreError> {
+        match &cfg.store.postgres_url {
+            Some(url) => Self::open_postgres(url, cfg.store.postgres_pool),
+            None => Self::open_waiting(
+                &cfg.daemon.data_dir.join("db"),
+                cfg.store.cache_mb * 1024 * 1024,
+            ),
+        }
+    }
+
+    /// Whether this store is a PostgreSQL database.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.db, Db::Pg(_))
+    }
+
+    /// Connects to the PostgreSQL database at `url` (`store.postgres_url`)
+    /// with up to `pool` connections, migrating its schema.
+    pub fn open_postgres(url: &str, pool: usize) -> Result<Self, StoreError> {
+        let path = PathBuf::from(crate::kv::pg_display_url(url));
+        let db = crate::kv::PgDb::connect(url, pool).map_err(|source| StoreError::Sled {
+            path: path.clone(),
+            source,
+        })?;
+        Self::from_db(Db::Pg(db), path)
+    }
+
+    fn from_db(db: Db, path: PathBuf) -> Result<Self, StoreError> {
+        let err = |source| StoreError::Sled {
+            path: path.clone(),
+            source,
+        };
         let t = |name: &str| db.open_tree(name).map_err(err);
-        let store = SledStore {
+        let store = KvStore {
             readings: t("frame_readings")?,
             frames: t("frames")?,
             events: t("events")?,
@@ -639,7 +678,13 @@ impl SledStore {
     /// durably, then drops it. Idempotent: a crash midway converts again.
     fn migrate_per_reading_tree(&self) -> Result<(), StoreError> {
         const OLD: &[u8] = b"readings";
-        if !self.db.tree_names().iter().any(|n| n == OLD) {
+        if !self
+            .db
+            .tree_names()
+            .map_err(|e| self.sled_err(e))?
+            .iter()
+            .any(|n| n == OLD)
+        {
             return Ok(());
         }
         let old = self.db.open_tree(OLD).map_err(|e| self.sled_err(e))?;
@@ -754,11 +799,11 @@ impl SledStore {
     }
 
     /// The underlying database, for modules that keep their own trees.
-    pub fn db(&self) -> &sled::Db {
+    pub fn db(&self) -> &Db {
         &self.db
     }
 
-    fn sled_err(&self, source: sled::Error) -> StoreError {
+    fn sled_err(&self, source: crate::kv::Error) -> StoreError {
         StoreError::Sled {
             path: self.path.clone(),
             source,
@@ -986,7 +1031,10 @@ pub fn recover_compaction(dir: &Path) -> Result<(), StoreError> {
 pub fn compact(dir: &Path, cache_bytes: u64) -> Result<(u64, u64), StoreError> {
     let err = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| StoreError::Sled { path, source }
+        move |source: sled::Error| StoreError::Sled {
+            path,
+            source: source.into(),
+        }
     };
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -1075,7 +1123,7 @@ pub fn fsync_tree(dir: &Path) -> Result<(), StoreError> {
     File::open(dir).and_then(|f| f.sync_all()).map_err(io(dir))
 }
 
-impl Store for SledStore {
+impl Store for KvStore {
     fn boot_clock(&self, d: &DeviceId, boot: u32) -> Result<Option<BootClock>, StoreError> {
         match self
             .boot_clocks
@@ -1127,6 +1175,31 @@ impl Store for SledStore {
             .into_iter()
             .filter_map(|(k, items)| Some((k, Some(frame_readings_value(items?)))))
             .collect();
+        if let Db::Pg(_) = &self.db {
+            // One transaction: durable when it returns.
+            let b = |staged: Staged| {
+                let mut b = Batch::default();
+                for (k, v) in staged {
+                    match v {
+                        Some(v) => b.insert(k, v),
+                        None => b.remove(k),
+                    }
+                }
+                b
+            };
+            return self
+                .db
+                .apply_batches(vec![
+                    (&self.readings, b(unpaired)),
+                    (&self.events, b(w.events)),
+                    (&self.gaps, b(w.gaps)),
+                    (&self.security, b(w.security)),
+                    (&self.boot_clocks, b(w.boot_clocks)),
+                    (&self.frames, b(frames)),
+                    (&self.devices, b(w.devices)),
+                ])
+                .map_err(|e| self.sled_err(e));
+        }
         let e = |e| self.sled_err(e);
         apply_staged(&self.readings, unpaired).map_err(e)?;
         apply_staged(&self.events, w.events).map_err(e)?;
@@ -1139,6 +1212,10 @@ impl Store for SledStore {
     }
 
     fn sync(&self) -> Result<(), StoreError> {
+        if let Db::Pg(_) = &self.db {
+            // Every write was a committed transaction.
+            return Ok(());
+        }
         self.db.flush().map_err(|e| self.sled_err(e))?;
         fsync_tree(&self.path)
     }
@@ -1334,7 +1411,7 @@ mod tests {
     #[test]
     fn readings_page_by_frame_and_index_in_key_order() {
         let dir = tempfile::tempdir().unwrap();
-        let s = SledStore::open(dir.path()).unwrap();
+        let s = KvStore::open(dir.path()).unwrap();
         let (a, b) = (dev("a"), dev("ab"));
         for (boot, seq) in [(1, 2), (1, 0), (2, 0)] {
             let mut w = WriteSet::default();
@@ -1382,7 +1459,7 @@ mod tests {
     #[test]
     fn restaging_an_index_keeps_the_last_value() {
         let dir = tempfile::tempdir().unwrap();
-        let s = SledStore::open(dir.path()).unwrap();
+        let s = KvStore::open(dir.path()).unwrap();
         let a = dev("a");
         let f = FrameRef { boot: 1, seq: 1 };
         let mut w = WriteSet::default();
@@ -1420,7 +1497,13 @@ mod tests {
             db.flush().unwrap();
         }
         let s = reopen(dir.path());
-        assert!(!s.db().tree_names().iter().any(|n| n == b"readings"));
+        assert!(
+            !s.db()
+                .tree_names()
+                .unwrap()
+                .iter()
+                .any(|n| n == b"readings")
+        );
         assert_eq!(s.reading_count(&a).unwrap(), 12);
         let rows = s.readings(&a, None, 100).unwrap();
         assert_eq!(rows.len(), 12);
@@ -1436,7 +1519,7 @@ mod tests {
     #[test]
     fn a_frame_and_its_readings_are_one_value() {
         let dir = tempfile::tempdir().unwrap();
-        let s = SledStore::open(dir.path()).unwrap();
+        let s = KvStore::open(dir.path()).unwrap();
         let a = dev("a");
         let mut w = WriteSet::default();
         for seq in 0..2u32 {
@@ -1531,10 +1614,10 @@ mod tests {
 
     /// Opens a database just closed in this process: sled releases its file
     /// lock from a background thread a little after the last handle is gone.
-    fn reopen(dir: &Path) -> SledStore {
+    fn reopen(dir: &Path) -> KvStore {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
-            match SledStore::open(dir) {
+            match KvStore::open(dir) {
                 Ok(s) => return s,
                 Err(e)
                     if e.to_string().contains("could not acquire lock")

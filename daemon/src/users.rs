@@ -290,8 +290,8 @@ struct Session {
 /// Accounts, tokens and sessions.
 #[derive(Debug)]
 pub struct Users {
-    users: sled::Tree,
-    tokens: sled::Tree,
+    users: crate::kv::Tree,
+    tokens: crate::kv::Tree,
     sessions: Mutex<HashMap<String, Session>>,
     /// Wrong passwords in a row before an account locks.
     pub lockout_after: u32,
@@ -356,7 +356,7 @@ pub fn check_password_rules(pw: &str) -> Result<(), String> {
 
 impl Users {
     /// Opens the trees.
-    pub fn open(db: &sled::Db, lockout_after: u32, idle_s: u64) -> anyhow::Result<Users> {
+    pub fn open(db: &crate::kv::Db, lockout_after: u32, idle_s: u64) -> anyhow::Result<Users> {
         Ok(Users {
             users: db.open_tree("users")?,
             tokens: db.open_tree("api_tokens")?,
@@ -665,7 +665,7 @@ mod tests {
 
     fn users() -> (tempfile::TempDir, Users) {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::kv::Db::from(sled::open(dir.path()).unwrap());
         (dir, Users::open(&db, 3, 60).unwrap())
     }
 

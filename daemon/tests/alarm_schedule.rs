@@ -17,7 +17,7 @@ use coldchain_daemon::config::Config;
 use coldchain_daemon::evaluate::{Clock, Evaluator};
 use coldchain_daemon::shipment::{NewShipment, Shipment, Watch};
 use coldchain_daemon::store::{
-    EventBody, EventRecord, FrameRecord, ReadingRecord, SledStore, Store, TimeSource, Via, WriteSet,
+    EventBody, EventRecord, FrameRecord, KvStore, ReadingRecord, Store, TimeSource, Via, WriteSet,
 };
 use coldchain_proto::{ChannelKind, DeviceId, EventKind, FaultKind, FrameRef, Measurement};
 use proptest::prelude::*;
@@ -47,7 +47,7 @@ type Standing = (String, i64, i64, Option<i64>, Option<i32>, i64, String);
 
 struct Daemon {
     dir: tempfile::TempDir,
-    store: Arc<SledStore>,
+    store: Arc<KvStore>,
     ev: Evaluator,
     profile: &'static str,
     /// Frames stored since the last evaluation (what ingest tells the
@@ -55,7 +55,7 @@ struct Daemon {
     pending: std::cell::RefCell<Vec<FrameRef>>,
 }
 
-fn evaluator(dir: &std::path::Path, store: &Arc<SledStore>, profile: &str, now: i64) -> Evaluator {
+fn evaluator(dir: &std::path::Path, store: &Arc<KvStore>, profile: &str, now: i64) -> Evaluator {
     let cfg = Config::parse(&format!(
         "[daemon]\nid = \"t\"\ndata_dir = \"{}\"\n[alerts]\nsettle_s = 0\nsample_interval_s = 120\nmax_gap_s = 1800\n",
         dir.display()
@@ -74,7 +74,7 @@ fn evaluator(dir: &std::path::Path, store: &Arc<SledStore>, profile: &str, now: 
 impl Daemon {
     fn new(profile: &'static str) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(SledStore::open(&dir.path().join("db")).unwrap());
+        let store = Arc::new(KvStore::open(&dir.path().join("db")).unwrap());
         let ev = evaluator(dir.path(), &store, profile, T0);
         let d = Daemon {
             dir,

@@ -12,7 +12,7 @@ use coldchain_daemon::evaluate::Evaluator;
 use coldchain_daemon::report::{self, Format, ReportData};
 use coldchain_daemon::shipment::{Decision, Disposition, Handoff, NewShipment, Shipment, Watch};
 use coldchain_daemon::store::{
-    FrameRecord, ReadingRecord, SledStore, Store, TimeSource, Via, WriteSet,
+    FrameRecord, KvStore, ReadingRecord, Store, TimeSource, Via, WriteSet,
 };
 use coldchain_proto::{ChannelKind, DeviceId, FaultKind, FrameRef, Measurement};
 use sha2::Digest;
@@ -47,7 +47,7 @@ fn check_golden(name: &str, actual: &str) {
 
 struct World {
     _dir: tempfile::TempDir,
-    store: Arc<SledStore>,
+    store: Arc<KvStore>,
     ev: Evaluator,
     seq: u32,
 }
@@ -65,7 +65,7 @@ impl World {
             dir.path().display()
         ))
         .unwrap();
-        let store = Arc::new(SledStore::open(&dir.path().join("db")).unwrap());
+        let store = Arc::new(KvStore::open(&dir.path().join("db")).unwrap());
         let audit = Arc::new(Audit::open(store.db()).unwrap());
         let forward = coldchain_daemon::forward::Forward::open(store.db(), None).unwrap();
         let ev = Evaluator::new(cfg, store.clone(), audit, forward)

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use coldchain_daemon::retention::{self, Purged};
 use coldchain_daemon::shipment::{Decision, Disposition, NewShipment, Shipment, Shipments, Watch};
 use coldchain_daemon::store::{
-    EventBody, EventRecord, FrameRecord, GapRecord, ReadingRecord, SecurityKind, SecurityRecord,
-    SledStore, Store, TimeSource, Via, WriteSet,
+    EventBody, EventRecord, FrameRecord, GapRecord, KvStore, ReadingRecord, SecurityKind,
+    SecurityRecord, Store, TimeSource, Via, WriteSet,
 };
 use coldchain_proto::{ChannelKind, DeviceId, FrameRef, Measurement, Status};
 
@@ -91,8 +91,8 @@ fn shipment(id: &str, dev: &str, departure: i64, now: i64) -> Shipment {
 /// - dev-b: frame 0 of 10 days ago, watched by S-OLD closed 8 days ago (goes),
 ///   frame 1 fresh (stays); a security record of 10 days ago (goes).
 /// - one item waiting in the forward outbox (stays).
-fn populate(db_dir: &Path, now: i64) -> SledStore {
-    let store = SledStore::open(db_dir).unwrap();
+fn populate(db_dir: &Path, now: i64) -> KvStore {
+    let store = KvStore::open(db_dir).unwrap();
     let mut w = WriteSet::default();
     frame(&mut w, "dev-a", 0, now - 10 * DAY, now - 10 * DAY);
     frame(&mut w, "dev-a", 1, now - 5 * DAY, now - 10 * DAY);
@@ -176,7 +176,7 @@ fn wait_unlocked(db_dir: &Path) {
     FileExt::unlock(&f).unwrap();
 }
 
-fn seqs(store: &SledStore, dev: &str) -> Vec<u32> {
+fn seqs(store: &KvStore, dev: &str) -> Vec<u32> {
     let mut v: Vec<u32> = store
         .readings(&DeviceId::new(dev).unwrap(), None, 1000)
         .unwrap()

@@ -9,6 +9,9 @@
 //! Every child is killed when its handle drops, so a failing test leaves no
 //! stray processes behind.
 
+pub mod postgres;
+pub use postgres::Postgres;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};

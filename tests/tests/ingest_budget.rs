@@ -157,11 +157,11 @@ fn dir_size(dir: &std::path::Path) -> u64 {
 /// 10 days ago, into the database in `db`.
 fn fill_with_old_data(db: &std::path::Path, device: &str, frames: u32) {
     use coldchain_daemon::store::{
-        FrameRecord, ReadingRecord, SledStore, Store, TimeSource, Via, WriteSet,
+        FrameRecord, KvStore, ReadingRecord, Store, TimeSource, Via, WriteSet,
     };
     use coldchain_proto::{ChannelKind, DeviceId, FrameRef, Measurement};
     let old = now_ms() - 10 * 24 * 3_600_000;
-    let store = SledStore::open(db).unwrap();
+    let store = KvStore::open(db).unwrap();
     let d = DeviceId::new(device).unwrap();
     for chunk in (0..frames).collect::<Vec<_>>().chunks(500) {
         let mut w = WriteSet::default();

@@ -969,7 +969,7 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::SledStore;
+    use crate::store::KvStore;
     use coldchain_proto::{ChannelKind, DeviceKey, Measurement, Reading};
 
     fn frame(d: &DeviceId, boot: u32, seq: u32, v: i32) -> Frame {
@@ -1006,7 +1006,7 @@ mod tests {
     #[test]
     fn acks_after_a_reenrollment_carry_the_devices_own_numbers() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(SledStore::open(dir.path()).unwrap());
+        let store = Arc::new(KvStore::open(dir.path()).unwrap());
         let d = DeviceId::new("logger-1").unwrap();
         let key = DeviceKey::from_bytes([7; 32]);
         let registry = Registry::new([crate::config::Device {

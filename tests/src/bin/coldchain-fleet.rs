@@ -10,7 +10,7 @@
 //!   shipment records and the audit trail are the daemon's own); the history
 //!   is written by the daemon's own ingest path in-process: every frame is
 //!   signed with the device key, encoded as on the wire and handed to
-//!   `coldchain_daemon::ingest::Ingestor::process` over `SledStore`, exactly
+//!   `coldchain_daemon::ingest::Ingestor::process` over `KvStore`, exactly
 //!   as the MQTT task does, then group-committed. The populated directory is
 //!   kept under `--cache` and reused while the parameters, the daemon's and
 //!   the protocol's sources and the toolchain are the same and it is younger
@@ -55,7 +55,7 @@ use anyhow::{Context, bail, ensure};
 use coldchain_daemon::config::Device;
 use coldchain_daemon::ingest::{Inbound, Ingestor, Outcome, Stats};
 use coldchain_daemon::registry::Registry;
-use coldchain_daemon::store::{SledStore, Store, Via};
+use coldchain_daemon::store::{KvStore, Store, Via};
 use coldchain_proto::codec::{MAX_SIGNED_LEN, encode_signed};
 use coldchain_proto::{
     Body, ChannelKind, DeviceId, DeviceKey, FaultKind, Frame, Measurement, Reading, Settings,
@@ -254,7 +254,7 @@ fn fill(args: &[String]) -> anyhow::Result<()> {
     let (start_ms, j_from, j_to): (i64, u32, u32) =
         (start_ms.parse()?, j_from.parse()?, j_to.parse()?);
     let t = Instant::now();
-    let store = Arc::new(SledStore::open(&Path::new(data).join("db"))?);
+    let store = Arc::new(KvStore::open(&Path::new(data).join("db"))?);
     let key = key()?;
     let registry = Registry::new((0..n).map(|i| Device {
         id: DeviceId::new(&watched(i)).expect("valid id"),

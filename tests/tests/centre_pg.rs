@@ -1,0 +1,207 @@
+//! The daemon on PostgreSQL (`[store] postgres_url`), through real
+//! processes: a real PostgreSQL cluster, real Mosquitto, the real binary.
+//! The same frames give the same report as on sled; what was acknowledged
+//! survives a restart and a kill -9; the CLI works on the shared database
+//! while the daemon runs.
+
+use coldchain_tests::*;
+use serde_json::{Value, json};
+
+const MIN: i64 = 60_000;
+const H: i64 = 3_600_000;
+
+fn post(d: &Daemon, path: &str, body: Value) -> Value {
+    let (status, v) = http_post(d.http_port, path, Some(TEST_TOKEN), &body);
+    assert!((200..300).contains(&status), "POST {path} -> {status}: {v}");
+    v
+}
+
+fn daemon(dir: &std::path::Path, broker: u16, client: &str, store: &str) -> Daemon {
+    let opts = DaemonOpts {
+        mqtt: format!("client_id = \"{client}\""),
+        http: format!("token = \"{TEST_TOKEN}\""),
+        extra: format!("[alerts]\nescalate_after_s = 3600\n\n{store}"),
+        ..DaemonOpts::default()
+    };
+    let d = Daemon::start_with(dir, broker, &[DeviceCfg::new("fridge-pg")], &opts);
+    wait_daemon_subscribed(broker, client);
+    d
+}
+
+/// The daemon's session exists on the broker once it published its
+/// retained online status (it subscribes first).
+fn wait_daemon_subscribed(broker: u16, _client: &str) {
+    wait_daemon_online(broker, &[]);
+}
+
+/// What the report states about the data, without what depends on when and
+/// where it was computed (alert ids and raise times, reception times).
+fn facts(d: &Daemon, id: &str) -> Value {
+    let doc = d.get(&format!("/api/v1/shipments/{id}/report?format=json"));
+    let data = &doc["data"];
+    let alerts: Vec<Value> = data["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let mut a = a.clone();
+            if let Some(o) = a.as_object_mut() {
+                o.retain(|k, _| !k.ends_with("_ms") && k != "id" && k != "events");
+            }
+            a
+        })
+        .collect();
+    json!({
+        "temperature": data["temperature"],
+        "viability": data["viability"],
+        "readings": data["data_health"]["readings"],
+        "frames": data["data_health"]["devices"][0]["frames_verified"],
+        "alerts": alerts,
+    })
+}
+
+#[test]
+fn postgres_gives_the_same_report_as_sled_and_keeps_it_across_restart_and_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Postgres::start(&dir.path().join("pg"));
+    let url = pg.create_db("centre");
+    let broker = Mosquitto::start(&dir.path().join("broker"));
+    let on_sled = daemon(&dir.path().join("sled"), broker.port, "cc-sled", "");
+    let mut on_pg = daemon(
+        &dir.path().join("pg-daemon"),
+        broker.port,
+        "cc-pg",
+        &format!("[store]\npostgres_url = \"{url}\"\n"),
+    );
+    assert!(
+        !on_pg.data_dir.join("db").exists(),
+        "no sled database beside PostgreSQL"
+    );
+    let t0 = now_ms() - 4 * H;
+    for d in [&on_sled, &on_pg] {
+        post(
+            d,
+            "/api/v1/shipments",
+            json!({
+                "by": "dispatcher", "id": "PG-1", "product": "PBSC", "profile": "fridge",
+                "watch": [{"device": "fridge-pg", "channel": 0}],
+                "origin": "A", "destination": "B", "departure_ms": t0, "window_h": 48.0,
+            }),
+        );
+    }
+    // 150 minutes with a 40-minute excursion above 8 °C, 12 readings a frame;
+    // half now, half after a kill -9 of the PostgreSQL daemon.
+    let rs: Vec<(i64, Option<i32>)> = (0..150)
+        .map(|i| {
+            (
+                t0 + i * MIN,
+                Some(if (90..130).contains(&i) { 9_500 } else { 5_000 }),
+            )
+        })
+        .collect();
+    let frames: Vec<String> = rs
+        .chunks(12)
+        .enumerate()
+        .map(|(i, c)| json_frame("fridge-pg", 1, i as u32, c))
+        .collect();
+    let topic = "coldchain/v1/dev/fridge-pg/up/json";
+    mosquitto_pub_lines(broker.port, topic, &frames[..7]).unwrap();
+    wait_for(
+        std::time::Duration::from_secs(60),
+        "first half stored",
+        || (on_pg.stat("readings_stored") == 84).then_some(()),
+    );
+    on_pg.kill9();
+    // Queued for its session while it is down.
+    mosquitto_pub_lines(broker.port, topic, &frames[7..]).unwrap();
+    on_pg.restart();
+    for d in [&on_sled, &on_pg] {
+        wait_for(std::time::Duration::from_secs(60), "all readings", || {
+            (d.all_readings("fridge-pg").len() == 150).then_some(())
+        });
+    }
+    // The evaluation has seen everything: the H1 alert is there.
+    for d in [&on_sled, &on_pg] {
+        wait_for(std::time::Duration::from_secs(60), "the H1 alert", || {
+            d.get("/api/v1/alerts?shipment=PG-1")
+                .as_array()
+                .and_then(|a| {
+                    a.iter()
+                        .find(|x| x["condition"]["kind"]["zone"] == "H1")
+                        .cloned()
+                })
+        });
+    }
+    // Arrived: the report is as of the arrival, not of now.
+    for d in [&on_sled, &on_pg] {
+        post(
+            d,
+            "/api/v1/shipments/PG-1/arrive",
+            json!({"by": "lab", "at_ms": t0 + 150 * MIN}),
+        );
+    }
+    let a = facts(&on_sled, "PG-1");
+    let b = facts(&on_pg, "PG-1");
+    assert_eq!(a["readings"], 150, "{a}");
+    assert_eq!(
+        a, b,
+        "the same frames, the same report on sled and PostgreSQL"
+    );
+    // Stored once each, in the database itself.
+    let rows = pg
+        .psql("centre", "SELECT count(*) FROM kv WHERE tree = 'frames'")
+        .unwrap();
+    assert_eq!(rows, "13", "one row per frame");
+
+    // Restart: the report is read back from PostgreSQL unchanged.
+    on_pg.stop();
+    on_pg.restart();
+    assert_eq!(facts(&on_pg, "PG-1"), b);
+
+    // The gateway's offline commands open the shared database while the
+    // daemon runs (on sled the daemon holds the lock): the first admin is
+    // added beside the running daemon, which sees the account at once.
+    let mut add = std::process::Command::new(bin("coldchain"))
+        .args([
+            "user",
+            "add",
+            "ada",
+            "--role",
+            "admin",
+            "--full-name",
+            "Ada Admin",
+            "--config",
+        ])
+        .arg(&on_pg.config)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        writeln!(add.stdin.take().unwrap(), "correct horse battery staple").unwrap();
+    }
+    let out = add.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "coldchain user add: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let users: Value = ureq::get(&format!(
+        "http://127.0.0.1:{}/api/v1/users",
+        on_pg.http_port
+    ))
+    .header("Authorization", &format!("Bearer {TEST_TOKEN}"))
+    .call()
+    .unwrap()
+    .body_mut()
+    .read_json()
+    .unwrap();
+    assert!(
+        users
+            .as_array()
+            .is_some_and(|u| u.iter().any(|u| u["name"] == "ada")),
+        "{users}"
+    );
+}
