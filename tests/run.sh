@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of Coldchain: the README's second command, and what CI runs.
 # Installs what the tests need when it is missing (Debian: mosquitto, its clients,
-# chromium, openssl, nodejs, npm; npm: playwright-core into tests/web),
+# chromium, openssl, nodejs, npm, postgresql; npm: playwright-core into tests/web),
 # then: format check, clippy with -D warnings, the firmware's no_std link check,
 # and cargo test --workspace --locked.
 set -euo pipefail
@@ -19,6 +19,10 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+# The PostgreSQL store's tests (tests/tests/pg_store.rs, centre_pg.rs) start
+# their own throwaway cluster with Debian's binaries (tests/src/postgres.rs);
+# the cluster Debian starts on :5432 after installing is not used.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]}"
   as_root apt-get update -qq

@@ -169,6 +169,12 @@ pub struct Evaluator {
     /// The shipments in transit or arrived, read once per full pass and
     /// after every command (the evaluator task is the only writer).
     watched: Option<Vec<Shipment>>,
+    /// Which shipments this instance evaluates (all of them, unless several
+    /// daemons share a PostgreSQL database).
+    leases: crate::lease::Leases,
+    /// Set when frames stored by other instances may have been missed (the
+    /// notification connection dropped): every tracker is rebuilt.
+    stale: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What a list of shipments shows of one shipment, as of its last evaluation.
@@ -333,6 +339,7 @@ impl Evaluator {
         forward: crate::forward::Forward,
     ) -> anyhow::Result<Self> {
         let db = store.db().clone();
+        let cfg_id = cfg.daemon.id.clone();
         Ok(Evaluator {
             forward,
             cfg,
@@ -347,7 +354,27 @@ impl Evaluator {
             lives: HashMap::new(),
             keep: KEEP_UNFOLDED,
             watched: None,
+            leases: crate::lease::Leases::open(&db, cfg_id)?,
+            stale: Arc::default(),
         })
+    }
+
+    /// Evaluates only the shipments whose lease `leases` holds (daemons
+    /// sharing one database).
+    pub fn with_leases(mut self, leases: crate::lease::Leases) -> Self {
+        self.leases = leases;
+        self
+    }
+
+    /// The flag that makes the next evaluation rebuild every tracker from
+    /// the store (set by whoever learns frames may have been missed).
+    pub fn stale_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.stale.clone()
+    }
+
+    /// The leases this evaluator goes by.
+    pub fn leases(&self) -> &crate::lease::Leases {
+        &self.leases
     }
 
     /// Shares `summaries` (the daemon gives the same map to its evaluator
@@ -734,6 +761,15 @@ impl Evaluator {
         now: i64,
         frames: &[(DeviceId, coldchain_proto::FrameRef)],
     ) -> anyhow::Result<()> {
+        if self.stale.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            self.lives.clear();
+        }
+        if !self.leases.hold(&s.id, now) {
+            // Another instance evaluates it; when this one takes it over, it
+            // starts again from the store.
+            self.lives.remove(&s.id);
+            return Ok(());
+        }
         let started = std::time::Instant::now();
         let mut live = match self.lives.remove(&s.id) {
             Some(l) if l.shipment == *s => match self.take_frames(s, l, frames)? {
@@ -1033,7 +1069,7 @@ impl Evaluator {
                 continue;
             }
             let since = a.escalated_ms.unwrap_or(a.raised_ms);
-            if now - since >= after {
+            if now - since >= after && self.leases.hold(&a.shipment, now) {
                 a.escalations += 1;
                 a.escalated_ms = Some(now);
                 self.alerts.put(&a, None)?;

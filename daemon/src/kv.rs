@@ -27,7 +27,7 @@ pub use sled::IVec;
 
 mod pg;
 
-pub use pg::{PgDb, display_url as pg_display_url};
+pub use pg::{PgDb, display_url as pg_display_url, listen as pg_listen};
 
 /// A storage error, naming the backend's own message.
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +139,18 @@ impl Db {
     /// its log, so a later tree's batch is durable only with the earlier
     /// ones), or as one transaction on PostgreSQL.
     pub fn apply_batches(&self, batches: Vec<(&Tree, Batch)>) -> Result<()> {
+        self.apply_batches_notify(batches, Vec::new())
+    }
+
+    /// [`Db::apply_batches`], and on PostgreSQL a notification on the
+    /// `coldchain_frames` channel for each of `notes`, delivered to every
+    /// listening daemon when the transaction commits (see
+    /// [`PgDb::listen`]). Nothing is sent on sled (one daemon).
+    pub fn apply_batches_notify(
+        &self,
+        batches: Vec<(&Tree, Batch)>,
+        notes: Vec<String>,
+    ) -> Result<()> {
         match self {
             Db::Sled(_) => {
                 for (t, b) in batches {
@@ -152,6 +164,7 @@ impl Db {
                     .filter(|(_, b)| !b.ops.is_empty())
                     .map(|(t, b)| (t.name().to_string(), b))
                     .collect(),
+                notes,
             ),
         }
     }
@@ -307,7 +320,7 @@ impl Tree {
     pub fn apply_batch(&self, b: Batch) -> Result<()> {
         match self {
             Tree::Sled(t) => Ok(t.apply_batch(b.into_sled())?),
-            Tree::Pg(t) => t.db().apply(vec![(t.name().to_string(), b)]),
+            Tree::Pg(t) => t.db().apply(vec![(t.name().to_string(), b)], Vec::new()),
         }
     }
 

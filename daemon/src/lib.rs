@@ -17,6 +17,7 @@ pub mod forward;
 pub mod holdtime;
 pub mod ingest;
 pub mod kv;
+pub mod lease;
 pub mod metrics;
 pub mod openapi;
 pub mod outbox;

@@ -163,8 +163,15 @@ async fn run_once(cfg: Config) -> anyhow::Result<Next> {
     record_config(&audit, &cfg)?;
     let forward = Forward::open(store.db(), cfg.upstream_prefix())?;
     let summaries = crate::evaluate::Summaries::default();
+    // This process among the daemons that may share the database: it names
+    // the frames it stores and the evaluation leases it holds.
+    let instance = format!("{}-{:08x}", cfg.daemon.id, rand::random::<u32>());
+    store.set_instance(instance.clone());
     let evaluator = Evaluator::new(cfg.clone(), store.clone(), audit.clone(), forward.clone())?
-        .with_summaries(summaries.clone());
+        .with_summaries(summaries.clone())
+        .with_leases(crate::lease::Leases::open(store.db(), instance.clone())?);
+    let leases = evaluator.leases().clone();
+    let stale = evaluator.stale_flag();
     let reader = Arc::new(
         Evaluator::new(cfg.clone(), store.clone(), audit.clone(), forward.clone())?
             .with_summaries(summaries),
@@ -193,6 +200,35 @@ async fn run_once(cfg: Config) -> anyhow::Result<Next> {
     });
     let (touched_tx, touched_rx) = mpsc::unbounded_channel::<crate::evaluate::Touched>();
     let (req_tx, req_rx) = mpsc::channel(64);
+    // On PostgreSQL, frames other instances store reach this evaluator too
+    // (for the shipments whose lease it holds).
+    let notes = cfg.store.postgres_url.clone().map(|url| {
+        let (tx, again) = (touched_tx.clone(), touched_tx.clone());
+        let me = instance.clone();
+        tokio::spawn(crate::kv::pg_listen(
+            url,
+            "coldchain_frames",
+            move || {
+                // Whatever was announced while disconnected is unknown:
+                // every tracker starts again from the store.
+                stale.store(true, Ordering::Relaxed);
+                let _ = again.send(crate::evaluate::Touched::new());
+            },
+            move |payload| match serde_json::from_str::<crate::store::FrameNote>(&payload) {
+                Ok(note) if note.from != me => {
+                    let mut t = crate::evaluate::Touched::new();
+                    for (d, boot, seq) in note.frames {
+                        t.entry(d)
+                            .or_default()
+                            .push(coldchain_proto::FrameRef { boot, seq });
+                    }
+                    let _ = tx.send(t);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("unreadable frame notification: {e}"),
+            },
+        ))
+    });
     let eval_task = tokio::spawn(crate::evaluate::run_task(
         evaluator,
         store.clone(),
@@ -404,6 +440,11 @@ async fn run_once(cfg: Config) -> anyhow::Result<Next> {
     let _ = tokio::time::timeout(Duration::from_secs(5), pump).await;
     let _ = http.await;
     let _ = eval_task.await;
+    if let Some(l) = notes {
+        l.abort();
+    }
+    // Another instance takes this one's shipments at once.
+    leases.release_all();
     if let Some(r) = retention {
         // A pass in progress finishes its batch of removals; nothing it
         // removes is needed, so waiting for all of it is not required.

@@ -473,6 +473,49 @@ fn frame_readings_value(mut items: Vec<(u16, ReadingRecord)>) -> Vec<u8> {
     enc(&items)
 }
 
+/// A stored-frames notification: who stored them and which.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FrameNote {
+    /// The daemon instance that stored them ([`KvStore::set_instance`]).
+    pub from: String,
+    /// `(device, boot, seq)` of each frame.
+    pub frames: Vec<(String, u32, u32)>,
+}
+
+/// Longest notification payload sent (PostgreSQL's limit is 8000 bytes).
+const NOTE_MAX: usize = 7000;
+
+/// The notifications announcing the frames in `frames` (staged writes of
+/// the `frames` tree), each under [`NOTE_MAX`] bytes.
+fn frame_notes(from: &str, frames: &Staged) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut note = FrameNote {
+        from: from.to_string(),
+        frames: Vec::new(),
+    };
+    let mut size = from.len() + 32;
+    for (k, v) in frames {
+        if v.is_none() {
+            continue;
+        }
+        let Some((d, r)) = key::parse_frame(k) else {
+            continue;
+        };
+        let entry = d.len() + 26;
+        if size + entry > NOTE_MAX && !note.frames.is_empty() {
+            out.push(serde_json::to_string(&note).unwrap_or_default());
+            note.frames.clear();
+            size = from.len() + 32;
+        }
+        size += entry;
+        note.frames.push((d.to_string(), r.boot, r.seq));
+    }
+    if !note.frames.is_empty() {
+        out.push(serde_json::to_string(&note).unwrap_or_default());
+    }
+    out
+}
+
 /// Applies staged writes to a tree: nothing for none, a plain write for one
 /// (no batch marker in sled's log), a sled batch (atomic) for several.
 fn apply_staged(tree: &Tree, staged: Staged) -> crate::kv::Result<()> {
@@ -556,6 +599,8 @@ pub struct KvStore {
     devices: Tree,
     security: Tree,
     boot_clocks: Tree,
+    /// This daemon's instance name, in the notifications of stored frames.
+    instance: std::sync::Arc<std::sync::OnceLock<String>>,
 }
 
 /// sled's page cache when `store.cache_mb` is not set, bytes (see
@@ -636,6 +681,12 @@ impl KvStore {
         }
     }
 
+    /// Names this daemon instance in the notifications of the frames it
+    /// stores (so it can tell its own from others'). Set once.
+    pub fn set_instance(&self, name: String) {
+        let _ = self.instance.set(name);
+    }
+
     /// Whether this store is a PostgreSQL database.
     pub fn is_postgres(&self) -> bool {
         matches!(self.db, Db::Pg(_))
@@ -668,6 +719,7 @@ impl KvStore {
             boot_clocks: t("boot_clocks")?,
             db: db.clone(),
             path: path.clone(),
+            instance: Default::default(),
         };
         store.migrate_per_reading_tree()?;
         Ok(store)
@@ -1176,7 +1228,10 @@ impl Store for KvStore {
             .filter_map(|(k, items)| Some((k, Some(frame_readings_value(items?)))))
             .collect();
         if let Db::Pg(_) = &self.db {
-            // One transaction: durable when it returns.
+            // One transaction: durable when it returns. The frames it
+            // stores are announced to the other daemons sharing the
+            // database when it commits (their evaluators read them).
+            let notes = frame_notes(self.instance.get().map_or("", String::as_str), &frames);
             let b = |staged: Staged| {
                 let mut b = Batch::default();
                 for (k, v) in staged {
@@ -1189,15 +1244,18 @@ impl Store for KvStore {
             };
             return self
                 .db
-                .apply_batches(vec![
-                    (&self.readings, b(unpaired)),
-                    (&self.events, b(w.events)),
-                    (&self.gaps, b(w.gaps)),
-                    (&self.security, b(w.security)),
-                    (&self.boot_clocks, b(w.boot_clocks)),
-                    (&self.frames, b(frames)),
-                    (&self.devices, b(w.devices)),
-                ])
+                .apply_batches_notify(
+                    vec![
+                        (&self.readings, b(unpaired)),
+                        (&self.events, b(w.events)),
+                        (&self.gaps, b(w.gaps)),
+                        (&self.security, b(w.security)),
+                        (&self.boot_clocks, b(w.boot_clocks)),
+                        (&self.frames, b(frames)),
+                        (&self.devices, b(w.devices)),
+                    ],
+                    notes,
+                )
                 .map_err(|e| self.sled_err(e));
         }
         let e = |e| self.sled_err(e);

@@ -205,3 +205,97 @@ fn postgres_gives_the_same_report_as_sled_and_keeps_it_across_restart_and_kill()
         "{users}"
     );
 }
+
+fn zone_alerts(d: &Daemon, id: &str, zone: &str) -> usize {
+    d.get(&format!("/api/v1/alerts?shipment={id}"))
+        .as_array()
+        .map_or(0, |a| {
+            a.iter()
+                .filter(|x| x["condition"]["kind"]["zone"] == zone)
+                .count()
+        })
+}
+
+/// Two daemons share one PostgreSQL database, each behind its own broker.
+/// Frames reach only B; A holds the shipment's evaluation lease, learns of
+/// B's frames from the database's notifications and raises the alarm, once.
+/// A is killed: B takes the lease over and raises the next alarm; nothing is
+/// raised twice, every frame is stored once.
+#[test]
+fn two_instances_share_a_database_and_one_evaluates_each_shipment() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Postgres::start(&dir.path().join("pg"));
+    let url = pg.create_db("shared");
+    let store = format!("[store]\npostgres_url = \"{url}\"\n");
+    let broker_a = Mosquitto::start(&dir.path().join("broker-a"));
+    let broker_b = Mosquitto::start(&dir.path().join("broker-b"));
+    let mut a = daemon(&dir.path().join("a"), broker_a.port, "cc-a", &store);
+    let b = daemon(&dir.path().join("b"), broker_b.port, "cc-b", &store);
+    let t0 = now_ms() - 6 * H;
+    // Created on A: A evaluates it first and takes its lease.
+    post(
+        &a,
+        "/api/v1/shipments",
+        json!({
+            "by": "dispatcher", "id": "SHARED-1", "product": "PBSC", "profile": "fridge",
+            "watch": [{"device": "fridge-pg", "channel": 0}],
+            "origin": "A", "destination": "B", "departure_ms": t0, "window_h": 48.0,
+        }),
+    );
+    // B knows the shipment from the shared database.
+    assert_eq!(
+        b.get("/api/v1/shipments/SHARED-1")["evaluation"]["shipment"]["id"],
+        "SHARED-1"
+    );
+    // 150 min, 40 of them above 8 °C (H1), then 100 min of which 20 at
+    // 16 °C (H3), 12 readings a frame; only B's broker hears them.
+    let rs: Vec<(i64, Option<i32>)> = (0..250)
+        .map(|i| {
+            let v = match i {
+                90..130 => 9_500,
+                200..220 => 16_000,
+                _ => 5_000,
+            };
+            (t0 + i * MIN, Some(v))
+        })
+        .collect();
+    let frames: Vec<String> = rs
+        .chunks(10)
+        .enumerate()
+        .map(|(i, c)| json_frame("fridge-pg", 1, i as u32, c))
+        .collect();
+    let topic = "coldchain/v1/dev/fridge-pg/up/json";
+    mosquitto_pub_lines(broker_b.port, topic, &frames[..15]).unwrap();
+    wait_for(
+        std::time::Duration::from_secs(60),
+        "A raises H1 from B's frames",
+        || (zone_alerts(&a, "SHARED-1", "H1") == 1).then_some(()),
+    );
+    assert_eq!(a.stat("readings_stored"), 0, "A received nothing itself");
+    assert_eq!(
+        zone_alerts(&b, "SHARED-1", "H1"),
+        1,
+        "B sees the same alert"
+    );
+
+    // A dies holding the lease; B takes it over when it runs out.
+    a.kill9();
+    mosquitto_pub_lines(broker_b.port, topic, &frames[15..]).unwrap();
+    wait_for(
+        std::time::Duration::from_secs(120),
+        "B raises H3 after taking the lease over",
+        || (zone_alerts(&b, "SHARED-1", "H3") == 1).then_some(()),
+    );
+    assert_eq!(zone_alerts(&b, "SHARED-1", "H1"), 1, "H1 not raised again");
+    assert_eq!(
+        pg.psql("shared", "SELECT count(*) FROM kv WHERE tree = 'frames'")
+            .unwrap(),
+        "25",
+        "every frame stored once"
+    );
+    // A comes back: it does not raise what B already raised.
+    a.restart();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(zone_alerts(&a, "SHARED-1", "H1"), 1);
+    assert_eq!(zone_alerts(&a, "SHARED-1", "H3"), 1);
+}

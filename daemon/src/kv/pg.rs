@@ -256,9 +256,10 @@ impl PgDb {
         })
     }
 
-    /// Applies batches to several trees in one transaction.
-    pub(super) fn apply(&self, batches: Vec<(String, Batch)>) -> Result<()> {
-        if batches.is_empty() {
+    /// Applies batches to several trees in one transaction, with `notes`
+    /// sent on the `coldchain_frames` channel when (and only if) it commits.
+    pub(super) fn apply(&self, batches: Vec<(String, Batch)>, notes: Vec<String>) -> Result<()> {
+        if batches.is_empty() && notes.is_empty() {
             return Ok(());
         }
         self.run(|mut c| async move {
@@ -297,6 +298,11 @@ impl PgDb {
                     .await
                     .map_err(pg_err)?;
                 }
+            }
+            for n in &notes {
+                tx.execute("SELECT pg_notify('coldchain_frames', $1)", &[n])
+                    .await
+                    .map_err(pg_err)?;
             }
             tx.commit().await.map_err(pg_err)
         })
@@ -574,5 +580,72 @@ impl DoubleEndedIterator for PgIter {
             }
             Err(e) => self.fail(e),
         }
+    }
+}
+
+/// Listens on a notification channel of the database at `url` for as long
+/// as the task runs: `on_note` gets each payload; `on_connect` runs after
+/// every (re)connection, since notifications sent while disconnected are
+/// lost (the caller then reads the store again). Reconnects with a backoff
+/// of up to 10 s.
+pub async fn listen(
+    url: String,
+    channel: &'static str,
+    mut on_connect: impl FnMut() + Send,
+    mut on_note: impl FnMut(String) + Send,
+) {
+    let mut backoff = std::time::Duration::from_millis(250);
+    loop {
+        match tokio_postgres::connect(&url, NoTls).await {
+            Ok((client, mut conn)) => {
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                let driver = tokio::spawn(async move {
+                    loop {
+                        match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+                            Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                                if tx.send(n.payload().to_string()).is_err() {
+                                    return;
+                                }
+                            }
+                            Some(Ok(_)) => {}
+                            Some(Err(e)) => {
+                                tracing::warn!("PostgreSQL notification connection: {e}");
+                                return;
+                            }
+                            None => return,
+                        }
+                    }
+                });
+                match client.batch_execute(&format!("LISTEN {channel}")).await {
+                    Ok(()) => {
+                        backoff = std::time::Duration::from_millis(250);
+                        on_connect();
+                        while let Some(p) = rx.recv().await {
+                            on_note(p);
+                        }
+                        tracing::warn!(
+                            channel,
+                            "lost the PostgreSQL notification connection: reconnecting"
+                        );
+                    }
+                    Err(e) => tracing::warn!(channel, "LISTEN failed: {}", describe(e)),
+                }
+                driver.abort();
+            }
+            Err(e) => tracing::warn!(
+                channel,
+                "cannot connect to PostgreSQL for notifications: {}",
+                describe(e)
+            ),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+    }
+}
+
+fn describe(e: tokio_postgres::Error) -> String {
+    match pg_err(e) {
+        Error::Pg(m) => m,
+        e => e.to_string(),
     }
 }
