@@ -175,10 +175,26 @@ pub struct Evaluator {
     /// Set when frames stored by other instances may have been missed (the
     /// notification connection dropped): every tracker is rebuilt.
     stale: Arc<std::sync::atomic::AtomicBool>,
+    /// On PostgreSQL, the summaries of every instance's shipments (the
+    /// `summaries` tree), so any instance's lists show every shipment.
+    shared: Option<SharedSummaries>,
 }
 
+/// Summaries written to the shared database: at most every
+/// [`SHARED_SUMMARY_MS`] per shipment, and at once when its alerts change.
+#[derive(Debug)]
+struct SharedSummaries {
+    tree: crate::kv::Tree,
+    /// Per shipment: when last written, and its alerts then (JSON).
+    written: HashMap<String, (i64, String)>,
+}
+
+/// How stale another instance's shipment may look in a list, ms (the
+/// dashboard polls every 5 s).
+pub const SHARED_SUMMARY_MS: i64 = 5_000;
+
 /// What a list of shipments shows of one shipment, as of its last evaluation.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Summary {
     /// The shipment.
     pub shipment: Shipment,
@@ -356,6 +372,13 @@ impl Evaluator {
             watched: None,
             leases: crate::lease::Leases::open(&db, cfg_id)?,
             stale: Arc::default(),
+            shared: match &db {
+                crate::kv::Db::Pg(_) => Some(SharedSummaries {
+                    tree: db.open_tree("summaries")?,
+                    written: HashMap::new(),
+                }),
+                crate::kv::Db::Sled(_) => None,
+            },
         })
     }
 
@@ -400,6 +423,15 @@ impl Evaluator {
             }
         }
         for sh in missing {
+            // Another instance's shipment: its summary as that instance
+            // last wrote it (not cached: it moves on there).
+            if let Some(shared) = &self.shared
+                && let Some(v) = shared.tree.get(&sh.id)?
+                && let Ok(s) = serde_json::from_slice::<Summary>(&v)
+            {
+                out.push(s);
+                continue;
+            }
             let ev = self.evaluate(&sh, now)?;
             let alerts = self.alerts.of_shipment(&sh.id)?;
             let s = summary_of(&ev, alerts);
@@ -415,6 +447,14 @@ impl Evaluator {
     /// Refreshes the alerts of a shipment's summary (after an acknowledgement).
     fn refresh_alerts(&self, shipment: &str) -> anyhow::Result<()> {
         let alerts = self.alerts.of_shipment(shipment)?;
+        if let Some(shared) = &self.shared
+            && let Some(v) = shared.tree.get(shipment)?
+            && let Ok(mut s) = serde_json::from_slice::<Summary>(&v)
+        {
+            set_alert_counts(&mut s.status, &alerts);
+            s.alerts = alerts.clone();
+            shared.tree.insert(shipment, serde_json::to_vec(&s)?)?;
+        }
         if let Some(s) = self
             .summaries
             .write()
@@ -766,8 +806,13 @@ impl Evaluator {
         }
         if !self.leases.hold(&s.id, now) {
             // Another instance evaluates it; when this one takes it over, it
-            // starts again from the store.
+            // starts again from the store. Lists read that instance's
+            // summary from the shared database.
             self.lives.remove(&s.id);
+            self.summaries
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&s.id);
             return Ok(());
         }
         let started = std::time::Instant::now();
@@ -1041,6 +1086,18 @@ impl Evaluator {
         let id = &snap.shipment.id;
         let status = status_doc(snap, &alerts);
         let summary = summary_from(snap, alerts);
+        if let Some(shared) = &mut self.shared {
+            let now = self.clock.now_ms();
+            let alerts_json = serde_json::to_string(&summary.alerts)?;
+            let due = shared
+                .written
+                .get(id)
+                .is_none_or(|(t, a)| now - t >= SHARED_SUMMARY_MS || *a != alerts_json);
+            if due {
+                shared.tree.insert(id, serde_json::to_vec(&summary)?)?;
+                shared.written.insert(id.clone(), (now, alerts_json));
+            }
+        }
         self.summaries
             .write()
             .unwrap_or_else(|e| e.into_inner())

@@ -277,6 +277,21 @@ fn two_instances_share_a_database_and_one_evaluates_each_shipment() {
         1,
         "B sees the same alert"
     );
+    // B's shipment list shows A's evaluation of the shipment (its newest
+    // reading and its open alert), not an evaluation of its own.
+    wait_for(
+        std::time::Duration::from_secs(30),
+        "B's list shows A's summary",
+        || {
+            let list = b.get("/api/v1/shipments");
+            let row = list
+                .as_array()?
+                .iter()
+                .find(|r| r["shipment"]["id"] == "SHARED-1")?
+                .clone();
+            (row["last"]["t_ms"] == t0 + 149 * MIN && row["open_alerts"] == 1).then_some(())
+        },
+    );
 
     // A dies holding the lease; B takes it over when it runs out.
     a.kill9();
