@@ -78,6 +78,8 @@ usage: coldchain-load [options]
   --daemon-toml TOML     extra daemon config, e.g. '[store]\\nmax_batch = 8192'
   --repeat N             run N times (fresh broker and daemon each), then print best and median (default 1)
   --no-sub               do not run mosquitto_sub alongside
+  --postgres             the daemon on PostgreSQL ([store] postgres_url) instead of sled: a
+                         throwaway cluster of Debian's PostgreSQL is started for each run
   --no-crash-check       skip the kill -9 / restart / recount at the end
   --poll-ms N            /api/v1/stats poll interval for the latency estimate (default 2)
   --timeout-s N          bound on the whole run (default 300)
@@ -102,6 +104,7 @@ struct Args {
     poll: Duration,
     timeout: Duration,
     keep: Option<std::path::PathBuf>,
+    postgres: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -120,6 +123,7 @@ fn parse_args() -> anyhow::Result<Args> {
         poll: Duration::from_millis(2),
         timeout: Duration::from_secs(300),
         keep: None,
+        postgres: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -141,6 +145,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--daemon-toml" => a.daemon_toml = val()?.replace("\\n", "\n"),
             "--repeat" => a.repeat = val()?.parse()?,
             "--no-sub" => a.sub = false,
+            "--postgres" => a.postgres = true,
             "--no-crash-check" => a.crash_check = false,
             "--poll-ms" => a.poll = Duration::from_millis(val()?.parse()?),
             "--timeout-s" => a.timeout = Duration::from_secs(val()?.parse()?),
@@ -367,7 +372,18 @@ fn run_once(a: &Args) -> anyhow::Result<serde_json::Value> {
     let broker = Mosquitto::start_with_config(&bdir, |port| broker_config(port, &bdir, autosave));
     let names: Vec<String> = (1..=a.devices).map(|i| format!("load-{i}")).collect();
     let devs: Vec<DeviceCfg> = names.iter().map(|n| DeviceCfg::new(n)).collect();
-    let mut daemon = Daemon::start(&root.join("daemon"), broker.port, &devs, &a.daemon_toml);
+    let pg = a
+        .postgres
+        .then(|| coldchain_tests::Postgres::start(&root.join("pg")));
+    let mut daemon_toml = a.daemon_toml.clone();
+    if let Some(pg) = &pg {
+        let line = format!("postgres_url = \"{}\"\n", pg.create_db("load"));
+        daemon_toml = match daemon_toml.find("[store]\n") {
+            Some(i) => format!("{}{line}{}", &daemon_toml[..i + 8], &daemon_toml[i + 8..]),
+            None => format!("{daemon_toml}\n[store]\n{line}"),
+        };
+    }
+    let mut daemon = Daemon::start(&root.join("daemon"), broker.port, &devs, &daemon_toml);
     let dpid = daemon.pid().context("daemon pid")?;
     let bpid = broker.pid().context("broker pid")?;
     let base0 = http_get(daemon.http_port, "/api/v1/stats")?;
@@ -657,6 +673,22 @@ fn run_once(a: &Args) -> anyhow::Result<serde_json::Value> {
     if let Some(n) = recount {
         println!("  after kill -9 + restart: {n} readings stored (expected {total_readings})");
     }
+    // What the readings take in PostgreSQL: the kv table with its index and
+    // TOAST, after the run (not a per-reading exact cost: it includes the
+    // other trees, which are small here).
+    let pg_bytes = pg.as_ref().and_then(|pg| {
+        pg.psql("load", "SELECT pg_total_relation_size('kv')")
+            .ok()?
+            .parse::<u64>()
+            .ok()
+    });
+    if let Some(b) = pg_bytes {
+        println!(
+            "  PostgreSQL kv table     {:.1} MiB, {:.1} bytes/reading",
+            b as f64 / 1048576.0,
+            b as f64 / total_readings as f64
+        );
+    }
     let summary = serde_json::json!({
             "devices": a.devices, "frames": total_frames, "readings_per_frame": a.readings,
             "readings": total_readings, "publisher": if a.sim { "sim" } else { "own" },
@@ -666,7 +698,7 @@ fn run_once(a: &Args) -> anyhow::Result<serde_json::Value> {
             "max_ms": lat_ms.last(), "peak_rss_kib": peak_rss_kib,
             "cpu_daemon_s": cpu1.0 - cpu0.0, "cpu_broker_s": cpu1.1 - cpu0.1,
             "cpu_harness_s": cpu1.2 - cpu0.2, "wall_s": durable_s,
-            "commits": commits, "recount": recount,
+            "commits": commits, "recount": recount, "postgres_bytes": pg_bytes,
     });
     println!("{summary}");
     let mut bad = Vec::new();
