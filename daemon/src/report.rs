@@ -1214,7 +1214,9 @@ pub enum NotAReport {
 pub fn identify_file(file: &[u8]) -> Result<FileIdentity, NotAReport> {
     if file.starts_with(b"%PDF-") {
         let json = pdf::embedded_json(file).ok_or(NotAReport::Missing(
-            "report data attached to the PDF (the report's JSON form)",
+            "readable report data attached to the PDF (the report's JSON form, which the \
+             daemon stores uncompressed; a copy re-saved by another program may have \
+             compressed it)",
         ))?;
         let mut id = identify(&json)?;
         if id.format != Format::Json {
