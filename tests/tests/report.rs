@@ -301,6 +301,13 @@ fn report_forms_agree_and_verify() {
     assert_eq!(ct, "application/pdf");
     assert!(pdf.starts_with(b"%PDF-1.7"));
     assert_eq!(get_bytes(&daemon, &format!("{base}?format=pdf")).2, pdf);
+    // The dashboard's shipment page links it.
+    let (s, _, page) = get_text(&daemon, "/shipments/REP%201");
+    assert_eq!(s, 200);
+    assert!(
+        page.contains(&format!("href=\"{base}?format=pdf\"")),
+        "no PDF link on the shipment page: {page}"
+    );
     let pdf_file = dir.path().join("REP 1.pdf");
     let o = cli(
         &daemon,

@@ -76,7 +76,7 @@ type Rgb = (u8, u8, u8);
 /// The PDF of a report.
 pub fn render_pdf(d: &ReportData) -> Vec<u8> {
     let made = chart_tree(d).and_then(|tree| {
-        let m = Metrics::new();
+        let m = Metrics::new()?;
         let mut l = Layout::new(&m);
         content(d, &mut l, tree.size().height() / tree.size().width());
         let pages = l.finish(d);
@@ -115,13 +115,14 @@ struct Metrics {
 }
 
 impl Metrics {
-    fn new() -> Metrics {
-        // The fonts are part of the binary; they parse or the build is broken
-        // (checked by the tests).
-        Metrics {
-            regular: ttf_parser::Face::parse(REGULAR, 0).expect("embedded DejaVu Sans parses"),
-            bold: ttf_parser::Face::parse(BOLD, 0).expect("embedded DejaVu Sans Bold parses"),
-        }
+    fn new() -> Result<Metrics, String> {
+        let face = |data, name| {
+            ttf_parser::Face::parse(data, 0).map_err(|e| format!("the embedded {name}: {e}"))
+        };
+        Ok(Metrics {
+            regular: face(REGULAR, "DejaVu Sans")?,
+            bold: face(BOLD, "DejaVu Sans Bold")?,
+        })
     }
 
     /// Width of `s` in points (advances; kerning ignored, which only makes
