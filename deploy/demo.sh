@@ -147,6 +147,8 @@ Coldchain is running with three simulated shipments.
               $bin/coldchain alerts --open
               $bin/coldchain ack ALERT_ID --comment "what you did"
               $bin/coldchain report "HSC $run_id" --format html --out report.html
+              $bin/coldchain report "HSC $run_id" --format pdf --out report.pdf
+              $bin/coldchain report --verify report.pdf
 
 Within about a minute the dry shipper of "HSC $run_id" starts warming: a
 predictive warning comes first, the critical alarm (above -135 °C) within

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of Coldchain: the README's second command, and what CI runs.
 # Installs what the tests need when it is missing (Debian: mosquitto, its clients,
-# chromium, openssl, nodejs, npm, postgresql; npm: playwright-core into tests/web),
+# chromium, openssl, nodejs, npm, qpdf, poppler-utils, postgresql; npm:
+# playwright-core into tests/web),
 # then: format check, clippy with -D warnings, the firmware's no_std link check,
 # and cargo test --workspace --locked.
 set -euo pipefail
@@ -23,6 +24,10 @@ command -v npm >/dev/null 2>&1 || missing+=(npm)
 # their own throwaway cluster with Debian's binaries (tests/src/postgres.rs);
 # the cluster Debian starts on :5432 after installing is not used.
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+# The PDF/A report's tests (daemon/tests/report_arrival.rs, tests/tests/report.rs)
+# check it with qpdf --check and render it with poppler's pdftoppm and pdftotext.
+command -v qpdf >/dev/null 2>&1 || missing+=(qpdf)
+command -v pdftoppm >/dev/null 2>&1 || missing+=(poppler-utils)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]}"
   as_root apt-get update -qq

@@ -162,7 +162,7 @@ pub enum ClientCmd {
     Report {
         /// Shipment id (not needed with --verify).
         shipment: Option<String>,
-        /// html, csv or json.
+        /// html, csv, json or pdf (PDF/A; binary: give --out or redirect).
         #[arg(long, default_value = "html")]
         format: String,
         /// Write to this file instead of standard output.
@@ -745,11 +745,11 @@ impl Client {
         serde_json::from_str(&t).map_err(|e| fail(3, format!("GET {path}: not JSON: {e}")))
     }
 
-    fn post_text(&self, path: &str, body: &str) -> Result<Value, Failure> {
+    fn post_file(&self, path: &str, body: &[u8]) -> Result<Value, Failure> {
         let mut req = self
             .agent
             .post(&format!("{}{path}", self.base))
-            .header("Content-Type", "text/plain; charset=utf-8");
+            .header("Content-Type", "application/octet-stream");
         if let Some(t) = &self.token {
             req = req.header("Authorization", &format!("Bearer {t}"));
         }
@@ -1212,9 +1212,9 @@ pub fn run(cmd: ClientCmd) -> Result<(), Failure> {
             ..
         } => {
             if let Some(file) = verify {
-                let text = std::fs::read_to_string(&file)
+                let bytes = std::fs::read(&file)
                     .map_err(|e| fail(2, format!("cannot read {}: {e}", file.display())))?;
-                let v = c.post_text("/api/v1/reports/verify", &text)?;
+                let v = c.post_file("/api/v1/reports/verify", &bytes)?;
                 if conn.json {
                     print_json(&v);
                 } else if v["ok"] == json!(true) {
@@ -1241,6 +1241,13 @@ pub fn run(cmd: ClientCmd) -> Result<(), Failure> {
             }
             let id =
                 shipment.ok_or_else(|| fail(2, "which shipment? coldchain report SHIPMENT"))?;
+            if format.eq_ignore_ascii_case("pdf") {
+                if out.is_none() && std::io::stdout().is_terminal() {
+                    return Err(fail(2, "--format pdf: give --out FILE (a PDF is binary)"));
+                }
+                let path = format!("/api/v1/shipments/{}/report?format=pdf", seg(&id));
+                return c.stream_to(&path, &out);
+            }
             let text = c.get_text(&format!(
                 "/api/v1/shipments/{}/report?format={}",
                 seg(&id),

@@ -605,7 +605,7 @@ pub fn shipment_html(d: &ReportData, v: &Viewer) -> String {
     let seg = url_segment(&id.shipment);
     let _ = write!(
         s,
-        "{}<section class=\"card\"><h2>Arrival report</h2><p><a href=\"/api/v1/shipments/{seg}/report?format=html\" target=\"_blank\" rel=\"noopener\">HTML (prints on A4)</a> · <a href=\"/api/v1/shipments/{seg}/report?format=csv\">CSV</a> · <a href=\"/api/v1/shipments/{seg}/report?format=json\" target=\"_blank\" rel=\"noopener\">JSON</a></p><p class=\"muted\">As of {}. SHA-256 of this data: <code class=\"sha\">{}</code></p></section>",
+        "{}<section class=\"card\"><h2>Arrival report</h2><p><a href=\"/api/v1/shipments/{seg}/report?format=html\" target=\"_blank\" rel=\"noopener\">HTML (prints on A4)</a> · <a href=\"/api/v1/shipments/{seg}/report?format=csv\">CSV</a> · <a href=\"/api/v1/shipments/{seg}/report?format=json\" target=\"_blank\" rel=\"noopener\">JSON</a> · <a href=\"/api/v1/shipments/{seg}/report?format=pdf\" target=\"_blank\" rel=\"noopener\">PDF/A (for the lab's records)</a></p><p class=\"muted\">As of {}. SHA-256 of this data: <code class=\"sha\">{}</code></p></section>",
         disposition_html(d, v),
         utc(d.as_of_ms),
         report::sha256(d),

@@ -1,6 +1,6 @@
 //! The arrival report: one document that tells a receiving lab what a product
-//! went through, in three forms (HTML that prints on A4, CSV, JSON), each
-//! carrying the SHA-256 of the report's canonical data so a copy can be checked
+//! went through, in four forms (HTML that prints on A4, CSV, JSON, and PDF/A
+//! for the lab's quality records: [`pdf`]), each carrying the SHA-256 of the report's canonical data so a copy can be checked
 //! against the daemon later.
 //!
 //! # The data and its hash
@@ -19,8 +19,8 @@
 //!
 //! # Verification
 //!
-//! [`identify`] reads the shipment, `as_of_ms` and the claimed hash from any
-//! of the three forms. The daemon rebuilds the report of that shipment as of
+//! [`identify_file`] reads the shipment, `as_of_ms` and the claimed hash from any
+//! of the four forms (a PDF's from the JSON form attached to it). The daemon rebuilds the report of that shipment as of
 //! that moment and [`verify`] compares: whether the daemon's data still hashes
 //! to the claimed value (`data_unchanged`), and whether the file is exactly
 //! what the daemon renders from it (`file_intact`), which catches an edited
@@ -31,12 +31,13 @@
 //!
 //! # Routes
 //!
-//! * `GET /api/v1/shipments/{id}/report?format=html|csv|json[&as_of_ms=N]`
+//! * `GET /api/v1/shipments/{id}/report?format=html|csv|json|pdf[&as_of_ms=N]`
 //! * `POST /api/v1/reports/verify` with the file's content as the body:
 //!   a [`Verification`] as JSON (404 if the shipment is unknown, 400 if the
 //!   body is not a Coldchain report).
 
 mod chart;
+pub mod pdf;
 mod render;
 pub(crate) use render::history_html;
 pub(crate) mod text;
@@ -63,6 +64,7 @@ use crate::store::{EventBody, EventRecord, FrameRecord, KvStore, SecurityKind};
 use crate::viability::ViabilityOutcome;
 
 pub use chart::svg as chart_svg;
+pub use pdf::render_pdf;
 pub use render::{render_csv, render_html, render_json};
 
 /// The version tag of the report's data layout.
@@ -1154,26 +1156,30 @@ pub enum Format {
     Csv,
     /// JSON: `{"coldchain_report", "sha256", "data"}`.
     Json,
+    /// PDF/A-3u for A4, the JSON form attached.
+    Pdf,
 }
 
 impl Format {
-    /// Parses `html`, `csv`, `json`.
+    /// Parses `html`, `csv`, `json`, `pdf`.
     pub fn parse(s: &str) -> Option<Format> {
         match s.to_ascii_lowercase().as_str() {
             "html" => Some(Format::Html),
             "csv" => Some(Format::Csv),
             "json" => Some(Format::Json),
+            "pdf" => Some(Format::Pdf),
             _ => None,
         }
     }
 }
 
-/// A report rendered in `format`.
-pub fn render(d: &ReportData, format: Format) -> String {
+/// A report rendered in `format`: the file's bytes.
+pub fn render(d: &ReportData, format: Format) -> Vec<u8> {
     match format {
-        Format::Html => render_html(d),
-        Format::Csv => render_csv(d),
-        Format::Json => render_json(d),
+        Format::Html => render_html(d).into_bytes(),
+        Format::Csv => render_csv(d).into_bytes(),
+        Format::Json => render_json(d).into_bytes(),
+        Format::Pdf => render_pdf(d),
     }
 }
 
@@ -1188,7 +1194,7 @@ pub struct FileIdentity {
     pub as_of_ms: i64,
     /// The SHA-256 it claims.
     pub sha256: String,
-    /// The data it carries, where it carries it (JSON and HTML).
+    /// The data it carries, where it carries it (JSON, HTML and PDF).
     #[serde(skip)]
     pub data: Option<serde_json::Value>,
 }
@@ -1197,11 +1203,37 @@ pub struct FileIdentity {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NotAReport {
     /// Nothing recognisable.
-    #[error("not a Coldchain report: no {0} found (expected a report's HTML, CSV or JSON form)")]
+    #[error(
+        "not a Coldchain report: no {0} found (expected a report's HTML, CSV, JSON or PDF form)"
+    )]
     Missing(&'static str),
 }
 
-/// Reads shipment, moment and claimed hash from a report file of any form.
+/// Reads shipment, moment and claimed hash from a report file of any form,
+/// PDF included (from the JSON form attached to it).
+pub fn identify_file(file: &[u8]) -> Result<FileIdentity, NotAReport> {
+    if file.starts_with(b"%PDF-") {
+        let json = pdf::embedded_json(file).ok_or(NotAReport::Missing(
+            "readable report data attached to the PDF (the report's JSON form, which the \
+             daemon stores uncompressed; a copy re-saved by another program may have \
+             compressed it)",
+        ))?;
+        let mut id = identify(&json)?;
+        if id.format != Format::Json {
+            return Err(NotAReport::Missing(
+                "report data attached to the PDF (the report's JSON form)",
+            ));
+        }
+        id.format = Format::Pdf;
+        return Ok(id);
+    }
+    let text = std::str::from_utf8(file)
+        .map_err(|_| NotAReport::Missing("text (the file is neither UTF-8 text nor a PDF)"))?;
+    identify(text)
+}
+
+/// Reads shipment, moment and claimed hash from a report file of a text form
+/// (HTML, CSV or JSON; [`identify_file`] reads a PDF as well).
 pub fn identify(file_text: &str) -> Result<FileIdentity, NotAReport> {
     let t = file_text.trim_start_matches('\u{feff}').trim_start();
     if t.starts_with('{') {
@@ -1320,11 +1352,26 @@ fn normalise(t: &str) -> String {
     t.trim_end().to_string()
 }
 
-/// Checks a report file against the daemon's current data for the same
-/// shipment and moment (`current`, from [`for_shipment`] with the file's
-/// `as_of_ms`, or the `data` of `GET .../report?format=json&as_of_ms=N`).
-pub fn verify(file_text: &str, current: &ReportData) -> Result<Verification, NotAReport> {
-    let id = identify(file_text)?;
+/// Whether `file` is exactly what [`render`] makes of `d` in `format` (text
+/// forms up to a byte-order mark, line endings and trailing white space;
+/// a PDF byte for byte).
+fn renders_to(d: &ReportData, format: Format, file: &[u8]) -> bool {
+    match format {
+        Format::Pdf => render_pdf(d) == file,
+        text => match std::str::from_utf8(file) {
+            Ok(t) => normalise(&String::from_utf8_lossy(&render(d, text))) == normalise(t),
+            Err(_) => false,
+        },
+    }
+}
+
+/// Checks a report file (the bytes of any form) against the daemon's current
+/// data for the same shipment and moment (`current`, from [`for_shipment`]
+/// with the file's `as_of_ms`, or the `data` of
+/// `GET .../report?format=json&as_of_ms=N`).
+pub fn verify(file: impl AsRef<[u8]>, current: &ReportData) -> Result<Verification, NotAReport> {
+    let file = file.as_ref();
+    let id = identify_file(file)?;
     let now_value = to_value(current);
     let sha_now = sha256_of_value(&now_value);
     let data_unchanged = id.sha256 == sha_now;
@@ -1339,13 +1386,11 @@ pub fn verify(file_text: &str, current: &ReportData) -> Result<Verification, Not
         Some(data) => {
             let hash_ok = sha256_of_value(data) == id.sha256;
             let rendered_ok = serde_json::from_value::<ReportData>(data.clone())
-                .map(|d| normalise(&render(&d, id.format)) == normalise(file_text))
+                .map(|d| renders_to(&d, id.format, file))
                 .unwrap_or(false);
             Some(hash_ok && rendered_ok)
         }
-        None if data_unchanged => {
-            Some(normalise(&render(current, id.format)) == normalise(file_text))
-        }
+        None if data_unchanged => Some(renders_to(current, id.format, file)),
         None => None,
     };
     let mut changed_sections = Vec::new();
@@ -1438,7 +1483,7 @@ async fn report(
     let Some(format) = Format::parse(fmt_text) else {
         return error(
             StatusCode::BAD_REQUEST,
-            format!("format={fmt_text:?}: expected html, csv or json"),
+            format!("format={fmt_text:?}: expected html, csv, json or pdf"),
         );
     };
     let now = crate::ingest::now_ms();
@@ -1483,27 +1528,35 @@ async fn report(
             body,
         )
             .into_response(),
+        Format::Pdf => (
+            [
+                (header::CONTENT_TYPE, "application/pdf".to_string()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("inline; filename=\"report-{stem}.pdf\""),
+                ),
+            ],
+            body,
+        )
+            .into_response(),
     }
 }
 
 async fn verify_endpoint(State(s): State<AppState>, body: Bytes) -> Response {
-    let Ok(text) = String::from_utf8(body.to_vec()) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "body: expected the report file's text (UTF-8)",
-        );
-    };
-    let id = match identify(&text) {
+    let id = match identify_file(&body) {
         Ok(id) => id,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
     let shipment = id.shipment.clone();
+    // Rebuilding the data and rendering a PDF again are CPU work: off the
+    // async threads.
     let r = tokio::task::spawn_blocking(move || {
         for_shipment(&s.reader, &s.store, &id.shipment, id.as_of_ms)
+            .map(|c| c.map(|current| verify(&body, &current)))
     })
     .await;
     match r {
-        Ok(Ok(Some(current))) => match verify(&text, &current) {
+        Ok(Ok(Some(v))) => match v {
             Ok(v) => axum::Json(v).into_response(),
             Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
         },

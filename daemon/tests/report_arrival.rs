@@ -310,14 +310,17 @@ fn rendering_and_hash_are_deterministic_and_follow_the_data() {
     let (mut w, s, d) = world_with_journey();
     let again = w.report(&s);
     assert_eq!(d, again);
-    for f in [Format::Html, Format::Csv, Format::Json] {
+    for f in [Format::Html, Format::Csv, Format::Json, Format::Pdf] {
         assert_eq!(report::render(&d, f), report::render(&again, f), "{f:?}");
     }
     let h = report::sha256(&d);
     assert_eq!(h.len(), 64);
     assert_eq!(h, report::sha256(&again));
-    for f in [Format::Html, Format::Csv, Format::Json] {
-        assert!(report::render(&d, f).contains(&h), "{f:?} carries the hash");
+    for f in [Format::Html, Format::Csv, Format::Json, Format::Pdf] {
+        assert!(
+            String::from_utf8_lossy(&report::render(&d, f)).contains(&h),
+            "{f:?} carries the hash"
+        );
     }
 
     // A late frame with one more reading changes the data and the hash.
@@ -345,7 +348,7 @@ fn rendering_and_hash_are_deterministic_and_follow_the_data() {
 fn verification_of_intact_and_tampered_copies() {
     let (mut w, s, d) = world_with_journey();
     for f in [Format::Html, Format::Csv, Format::Json] {
-        let file = report::render(&d, f);
+        let file = String::from_utf8(report::render(&d, f)).unwrap();
         let v = report::verify(&file, &d).unwrap();
         assert!(v.ok, "{f:?}: {v:?}");
         assert_eq!(v.shipment, "FR <7> & co");
@@ -726,7 +729,7 @@ fn calibration_corrects_on_evaluation_and_stored_readings_stay_as_measured() {
     );
     // Every form of it verifies against the daemon's data.
     for f in [Format::Html, Format::Csv, Format::Json] {
-        let v = report::verify(&report::render(&d, f), &d).unwrap();
+        let v = report::verify(report::render(&d, f), &d).unwrap();
         assert!(v.ok, "{f:?}: {v:?}");
     }
     let _ = s;
@@ -758,4 +761,306 @@ fn an_expired_certificate_is_a_data_health_warning() {
     // The readings are still corrected by it (the figures say so).
     assert_eq!(d.temperature.max_milli_c, Some(9_000));
     let _ = (w, s);
+}
+
+// ---------------------------------------------------------------------------
+// The PDF/A form.
+
+/// A report with every section the PDF lays out: the calibrated journey
+/// (certificate expired), a hand-off, an alert revised by later data and
+/// assessed by QA, one withdrawn, and the disposition signed. The alert
+/// history is set on the data (what the evaluator and QA would have added);
+/// the signature covers the content SHA-256 of exactly this data.
+fn full_report() -> ReportData {
+    use coldchain_daemon::shipment::Signature;
+    let (mut w, mut s, _) = calibrated_world("2025-12-31");
+    s.handoff(Handoff {
+        to: "Courier B & Co".into(),
+        location: "Hub 3".into(),
+        at_ms: T0 + 3 * H,
+        by: "driver".into(),
+    })
+    .unwrap();
+    w.ev.shipments.put(&s).unwrap();
+    let history = |d: &mut ReportData| {
+        let n = d.alerts.len();
+        assert!(n >= 2, "{:?}", d.alerts);
+        let a = d.alerts.iter_mut().find(|a| a.kind == "H1").unwrap();
+        a.revisions.push(report::RevisionEntry {
+            at_ms: T0 + 2 * H + 10 * MIN,
+            was_message: "H1: above 8.0 °C for 30 min (peak 9.0 °C)".into(),
+            was_start_ms: T0 + 90 * MIN,
+            was_fires_ms: T0 + 120 * MIN,
+        });
+        a.assessment = Some(report::AssessmentEntry {
+            user: "qa.lee".into(),
+            full_name: "Dr. Mei Lee".into(),
+            comment: "lid opened at the hub; product within its stability data".into(),
+            at_ms: T0 + 6 * H + 10 * MIN,
+        });
+        let b = d
+            .alerts
+            .iter_mut()
+            .find(|a| a.kind == "probe_fault")
+            .unwrap();
+        b.state = "withdrawn".into();
+        b.withdrawn = Some(report::WithdrawalEntry {
+            at_ms: T0 + 6 * H + 5 * MIN,
+            reason: "the logger's dump at arrival re-sent 03:20 and 03:25 as valid readings".into(),
+        });
+    };
+    let mut arrived = w.report(&s);
+    history(&mut arrived);
+    s.close(Disposition {
+        decision: Decision::Quarantined,
+        comment: "expired probe certificate: QA to review".into(),
+        by: "qa.lee".into(),
+        at_ms: T0 + 6 * H + 20 * MIN,
+        signature: Some(Signature {
+            user: "qa.lee".into(),
+            full_name: "Dr. Mei Lee".into(),
+            signed_ms: T0 + 6 * H + 20 * MIN,
+            meaning: "quarantined".into(),
+            report_sha256: report::content_sha256(&arrived),
+            authentication: "password re-entered".into(),
+        }),
+    })
+    .unwrap();
+    w.ev.shipments.put(&s).unwrap();
+    let mut d = w.report(&s);
+    history(&mut d);
+    assert_eq!(
+        report::content_sha256(&d),
+        d.disposition
+            .as_ref()
+            .unwrap()
+            .signature
+            .as_ref()
+            .unwrap()
+            .report_sha256,
+        "the signature covers this content"
+    );
+    d
+}
+
+/// Runs a command from Debian's poppler-utils or qpdf (tests/run.sh installs
+/// them) and returns its output.
+fn tool(cmd: &str, args: &[&std::ffi::OsStr]) -> std::process::Output {
+    std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("{cmd}: {e} (install poppler-utils and qpdf: tests/run.sh does)")
+        })
+}
+
+/// The PDF's pages as PNG files rendered by pdftoppm at `dpi`.
+fn pdf_pages(pdf: &[u8], dpi: u32, dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let file = dir.join("report.pdf");
+    std::fs::write(&file, pdf).unwrap();
+    let prefix = dir.join("page");
+    let o = tool(
+        "pdftoppm",
+        &[
+            "-png".as_ref(),
+            "-r".as_ref(),
+            dpi.to_string().as_ref(),
+            file.as_os_str(),
+            prefix.as_os_str(),
+        ],
+    );
+    assert!(o.status.success(), "pdftoppm: {o:?}");
+    let mut pages: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "png"))
+        .collect();
+    pages.sort();
+    pages
+}
+
+/// RGB pixels and size of a PNG.
+fn png_rgb(bytes: &[u8]) -> (u32, u32, Vec<u8>) {
+    let mut dec = png::Decoder::new(std::io::Cursor::new(bytes));
+    dec.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut r = dec.read_info().unwrap();
+    let mut buf = vec![0; r.output_buffer_size().unwrap()];
+    let info = r.next_frame(&mut buf).unwrap();
+    buf.truncate(info.buffer_size());
+    let rgb = match info.color_type {
+        png::ColorType::Rgb => buf,
+        png::ColorType::Rgba => buf.chunks(4).flat_map(|p| [p[0], p[1], p[2]]).collect(),
+        png::ColorType::Grayscale => buf.iter().flat_map(|&g| [g, g, g]).collect(),
+        png::ColorType::GrayscaleAlpha => buf.chunks(2).flat_map(|p| [p[0], p[0], p[0]]).collect(),
+        other => panic!("PNG colour type {other:?}"),
+    };
+    (info.width, info.height, rgb)
+}
+
+/// Pixels that differ by more than a faint anti-aliasing shade.
+fn differing_pixels(a: &[u8], b: &[u8]) -> usize {
+    a.chunks(3)
+        .zip(b.chunks(3))
+        .filter(|(p, q)| p.iter().zip(*q).any(|(x, y)| x.abs_diff(*y) > 48))
+        .count()
+}
+
+#[test]
+fn pdf_is_pdf_a_deterministic_and_matches_the_golden_pages() {
+    let d = full_report();
+    let pdf = report::render_pdf(&d);
+    assert!(pdf.starts_with(b"%PDF-1.7"), "PDF/A-3 is PDF 1.7");
+    assert_eq!(pdf, report::render_pdf(&d), "the same data, the same bytes");
+    assert_eq!(pdf, report::render(&d, Format::Pdf));
+    let text = String::from_utf8_lossy(&pdf);
+    // The PDF/A-3 claim, the embedded fonts, the attached data; nothing
+    // that depends on the clock.
+    assert!(
+        text.contains("<pdfaid:part>3</pdfaid:part>"),
+        "XMP claims PDF/A-3"
+    );
+    assert!(text.contains("<pdfaid:conformance>U</pdfaid:conformance>"));
+    assert!(text.contains("/FontFile2"), "fonts embedded");
+    assert!(
+        text.contains("/AFRelationship/Data"),
+        "the JSON form attached as data"
+    );
+    // The only date: the moment described (2026-01-01 06:00, the arrival).
+    assert_eq!(
+        text.matches("(D:20260101060000Z)").count(),
+        3,
+        "created, modified, the attachment"
+    );
+    assert_eq!(text.matches("(D:").count(), 3, "no other date");
+    assert!(text.contains(&report::sha256(&d)));
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("report.pdf");
+    std::fs::write(&file, &pdf).unwrap();
+    let o = tool("qpdf", &["--check".as_ref(), file.as_os_str()]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "qpdf --check: {o:?}");
+    assert!(out.contains("No syntax or stream encoding errors"), "{out}");
+
+    // The text a reader can search and copy (PDF/A level U): the same facts
+    // as the HTML form.
+    let o = tool("pdftotext", &[file.as_os_str(), "-".as_ref()]);
+    // Lines joined: a phrase may wrap.
+    let words = String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    for want in [
+        "Arrival report",
+        "FR <7> & co",
+        "W1234 26 000007 00 B",
+        "S1194",
+        "Courier B & Co",
+        "9.0 °C",
+        "CAL-7",
+        "expired",
+        "IEC 60751 class A",
+        "revised 2026-01-01 02:10 UTC by later data",
+        "withdrawn 2026-01-01 06:05 UTC: the logger's dump",
+        "QA assessment",
+        "Electronically signed by Dr. Mei Lee (qa.lee)",
+        "Meaning of this signature: quarantined.",
+        "(this report's content hashes to it)",
+        &report::sha256(&d),
+    ] {
+        assert!(
+            words.contains(want),
+            "{want:?} not in the PDF's text:\n{words}"
+        );
+    }
+
+    // The pages as pdftoppm draws them, against the reviewed images.
+    let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let pages = pdf_pages(&pdf, 80, dir.path());
+    assert!(!pages.is_empty());
+    let bless = std::env::var_os("COLDCHAIN_BLESS").is_some();
+    for (i, page) in pages.iter().enumerate() {
+        let name = format!("report_fridge.pdf-{}.png", i + 1);
+        let got = std::fs::read(page).unwrap();
+        if bless {
+            std::fs::write(golden.join(&name), &got).unwrap();
+            continue;
+        }
+        let want = std::fs::read(golden.join(&name)).unwrap_or_else(|e| {
+            panic!("{name}: {e}; run with COLDCHAIN_BLESS=1 to create it, then review it")
+        });
+        let (w1, h1, a) = png_rgb(&got);
+        let (w2, h2, b) = png_rgb(&want);
+        assert_eq!((w1, h1), (w2, h2), "{name}: page size");
+        let n = differing_pixels(&a, &b);
+        // The PDF is deterministic and so is pdftoppm: the same poppler draws
+        // the same pixels. Room for a few anti-aliased pixels of another
+        // poppler build, not for one changed character (tens of pixels).
+        let keep = std::env::temp_dir().join(format!("coldchain-{name}"));
+        std::fs::write(&keep, &got).unwrap();
+        assert!(
+            n <= 8,
+            "{name}: {n} pixels differ from the golden page (this render: {}); \
+             if deliberate, rerun with COLDCHAIN_BLESS=1 and review the images",
+            keep.display()
+        );
+    }
+    if !bless {
+        let extra = golden.join(format!("report_fridge.pdf-{}.png", pages.len() + 1));
+        assert!(
+            !extra.exists(),
+            "fewer pages than the golden: {}",
+            extra.display()
+        );
+    }
+}
+
+#[test]
+fn pdf_verification_of_intact_and_tampered_copies() {
+    let d = full_report();
+    let pdf = report::render_pdf(&d);
+    let v = report::verify(&pdf, &d).unwrap();
+    assert!(v.ok, "{v:?}");
+    assert_eq!(v.format, Format::Pdf);
+    assert_eq!(v.shipment, "FR <7> & co");
+    assert_eq!(v.as_of_ms, d.as_of_ms);
+    assert_eq!(v.sha256_in_file, report::sha256(&d));
+
+    // A figure changed in the attached data (same length, hash left alone).
+    let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).position(|w| w == needle);
+    let at = find(&pdf, b"\"max_milli_c\": 9000").expect("the attached data is readable");
+    let mut forged = pdf.clone();
+    forged[at + 15] = b'7';
+    let v = report::verify(&forged, &d).unwrap();
+    assert!(
+        !v.ok && v.data_unchanged && v.file_intact == Some(false),
+        "{v:?}"
+    );
+
+    // An edit appended as an incremental update (how PDF editors save).
+    let mut appended = pdf.clone();
+    appended.extend_from_slice(b"\n1 0 obj\n<< /Title (Accepted) >>\nendobj\n");
+    let v = report::verify(&appended, &d).unwrap();
+    assert!(!v.ok && v.file_intact == Some(false), "{v:?}");
+
+    // A page edited: one byte of the first compressed content stream.
+    let s = find(&pdf, b"stream\n").unwrap() + 7 + 20;
+    let mut edited = pdf.clone();
+    edited[s] ^= 0x01;
+    let v = report::verify(&edited, &d).unwrap();
+    assert!(!v.ok && v.file_intact == Some(false), "{v:?}");
+
+    // The data changed since the copy was made: said so, by section.
+    let mut now = d.clone();
+    now.alerts[0].ack_by = Some("qa".into());
+    let v = report::verify(&pdf, &now).unwrap();
+    assert!(
+        !v.ok && !v.data_unchanged && v.file_intact == Some(true),
+        "{v:?}"
+    );
+    assert_eq!(v.changed_sections, ["alerts"]);
+
+    // A PDF that is not a Coldchain report.
+    let e = report::verify(b"%PDF-1.7\n%%EOF\n", &d).unwrap_err();
+    assert!(e.to_string().contains("attached to the PDF"), "{e}");
 }

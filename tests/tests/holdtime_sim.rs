@@ -185,4 +185,37 @@ fn predicted_crossing_is_within_its_band_upright_and_tilted() {
         assert_ne!(ht[0]["state"], "withdrawn", "{}", ht[0]);
         assert_eq!(ht[0]["cleared_ms"], actual, "{}", ht[0]);
     }
+
+    // The PDF/A report of a dry shipper: the hold time and the cryogenic
+    // lane's warming section, as text a reader can search (pdftotext, from
+    // Debian's poppler-utils; tests/run.sh installs it).
+    let pdf = ureq::get(&format!(
+        "http://127.0.0.1:{}/api/v1/shipments/HOLD-TIP/report?format=pdf",
+        daemon.http_port
+    ))
+    .call()
+    .unwrap()
+    .body_mut()
+    .read_to_vec()
+    .unwrap();
+    let file = dir.path().join("HOLD-TIP.pdf");
+    std::fs::write(&file, &pdf).unwrap();
+    let o = std::process::Command::new("pdftotext")
+        .arg(&file)
+        .arg("-")
+        .output()
+        .expect("pdftotext (poppler-utils)");
+    assert!(o.status.success(), "{o:?}");
+    let text = String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    for want in [
+        "Hold time at ETA: crossed -150 °C at ",
+        "A line through ",
+        "Warming limit",
+        "Warming events",
+    ] {
+        assert!(text.contains(want), "{want:?} not in the PDF: {text}");
+    }
 }

@@ -1,8 +1,11 @@
 //! The arrival report through the real daemon: a fridge shipment with one
-//! excursion arrives; its HTML, CSV and JSON forms state the same figures and
-//! carry the same SHA-256; POST /api/v1/reports/verify accepts each intact
-//! copy and refuses a tampered one, and tells when the daemon's data has
-//! changed since a copy was made (an acknowledgement added).
+//! excursion arrives; its HTML, CSV, JSON and PDF/A forms state the same
+//! figures and carry the same SHA-256; POST /api/v1/reports/verify and
+//! `coldchain report --verify` accept each intact copy and refuse a tampered
+//! one, and tell when the daemon's data has changed since a copy was made
+//! (an acknowledgement added). The PDF comes the same from the API and the
+//! CLI, twice byte for byte, passes qpdf --check and renders with pdftoppm
+//! (Debian's qpdf and poppler-utils; tests/run.sh installs them).
 
 use coldchain_tests::*;
 use serde_json::{Value, json};
@@ -35,7 +38,31 @@ fn get_text(d: &Daemon, path: &str) -> (u16, String, String) {
     )
 }
 
-fn verify(d: &Daemon, file: &str, token: Option<&str>) -> (u16, Value) {
+fn get_bytes(d: &Daemon, path: &str) -> (u16, String, Vec<u8>) {
+    let mut r = agent()
+        .get(&format!("http://127.0.0.1:{}{path}", d.http_port))
+        .call()
+        .unwrap();
+    let ct = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    (r.status().as_u16(), ct, r.body_mut().read_to_vec().unwrap())
+}
+
+/// Runs qpdf or a poppler-utils tool on a file.
+fn tool(cmd: &str, args: &[&std::ffi::OsStr]) -> std::process::Output {
+    std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("{cmd}: {e} (install qpdf and poppler-utils: tests/run.sh does)")
+        })
+}
+
+fn verify(d: &Daemon, file: impl AsRef<[u8]>, token: Option<&str>) -> (u16, Value) {
     let mut req = agent().post(&format!(
         "http://127.0.0.1:{}/api/v1/reports/verify",
         d.http_port
@@ -43,7 +70,7 @@ fn verify(d: &Daemon, file: &str, token: Option<&str>) -> (u16, Value) {
     if let Some(t) = token {
         req = req.header("Authorization", &format!("Bearer {t}"));
     }
-    let mut r = req.send(file.as_bytes()).unwrap();
+    let mut r = req.send(file.as_ref()).unwrap();
     let status = r.status().as_u16();
     let text = r.body_mut().read_to_string().unwrap();
     (
@@ -267,6 +294,148 @@ fn report_forms_agree_and_verify() {
     let (s, v) = verify(&daemon, "not a report", Some(TEST_TOKEN));
     assert_eq!(s, 400, "{v}");
 
+    // The PDF/A form: the API's and the CLI's are the same bytes, and the
+    // same again when asked twice (deterministic).
+    let (s, ct, pdf) = get_bytes(&daemon, &format!("{base}?format=pdf"));
+    assert_eq!(s, 200);
+    assert_eq!(ct, "application/pdf");
+    assert!(pdf.starts_with(b"%PDF-1.7"));
+    assert_eq!(get_bytes(&daemon, &format!("{base}?format=pdf")).2, pdf);
+    // The dashboard's shipment page links it.
+    let (s, _, page) = get_text(&daemon, "/shipments/REP%201");
+    assert_eq!(s, 200);
+    assert!(
+        page.contains(&format!("href=\"{base}?format=pdf\"")),
+        "no PDF link on the shipment page: {page}"
+    );
+    let pdf_file = dir.path().join("REP 1.pdf");
+    let o = cli(
+        &daemon,
+        &[
+            "report",
+            "REP 1",
+            "--format",
+            "pdf",
+            "--out",
+            pdf_file.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(
+        std::fs::read(&pdf_file).unwrap(),
+        pdf,
+        "the CLI writes the API's file"
+    );
+    let o = tool("qpdf", &["--check".as_ref(), pdf_file.as_os_str()]);
+    assert!(o.status.success(), "qpdf --check: {o:?}");
+    let o = tool("pdftotext", &[pdf_file.as_os_str(), "-".as_ref()]);
+    let words = String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    for want in [
+        sha.as_str(),
+        "9.5 °C",
+        "courier b",
+        "W1234 26 000042 00 5",
+        "S1194",
+        "40 min beyond the limits",
+    ] {
+        assert!(
+            words.contains(want),
+            "{want:?} not in the PDF's text: {words}"
+        );
+    }
+    let pages = dir.path().join("page");
+    let o = tool(
+        "pdftoppm",
+        &[
+            "-png".as_ref(),
+            "-r".as_ref(),
+            "30".as_ref(),
+            pdf_file.as_os_str(),
+            pages.as_os_str(),
+        ],
+    );
+    assert!(o.status.success(), "pdftoppm: {o:?}");
+    assert!(
+        dir.path().join("page-1.png").exists(),
+        "pdftoppm drew page 1"
+    );
+    let (s, v) = verify(&daemon, &pdf, Some(TEST_TOKEN));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["format"], "pdf", "{v}");
+    assert_eq!(v["sha256_now"], sha.as_str());
+    let o = cli(&daemon, &["report", "--verify", pdf_file.to_str().unwrap()]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("matches the daemon's data"));
+
+    // A tampered PDF is refused: the peak in its attached data edited (the
+    // hash beside it left alone), and a copy re-saved by another program.
+    let needle = b"\"max_milli_c\": 9500,";
+    let at = pdf
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("the attached data");
+    let mut forged = pdf.clone();
+    forged[at + 15] = b'7';
+    let forged_file = dir.path().join("forged.pdf");
+    std::fs::write(&forged_file, &forged).unwrap();
+    let o = cli(
+        &daemon,
+        &["report", "--verify", forged_file.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(4), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("DOES NOT MATCH"),
+        "{o:?}"
+    );
+    let (_, v) = verify(&daemon, &forged, Some(TEST_TOKEN));
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(v["file_intact"], false, "{v}");
+    // Re-saved by another program (qpdf, linearised, streams kept as they
+    // were): the attachment still reads, the file is not the daemon's.
+    let resaved = dir.path().join("resaved.pdf");
+    let o = tool(
+        "qpdf",
+        &[
+            "--linearize".as_ref(),
+            "--stream-data=preserve".as_ref(),
+            pdf_file.as_os_str(),
+            resaved.as_os_str(),
+        ],
+    );
+    assert!(o.status.success(), "{o:?}");
+    let (s, v) = verify(&daemon, std::fs::read(&resaved).unwrap(), Some(TEST_TOKEN));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(v["data_unchanged"], true, "{v}");
+    assert_eq!(
+        v["file_intact"], false,
+        "not the file the daemon issued: {v}"
+    );
+    // Re-saved with its streams compressed: the attachment can no longer be
+    // read, and the answer says so.
+    let o = tool(
+        "qpdf",
+        &[
+            "--compress-streams=y".as_ref(),
+            pdf_file.as_os_str(),
+            resaved.as_os_str(),
+        ],
+    );
+    assert!(o.status.success(), "{o:?}");
+    let (s, v) = verify(&daemon, std::fs::read(&resaved).unwrap(), Some(TEST_TOKEN));
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("re-saved by another program"),
+        "{v}"
+    );
+
     // The record changes (the alert is acknowledged): old copies no longer
     // match what the daemon has, and say where.
     post(
@@ -274,17 +443,19 @@ fn report_forms_agree_and_verify() {
         &format!("/api/v1/alerts/{}/ack", alert["id"]),
         json!({"by": "qa", "comment": "box was open 40 min, product checked"}),
     );
-    let (_, v) = verify(&daemon, &json_text, Some(TEST_TOKEN));
-    assert_eq!(v["ok"], false, "{v}");
-    assert_eq!(v["data_unchanged"], false);
-    assert_eq!(v["file_intact"], true);
-    assert!(
-        v["changed_sections"]
-            .as_array()
-            .unwrap()
-            .contains(&json!("alerts")),
-        "{v}"
-    );
+    for file in [json_text.as_bytes(), &pdf] {
+        let (_, v) = verify(&daemon, file, Some(TEST_TOKEN));
+        assert_eq!(v["ok"], false, "{v}");
+        assert_eq!(v["data_unchanged"], false);
+        assert_eq!(v["file_intact"], true);
+        assert!(
+            v["changed_sections"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("alerts")),
+            "{v}"
+        );
+    }
     let (_, _, json2) = get_text(&daemon, &format!("{base}?format=json"));
     let doc2: Value = serde_json::from_str(&json2).unwrap();
     assert_ne!(doc2["sha256"], doc["sha256"]);
@@ -334,7 +505,7 @@ fn report_forms_agree_and_verify() {
     let (s, _, _) = get_text(&daemon, "/api/v1/shipments/NOPE/epcis");
     assert_eq!(s, 404);
 
-    let (s, _, _) = get_text(&daemon, &format!("{base}?format=pdf"));
+    let (s, _, _) = get_text(&daemon, &format!("{base}?format=docx"));
     assert_eq!(s, 400);
     let (s, _, _) = get_text(&daemon, "/api/v1/shipments/NOPE/report");
     assert_eq!(s, 404);

@@ -98,7 +98,7 @@ impl SimFlash {
         if off.checked_add(len).is_none_or(|end| end > self.data.len()) {
             return Err(FlashError::OutOfBounds);
         }
-        if off % align != 0 || len % align != 0 {
+        if !off.is_multiple_of(align) || !len.is_multiple_of(align) {
             return Err(FlashError::NotAligned);
         }
         Ok(off)
