@@ -164,7 +164,7 @@ async fn run_once(cfg: Config) -> anyhow::Result<Next> {
         forward.clone(),
         evaluator.outbox.clone(),
     );
-    let paths = crate::sites::Paths::open(store.db())?;
+    let paths = crate::sites::Paths::open(store.db())?.per_frame(cfg.centre.is_some());
     if let Some(c) = &cfg.centre {
         tracing::info!(group = %c.group, edges = %c.edges, "centre: taking what gateways forward");
     }
@@ -468,6 +468,7 @@ fn ingest_loop(
         centre,
     } = out;
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
+    let mut path_batch = crate::sites::PathBatch::default();
     let mut outcomes = Vec::with_capacity(max_batch);
     let budget = budget_bytes;
     let db_path = ing.store().path().to_path_buf();
@@ -559,11 +560,13 @@ fn ingest_loop(
             match &outcome {
                 Outcome::Stored { device, stored, .. }
                 | Outcome::Duplicate { device, stored, .. } => {
-                    paths.record(
+                    paths.note(
+                        &mut path_batch,
                         device,
                         *stored,
                         &path,
                         crate::sites::frame_time(&job.inbound),
+                        matches!(outcome, Outcome::Stored { .. }),
                     )?;
                 }
                 Outcome::Rejected(r) => {
@@ -576,6 +579,7 @@ fn ingest_loop(
             }
             outcomes.push(outcome);
         }
+        paths.flush(&mut path_batch)?;
         let mut attempt = 0u32;
         loop {
             match ing.commit() {

@@ -13,11 +13,11 @@
 //!   `(device, boot, seq)`. A frame a gateway altered fails the tag: it is
 //!   refused, recorded as the device's security event (its `source` is the
 //!   gateway's topic) and counted against the gateway ([`Paths::refused`]).
-//! * **Paths.** Which way each stored frame came is kept beside it
-//!   (`site_frames`: the gateway ids it was forwarded by, `direct` for the
-//!   device's own topic, `serial` for a local serial port), with a summary
-//!   per device and path (`site_devices`) from which a shipment's list of
-//!   sites is read ([`Paths::seen_through`]).
+//! * **Paths.** At a centre, which way each stored frame came is kept
+//!   beside it (`site_frames`: the gateway ids it was forwarded by, `direct`
+//!   for the device's own topic, `serial` for a local serial port); every
+//!   daemon keeps a summary per device and path (`site_devices`), from which
+//!   a shipment's list of sites is read ([`Paths::seen_through`]).
 //! * **Shipments travel.** A gateway forwards every shipment record a person
 //!   changes on it (`{prefix}/ship/{id}/record`, the whole record as JSON).
 //!   The centre merges it into its own ([`merge`]) and publishes the result,
@@ -210,6 +210,10 @@ pub struct Refused {
     pub last_source: String,
 }
 
+/// A group's notes of [`Paths::note`], by device and path.
+#[derive(Debug, Default)]
+pub struct PathBatch(BTreeMap<Vec<u8>, Seen>);
+
 /// The paths frames came by (trees `site_frames`, `site_devices`,
 /// `site_refused`). Written by the ingest task only, before the group
 /// commit that makes the frames durable: durable exactly when they are.
@@ -218,6 +222,7 @@ pub struct Paths {
     frames: sled::Tree,
     devices: sled::Tree,
     refused: sled::Tree,
+    per_frame: bool,
 }
 
 fn device_path_key(d: &str, label: &str) -> Vec<u8> {
@@ -234,45 +239,80 @@ impl Paths {
             frames: db.open_tree("site_frames")?,
             devices: db.open_tree("site_devices")?,
             refused: db.open_tree("site_refused")?,
+            per_frame: false,
         })
     }
 
-    /// Records that the frame stored at `stored` came by `label`; returns
-    /// whether that path was new for it.
-    pub fn record(
+    /// Keeps each frame's own list of paths (a centre: see [`Paths::note`]).
+    pub fn per_frame(mut self, on: bool) -> Self {
+        self.per_frame = on;
+        self
+    }
+
+    /// Notes that the frame stored at `stored` came by `label` (`new`: it
+    /// was stored by this message, not a duplicate). With
+    /// [`Paths::per_frame`] (a centre, where one frame comes by several paths) the frame's own list
+    /// of paths is kept, and a path counts a frame once however often it
+    /// brought it; without, only frames stored are counted, by the path that
+    /// brought them first (a gateway's frames carry their transport in their
+    /// record already), and nothing is written per frame. The per-device
+    /// summaries are written by [`Paths::flush`], once per group.
+    pub fn note(
         &self,
+        batch: &mut PathBatch,
         d: &DeviceId,
         stored: FrameRef,
         label: &str,
         time_ms: i64,
-    ) -> anyhow::Result<bool> {
-        let k = key::frame(d, stored);
-        let mut labels: BTreeSet<String> = match self.frames.get(&k)? {
-            Some(v) => serde_json::from_slice(&v)?,
-            None => BTreeSet::new(),
-        };
-        if !labels.insert(label.to_string()) {
-            return Ok(false);
-        }
-        self.frames.insert(k, serde_json::to_vec(&labels)?)?;
-        let dk = device_path_key(d.as_str(), label);
-        let seen = match self.devices.get(&dk)? {
-            Some(v) => {
-                let s: Seen = serde_json::from_slice(&v)?;
-                Seen {
-                    frames: s.frames + 1,
-                    first_ms: s.first_ms.min(time_ms),
-                    last_ms: s.last_ms.max(time_ms),
-                }
+        new: bool,
+    ) -> anyhow::Result<()> {
+        if self.per_frame {
+            let k = key::frame(d, stored);
+            let mut labels: BTreeSet<String> = match self.frames.get(&k)? {
+                Some(v) => serde_json::from_slice(&v)?,
+                None => BTreeSet::new(),
+            };
+            if !labels.insert(label.to_string()) {
+                return Ok(());
             }
-            None => Seen {
+            self.frames.insert(k, serde_json::to_vec(&labels)?)?;
+        } else if !new {
+            return Ok(());
+        }
+        batch
+            .0
+            .entry(device_path_key(d.as_str(), label))
+            .and_modify(|s| {
+                s.frames += 1;
+                s.first_ms = s.first_ms.min(time_ms);
+                s.last_ms = s.last_ms.max(time_ms);
+            })
+            .or_insert(Seen {
                 frames: 1,
                 first_ms: time_ms,
                 last_ms: time_ms,
-            },
-        };
-        self.devices.insert(dk, serde_json::to_vec(&seen)?)?;
-        Ok(true)
+            });
+        Ok(())
+    }
+
+    /// Adds a group's notes to the per-device summaries (before the group
+    /// commit).
+    pub fn flush(&self, batch: &mut PathBatch) -> anyhow::Result<()> {
+        for (dk, add) in std::mem::take(&mut batch.0) {
+            let seen = match self.devices.get(&dk)? {
+                Some(v) => {
+                    let s: Seen = serde_json::from_slice(&v)?;
+                    Seen {
+                        frames: s.frames + add.frames,
+                        first_ms: s.first_ms.min(add.first_ms),
+                        last_ms: s.last_ms.max(add.last_ms),
+                    }
+                }
+                None => add,
+            };
+            self.devices.insert(dk, serde_json::to_vec(&seen)?)?;
+        }
+        Ok(())
     }
 
     /// Counts a message refused that came by `label`.
