@@ -374,14 +374,20 @@ fn the_same_frames_through_two_gateways_and_directly_are_stored_once() {
     let dir = tempfile::tempdir().unwrap();
     let fleet = start_centre(dir.path());
     let cport = fleet.centre_broker.port;
-    let (a_broker, _gw_a) = start_gateway(dir.path(), "gw-a", cport, "");
-    let (b_broker, _gw_b) = start_gateway(dir.path(), "gw-b", cport, "");
+    let (a_broker, gw_a) = start_gateway(dir.path(), "gw-a", cport, "");
+    let (b_broker, gw_b) = start_gateway(dir.path(), "gw-b", cport, "");
     let t0 = now_ms() - 2 * H;
+    // Created at the centre: known at the gateways too.
     post(
         &fleet.centre,
         "/api/v1/shipments",
         new_shipment("CART-2", t0),
     );
+    for gw in [&gw_a, &gw_b] {
+        wait_for(LONG, "a gateway to know the centre's shipment", || {
+            shipment(gw, "CART-2")
+        });
+    }
     let fs = frames(t0, 120);
     let n = fs.len() as u64;
     let topic = format!("coldchain/v1/dev/{DEV}/up");
