@@ -100,6 +100,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::report::router())
         .merge(crate::epcis::router())
         .merge(crate::holdtime::router())
+        .merge(crate::sites::router())
         .merge(crate::dashboard::router())
         .merge(crate::auth::router())
         .layer(middleware::from_fn_with_state(
@@ -455,14 +456,23 @@ async fn ack(
     .await
 }
 
-async fn list_shipments(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn list_shipments(
+    State(s): State<AppState>,
+    Query(q): Query<crate::sites::SiteFilter>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let v = tokio::task::spawn_blocking(move || -> anyhow::Result<serde_json::Value> {
         let mut out = Vec::new();
+        let paths = crate::sites::Paths::open(s.store.db())?;
+        let now = crate::ingest::now_ms();
         // From the summaries every evaluation keeps, not a re-evaluation.
-        for x in s.reader.summary_rows(crate::ingest::now_ms())? {
+        for x in s.reader.summary_rows(now)? {
+            let Some(seen) = q.select(&paths, &x.shipment, now)? else {
+                continue;
+            };
             let mut st = x.status;
             if let Some(o) = st.as_object_mut() {
                 o.insert("shipment".into(), serde_json::to_value(&x.shipment)?);
+                o.insert("seen_through".into(), seen.into());
             }
             out.push(st);
         }

@@ -47,6 +47,10 @@ pub struct Config {
     /// `[upstream]`: forward to a central broker (off when absent).
     #[serde(default)]
     pub upstream: Option<Upstream>,
+    /// `[centre]`: this daemon is a centre: it also ingests what gateways
+    /// forward (off when absent; see [`crate::sites`]).
+    #[serde(default)]
+    pub centre: Option<Centre>,
     /// `[[profiles]]`: custom profiles, or overrides of the built-in ones by name.
     #[serde(default)]
     pub profiles: Vec<crate::profile::Profile>,
@@ -110,6 +114,44 @@ pub struct Upstream {
     /// CA of the upstream broker's certificate; enables TLS.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// The sites this gateway serves: of the shipments the centre publishes
+    /// it takes those whose origin or destination is one of them (and those
+    /// it already has). Empty (the default): every shipment.
+    #[serde(default)]
+    pub sites: Vec<String>,
+    /// The `centre.group` of the centre that consumes what is forwarded:
+    /// after each connection, nothing is forwarded until that centre has
+    /// said it is subscribed (`coldchain/v1/fleet/centre/{group}/ready`).
+    /// A broker that restarted without the centre's shared subscriptions
+    /// (Mosquitto 2.0 does not restore them) would otherwise acknowledge
+    /// and drop what the gateway sends. Unset (the default): forward as
+    /// soon as connected (a consumer other than a Coldchain centre).
+    #[serde(default)]
+    pub centre_group: Option<String>,
+}
+
+/// `[centre]`: the daemon ingests, besides devices' own topics, what
+/// gateways forward to its broker, through MQTT shared subscriptions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Centre {
+    /// Shared-subscription group: every subscription is
+    /// `$share/{group}/...`, so the instances of a centre split the stream.
+    /// Default `coldchain-centre`.
+    pub group: String,
+    /// The topic root gateways forward under: a gateway's `upstream.prefix`
+    /// is `{edges}/{gateway id}`. Default `coldchain/v1/edge` (the default
+    /// prefix is `coldchain/v1/edge/{daemon.id}`).
+    pub edges: String,
+}
+
+impl Default for Centre {
+    fn default() -> Self {
+        Centre {
+            group: "coldchain-centre".into(),
+            edges: "coldchain/v1/edge".into(),
+        }
+    }
 }
 
 fn default_mqtt_port() -> u16 {
@@ -564,6 +606,21 @@ impl Config {
         }
         if self.mqtt.client_cert_file.is_some() != self.mqtt.client_key_file.is_some() {
             bail!("keys mqtt.client_cert_file and mqtt.client_key_file: expected both or neither");
+        }
+        if let Some(c) = &self.centre {
+            let bad = |t: &str| t.is_empty() || t.contains(['+', '#', '\0']) || t.starts_with('$');
+            if bad(&c.group) || c.group.contains('/') {
+                bail!(
+                    "key centre.group = {:?}: expected a non-empty name without '/', '+', '#' or a leading '$'",
+                    c.group
+                );
+            }
+            if bad(&c.edges) || c.edges.starts_with('/') || c.edges.ends_with('/') {
+                bail!(
+                    "key centre.edges = {:?}: expected a topic without wildcards and without a leading or trailing '/', e.g. \"coldchain/v1/edge\"",
+                    c.edges
+                );
+            }
         }
         self.devices()?;
         for (i, d) in self.devices.iter().enumerate() {

@@ -1529,7 +1529,9 @@ pub async fn run_task(
     mut requests: tokio::sync::mpsc::Receiver<Request>,
     every: std::time::Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    inbox: crate::sites::Inbox,
 ) {
+    let crate::sites::Inbox { sites, mut records } = inbox;
     let mut dirty = Touched::new();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -1556,10 +1558,12 @@ pub async fn run_task(
                             Command::Ack { .. } => None,
                             _ => Some(req.shipment.clone()),
                         };
-                        if let Some(s) = id.and_then(|id| ev.shipments.get(&id).ok().flatten())
-                            && let Err(e) = ev.run_one(&s, now)
-                        {
-                            tracing::error!(shipment = %s.id, "evaluation failed: {e:#}");
+                        if let Some(s) = id.and_then(|id| ev.shipments.get(&id).ok().flatten()) {
+                            if let Err(e) = ev.run_one(&s, now) {
+                                tracing::error!(shipment = %s.id, "evaluation failed: {e:#}");
+                            }
+                            // To the centre, or from the centre to the sites.
+                            sites.share(&s).map_err(|e| Refusal::Internal(format!("{e:#}")))?;
                         }
                         store.sync().map_err(|e| Refusal::Internal(e.to_string()))?;
                     }
@@ -1568,6 +1572,33 @@ pub async fn run_task(
                 ev.outbox.wake();
                 ev.forward.wake();
                 let _ = req.reply.send(result);
+            }
+            Some(inc) = records.recv() => {
+                // A shipment record from another site (crate::sites).
+                let now = crate::ingest::now_ms();
+                let done = tokio::task::block_in_place(|| -> anyhow::Result<()> {
+                    if let Some(s) = sites.absorb(&ev.shipments, &inc, now)? {
+                        ev.refresh_watched();
+                        if let Err(e) = ev.run_one(&s, now) {
+                            tracing::error!(shipment = %s.id, "evaluation failed: {e:#}");
+                        }
+                    }
+                    store.sync()?;
+                    Ok(())
+                });
+                match done {
+                    Ok(()) => {
+                        ev.outbox.wake();
+                        ev.forward.wake();
+                        if let Some((client, publish)) = &inc.ack
+                            && let Err(e) = client.ack(publish).await
+                        {
+                            tracing::warn!("cannot queue PUBACK of a shipment record (the broker will resend): {e}");
+                        }
+                    }
+                    // Not acknowledged: the broker sends it again.
+                    Err(e) => tracing::error!(from = %inc.from, "cannot store a shipment record: {e:#}"),
+                }
             }
             _ = tick.tick() => {
                 let now = crate::ingest::now_ms();

@@ -17,7 +17,9 @@
 //!
 //! Topics upstream: `{prefix}/dev/{device}/up` (or `/up/json`) with the
 //! device's payload unchanged, `{prefix}/ship/{shipment}/alert`,
-//! `{prefix}/ship/{shipment}/status` (retained); `prefix` defaults to
+//! `{prefix}/ship/{shipment}/status` (retained),
+//! `{prefix}/ship/{shipment}/record` (the shipment record, JSON, after each
+//! change made here: see `crate::sites`); `prefix` defaults to
 //! `coldchain/v1/edge/{daemon.id}`.
 
 use std::time::Duration;
@@ -117,7 +119,18 @@ impl Forward {
 }
 
 /// Publishes the queue to the upstream broker until `stop`.
-pub async fn run(up: Upstream, client_id: String, fwd: Forward, mut stop: watch::Receiver<bool>) {
+///
+/// The same connection subscribes to the shipment records the centre
+/// publishes (retained, [`crate::sites::FLEET_SHIPMENTS`]) and hands them
+/// to `records`. The session is clean: the retained records come again at
+/// every connection, so one lost in a crash before it was merged comes back.
+pub async fn run(
+    up: Upstream,
+    client_id: String,
+    fwd: Forward,
+    records: mpsc::UnboundedSender<crate::sites::Incoming>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut o = MqttOptions::new(client_id, up.host.clone(), up.port);
     o.set_keep_alive(Duration::from_secs(30))
         .set_clean_session(true);
@@ -146,6 +159,8 @@ pub async fn run(up: Upstream, client_id: String, fwd: Forward, mut stop: watch:
     let (conn_tx, mut conn_rx) = watch::channel(false);
     let mut stop2 = stop.clone();
     let target = format!("{}:{}", up.host, up.port);
+    let sub = client.clone();
+    let ready = up.centre_group.as_deref().map(crate::sites::ready_topic);
     let poller = tokio::spawn(async move {
         let mut backoff = Duration::from_millis(250);
         loop {
@@ -154,9 +169,33 @@ pub async fn run(up: Upstream, client_id: String, fwd: Forward, mut stop: watch:
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         tracing::info!(upstream = %target, "forwarding: connected");
                         backoff = Duration::from_millis(250);
-                        let _ = conn_tx.send(true);
+                        if let Err(e) = sub.try_subscribe(crate::sites::fleet_filter(), QoS::AtLeastOnce) {
+                            tracing::error!("cannot queue the subscription to the centre's shipments: {e}");
+                        }
+                        match &ready {
+                            // Forward once the centre says it is subscribed.
+                            Some(t) => {
+                                if let Err(e) = sub.try_subscribe(t.clone(), QoS::AtMostOnce) {
+                                    tracing::error!("cannot queue the subscription to {t}: {e}");
+                                }
+                            }
+                            None => { let _ = conn_tx.send(true); }
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) if ready.as_deref() == Some(p.topic.as_str()) => {
+                        if !*conn_tx.borrow() {
+                            tracing::info!(upstream = %target, "forwarding: the centre is subscribed");
+                            let _ = conn_tx.send(true);
+                        }
                     }
                     Ok(Event::Incoming(Packet::PubAck(a))) => { let _ = ack_tx.send(a.pkid); }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let _ = records.send(crate::sites::Incoming {
+                            from: "centre".into(),
+                            payload: p.payload.to_vec(),
+                            ack: None,
+                        });
+                    }
                     Ok(_) => {}
                     Err(e) => {
                         if *conn_tx.borrow() {

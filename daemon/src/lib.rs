@@ -26,6 +26,7 @@ pub mod report;
 pub mod retention;
 pub mod run;
 pub mod shipment;
+pub mod sites;
 pub mod store;
 pub mod users;
 

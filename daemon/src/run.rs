@@ -176,12 +176,26 @@ async fn run_once(cfg: Config) -> anyhow::Result<Next> {
         Evaluator::new(cfg.clone(), store.clone(), audit.clone(), forward.clone())?
             .with_summaries(summaries),
     );
+    // Shipment records from other sites: from the centre's broker at a
+    // gateway, from gateways at a centre (crate::sites).
+    let (records_tx, records_rx) = mpsc::unbounded_channel::<crate::sites::Incoming>();
+    let sites = crate::sites::Sites::new(
+        cfg.clone(),
+        audit.clone(),
+        forward.clone(),
+        evaluator.outbox.clone(),
+    );
+    let paths = crate::sites::Paths::open(store.db())?.per_frame(cfg.centre.is_some());
+    if let Some(c) = &cfg.centre {
+        tracing::info!(group = %c.group, edges = %c.edges, "centre: taking what gateways forward");
+    }
     let forwarder = cfg.upstream.clone().map(|up| {
         tracing::info!(upstream = %format!("{}:{}", up.host, up.port), backlog = forward.depth(), "forwarding to the centre");
         tokio::spawn(crate::forward::run(
             up,
             format!("{}-up", cfg.client_id()),
             forward.clone(),
+            records_tx.clone(),
             stop_rx.clone(),
         ))
     });
@@ -236,6 +250,10 @@ async fn run_once(cfg: Config) -> anyhow::Result<Next> {
         req_rx,
         Duration::from_secs(cfg.alerts.evaluate_every_s),
         stop_rx.clone(),
+        crate::sites::Inbox {
+            sites,
+            records: records_rx,
+        },
     ));
     let out_mqtt = tokio::spawn(crate::outbox::run_mqtt(
         cfg.clone(),
@@ -330,11 +348,24 @@ async fn run_once(cfg: Config) -> anyhow::Result<Next> {
         cfg.clone(),
         client.clone(),
         eventloop,
-        tx.clone(),
+        mqtt::Sinks {
+            jobs: tx.clone(),
+            records: records_tx,
+        },
         stop_rx.clone(),
         disc_rx,
         stats.clone(),
     ));
+
+    // A centre says when its subscriptions are in place (crate::sites).
+    let ready = cfg.centre.as_ref().map(|c| {
+        tokio::spawn(crate::sites::announce_ready(
+            client.clone(),
+            c.group.clone(),
+            stats.clone(),
+            stop_rx.clone(),
+        ))
+    });
 
     // Serial ports: one thread each.
     let mut serial_threads = Vec::new();
@@ -371,6 +402,8 @@ async fn run_once(cfg: Config) -> anyhow::Result<Next> {
                 touched: touched_tx,
                 forward: forward_ingest,
                 runtime,
+                paths,
+                centre: cfg.centre.clone(),
             },
             max_batch,
             budget_bytes,
@@ -432,6 +465,9 @@ async fn run_once(cfg: Config) -> anyhow::Result<Next> {
         let _ = t.join();
     }
     let _ = sync.await;
+    if let Some(r) = ready {
+        let _ = r.await;
+    }
     let ingest_result = match ingest.await {
         Ok(r) => r,
         Err(e) => Err(anyhow::anyhow!("ingest task failed: {e}")),
@@ -483,8 +519,11 @@ fn ingest_loop(
         touched,
         forward,
         runtime,
+        paths,
+        centre,
     } = out;
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
+    let mut path_batch = crate::sites::PathBatch::default();
     let mut outcomes = Vec::with_capacity(max_batch);
     let budget = budget_bytes;
     let db_path = ing.store().path().to_path_buf();
@@ -570,8 +609,32 @@ fn ingest_loop(
                 };
                 forward.push(&tail, job.inbound.payload.clone(), false)?;
             }
+            // Which way it came (a gateway, direct, serial), written before
+            // the commit like the frame (crate::sites).
+            let path = crate::sites::label(centre.as_ref(), &job.inbound);
+            match &outcome {
+                Outcome::Stored { device, stored, .. }
+                | Outcome::Duplicate { device, stored, .. } => {
+                    paths.note(
+                        &mut path_batch,
+                        device,
+                        *stored,
+                        &path,
+                        crate::sites::frame_time(&job.inbound),
+                        matches!(outcome, Outcome::Stored { .. }),
+                    )?;
+                }
+                Outcome::Rejected(r) => {
+                    if path != crate::sites::DIRECT && path != crate::sites::SERIAL {
+                        tracing::warn!(gateway = %path, source = %job.inbound.source, reason = r.reason(),
+                            "security: a frame forwarded by gateway {path} was refused ({})", r.reason());
+                    }
+                    paths.refused(&path, r.reason(), r.security_device(), &job.inbound)?;
+                }
+            }
             outcomes.push(outcome);
         }
+        paths.flush(&mut path_batch)?;
         let mut attempt = 0u32;
         loop {
             match ing.commit() {
@@ -642,7 +705,7 @@ fn ingest_loop(
                     // (and boot) and then every SERIAL_SYNC_EVERY: a logger
                     // that only ever talks over serial learns the time this way.
                     if let Outcome::Stored { device, frame, .. }
-                    | Outcome::Duplicate { device, frame } = &outcome
+                    | Outcome::Duplicate { device, frame, .. } = &outcome
                         && serial_synced
                             .get(&(device.clone(), frame.boot))
                             .is_none_or(|t| t.elapsed() >= SERIAL_SYNC_EVERY)
@@ -697,6 +760,10 @@ struct Outlets {
     forward: Forward,
     /// To wait for room for a PUBACK from this blocking thread.
     runtime: tokio::runtime::Handle,
+    /// Which way each frame came (crate::sites).
+    paths: crate::sites::Paths,
+    /// The centre's topics, when this daemon is a centre.
+    centre: Option<crate::config::Centre>,
 }
 
 /// Appends a `config.load` entry to the audit trail when the configuration

@@ -153,6 +153,8 @@ pub enum Outcome {
         device: DeviceId,
         /// Frame identity.
         frame: FrameRef,
+        /// Where it is stored (see [`Outcome::Stored`]).
+        stored: FrameRef,
     },
     /// Refused.
     Rejected(Reject),
@@ -165,7 +167,7 @@ impl Outcome {
     pub fn serial_reply(&self, registry: &Registry, frame: Option<FrameRef>) -> Option<Vec<u8>> {
         use coldchain_proto::{Downlink, NackReason};
         let (device, msg) = match self {
-            Outcome::Stored { device, frame, .. } | Outcome::Duplicate { device, frame } => {
+            Outcome::Stored { device, frame, .. } | Outcome::Duplicate { device, frame, .. } => {
                 (device, Downlink::Ack(*frame))
             }
             Outcome::Rejected(Reject::BadTag(device)) => (
@@ -543,6 +545,7 @@ impl<S: Store> Ingestor<S> {
                 return Ok(Outcome::Duplicate {
                     device: frame.device,
                     frame: fref,
+                    stored: sref,
                 });
             }
             Some(_) => {

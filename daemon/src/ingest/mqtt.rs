@@ -116,7 +116,17 @@ fn online_topic(cfg: &Config) -> anyhow::Result<String> {
         .to_string())
 }
 
-/// Polls the event loop until `stop` turns true, forwarding device publishes to `tx`.
+/// Where [`pump`] hands what it receives.
+#[derive(Debug)]
+pub struct Sinks {
+    /// Device frames, to the ingest task.
+    pub jobs: mpsc::Sender<Job>,
+    /// Shipment records gateways forward (a centre's only), to the
+    /// evaluator's task ([`crate::sites`]).
+    pub records: mpsc::UnboundedSender<crate::sites::Incoming>,
+}
+
+/// Polls the event loop until `stop` turns true, forwarding device publishes to `sinks`.
 ///
 /// After `stop`, publishes are no longer forwarded (the broker keeps them for
 /// our next session), the loop keeps polling so pending acks go out, then
@@ -125,11 +135,21 @@ pub async fn pump(
     cfg: Config,
     client: AsyncClient,
     mut eventloop: EventLoop,
-    tx: mpsc::Sender<Job>,
+    sinks: Sinks,
     mut stop: watch::Receiver<bool>,
     mut disconnect: watch::Receiver<bool>,
     stats: std::sync::Arc<super::Stats>,
 ) {
+    let Sinks { jobs: tx, records } = sinks;
+    // A centre takes devices' topics and what gateways forward through
+    // shared subscriptions (crate::sites); presence stays unshared.
+    let subscriptions: Vec<String> = match &cfg.centre {
+        Some(c) => crate::sites::centre_filters(c),
+        None => vec![
+            topic::ALL_DEVICES_UP.to_string(),
+            topic::ALL_DEVICES_UP_JSON.to_string(),
+        ],
+    };
     let online = match online_topic(&cfg) {
         Ok(t) => t,
         Err(e) => {
@@ -202,9 +222,6 @@ pub async fn pump(
         match ev {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 backoff = min;
-                stats
-                    .mqtt_connected
-                    .store(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(
                     broker = %format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port),
                     session_present = ack.session_present,
@@ -218,15 +235,20 @@ pub async fn pump(
                     );
                 }
                 connected_before = true;
-                for f in [
-                    topic::ALL_DEVICES_UP,
-                    topic::ALL_DEVICES_UP_JSON,
-                    topic::ALL_DEVICES_ONLINE,
-                ] {
+                for f in subscriptions
+                    .iter()
+                    .map(String::as_str)
+                    .chain([topic::ALL_DEVICES_ONLINE])
+                {
                     if let Err(e) = client.try_subscribe(f, QoS::AtLeastOnce) {
                         tracing::error!("cannot queue subscription to {f}: {e}");
                     }
                 }
+                // Connected once the subscriptions are queued (a centre says
+                // it is ready only then: crate::sites::announce_ready).
+                stats
+                    .mqtt_connected
+                    .store(1, std::sync::atomic::Ordering::Relaxed);
                 if let Err(e) =
                     client.try_publish(online.clone(), QoS::AtLeastOnce, true, topic::ONLINE)
                 {
@@ -260,7 +282,30 @@ pub async fn pump(
                     }
                     continue;
                 }
-                let (via, claimed) = match topic::parse_uplink(&p.topic) {
+                let forwarded = cfg
+                    .centre
+                    .as_ref()
+                    .and_then(|c| crate::sites::parse_forwarded(c, &p.topic));
+                let uplink = match forwarded {
+                    Some(crate::sites::Forwarded::Record { gateway }) => {
+                        // A gateway's shipment record: merged by the
+                        // evaluator's task, acknowledged once durable.
+                        let inc = crate::sites::Incoming {
+                            from: gateway,
+                            payload: body.to_vec(),
+                            ack: Some((client.clone(), p)),
+                        };
+                        if records.send(inc).is_err() {
+                            tracing::error!(
+                                "evaluator has stopped; shipment record not acknowledged"
+                            );
+                        }
+                        continue;
+                    }
+                    Some(crate::sites::Forwarded::Uplink { uplink, .. }) => Some(uplink),
+                    None => topic::parse_uplink(&p.topic),
+                };
+                let (via, claimed) = match uplink {
                     Some(topic::Uplink::Binary(d)) => (Via::Mqtt, Some(d)),
                     Some(topic::Uplink::Json(d)) => (Via::MqttJson, Some(d)),
                     None => {
