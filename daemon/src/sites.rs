@@ -219,9 +219,9 @@ pub struct PathBatch(BTreeMap<Vec<u8>, Seen>);
 /// commit that makes the frames durable: durable exactly when they are.
 #[derive(Debug, Clone)]
 pub struct Paths {
-    frames: sled::Tree,
-    devices: sled::Tree,
-    refused: sled::Tree,
+    frames: crate::kv::Tree,
+    devices: crate::kv::Tree,
+    refused: crate::kv::Tree,
     per_frame: bool,
 }
 
@@ -234,7 +234,7 @@ fn device_path_key(d: &str, label: &str) -> Vec<u8> {
 
 impl Paths {
     /// Opens the trees.
-    pub fn open(db: &sled::Db) -> sled::Result<Self> {
+    pub fn open(db: &crate::kv::Db) -> crate::kv::Result<Self> {
         Ok(Paths {
             frames: db.open_tree("site_frames")?,
             devices: db.open_tree("site_devices")?,
