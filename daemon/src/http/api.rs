@@ -97,14 +97,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/audit", get(audit_list))
         .route("/api/v1/audit/verify", get(audit_verify))
         .route("/api/v1/alerts/{id}/assess", post(assess))
-        .merge(crate::report::router())
-        .merge(crate::epcis::router())
-        .merge(crate::holdtime::router())
-        .merge(crate::dashboard::router())
-        .merge(crate::auth::router())
+        .route("/api/v1/devices/{id}/warming", get(warming))
+        .merge(super::report::router())
+        .merge(super::dashboard::router())
+        .merge(super::auth::router())
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            crate::auth::middleware,
+            super::auth::middleware,
         ))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(state)
@@ -302,7 +301,7 @@ async fn close(
     if b.comment.trim().is_empty() {
         return Err(bad_request("field comment: say why (must not be empty)"));
     }
-    let u = crate::auth::check_password(&s, &actor.user, password, "signature").await?;
+    let u = super::auth::check_password(&s, &actor.user, password, "signature").await?;
     let s2 = s.clone();
     let id2 = id.clone();
     let decision = b.decision;
@@ -926,7 +925,7 @@ async fn readyz(State(s): State<AppState>) -> Response {
 async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
     let text = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
         let mut snap = crate::metrics::Snapshot::from_stats(&s.stats);
-        snap.counters.extend(crate::auth::counters(&s));
+        snap.counters.extend(super::auth::counters(&s));
         snap.gauges.push((
             "coldchain_store_bytes",
             "Database size on disk",
@@ -973,5 +972,26 @@ async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
 }
 
 async fn openapi() -> Json<serde_json::Value> {
-    Json(crate::openapi::document())
+    Json(super::openapi::document())
+}
+
+/// `GET /api/v1/devices/{id}/warming`: the warming rate of every cryogenic
+/// shipment the device watched, in time order, flagged when faster than
+/// `alerts.shipper_rate_factor` times its first shipments' mean.
+async fn warming(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    let r =
+        tokio::task::spawn_blocking(move || crate::holdtime::history_json(&s.reader, &id)).await;
+    match r {
+        Ok(Ok(v)) => axum::Json(v).into_response(),
+        Ok(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(serde_json::json!({ "error": format!("{e:#}") })),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(serde_json::json!({ "error": e.to_string() })),
+        )
+            .into_response(),
+    }
 }

@@ -39,8 +39,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 
+use super::api::{AppState, PageAccess};
 use crate::alert::{Alert, AlertState};
-use crate::api::{AppState, PageAccess};
 use crate::profile::Severity;
 use crate::report::text::{esc, fmt_c, fmt_dur, url_segment, utc};
 use crate::report::{self, ReportData};
@@ -278,7 +278,7 @@ pub struct Viewer {
 }
 
 impl Viewer {
-    fn from(actor: Option<Extension<Actor>>, csrf: Option<Extension<crate::auth::Csrf>>) -> Viewer {
+    fn from(actor: Option<Extension<Actor>>, csrf: Option<Extension<super::auth::Csrf>>) -> Viewer {
         Viewer {
             actor: actor.map(|Extension(a)| a),
             csrf: csrf.map(|Extension(c)| c.0),
@@ -386,7 +386,7 @@ async fn list_page(
     State(s): State<AppState>,
     Extension(PageAccess(granted)): Extension<PageAccess>,
     actor: Option<Extension<Actor>>,
-    csrf: Option<Extension<crate::auth::Csrf>>,
+    csrf: Option<Extension<super::auth::Csrf>>,
 ) -> Response {
     let v = Viewer::from(actor, csrf);
     if !granted {
@@ -689,7 +689,7 @@ async fn shipment_page(
     State(s): State<AppState>,
     Extension(PageAccess(granted)): Extension<PageAccess>,
     actor: Option<Extension<Actor>>,
-    csrf: Option<Extension<crate::auth::Csrf>>,
+    csrf: Option<Extension<super::auth::Csrf>>,
     Path(id): Path<String>,
 ) -> Response {
     let v = Viewer::from(actor, csrf);
@@ -753,7 +753,7 @@ fn device_html(v: &serde_json::Value) -> String {
 }
 
 async fn device_content(s: AppState, id: String) -> Result<String, Response> {
-    match tokio::task::spawn_blocking(move || crate::holdtime::history_json(&s, &id)).await {
+    match tokio::task::spawn_blocking(move || crate::holdtime::history_json(&s.reader, &id)).await {
         Ok(Ok(v)) => Ok(device_html(&v)),
         Ok(Err(e)) => Err(html(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -767,7 +767,7 @@ async fn device_page(
     State(s): State<AppState>,
     Extension(PageAccess(granted)): Extension<PageAccess>,
     actor: Option<Extension<Actor>>,
-    csrf: Option<Extension<crate::auth::Csrf>>,
+    csrf: Option<Extension<super::auth::Csrf>>,
     Path(id): Path<String>,
 ) -> Response {
     let v = Viewer::from(actor, csrf);

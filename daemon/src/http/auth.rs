@@ -24,7 +24,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
 
-use crate::api::{ApiError, AppState, JsonBody, PageAccess};
+use super::api::{ApiError, AppState, JsonBody, PageAccess};
 use crate::store::Store;
 use crate::users::{Actor, AuthError, Perm, Role, UserInfo, Via};
 
