@@ -138,14 +138,21 @@ async fn send(
         })?;
     match rx.await {
         Ok(Ok(v)) => Ok(Json(v)),
-        Ok(Err(Refusal::Bad(m))) => Err(bad_request(m)),
-        Ok(Err(Refusal::NotFound(m))) => Err(ApiError(StatusCode::NOT_FOUND, m)),
-        Ok(Err(Refusal::Conflict(m))) => Err(ApiError(StatusCode::CONFLICT, m)),
-        Ok(Err(Refusal::Internal(m))) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, m)),
+        Ok(Err(r)) => Err(refusal(r)),
         Err(_) => Err(ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
             "daemon is shutting down".into(),
         )),
+    }
+}
+
+/// The status a refusal maps to, with its reason.
+fn refusal(r: Refusal) -> ApiError {
+    match r {
+        Refusal::Bad(m) => bad_request(m),
+        Refusal::NotFound(m) => ApiError(StatusCode::NOT_FOUND, m),
+        Refusal::Conflict(m) => ApiError(StatusCode::CONFLICT, m),
+        Refusal::Internal(m) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, m),
     }
 }
 
@@ -396,6 +403,8 @@ async fn assess(
             .alerts
             .get(id)?
             .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no alert {id}")))?;
+        crate::evaluate::refuse_if_closed(&s.reader.shipments, &a.shipment, id, "assessed")
+            .map_err(refusal)?;
         let now = crate::ingest::now_ms();
         let x = crate::assess::Assessment {
             alert: id,
