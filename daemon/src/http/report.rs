@@ -7,28 +7,30 @@
 //!   shipment is unknown, 400 if the body is not a Coldchain report).
 //! * `GET /api/v1/shipments/{id}/epcis[?as_of_ms=N]`: `application/ld+json`.
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use crate::epcis::document;
 use crate::report::{self, Format, file_stem, for_shipment, identify, render, verify};
 
 /// Routes of the report, merged into the API router.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/shipments/{id}/report", get(report))
-        .route("/api/v1/reports/verify", post(verify_endpoint))
-        .route("/api/v1/shipments/{id}/epcis", get(epcis))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(report))
+        .routes(routes!(verify_endpoint))
+        .routes(routes!(epcis))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ReportQuery {
     format: Option<String>,
     as_of_ms: Option<i64>,
@@ -42,6 +44,14 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
         .into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/shipments/{id}/report",
+    tag = "reports",
+    summary = "Arrival report; `format` = html, csv or json",
+    params(("id" = String, Path, description = "Shipment id (URL-encoded)"), ReportQuery),
+    responses((status = 200, description = "The report in the format asked (text/html, text/csv, or application/json)", body = String, content_type = "text/html"))
+)]
 async fn report(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -99,6 +109,14 @@ async fn report(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/reports/verify",
+    tag = "reports",
+    summary = "Check a saved report file (its text as the body) against the daemon's data now: `ok`, `data_unchanged`, `file_intact`, `changed_sections`, `problems`",
+    request_body(content = String, description = "The report file text (HTML, CSV or JSON form)", content_type = "text/plain"),
+    responses((status = 200, description = "The verification", body = serde_json::Value))
+)]
 async fn verify_endpoint(State(s): State<AppState>, body: Bytes) -> Response {
     let Ok(text) = String::from_utf8(body.to_vec()) else {
         return error(
@@ -129,11 +147,20 @@ async fn verify_endpoint(State(s): State<AppState>, body: Bytes) -> Response {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct EpcisQuery {
     as_of_ms: Option<i64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/shipments/{id}/epcis",
+    tag = "reports",
+    summary = "EPCIS 2.0 document (JSON-LD) of the shipment; see docs/epcis.md",
+    params(("id" = String, Path, description = "Shipment id (URL-encoded)"), EpcisQuery),
+    responses((status = 200, description = "The EPCISDocument", body = String, content_type = "application/ld+json"))
+)]
 async fn epcis(
     State(s): State<AppState>,
     Path(id): Path<String>,
