@@ -800,3 +800,31 @@ fn golden_html() {
     let rich: ReportData = serde_json::from_value(v).unwrap();
     check_golden("report_closed.html", &report::render_html(&rich));
 }
+
+/// An HTML copy saved before the report was rendered with maud has `'` in
+/// text as `&#39;` (maud writes it as it is): it still verifies as intact,
+/// and an edited one still does not.
+#[test]
+fn an_html_copy_with_the_old_apostrophe_escape_still_verifies() {
+    let (_w, _s, d) = world_with_journey();
+    let mut v = serde_json::to_value(&d).unwrap();
+    v["identity"]["product"] = serde_json::json!("Dr O'Neil's CAR-T");
+    let d: ReportData = serde_json::from_value(v).unwrap();
+    let html = report::render_html(&d);
+    assert!(html.contains("<strong>FR &lt;7&gt; &amp; co</strong> · Dr O'Neil's CAR-T"));
+    assert!(!html.contains("&#39;"));
+    let (page, data) = html
+        .split_once("<script type=\"application/json\"")
+        .unwrap();
+    let old = format!(
+        "{}<script type=\"application/json\"{data}",
+        page.replace('\'', "&#39;")
+    );
+    assert!(old.contains("Dr O&#39;Neil&#39;s CAR-T"));
+    let r = report::verify(&old, &d).unwrap();
+    assert!(r.ok && r.file_intact == Some(true), "{r:?}");
+    let edited = old.replace("9.5 °C", "7.5 °C");
+    assert_ne!(edited, old);
+    let r = report::verify(&edited, &d).unwrap();
+    assert_eq!(r.file_intact, Some(false), "{r:?}");
+}

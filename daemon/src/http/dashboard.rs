@@ -594,7 +594,7 @@ pub fn shipment_html(d: &ReportData, v: &Viewer) -> String {
                 esc(&a.severity),
                 esc(&a.state),
                 esc(&a.message),
-                crate::report::history_html(a),
+                crate::report::history_html(a).into_string(),
                 ack,
                 button
             );
