@@ -25,13 +25,14 @@
 //! false`), a page requested without a session comes without data and sends
 //! the browser to `/login`.
 //!
-//! All user text (shipment ids, products, comments) is escaped on the server;
+//! The pages are maud templates: all user text (shipment ids, products,
+//! comments) is escaped by maud on the server (only the report's chart, SVG
+//! with its own text escaped, goes in as it is);
 //! the script inserts only server-rendered fragments and sets dialog text with
 //! `textContent`. Pages carry a Content-Security-Policy that allows no inline
 //! script and nothing from other origins.
 
 use std::cmp::Ordering;
-use std::fmt::Write;
 
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
@@ -42,7 +43,9 @@ use axum::{Extension, Router};
 use super::api::{AppState, PageAccess};
 use crate::alert::{Alert, AlertState};
 use crate::profile::Severity;
-use crate::report::text::{esc, fmt_c, fmt_dur, url_segment, utc};
+use maud::{Markup, PreEscaped};
+
+use crate::report::text::{fmt_c, fmt_dur, url_segment, utc};
 use crate::report::{self, ReportData};
 use crate::shipment::{Shipment, State as ShipState};
 use crate::users::{Actor, Perm, Role};
@@ -84,7 +87,7 @@ fn asset(ct: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-fn html(status: StatusCode, body: String) -> Response {
+fn html(status: StatusCode, body: Markup) -> Response {
     (
         status,
         [
@@ -93,9 +96,14 @@ fn html(status: StatusCode, body: String) -> Response {
             (header::CACHE_CONTROL, "no-store"),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         ],
-        body,
+        body.into_string(),
     )
         .into_response()
+}
+
+/// An error as a page's content (escaped like everything else).
+fn error_html(status: StatusCode, e: impl std::fmt::Display) -> Response {
+    html(status, maud::html! { (format!("{e:#}")) })
 }
 
 /// One row of the shipment list.
@@ -184,88 +192,93 @@ fn state_name(s: ShipState) -> &'static str {
 }
 
 /// The list of shipments (the part the page refreshes).
-pub fn list_html(rows: &[Row]) -> String {
-    let mut s = String::new();
+pub fn list_html(rows: &[Row]) -> Markup {
     if rows.is_empty() {
-        s.push_str("<p class=\"empty\">No shipments yet. Create one with <code>coldchain shipment create</code> or POST /api/v1/shipments.</p>");
-        return s;
+        return maud::html! {
+            p class="empty" { "No shipments yet. Create one with " code { "coldchain shipment create" } " or POST /api/v1/shipments." }
+        };
     }
-    s.push_str("<table class=\"list\"><thead><tr><th>Shipment</th><th>Lane</th><th>State</th><th>Last</th><th>Min / max</th><th>Window left</th><th>Alerts</th></tr></thead><tbody>\n");
-    for r in rows {
-        let sh = &r.shipment;
-        let (rank, _) = risk(sh.state, &r.alerts, r.remaining_ms);
-        let class = match rank {
-            0 => "risk-critical",
-            1 => "risk-warning",
-            2 => "risk-acked",
-            4 => "risk-closed",
-            _ => "risk-ok",
-        };
-        let last = r.status["last"]["milli_c"]
-            .as_i64()
-            .map(|m| fmt_c(m as i32))
-            .unwrap_or_else(|| "—".into());
-        let mm = match (
-            r.status["min_milli_c"].as_i64(),
-            r.status["max_milli_c"].as_i64(),
-        ) {
-            (Some(a), Some(b)) => format!("{} / {}", fmt_c(a as i32), fmt_c(b as i32)),
-            _ => "—".into(),
-        };
-        let window = match (r.remaining_ms, r.nominal_ms) {
-            (Some(rem), Some(nom)) if nom > 0 => format!(
-                "<meter min=\"0\" max=\"{nom}\" low=\"{}\" optimum=\"{nom}\" value=\"{rem}\"></meter> {}",
-                nom / 4,
-                fmt_dur(rem)
-            ),
-            // A dry shipper warming towards its limit: the predicted crossing.
-            _ => match r.status["hold_time"]["sentence"].as_str() {
-                Some(h) => format!(
-                    "<span class=\"hold{}\">{}</span>",
-                    if r.status["hold_time"]["warning"] == true {
-                        " warning"
-                    } else {
-                        ""
-                    },
-                    esc(h)
-                ),
-                None => "<span class=\"muted\">n/a</span>".into(),
-            },
-        };
-        let open: Vec<&Alert> = r.alerts.iter().filter(|a| a.is_open()).collect();
-        let unack = open.iter().filter(|a| a.state == AlertState::Open).count();
-        let alerts = if open.is_empty() {
-            "<span class=\"badge ok\">none open</span>".to_string()
-        } else {
-            let worst = open
-                .iter()
-                .map(|a| a.severity)
-                .max()
-                .unwrap_or(Severity::Info);
-            format!(
-                "<span class=\"badge {}\">{} open</span>{}",
-                severity_name(worst),
-                open.len(),
-                if unack > 0 {
-                    format!(" <span class=\"badge unack\">{unack} unacknowledged</span>")
-                } else {
-                    String::new()
+    maud::html! {
+        table class="list" {
+            thead { tr {
+                th { "Shipment" } th { "Lane" } th { "State" } th { "Last" } th { "Min / max" } th { "Window left" } th { "Alerts" }
+            } }
+            tbody {
+                "\n"
+                @for r in rows { (list_row(r)) "\n" }
+            }
+        }
+        "\n"
+    }
+}
+
+fn list_row(r: &Row) -> Markup {
+    let sh = &r.shipment;
+    let (rank, _) = risk(sh.state, &r.alerts, r.remaining_ms);
+    let class = match rank {
+        0 => "risk-critical",
+        1 => "risk-warning",
+        2 => "risk-acked",
+        4 => "risk-closed",
+        _ => "risk-ok",
+    };
+    let last = r.status["last"]["milli_c"]
+        .as_i64()
+        .map(|m| fmt_c(m as i32))
+        .unwrap_or_else(|| "—".into());
+    let mm = match (
+        r.status["min_milli_c"].as_i64(),
+        r.status["max_milli_c"].as_i64(),
+    ) {
+        (Some(a), Some(b)) => format!("{} / {}", fmt_c(a as i32), fmt_c(b as i32)),
+        _ => "—".into(),
+    };
+    let open: Vec<&Alert> = r.alerts.iter().filter(|a| a.is_open()).collect();
+    let unack = open.iter().filter(|a| a.state == AlertState::Open).count();
+    let worst = open
+        .iter()
+        .map(|a| a.severity)
+        .max()
+        .unwrap_or(Severity::Info);
+    maud::html! {
+        tr class=(class) data-shipment=(sh.id) {
+            td data-label="Shipment" {
+                a href={ "/shipments/" (url_segment(&sh.id)) } { (sh.id) }
+                div class="muted" { (sh.product) }
+            }
+            td data-label="Lane" { (sh.profile) }
+            td data-label="State" { (state_name(sh.state)) }
+            td data-label="Last" { (last) }
+            td data-label="Min / max" { (mm) }
+            td data-label="Window left" {
+                @match (r.remaining_ms, r.nominal_ms) {
+                    (Some(rem), Some(nom)) if nom > 0 => {
+                        meter min="0" max=(nom) low=(nom / 4) optimum=(nom) value=(rem) {}
+                        " " (fmt_dur(rem))
+                    }
+                    // A dry shipper warming towards its limit: the predicted crossing.
+                    _ => {
+                        @match r.status["hold_time"]["sentence"].as_str() {
+                            Some(h) => {
+                                span class={ "hold" @if r.status["hold_time"]["warning"] == true { " warning" } } { (h) }
+                            }
+                            None => { span class="muted" { "n/a" } }
+                        }
+                    }
                 }
-            )
-        };
-        let _ = writeln!(
-            s,
-            "<tr class=\"{class}\" data-shipment=\"{}\"><td data-label=\"Shipment\"><a href=\"/shipments/{}\">{}</a><div class=\"muted\">{}</div></td><td data-label=\"Lane\">{}</td><td data-label=\"State\">{}</td><td data-label=\"Last\">{last}</td><td data-label=\"Min / max\">{mm}</td><td data-label=\"Window left\">{window}</td><td data-label=\"Alerts\">{alerts}</td></tr>",
-            esc(&sh.id),
-            url_segment(&sh.id),
-            esc(&sh.id),
-            esc(&sh.product),
-            esc(&sh.profile),
-            state_name(sh.state),
-        );
+            }
+            td data-label="Alerts" {
+                @if open.is_empty() {
+                    span class="badge ok" { "none open" }
+                } @else {
+                    span class={ "badge " (severity_name(worst)) } { (open.len()) " open" }
+                    @if unack > 0 {
+                        " " span class="badge unack" { (unack) " unacknowledged" }
+                    }
+                }
+            }
+        }
     }
-    s.push_str("</tbody></table>\n");
-    s
 }
 
 /// Who is looking at a page: their name and role, and their session's CSRF token.
@@ -295,91 +308,138 @@ impl Viewer {
     }
 }
 
-fn page(title: &str, src: &str, body: &str, v: &Viewer) -> String {
-    let account = match &v.actor {
-        Some(a) => format!(
-            "<span class=\"who\" id=\"who\" data-user=\"{}\" data-role=\"{}\">{} · {}</span><button type=\"button\" id=\"logout\" class=\"link\">Log out</button>",
-            esc(&a.user),
-            a.role.name(),
-            esc(&a.full_name),
-            a.role.name()
-        ),
-        None => "<a id=\"login-link\" href=\"/login\">Log in</a>".into(),
-    };
-    let csrf = v
-        .csrf
-        .as_deref()
-        .map(|t| format!("<meta name=\"csrf-token\" content=\"{}\">\n", esc(t)))
-        .unwrap_or_default();
-    format!(
-        r#"<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-{csrf}<title>{} · Coldchain</title>
-<link rel="stylesheet" href="/assets/dashboard.css">
-<script src="/assets/dashboard.js" defer></script>
-</head>
-<body>
-<header class="top"><a class="brand" href="/">Coldchain</a><span id="live-status" class="muted" aria-live="polite"></span><span class="account">{account}</span></header>
-<main id="live" data-src="{}" data-poll-s="{POLL_S}" data-locked="{}">
-{body}
-</main>
-<dialog id="act-dialog">
-<form id="act-form" method="dialog">
-<h2 id="act-title">Acknowledge alert</h2>
-<p id="act-what" class="what"></p>
-<label id="act-decision-label">Decision <select id="act-decision"><option value="accepted">released for use</option><option value="quarantined">quarantined</option><option value="rejected">rejected</option></select></label>
-<label><span id="act-comment-label">What was done</span> <textarea name="comment" id="act-comment" required rows="3"></textarea></label>
-<p id="act-sha" class="muted"></p>
-<label id="act-password-label">Your password (signing asks for it again) <input id="act-password" type="password" autocomplete="current-password"></label>
-<p id="act-error" class="error" role="alert"></p>
-<div class="buttons"><button type="button" id="act-cancel">Cancel</button><button type="submit" id="act-submit" class="primary">Acknowledge</button></div>
-</form>
-</dialog>
-</body>
-</html>
-"#,
-        esc(title),
-        esc(src),
-        u8::from(body == LOCKED),
-    )
+fn page(title: &str, src: &str, body: Markup, locked: bool, v: &Viewer) -> Markup {
+    maud::html! {
+        (maud::DOCTYPE) "\n"
+        html lang="en" {
+            "\n"
+            head {
+                "\n" meta charset="utf-8";
+                "\n" meta name="viewport" content="width=device-width, initial-scale=1";
+                "\n"
+                @if let Some(t) = &v.csrf { meta name="csrf-token" content=(t); "\n" }
+                title { (title) " · Coldchain" }
+                "\n" link rel="stylesheet" href="/assets/dashboard.css";
+                "\n" script src="/assets/dashboard.js" defer {}
+                "\n"
+            }
+            "\n"
+            body {
+                "\n"
+                header class="top" {
+                    a class="brand" href="/" { "Coldchain" }
+                    span id="live-status" class="muted" aria-live="polite" {}
+                    span class="account" {
+                        @match &v.actor {
+                            Some(a) => {
+                                span class="who" id="who" data-user=(a.user) data-role=(a.role.name()) { (a.full_name) " · " (a.role.name()) }
+                                button type="button" id="logout" class="link" { "Log out" }
+                            }
+                            None => { a id="login-link" href="/login" { "Log in" } }
+                        }
+                    }
+                }
+                "\n"
+                main id="live" data-src=(src) data-poll-s=(POLL_S) data-locked=(u8::from(locked)) {
+                    "\n" (body) "\n"
+                }
+                "\n"
+                (act_dialog())
+                "\n"
+            }
+            "\n"
+        }
+        "\n"
+    }
+}
+
+/// The dialog that acknowledges, assesses and signs (the script fills it in).
+fn act_dialog() -> Markup {
+    maud::html! {
+        dialog id="act-dialog" {
+            "\n"
+            form id="act-form" method="dialog" {
+                "\n" h2 id="act-title" { "Acknowledge alert" }
+                "\n" p id="act-what" class="what" {}
+                "\n" label id="act-decision-label" {
+                    "Decision "
+                    select id="act-decision" {
+                        option value="accepted" { "released for use" }
+                        option value="quarantined" { "quarantined" }
+                        option value="rejected" { "rejected" }
+                    }
+                }
+                "\n" label {
+                    span id="act-comment-label" { "What was done" } " "
+                    textarea name="comment" id="act-comment" required rows="3" {}
+                }
+                "\n" p id="act-sha" class="muted" {}
+                "\n" label id="act-password-label" {
+                    "Your password (signing asks for it again) "
+                    input id="act-password" type="password" autocomplete="current-password";
+                }
+                "\n" p id="act-error" class="error" role="alert" {}
+                "\n" div class="buttons" {
+                    button type="button" id="act-cancel" { "Cancel" }
+                    button type="submit" id="act-submit" class="primary" { "Acknowledge" }
+                }
+                "\n"
+            }
+            "\n"
+        }
+    }
 }
 
 /// The body of a page requested without the session its data needs.
-const LOCKED: &str = r#"<section class="locked"><h1>Sign in needed</h1>
-<p>This daemon shows its data only to people who are signed in.</p>
-<p><a class="primary" id="to-login" href="/login">Log in</a></p></section>"#;
+fn locked() -> Markup {
+    maud::html! {
+        section class="locked" {
+            h1 { "Sign in needed" }
+            "\n" p { "This daemon shows its data only to people who are signed in." }
+            "\n" p { a class="primary" id="to-login" href="/login" { "Log in" } }
+        }
+    }
+}
 
 /// The login page.
 async fn login_page(v_actor: Option<Extension<Actor>>) -> Response {
-    let who = v_actor
-        .map(|Extension(a)| {
-            format!(
-                "<p class=\"muted\">Signed in as {} ({}).</p>",
-                esc(&a.full_name),
-                a.role.name()
-            )
-        })
-        .unwrap_or_default();
+    let body = maud::html! {
+        section class="locked" {
+            h1 { "Log in" }
+            @if let Some(Extension(a)) = &v_actor {
+                p class="muted" { "Signed in as " (a.full_name) " (" (a.role.name()) ")." }
+            }
+            "\n"
+            form id="login-form" {
+                label { "User name " input id="login-name" autocomplete="username" required autocapitalize="none"; }
+                "\n"
+                label { "Password " input id="login-password" type="password" autocomplete="current-password" required; }
+                "\n"
+                button type="submit" id="login-submit" class="primary" { "Log in" }
+                p id="login-error" class="error" role="alert" {}
+            }
+            "\n"
+            form id="newpw-form" hidden {
+                p { "An admin reset your password: choose a new one (at least 12 characters)." }
+                "\n"
+                label { "New password " input id="newpw" type="password" autocomplete="new-password" required minlength="12"; }
+                "\n"
+                button type="submit" id="newpw-submit" class="primary" { "Set password" }
+                p id="newpw-error" class="error" role="alert" {}
+            }
+        }
+    };
     html(
         StatusCode::OK,
-        page(
-            "Log in",
-            "",
-            &format!(
-                r#"<section class="locked"><h1>Log in</h1>{who}
-<form id="login-form"><label>User name <input id="login-name" autocomplete="username" required autocapitalize="none"></label>
-<label>Password <input id="login-password" type="password" autocomplete="current-password" required></label>
-<button type="submit" id="login-submit" class="primary">Log in</button><p id="login-error" class="error" role="alert"></p></form>
-<form id="newpw-form" hidden><p>An admin reset your password: choose a new one (at least 12 characters).</p>
-<label>New password <input id="newpw" type="password" autocomplete="new-password" required minlength="12"></label>
-<button type="submit" id="newpw-submit" class="primary">Set password</button><p id="newpw-error" class="error" role="alert"></p></form></section>"#
-            ),
-            &Viewer::default(),
-        ),
+        page("Log in", "", body, false, &Viewer::default()),
     )
+}
+
+fn list_body(rows: &[Row]) -> Markup {
+    maud::html! {
+        h1 { "Shipments" } "\n"
+        div id="list" { (list_html(rows)) }
+    }
 }
 
 async fn list_page(
@@ -390,73 +450,46 @@ async fn list_page(
 ) -> Response {
     let v = Viewer::from(actor, csrf);
     if !granted {
-        return html(StatusCode::OK, page("Shipments", "/ui/list", LOCKED, &v));
+        return html(
+            StatusCode::OK,
+            page("Shipments", "/ui/list", locked(), true, &v),
+        );
     }
     match tokio::task::spawn_blocking(move || load_rows(&s)).await {
         Ok(Ok(rows)) => html(
             StatusCode::OK,
-            page(
-                "Shipments",
-                "/ui/list",
-                &format!(
-                    "<h1>Shipments</h1>\n<div id=\"list\">{}</div>",
-                    list_html(&rows)
-                ),
-                &v,
-            ),
+            page("Shipments", "/ui/list", list_body(&rows), false, &v),
         ),
-        Ok(Err(e)) => html(StatusCode::INTERNAL_SERVER_ERROR, esc(&format!("{e:#}"))),
-        Err(e) => html(StatusCode::INTERNAL_SERVER_ERROR, esc(&e.to_string())),
+        Ok(Err(e)) => error_html(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => error_html(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }
 
 async fn list_fragment(State(s): State<AppState>) -> Response {
     match tokio::task::spawn_blocking(move || load_rows(&s)).await {
-        Ok(Ok(rows)) => html(
-            StatusCode::OK,
-            format!(
-                "<h1>Shipments</h1>\n<div id=\"list\">{}</div>",
-                list_html(&rows)
-            ),
-        ),
-        Ok(Err(e)) => html(StatusCode::INTERNAL_SERVER_ERROR, esc(&format!("{e:#}"))),
-        Err(e) => html(StatusCode::INTERNAL_SERVER_ERROR, esc(&e.to_string())),
+        Ok(Ok(rows)) => html(StatusCode::OK, list_body(&rows)),
+        Ok(Err(e)) => error_html(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => error_html(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }
 
 /// The viability gauge: a half circle filled by the share of the window left.
-fn gauge(d: &ReportData) -> String {
+fn gauge(d: &ReportData) -> Markup {
     let Some(w) = &d.viability.window else {
-        let mut s = String::from(
-            "<div class=\"gauge none\"><p>No viability window: a cryopreserved product while it stays cold.</p>",
-        );
-        if let Some(wm) = &d.viability.warming {
-            let _ = write!(
-                s,
-                "<p>Warming events ({} °C): <strong>{}</strong>, {} above.</p>",
-                esc(&wm.limit),
-                wm.events,
-                fmt_dur(wm.time_above_ms)
-            );
-        }
-        if let Some(h) = &d.viability.hold_time {
-            let _ = write!(
-                s,
-                "<p class=\"hold{}\">Hold time at ETA: <strong>{}</strong></p>",
-                if h.warning { " warning" } else { "" },
-                esc(&h.sentence())
-            );
-            for p in &d.identity.probes {
-                let _ = write!(
-                    s,
-                    "<p><a href=\"/devices/{}\">Warming history of {}</a></p>",
-                    url_segment(&p.device),
-                    esc(&p.device)
-                );
+        return maud::html! {
+            div class="gauge none" {
+                p { "No viability window: a cryopreserved product while it stays cold." }
+                @if let Some(wm) = &d.viability.warming {
+                    p { "Warming events (" (wm.limit) " °C): " strong { (wm.events) } ", " (fmt_dur(wm.time_above_ms)) " above." }
+                }
+                @if let Some(h) = &d.viability.hold_time {
+                    p class={ "hold" @if h.warning { " warning" } } { "Hold time at ETA: " strong { (h.sentence()) } }
+                    @for p in &d.identity.probes {
+                        p { a href={ "/devices/" (url_segment(&p.device)) } { "Warming history of " (p.device) } }
+                    }
+                }
             }
-        }
-        s.push_str("</div>");
-        return s;
+        };
     };
     let frac = if w.nominal_ms > 0 {
         (w.remaining_ms as f64 / w.nominal_ms as f64).clamp(0.0, 1.0)
@@ -473,215 +506,158 @@ fn gauge(d: &ReportData) -> String {
     } else {
         "#1e8449"
     };
-    let arc = if frac > 0.0 {
-        format!(
-            "<path d=\"M20 100 A80 80 0 0 1 {x:.1} {y:.1}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"18\"/>"
-        )
-    } else {
-        String::new()
-    };
-    let eta = w
-        .predicted_at_eta_ms
-        .map(|p| {
-            if p >= 0 {
-                format!("<p>Predicted at ETA: {} left.</p>", fmt_dur(p))
-            } else {
-                format!(
-                    "<p class=\"bad\">Predicted to run out {} before ETA.</p>",
-                    fmt_dur(-p)
-                )
+    maud::html! {
+        div class="gauge" data-remaining-ms=(w.remaining_ms) {
+            svg viewBox="0 0 200 120" role="img" aria-label={ "viability window remaining " (fmt_dur(w.remaining_ms)) } {
+                path d="M20 100 A80 80 0 0 1 180 100" fill="none" stroke="#e5e8eb" stroke-width="18" {}
+                @if frac > 0.0 {
+                    path d=(format!("M20 100 A80 80 0 0 1 {x:.1} {y:.1}")) fill="none" stroke=(colour) stroke-width="18" {}
+                }
+                text x="100" y="92" text-anchor="middle" font-size="22" font-weight="bold" fill="#1b1f24" { (format!("{:.0} %", frac * 100.0)) }
+                text x="100" y="114" text-anchor="middle" font-size="12" fill="#5b6470" { "of the window left" }
             }
-        })
-        .unwrap_or_default();
-    format!(
-        "<div class=\"gauge\" data-remaining-ms=\"{}\"><svg viewBox=\"0 0 200 120\" role=\"img\" aria-label=\"viability window remaining {}\"><path d=\"M20 100 A80 80 0 0 1 180 100\" fill=\"none\" stroke=\"#e5e8eb\" stroke-width=\"18\"/>{arc}<text x=\"100\" y=\"92\" text-anchor=\"middle\" font-size=\"22\" font-weight=\"bold\" fill=\"#1b1f24\">{:.0} %</text><text x=\"100\" y=\"114\" text-anchor=\"middle\" font-size=\"12\" fill=\"#5b6470\">of the window left</text></svg><p><strong>{}</strong> left of {}.</p>{eta}</div>",
-        w.remaining_ms,
-        fmt_dur(w.remaining_ms),
-        frac * 100.0,
-        fmt_dur(w.remaining_ms),
-        fmt_dur(w.nominal_ms),
-    )
+            p { strong { (fmt_dur(w.remaining_ms)) } " left of " (fmt_dur(w.nominal_ms)) "." }
+            @if let Some(p) = w.predicted_at_eta_ms {
+                @if p >= 0 {
+                    p { "Predicted at ETA: " (fmt_dur(p)) " left." }
+                } @else {
+                    p class="bad" { "Predicted to run out " (fmt_dur(-p)) " before ETA." }
+                }
+            }
+        }
+    }
 }
 
 /// The shipment's live content (the part the page refreshes).
-pub fn shipment_html(d: &ReportData, v: &Viewer) -> String {
+pub fn shipment_html(d: &ReportData, v: &Viewer) -> Markup {
     let id = &d.identity;
     let t = &d.temperature;
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        "<nav class=\"crumbs\"><a href=\"/\">← all shipments</a></nav><h1>{}</h1><p class=\"sub\">{} · {} → {} · lane <strong>{}</strong> · {}</p>",
-        esc(&id.shipment),
-        esc(&id.product),
-        esc(&id.origin),
-        esc(&id.destination),
-        esc(&id.profile),
-        esc(&d.journey.state.replace('_', " ")),
-    );
-    s.push_str("<ul class=\"facts\">");
-    for f in &d.facts {
-        let _ = write!(s, "<li>{}</li>", esc(f));
-    }
-    s.push_str("</ul>");
-    let _ = write!(
-        s,
-        "<div class=\"grid\"><section class=\"card chart-card\"><h2>Temperature</h2>{}<p class=\"muted\">min {} · max {} · mean {}{}</p></section><section class=\"card\"><h2>Viability window</h2>{}</section></div>",
-        report::chart_svg(d),
-        t.min_milli_c.map(fmt_c).unwrap_or_else(|| "—".into()),
-        t.max_milli_c.map(fmt_c).unwrap_or_else(|| "—".into()),
-        t.mean_milli_c.map(fmt_c).unwrap_or_else(|| "—".into()),
-        t.mkt
-            .as_ref()
-            .map(|m| format!(" · MKT {}", fmt_c(m.whole_milli_c)))
-            .unwrap_or_default(),
-        gauge(d),
-    );
-
-    s.push_str("<section class=\"card\"><h2>Alerts</h2>");
-    if d.alerts.is_empty() {
-        s.push_str("<p class=\"muted\">No alert.</p>");
-    } else {
-        s.push_str("<ol class=\"timeline\">");
-        let mut alerts: Vec<_> = d.alerts.iter().collect();
-        alerts.sort_by_key(|a| (a.fires_ms, a.id));
-        for a in alerts {
-            let ack = match (&a.ack_by, &a.ack_comment, a.ack_ms) {
-                (Some(by), c, Some(at)) => format!(
-                    "<p class=\"ack-info\">Acknowledged by <strong>{}</strong> at {}: “{}”</p>",
-                    esc(by),
-                    utc(at),
-                    esc(c.as_deref().unwrap_or(""))
-                ),
-                _ => String::new(),
-            };
-            let mut button = String::new();
-            if a.state == "open" && v.may(Perm::Ack) {
-                let _ = write!(
-                    button,
-                    "<button type=\"button\" class=\"ack act primary\" data-action=\"ack\" data-alert=\"{}\" data-what=\"{}\">Acknowledge</button>",
-                    a.id,
-                    esc(&a.message)
-                );
-            }
-            let assessed = match &a.assessment {
-                Some(x) => format!(
-                    "<p class=\"assess-info\">QA assessment by <strong>{}</strong> ({}) at {}: “{}”</p>",
-                    esc(&x.full_name),
-                    esc(&x.user),
-                    utc(x.at_ms),
-                    esc(&x.comment)
-                ),
-                None => String::new(),
-            };
-            if a.assessment.is_none() && a.withdrawn.is_none() && v.may(Perm::Assess) {
-                let _ = write!(
-                    button,
-                    " <button type=\"button\" class=\"assess act\" data-action=\"assess\" data-alert=\"{}\" data-what=\"{}\">Assess</button>",
-                    a.id,
-                    esc(&a.message)
-                );
-            }
-            let ack = format!("{ack}{assessed}");
-            let _ = write!(
-                s,
-                "<li class=\"alert sev-{} state-{}\" data-alert=\"{}\" data-state=\"{}\"><div class=\"when\">{}</div><div class=\"body\"><span class=\"badge {}\">{}</span> <span class=\"badge state\">{}</span> {}{}{}{}</div></li>",
-                esc(&a.severity),
-                esc(&a.state),
-                a.id,
-                esc(&a.state),
-                utc(a.fires_ms),
-                esc(&a.severity),
-                esc(&a.severity),
-                esc(&a.state),
-                esc(&a.message),
-                crate::report::history_html(a).into_string(),
-                ack,
-                button
-            );
-        }
-        s.push_str("</ol>");
-    }
-    s.push_str("</section>");
     let seg = url_segment(&id.shipment);
-    let _ = write!(
-        s,
-        "{}<section class=\"card\"><h2>Arrival report</h2><p><a href=\"/api/v1/shipments/{seg}/report?format=html\" target=\"_blank\" rel=\"noopener\">HTML (prints on A4)</a> · <a href=\"/api/v1/shipments/{seg}/report?format=csv\">CSV</a> · <a href=\"/api/v1/shipments/{seg}/report?format=json\" target=\"_blank\" rel=\"noopener\">JSON</a></p><p class=\"muted\">As of {}. SHA-256 of this data: <code class=\"sha\">{}</code></p></section>",
-        disposition_html(d, v),
-        utc(d.as_of_ms),
-        report::sha256(d),
-    );
-    s
+    let mut alerts: Vec<_> = d.alerts.iter().collect();
+    alerts.sort_by_key(|a| (a.fires_ms, a.id));
+    let opt = |m: Option<i32>| m.map(fmt_c).unwrap_or_else(|| "—".into());
+    maud::html! {
+        nav class="crumbs" { a href="/" { "← all shipments" } }
+        h1 { (id.shipment) }
+        p class="sub" {
+            (id.product) " · " (id.origin) " → " (id.destination) " · lane " strong { (id.profile) }
+            " · " (d.journey.state.replace('_', " "))
+        }
+        ul class="facts" { @for f in &d.facts { li { (f) } } }
+        div class="grid" {
+            section class="card chart-card" {
+                h2 { "Temperature" }
+                (PreEscaped(report::chart_svg(d)))
+                p class="muted" {
+                    "min " (opt(t.min_milli_c)) " · max " (opt(t.max_milli_c)) " · mean " (opt(t.mean_milli_c))
+                    @if let Some(m) = &t.mkt { " · MKT " (fmt_c(m.whole_milli_c)) }
+                }
+            }
+            section class="card" { h2 { "Viability window" } (gauge(d)) }
+        }
+        section class="card" {
+            h2 { "Alerts" }
+            @if d.alerts.is_empty() {
+                p class="muted" { "No alert." }
+            } @else {
+                ol class="timeline" { @for a in &alerts { (alert_item(a, v)) } }
+            }
+        }
+        (disposition_html(d, v))
+        section class="card" {
+            h2 { "Arrival report" }
+            p {
+                a href={ "/api/v1/shipments/" (seg) "/report?format=html" } target="_blank" rel="noopener" { "HTML (prints on A4)" }
+                " · "
+                a href={ "/api/v1/shipments/" (seg) "/report?format=csv" } { "CSV" }
+                " · "
+                a href={ "/api/v1/shipments/" (seg) "/report?format=json" } target="_blank" rel="noopener" { "JSON" }
+            }
+            p class="muted" { "As of " (utc(d.as_of_ms)) ". SHA-256 of this data: " code class="sha" { (report::sha256(d)) } }
+        }
+    }
+}
+
+/// One alert of the timeline, with the buttons the viewer's role may use.
+fn alert_item(a: &report::AlertEntry, v: &Viewer) -> Markup {
+    maud::html! {
+        li class={ "alert sev-" (a.severity) " state-" (a.state) } data-alert=(a.id) data-state=(a.state) {
+            div class="when" { (utc(a.fires_ms)) }
+            div class="body" {
+                span class={ "badge " (a.severity) } { (a.severity) } " "
+                span class="badge state" { (a.state) } " "
+                (a.message)
+                (report::history_html(a))
+                @if let (Some(by), c, Some(at)) = (&a.ack_by, &a.ack_comment, a.ack_ms) {
+                    p class="ack-info" { "Acknowledged by " strong { (by) } " at " (utc(at)) ": “" (c.as_deref().unwrap_or("")) "”" }
+                }
+                @if let Some(x) = &a.assessment {
+                    p class="assess-info" { "QA assessment by " strong { (x.full_name) } " (" (x.user) ") at " (utc(x.at_ms)) ": “" (x.comment) "”" }
+                }
+                @if a.state == "open" && v.may(Perm::Ack) {
+                    button type="button" class="ack act primary" data-action="ack" data-alert=(a.id) data-what=(a.message) { "Acknowledge" }
+                }
+                @if a.assessment.is_none() && a.withdrawn.is_none() && v.may(Perm::Assess) {
+                    " "
+                    button type="button" class="assess act" data-action="assess" data-alert=(a.id) data-what=(a.message) { "Assess" }
+                }
+            }
+        }
+    }
 }
 
 /// The disposition: its signature, or (for QA, once arrived) the button
 /// that signs it.
-fn disposition_html(d: &ReportData, v: &Viewer) -> String {
-    let mut s = String::from("<section class=\"card\" id=\"disposition\"><h2>Disposition</h2>");
-    match &d.disposition {
-        Some(x) => {
-            let _ = write!(
-                s,
-                "<p><strong>{}</strong>: “{}”</p>",
-                esc(&x.decision),
-                esc(&x.comment)
-            );
-            match &x.signature {
-                Some(g) => {
-                    let _ = write!(
-                        s,
-                        "<p class=\"signature\">Electronically signed by <strong>{}</strong> ({}) at {}; meaning: <strong>{}</strong>; covers report SHA-256 <code class=\"signed-sha\">{}</code></p>",
-                        esc(&g.full_name),
-                        esc(&g.user),
-                        utc(g.signed_ms),
-                        esc(&g.meaning),
-                        esc(&g.report_sha256)
-                    );
+fn disposition_html(d: &ReportData, v: &Viewer) -> Markup {
+    maud::html! {
+        section class="card" id="disposition" {
+            h2 { "Disposition" }
+            @match &d.disposition {
+                Some(x) => {
+                    p { strong { (x.decision) } ": “" (x.comment) "”" }
+                    @match &x.signature {
+                        Some(g) => {
+                            p class="signature" {
+                                "Electronically signed by " strong { (g.full_name) } " (" (g.user) ") at " (utc(g.signed_ms))
+                                "; meaning: " strong { (g.meaning) } "; covers report SHA-256 "
+                                code class="signed-sha" { (g.report_sha256) }
+                            }
+                        }
+                        None => { p class="muted" { "Recorded before electronic signatures (not signed)." } }
+                    }
                 }
-                None => s.push_str(
-                    "<p class=\"muted\">Recorded before electronic signatures (not signed).</p>",
-                ),
+                None if d.journey.state == "arrived" && v.may(Perm::Sign) => {
+                    p {
+                        button type="button" class="sign act primary" data-action="sign" data-shipment=(d.identity.shipment)
+                            data-sha=(report::content_sha256(d)) data-what=(d.identity.shipment) { "Sign disposition" }
+                    }
+                }
+                None => { p class="muted" { "Not recorded." } }
             }
         }
-        None if d.journey.state == "arrived" && v.may(Perm::Sign) => {
-            let _ = write!(
-                s,
-                "<p><button type=\"button\" class=\"sign act primary\" data-action=\"sign\" data-shipment=\"{}\" data-sha=\"{}\" data-what=\"{}\">Sign disposition</button></p>",
-                esc(&d.identity.shipment),
-                report::content_sha256(d),
-                esc(&d.identity.shipment)
-            );
-        }
-        None => s.push_str("<p class=\"muted\">Not recorded.</p>"),
     }
-    s.push_str("</section>");
-    s
 }
 
 fn load_report(s: &AppState, id: &str) -> anyhow::Result<Option<ReportData>> {
     report::for_shipment(&s.reader, &s.store, id, crate::ingest::now_ms())
 }
 
-async fn shipment_content(s: AppState, id: String, v: &Viewer) -> Result<String, Response> {
+async fn shipment_content(s: AppState, id: String, v: &Viewer) -> Result<Markup, Response> {
     let id2 = id.clone();
     match tokio::task::spawn_blocking(move || load_report(&s, &id2)).await {
         Ok(Ok(Some(d))) => Ok(shipment_html(&d, v)),
-        Ok(Ok(None)) => Err(html(
-            StatusCode::NOT_FOUND,
-            page(
-                "Not found",
-                "",
-                &format!(
-                    "<nav class=\"crumbs\"><a href=\"/\">← all shipments</a></nav><h1>No shipment {}</h1>",
-                    esc(&id)
-                ),
-                v,
-            ),
-        )),
-        Ok(Err(e)) => Err(html(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            esc(&format!("{e:#}")),
-        )),
-        Err(e) => Err(html(StatusCode::INTERNAL_SERVER_ERROR, esc(&e.to_string()))),
+        Ok(Ok(None)) => {
+            let body = maud::html! {
+                nav class="crumbs" { a href="/" { "← all shipments" } }
+                h1 { "No shipment " (id) }
+            };
+            Err(html(
+                StatusCode::NOT_FOUND,
+                page("Not found", "", body, false, v),
+            ))
+        }
+        Ok(Err(e)) => Err(error_html(StatusCode::INTERNAL_SERVER_ERROR, e)),
+        Err(e) => Err(error_html(StatusCode::INTERNAL_SERVER_ERROR, e)),
     }
 }
 
@@ -695,10 +671,10 @@ async fn shipment_page(
     let v = Viewer::from(actor, csrf);
     let src = format!("/ui/shipments/{}", url_segment(&id));
     if !granted {
-        return html(StatusCode::OK, page(&id, &src, LOCKED, &v));
+        return html(StatusCode::OK, page(&id, &src, locked(), true, &v));
     }
     match shipment_content(s, id.clone(), &v).await {
-        Ok(body) => html(StatusCode::OK, page(&id, &src, &body, &v)),
+        Ok(body) => html(StatusCode::OK, page(&id, &src, body, false, &v)),
         Err(r) => r,
     }
 }
@@ -716,50 +692,46 @@ async fn shipment_fragment(
 }
 
 /// A dry shipper's warming rates across its shipments (the device's history).
-fn device_html(v: &serde_json::Value) -> String {
+fn device_html(v: &serde_json::Value) -> Markup {
     let id = v["device"].as_str().unwrap_or("");
-    let mut s = format!(
-        "<nav class=\"crumbs\"><a href=\"/\">← all shipments</a></nav><h1>Device {}</h1><h2>Warming rates of its dry-shipper shipments</h2><p class=\"muted\">Flagged when faster than {} times the mean of its first {} shipments.</p>",
-        esc(id),
-        v["factor"],
-        v["baseline_shipments"]
-    );
     let rows = v["shipments"].as_array().cloned().unwrap_or_default();
-    if rows.is_empty() {
-        s.push_str("<p class=\"empty\">No cryogenic shipment with a warming trend.</p>");
-        return s;
-    }
-    s.push_str("<table class=\"list\"><thead><tr><th>Shipment</th><th>Warming from</th><th>Rate</th><th></th></tr></thead><tbody>");
-    for r in rows {
-        let sh = r["shipment"].as_str().unwrap_or("");
-        let flagged = r["flagged"] == true;
-        let _ = write!(
-            s,
-            "<tr class=\"{}\"><td><a href=\"/shipments/{}\">{}</a></td><td>{}</td><td>{:.2} °C/h</td><td>{}</td></tr>",
-            if flagged { "risk-warning" } else { "risk-ok" },
-            url_segment(sh),
-            esc(sh),
-            report::text::utc(r["from_ms"].as_i64().unwrap_or(0)),
-            r["rate_mc_per_h"].as_i64().unwrap_or(0) as f64 / 1000.0,
-            if flagged {
-                "<span class=\"badge warning\">faster than its first shipments</span>"
-            } else {
-                ""
+    maud::html! {
+        nav class="crumbs" { a href="/" { "← all shipments" } }
+        h1 { "Device " (id) }
+        h2 { "Warming rates of its dry-shipper shipments" }
+        p class="muted" {
+            "Flagged when faster than " (v["factor"].to_string()) " times the mean of its first "
+            (v["baseline_shipments"].to_string()) " shipments."
+        }
+        @if rows.is_empty() {
+            p class="empty" { "No cryogenic shipment with a warming trend." }
+        } @else {
+            table class="list" {
+                thead { tr { th { "Shipment" } th { "Warming from" } th { "Rate" } th {} } }
+                tbody {
+                    @for r in &rows {
+                        @let sh = r["shipment"].as_str().unwrap_or("");
+                        @let flagged = r["flagged"] == true;
+                        tr class=(if flagged { "risk-warning" } else { "risk-ok" }) {
+                            td { a href={ "/shipments/" (url_segment(sh)) } { (sh) } }
+                            td { (utc(r["from_ms"].as_i64().unwrap_or(0))) }
+                            td { (format!("{:.2}", r["rate_mc_per_h"].as_i64().unwrap_or(0) as f64 / 1000.0)) " °C/h" }
+                            td {
+                                @if flagged { span class="badge warning" { "faster than its first shipments" } }
+                            }
+                        }
+                    }
+                }
             }
-        );
+        }
     }
-    s.push_str("</tbody></table>");
-    s
 }
 
-async fn device_content(s: AppState, id: String) -> Result<String, Response> {
+async fn device_content(s: AppState, id: String) -> Result<Markup, Response> {
     match tokio::task::spawn_blocking(move || crate::holdtime::history_json(&s.reader, &id)).await {
         Ok(Ok(v)) => Ok(device_html(&v)),
-        Ok(Err(e)) => Err(html(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            esc(&format!("{e:#}")),
-        )),
-        Err(e) => Err(html(StatusCode::INTERNAL_SERVER_ERROR, esc(&e.to_string()))),
+        Ok(Err(e)) => Err(error_html(StatusCode::INTERNAL_SERVER_ERROR, e)),
+        Err(e) => Err(error_html(StatusCode::INTERNAL_SERVER_ERROR, e)),
     }
 }
 
@@ -773,10 +745,10 @@ async fn device_page(
     let v = Viewer::from(actor, csrf);
     let src = format!("/ui/devices/{}", url_segment(&id));
     if !granted {
-        return html(StatusCode::OK, page(&id, &src, LOCKED, &v));
+        return html(StatusCode::OK, page(&id, &src, locked(), true, &v));
     }
     match device_content(s, id.clone()).await {
-        Ok(body) => html(StatusCode::OK, page(&id, &src, &body, &v)),
+        Ok(body) => html(StatusCode::OK, page(&id, &src, body, false, &v)),
         Err(r) => r,
     }
 }
@@ -838,5 +810,50 @@ mod tests {
         let mut v = vec![none, closed, lots, little, acked, warn, crit];
         v.sort();
         assert_eq!(v, vec![crit, warn, acked, little, lots, none, closed]);
+    }
+
+    /// Text from people and devices reaches the page escaped, in content
+    /// and in attributes, and the page says whether it is the locked shell.
+    #[test]
+    fn user_text_is_escaped() {
+        let new: crate::shipment::NewShipment = serde_json::from_value(serde_json::json!({
+            "id": "S\"<1>", "product": "<script>alert(1)</script>", "profile": "fridge",
+            "watch": [{"device": "d", "channel": 0}], "origin": "a", "destination": "b",
+        }))
+        .unwrap();
+        let shipment = Shipment::create(new, 0).unwrap();
+        let row = Row {
+            shipment,
+            alerts: vec![alert(Severity::Critical, AlertState::Open)],
+            remaining_ms: None,
+            nominal_ms: None,
+            status: serde_json::json!({"hold_time": {"sentence": "<i>soon</i>", "warning": true}}),
+        };
+        let list = list_html(&[row]).into_string();
+        assert!(
+            !list.contains("<script>") && !list.contains("<i>"),
+            "{list}"
+        );
+        assert!(
+            list.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{list}"
+        );
+        assert!(
+            list.contains(r#"data-shipment="S&quot;&lt;1&gt;""#),
+            "{list}"
+        );
+        assert!(list.contains(r#"href="/shipments/S%22%3C1%3E""#), "{list}");
+        assert!(list.contains("1 unacknowledged"), "{list}");
+        let v = Viewer::default();
+        let page = page("<T>", "/ui/x\"", locked(), true, &v).into_string();
+        assert!(
+            page.contains("<title>&lt;T&gt; · Coldchain</title>"),
+            "{page}"
+        );
+        assert!(
+            page.contains(r#"data-src="/ui/x&quot;" data-poll-s="5" data-locked="1""#),
+            "{page}"
+        );
+        assert!(page.starts_with("<!DOCTYPE html>\n<html lang=\"en\">"));
     }
 }
