@@ -9,18 +9,12 @@
 //!
 //! # Route
 //!
-//! `GET /api/v1/shipments/{id}/epcis[?as_of_ms=N]`: `application/ld+json`.
+//! `GET /api/v1/shipments/{id}/epcis[?as_of_ms=N]`: `application/ld+json`
+//! (served by the HTTP layer, `http/report.rs`).
 
-use axum::Router;
-use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::api::AppState;
 use crate::report::{self, ReportData};
 
 /// GS1's published JSON-LD context for EPCIS 2.0.
@@ -359,54 +353,6 @@ fn enc(s: &str) -> String {
         }
     }
     out
-}
-
-/// The EPCIS route, merged into the API router with the report's.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/shipments/{id}/epcis", get(epcis))
-}
-
-#[derive(Deserialize)]
-struct EpcisQuery {
-    as_of_ms: Option<i64>,
-}
-
-async fn epcis(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<EpcisQuery>,
-) -> Response {
-    let now = crate::ingest::now_ms();
-    let as_of = q.as_of_ms.unwrap_or(now).min(now);
-    let id2 = id.clone();
-    let built = tokio::task::spawn_blocking(move || {
-        report::for_shipment(&s.reader, &s.store, &id2, as_of).map(|d| d.map(|d| document(&d)))
-    })
-    .await;
-    let (status, body) = match built {
-        Ok(Ok(Some(doc))) => {
-            let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
-            text.push('\n');
-            return (
-                [
-                    (header::CONTENT_TYPE, "application/ld+json".to_string()),
-                    (
-                        header::CONTENT_DISPOSITION,
-                        format!(
-                            "inline; filename=\"epcis-{}.jsonld\"",
-                            report::file_stem(&id)
-                        ),
-                    ),
-                ],
-                text,
-            )
-                .into_response();
-        }
-        Ok(Ok(None)) => (StatusCode::NOT_FOUND, format!("no shipment {id:?}")),
-        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    };
-    (status, axum::Json(json!({ "error": body }))).into_response()
 }
 
 #[cfg(test)]

@@ -1348,6 +1348,26 @@ pub enum Refusal {
     Internal(String),
 }
 
+/// Refuses a change to an alert of a closed shipment (`what`: "acknowledged",
+/// "assessed"): the disposition is signed over the report's content, which
+/// an acknowledgement or an assessment would change after the signature.
+pub fn refuse_if_closed(
+    shipments: &Shipments,
+    shipment: &str,
+    alert: u64,
+    what: &str,
+) -> Result<(), Refusal> {
+    let s = shipments
+        .get(shipment)
+        .map_err(|e| Refusal::Internal(format!("{e:#}")))?;
+    if s.is_some_and(|s| s.state == crate::shipment::State::Closed) {
+        return Err(Refusal::Conflict(format!(
+            "shipment {shipment} is closed (its disposition is signed over the report's content): alert {alert} can no longer be {what}"
+        )));
+    }
+    Ok(())
+}
+
 /// A command addressed to a shipment (or an alert), by a person, with its reply.
 #[derive(Debug)]
 pub struct Request {
@@ -1400,6 +1420,7 @@ impl Evaluator {
                     .get(*alert)
                     .map_err(internal)?
                     .ok_or_else(|| Refusal::NotFound(format!("no alert {alert}")))?;
+                refuse_if_closed(&self.shipments, &a.shipment, *alert, "acknowledged")?;
                 if a.state != AlertState::Open {
                     return Err(Refusal::Conflict(format!(
                         "alert {alert} is already {:?}",

@@ -5,15 +5,10 @@
 //! valid readings, the latest tilt condition's start and the shipment's ETA
 //! (so a new ETA gives a new comparison at the next evaluation).
 
-use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use coldchain_engine::holdtime::{self, HoldPrediction, HoldSpec};
 
 use crate::alarm::{Condition, ConditionKind};
-use crate::api::AppState;
+use crate::evaluate::Evaluator;
 use crate::profile::Profile;
 
 /// Shipments of a shipper's history that set its baseline.
@@ -72,48 +67,23 @@ pub fn prediction(
 
 /// The history of the device `id` as the route returns it (blocking: it
 /// evaluates every shipment the device watched).
-pub fn history_json(s: &AppState, id: &str) -> anyhow::Result<serde_json::Value> {
+pub fn history_json(reader: &Evaluator, id: &str) -> anyhow::Result<serde_json::Value> {
     let now = crate::ingest::now_ms();
     let mut rates = Vec::new();
-    for sh in s.reader.shipments.all()? {
+    for sh in reader.shipments.all()? {
         if !sh.watch.iter().any(|w| w.device == id) {
             continue;
         }
-        let ev = s.reader.evaluate(&sh, now)?;
+        let ev = reader.evaluate(&sh, now)?;
         if let Some(p) = &ev.hold_time {
             rates.push((sh.id.clone(), p.fit_from_ms, p.rate_mc_per_h));
         }
     }
-    let factor = s.reader.config().alerts.shipper_rate_factor;
+    let factor = reader.config().alerts.shipper_rate_factor;
     Ok(serde_json::json!({
         "device": id,
         "baseline_shipments": BASELINE_SHIPMENTS,
         "factor": factor,
         "shipments": holdtime::shipper_history(rates, BASELINE_SHIPMENTS, factor),
     }))
-}
-
-/// The per-shipper history route, merged into the API router.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/devices/{id}/warming", get(history))
-}
-
-/// `GET /api/v1/devices/{id}/warming`: the warming rate of every cryogenic
-/// shipment the device watched, in time order, flagged when faster than
-/// `alerts.shipper_rate_factor` times its first shipments' mean.
-async fn history(State(s): State<AppState>, Path(id): Path<String>) -> Response {
-    let r = tokio::task::spawn_blocking(move || history_json(&s, &id)).await;
-    match r {
-        Ok(Ok(v)) => axum::Json(v).into_response(),
-        Ok(Err(e)) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            axum::Json(serde_json::json!({ "error": format!("{e:#}") })),
-        )
-            .into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            axum::Json(serde_json::json!({ "error": e.to_string() })),
-        )
-            .into_response(),
-    }
 }

@@ -3,23 +3,20 @@
 //! Data flows one way: frame -> verify -> store -> evaluate -> alert -> deliver.
 
 pub mod alert;
-pub mod api;
 pub mod assess;
 pub mod audit;
-pub mod auth;
 pub mod cli;
 pub mod config;
-pub mod dashboard;
 pub mod epcis;
 pub mod evaluate;
 pub mod export;
 pub mod forward;
 pub mod holdtime;
+pub mod http;
 pub mod ingest;
 pub mod kv;
 pub mod lease;
 pub mod metrics;
-pub mod openapi;
 pub mod outbox;
 pub mod registry;
 pub mod report;

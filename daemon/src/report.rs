@@ -31,10 +31,9 @@
 //!
 //! # Routes
 //!
-//! * `GET /api/v1/shipments/{id}/report?format=html|csv|json|pdf[&as_of_ms=N]`
-//! * `POST /api/v1/reports/verify` with the file's content as the body:
-//!   a [`Verification`] as JSON (404 if the shipment is unknown, 400 if the
-//!   body is not a Coldchain report).
+//! Served by the HTTP layer (`http/report.rs`): the forms (html, csv, json,
+//! pdf) at `GET /api/v1/shipments/{id}/report`, [`verify`] at
+//! `POST /api/v1/reports/verify`.
 
 mod chart;
 pub mod pdf;
@@ -44,19 +43,12 @@ pub(crate) mod text;
 
 use std::collections::BTreeMap;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use coldchain_proto::DeviceId;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::alarm::ConditionKind;
 use crate::alert::Alert;
-use crate::api::AppState;
 use crate::evaluate::{Evaluation, Evaluator};
 use crate::mkt::MktOutcome;
 use crate::profile::{Severity, Side, ZoneKind};
@@ -1352,14 +1344,24 @@ fn normalise(t: &str) -> String {
     t.trim_end().to_string()
 }
 
+/// Whether a file is what the daemon renders. HTML copies made before the
+/// pages were rendered with maud wrote `'` in text as `&#39;` (maud leaves
+/// it as it is: every attribute is in double quotes); such a copy shows the
+/// same text and is accepted. The new form never contains `&#39;` (an `&`
+/// of the text is `&amp;`, of the embedded data `\u0026`).
+fn same_rendering(rendered: &str, file_text: &str, format: Format) -> bool {
+    let (r, f) = (normalise(rendered), normalise(file_text));
+    r == f || (format == Format::Html && f.contains("&#39;") && r == f.replace("&#39;", "'"))
+}
+
 /// Whether `file` is exactly what [`render`] makes of `d` in `format` (text
-/// forms up to a byte-order mark, line endings and trailing white space;
-/// a PDF byte for byte).
+/// forms up to a byte-order mark, line endings, trailing white space and the
+/// older apostrophe escape; a PDF byte for byte).
 fn renders_to(d: &ReportData, format: Format, file: &[u8]) -> bool {
     match format {
         Format::Pdf => render_pdf(d) == file,
         text => match std::str::from_utf8(file) {
-            Ok(t) => normalise(&String::from_utf8_lossy(&render(d, text))) == normalise(t),
+            Ok(t) => same_rendering(&String::from_utf8_lossy(&render(d, text)), t, text),
             Err(_) => false,
         },
     }
@@ -1440,27 +1442,6 @@ pub fn verify(file: impl AsRef<[u8]>, current: &ReportData) -> Result<Verificati
     })
 }
 
-/// Routes of the report, merged into the API router.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/shipments/{id}/report", get(report))
-        .route("/api/v1/reports/verify", post(verify_endpoint))
-}
-
-#[derive(Deserialize)]
-struct ReportQuery {
-    format: Option<String>,
-    as_of_ms: Option<i64>,
-}
-
-fn error(status: StatusCode, msg: impl Into<String>) -> Response {
-    (
-        status,
-        axum::Json(serde_json::json!({ "error": msg.into() })),
-    )
-        .into_response()
-}
-
 /// A filename fragment from a shipment id: ASCII letters, digits, `-`, `_`, `.`.
 pub(crate) fn file_stem(id: &str) -> String {
     id.chars()
@@ -1472,101 +1453,6 @@ pub(crate) fn file_stem(id: &str) -> String {
             }
         })
         .collect()
-}
-
-async fn report(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<ReportQuery>,
-) -> Response {
-    let fmt_text = q.format.as_deref().unwrap_or("html");
-    let Some(format) = Format::parse(fmt_text) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("format={fmt_text:?}: expected html, csv, json or pdf"),
-        );
-    };
-    let now = crate::ingest::now_ms();
-    let as_of = q.as_of_ms.unwrap_or(now).min(now);
-    let id2 = id.clone();
-    let built = tokio::task::spawn_blocking(move || {
-        for_shipment(&s.reader, &s.store, &id2, as_of).map(|d| d.map(|d| render(&d, format)))
-    })
-    .await;
-    let body = match built {
-        Ok(Ok(Some(b))) => b,
-        Ok(Ok(None)) => return error(StatusCode::NOT_FOUND, format!("no shipment {id:?}")),
-        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    };
-    let stem = file_stem(&id);
-    match format {
-        Format::Html => (
-            [
-                (header::CONTENT_TYPE, "text/html; charset=utf-8".to_string()),
-                (
-                    header::CONTENT_SECURITY_POLICY,
-                    "default-src 'none'; style-src 'unsafe-inline'".to_string(),
-                ),
-            ],
-            body,
-        )
-            .into_response(),
-        Format::Csv => (
-            [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
-                (
-                    header::CONTENT_DISPOSITION,
-                    format!("attachment; filename=\"report-{stem}.csv\""),
-                ),
-            ],
-            body,
-        )
-            .into_response(),
-        Format::Json => (
-            [(header::CONTENT_TYPE, "application/json".to_string())],
-            body,
-        )
-            .into_response(),
-        Format::Pdf => (
-            [
-                (header::CONTENT_TYPE, "application/pdf".to_string()),
-                (
-                    header::CONTENT_DISPOSITION,
-                    format!("inline; filename=\"report-{stem}.pdf\""),
-                ),
-            ],
-            body,
-        )
-            .into_response(),
-    }
-}
-
-async fn verify_endpoint(State(s): State<AppState>, body: Bytes) -> Response {
-    let id = match identify_file(&body) {
-        Ok(id) => id,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
-    };
-    let shipment = id.shipment.clone();
-    // Rebuilding the data and rendering a PDF again are CPU work: off the
-    // async threads.
-    let r = tokio::task::spawn_blocking(move || {
-        for_shipment(&s.reader, &s.store, &id.shipment, id.as_of_ms)
-            .map(|c| c.map(|current| verify(&body, &current)))
-    })
-    .await;
-    match r {
-        Ok(Ok(Some(v))) => match v {
-            Ok(v) => axum::Json(v).into_response(),
-            Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
-        },
-        Ok(Ok(None)) => error(
-            StatusCode::NOT_FOUND,
-            format!("no shipment {shipment:?} in this daemon"),
-        ),
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
 }
 
 /// Which side a zone is on, as the chart needs it.

@@ -275,7 +275,7 @@ async fn run_once(cfg: Config) -> anyhow::Result<Next> {
             "http.token is set: the legacy shared token is accepted as the audited admin identity `legacy-token`; move scripts to personal tokens (`coldchain token create`) and remove it"
         );
     }
-    let app = crate::api::router(crate::api::AppState {
+    let app = crate::http::router(crate::http::AppState {
         store: store.clone(),
         stats: stats.clone(),
         registry: registry.clone(),

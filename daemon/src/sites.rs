@@ -429,21 +429,6 @@ impl SiteFilter {
     }
 }
 
-/// The routes of this module.
-pub fn router() -> axum::Router<crate::api::AppState> {
-    axum::Router::new().route("/api/v1/sites", axum::routing::get(api_sites))
-}
-
-/// `GET /api/v1/sites`: every path frames came by (gateway ids, `direct`,
-/// `serial`): frames per device with their time span, and refusals (a
-/// gateway whose forwarded frames fail their devices' tags shows here).
-pub async fn api_sites(
-    axum::extract::State(s): axum::extract::State<crate::api::AppState>,
-) -> Result<axum::Json<serde_json::Value>, crate::api::ApiError> {
-    let v = tokio::task::spawn_blocking(move || Paths::open(s.store.db())?.overview()).await??;
-    Ok(axum::Json(v))
-}
-
 fn rank(s: State) -> u8 {
     match s {
         State::Planned => 0,

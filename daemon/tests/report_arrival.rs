@@ -1064,3 +1064,72 @@ fn pdf_verification_of_intact_and_tampered_copies() {
     let e = report::verify(b"%PDF-1.7\n%%EOF\n", &d).unwrap_err();
     assert!(e.to_string().contains("attached to the PDF"), "{e}");
 }
+
+/// The HTML form, golden: the journey's report as it is, and the closed one
+/// with everything a report can show (a signature, an assessment, a
+/// revision, a withdrawal, a calibration certificate, warming, no MKT), so
+/// any change of its bytes is a reviewed diff. A saved HTML copy is checked
+/// byte for byte against a re-rendering (`verify`'s `file_intact`): these
+/// bytes are what copies in the field hold.
+#[test]
+fn golden_html() {
+    use serde_json::json;
+    let (_w, _s, d) = world_with_journey();
+    check_golden("report_fridge.html", &report::render_html(&d));
+    let (_w, d) = closed_journey();
+    let mut v = serde_json::to_value(&d).unwrap();
+    v["identity"]["product_code"] = json!("S1194 <b>");
+    v["disposition"]["signature"] = json!({
+        "full_name": "Quinn Q. \"Q\" Assessor", "user": "quinn", "signed_ms": T0 + 7 * H,
+        "meaning": "quarantined", "report_sha256": report::content_sha256(&d),
+    });
+    let a = &mut v["alerts"][0];
+    a["assessment"] = json!({"user": "quinn", "full_name": "Quinn <QA>", "comment": "no impact & fine", "at_ms": T0 + 6 * H});
+    a["revisions"] = json!([{"at_ms": T0 + 2 * H, "was_message": "H1 <was>", "was_start_ms": T0, "was_fires_ms": T0 + H}]);
+    a["withdrawn"] = json!({"at_ms": T0 + 3 * H, "reason": "late data & more"});
+    a["ack_by"] = json!("Lou <L>");
+    a["ack_comment"] = json!("called \"courier\"");
+    a["ack_ms"] = json!(T0 + 2 * H);
+    v["calibration"] = json!([{
+        "device": DEV, "channel": 0, "certificate": "CAL <1>", "date_ms": T0 - 100 * H,
+        "due_ms": T0 - H, "expired": true, "correction": "+0.1 °C & more",
+        "uncertainty_milli_c": 50, "class": "A", "tolerance_at_min_milli_c": 160,
+        "tolerance_at_max_milli_c": 190, "measured_min_milli_c": 4900, "measured_max_milli_c": 9400,
+    }]);
+    v["viability"]["warming"] = json!({
+        "limit": "-150.0", "events": 1, "time_above_ms": 20 * MIN,
+        "peak_milli_c": -140_000, "first_ms": T0 + H, "above_now": false,
+    });
+    v["temperature"]["mkt"] = json!(null);
+    v["temperature"]["mkt_note"] = json!("too short <for> MKT");
+    let rich: ReportData = serde_json::from_value(v).unwrap();
+    check_golden("report_closed.html", &report::render_html(&rich));
+}
+
+/// An HTML copy saved before the report was rendered with maud has `'` in
+/// text as `&#39;` (maud writes it as it is): it still verifies as intact,
+/// and an edited one still does not.
+#[test]
+fn an_html_copy_with_the_old_apostrophe_escape_still_verifies() {
+    let (_w, _s, d) = world_with_journey();
+    let mut v = serde_json::to_value(&d).unwrap();
+    v["identity"]["product"] = serde_json::json!("Dr O'Neil's CAR-T");
+    let d: ReportData = serde_json::from_value(v).unwrap();
+    let html = report::render_html(&d);
+    assert!(html.contains("<strong>FR &lt;7&gt; &amp; co</strong> · Dr O'Neil's CAR-T"));
+    assert!(!html.contains("&#39;"));
+    let (page, data) = html
+        .split_once("<script type=\"application/json\"")
+        .unwrap();
+    let old = format!(
+        "{}<script type=\"application/json\"{data}",
+        page.replace('\'', "&#39;")
+    );
+    assert!(old.contains("Dr O&#39;Neil&#39;s CAR-T"));
+    let r = report::verify(&old, &d).unwrap();
+    assert!(r.ok && r.file_intact == Some(true), "{r:?}");
+    let edited = old.replace("9.5 °C", "7.5 °C");
+    assert_ne!(edited, old);
+    let r = report::verify(&edited, &d).unwrap();
+    assert_eq!(r.file_intact, Some(false), "{r:?}");
+}

@@ -807,6 +807,188 @@ fn a_database_from_before_accounts_opens_and_its_audit_trail_verifies() {
     drop(broker);
 }
 
+/// A signed disposition is final: once a shipment is closed, acknowledging
+/// one of its alerts or adding a QA assessment (through the API, and through
+/// the CLI, which calls it) is refused with 409 naming the shipment, and the
+/// report's content still hashes to the signed value. Plain HTTP on
+/// loopback: the people and the signature are the point here, not TLS.
+#[test]
+fn a_closed_shipment_takes_no_acknowledgement_or_assessment() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(&dir.path().join("broker"));
+    let opts = DaemonOpts {
+        http: format!("token = \"{TEST_TOKEN}\""),
+        extra: "[alerts]\nescalate_after_s = 3600\n".into(),
+        ..DaemonOpts::default()
+    };
+    let daemon = Daemon::start_with(
+        &dir.path().join("daemon"),
+        broker.port,
+        &[DeviceCfg::new("fridge-c1")],
+        &opts,
+    );
+    let port = daemon.http_port;
+    let ok = |token: &str, path: &str, body: Value| {
+        let (s, v) = http_post(port, path, Some(token), &body);
+        assert!((200..300).contains(&s), "POST {path}: {s} {v}");
+        v
+    };
+    // Quinn (QA) and her token, made by the admin's legacy token.
+    ok(
+        TEST_TOKEN,
+        "/api/v1/users",
+        json!({"name": "quinn", "full_name": "Quinn Q. Assessor", "role": "qa", "password": QUINN_PW}),
+    );
+    let quinn = ok(
+        TEST_TOKEN,
+        "/api/v1/tokens",
+        json!({"label": "script", "user": "quinn"}),
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let t0 = now_ms() - 3 * H;
+    ok(
+        TEST_TOKEN,
+        "/api/v1/shipments",
+        json!({
+            "id": "FR-C", "product": "CAR-T, 1 bag", "profile": "fridge",
+            "watch": [{"device": "fridge-c1", "channel": 0}],
+            "origin": "Apheresis unit", "destination": "Cell lab",
+            "departure_ms": t0, "window_h": 48.0, "eta_ms": t0 + 8 * H,
+        }),
+    );
+    // Two excursions (H1 at 9.5 °C), so two alerts: one to acknowledge and
+    // one to assess after the close.
+    let rs: Vec<(i64, Option<i32>)> = (0..150)
+        .map(|i| {
+            let hot = (30..70).contains(&i) || (100..140).contains(&i);
+            (t0 + i * MIN, Some(if hot { 9_500 } else { 5_000 }))
+        })
+        .collect();
+    let frames: Vec<String> = rs
+        .chunks(12)
+        .enumerate()
+        .map(|(i, c)| json_frame("fridge-c1", 1, i as u32, c))
+        .collect();
+    mosquitto_pub_lines(broker.port, "coldchain/v1/dev/fridge-c1/up/json", &frames).unwrap();
+    let alerts = wait_for(Duration::from_secs(60), "two H1 alerts", || {
+        let v = daemon.get("/api/v1/alerts?shipment=FR-C");
+        let ids: Vec<u64> = v
+            .as_array()?
+            .iter()
+            .filter(|x| x["condition"]["kind"]["zone"] == "H1" && x["state"] == "open")
+            .filter_map(|x| x["id"].as_u64())
+            .collect();
+        (ids.len() == 2).then_some(ids)
+    });
+
+    // Arrived and signed as quarantined, nothing acknowledged or assessed.
+    ok(TEST_TOKEN, "/api/v1/shipments/FR-C/arrive", json!({}));
+    let closed = ok(
+        &quinn,
+        "/api/v1/shipments/FR-C/close",
+        json!({"decision": "quarantined", "comment": "two warm stretches", "password": QUINN_PW}),
+    );
+    assert_eq!(closed["state"], "closed", "{closed}");
+    let signed = closed["disposition"]["signature"]["report_sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let audit_before = daemon.get("/api/v1/audit").as_array().unwrap().len();
+
+    // The API refuses both, naming the shipment.
+    let (s, v) = http_post(
+        port,
+        &format!("/api/v1/alerts/{}/ack", alerts[0]),
+        Some(TEST_TOKEN),
+        &json!({"comment": "called the courier"}),
+    );
+    assert_eq!(s, 409, "ack after close: {v}");
+    let e = v["error"].as_str().unwrap();
+    assert!(e.contains("FR-C") && e.contains("closed"), "{v}");
+    let (s, v) = http_post(
+        port,
+        &format!("/api/v1/alerts/{}/assess", alerts[1]),
+        Some(&quinn),
+        &json!({"comment": "no impact"}),
+    );
+    assert_eq!(s, 409, "assessment after close: {v}");
+    let e = v["error"].as_str().unwrap();
+    assert!(e.contains("FR-C") && e.contains("closed"), "{v}");
+
+    // So does the CLI, with the daemon's reason and exit code 1.
+    let cli = |token: &str, args: &[&str]| {
+        Command::new(bin("coldchain"))
+            .args(args)
+            .args([
+                "--api",
+                &format!("http://127.0.0.1:{port}"),
+                "--token",
+                token,
+            ])
+            .env("COLDCHAIN_USER", "ignored typed name")
+            .output()
+            .unwrap()
+    };
+    let a0 = alerts[0].to_string();
+    let a1 = alerts[1].to_string();
+    for (token, args) in [
+        (
+            TEST_TOKEN,
+            vec!["ack", &a0, "--comment", "called the courier"],
+        ),
+        (
+            quinn.as_str(),
+            vec!["assess", &a1, "--comment", "no impact"],
+        ),
+    ] {
+        let out = cli(token, &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("409") && err.contains("FR-C"),
+            "{args:?}: {err}"
+        );
+    }
+
+    // Nothing changed: the alerts as they were, no audit entry, and the
+    // report's content still hashes to what was signed.
+    for id in &alerts {
+        let a = daemon.get("/api/v1/alerts?shipment=FR-C");
+        let a = a
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["id"].as_u64() == Some(*id))
+            .unwrap()
+            .clone();
+        assert_eq!(a["state"], "open", "{a}");
+        assert!(a["ack"].is_null(), "{a}");
+    }
+    assert_eq!(
+        daemon.get("/api/v1/audit").as_array().unwrap().len(),
+        audit_before
+    );
+    let report = daemon.get("/api/v1/shipments/FR-C/report?format=json");
+    let html = http_get(port, "/api/v1/shipments/FR-C/report?format=html").unwrap();
+    let html = html.as_str().unwrap();
+    assert!(
+        html.contains(&signed) && html.contains("(this report's content hashes to it)"),
+        "{}",
+        report["data"]["disposition"]
+    );
+    assert!(
+        report["data"]["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["assessment"].is_null() && a["ack_by"].is_null())
+    );
+    drop(broker);
+}
+
 /// The daemon rereads its certificate and key on SIGHUP: after the files are
 /// replaced by a certificate from another CA and the signal is sent, a client
 /// trusting only the new CA connects, and one trusting only the old CA is

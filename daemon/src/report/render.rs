@@ -1,8 +1,8 @@
 //! The report's three forms. Each is a pure function of [`ReportData`].
 
-use std::fmt::Write;
+use maud::{DOCTYPE, Markup, PreEscaped, html};
 
-use super::text::{esc, fmt_c, fmt_c3, fmt_dur, iso, utc};
+use super::text::{fmt_c, fmt_c3, fmt_dur, iso, utc};
 use super::{FORMAT, ReportData, Stretch, canonical_json, chart, sha256, to_value};
 
 /// Where the HTML form embeds its data (JSON with `<`, `>`, `&` escaped).
@@ -516,256 +516,247 @@ fn opt_temp(v: Option<i32>) -> String {
 const CSS: &str = include_str!("report.css");
 
 /// The HTML form: self-contained (no scripts, no external resources), prints
-/// on A4.
+/// on A4. Rendered with maud, which escapes every value it is given; only the
+/// style sheet, the chart (itself maud) and the embedded data (JSON with `<`,
+/// `>` and `&` escaped) go in as they are. The line breaks are those of the
+/// form saved copies hold (`verify` compares a copy with a re-rendering).
 pub fn render_html(d: &ReportData) -> String {
     let id = &d.identity;
     let sha = sha256(d);
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        r#"<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="generator" content="{FORMAT}">
-{SHA_META_OPEN}{sha}">
-<title>Arrival report {}</title>
-<style>{CSS}</style>
-</head>
-<body>
-<header>
-<h1>Arrival report</h1>
-<p class="sub"><strong>{}</strong> · {} · as of {}</p>
-</header>
-<section class="facts"><h2>Facts</h2><ul>
-"#,
-        esc(&id.shipment),
-        esc(&id.shipment),
-        esc(&id.product),
-        utc(d.as_of_ms),
-    );
-    for f in &d.facts {
-        let _ = writeln!(s, "<li>{}</li>", esc(f));
-    }
-    s.push_str("</ul><p class=\"note\">This report states facts. The disposition is decided by a person under the receiving lab's procedure.</p></section>\n");
+    let data_json = canonical_json(&to_value(d))
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026");
+    let page = html! {
+        (DOCTYPE) "\n"
+        html lang="en" {
+            "\n"
+            head {
+                "\n" meta charset="utf-8";
+                "\n" meta name="viewport" content="width=device-width, initial-scale=1";
+                "\n" meta name="generator" content=(FORMAT);
+                "\n" meta name="coldchain-report-sha256" content=(sha);
+                "\n" title { "Arrival report " (id.shipment) }
+                "\n" style { (PreEscaped(CSS)) }
+                "\n"
+            }
+            "\n"
+            body {
+                "\n"
+                header {
+                    "\n" h1 { "Arrival report" }
+                    "\n" p class="sub" { strong { (id.shipment) } " · " (id.product) " · as of " (utc(d.as_of_ms)) }
+                    "\n"
+                }
+                "\n"
+                section class="facts" {
+                    h2 { "Facts" }
+                    ul {
+                        "\n"
+                        @for f in &d.facts { li { (f) } "\n" }
+                    }
+                    p class="note" { "This report states facts. The disposition is decided by a person under the receiving lab's procedure." }
+                }
+                "\n"
+                (identity_html(d))
+                (custody_html(d))
+                (temperature_html(d))
+                (viability_html(d))
+                (health_html(d))
+                (alerts_html(d))
+                (disposition_html(d))
+                footer {
+                    p { (d.readings.len()) " readings; the full series is in the CSV and JSON forms of this report." }
+                    "\n"
+                    p {
+                        "SHA-256 of the report data: " code class="sha" { (sha) } br;
+                        "\nCheck a copy against the daemon: " code { "coldchain report --verify FILE" }
+                        " (or POST the file to " code { "/api/v1/reports/verify" } ")."
+                    }
+                }
+                "\n"
+                script type="application/json" id="coldchain-report-data" { (PreEscaped(data_json)) }
+                "\n"
+            }
+            "\n"
+        }
+        "\n"
+    };
+    page.into_string()
+}
 
-    // Identity and journey.
-    let probes: Vec<String> = id
-        .probes
-        .iter()
-        .map(|p| format!("{} ch {}", esc(&p.device), p.channel))
-        .collect();
+fn identity_html(d: &ReportData) -> Markup {
+    let id = &d.identity;
     let j = &d.journey;
-    let _ = write!(
-        s,
-        r#"<section class="two"><div><h2>Identity</h2><table class="kv">
-<tr><th>Shipment</th><td>{}</td></tr>
-<tr><th>Product</th><td>{}</td></tr>
-<tr><th>DIN</th><td>{}</td></tr>{}
-<tr><th>Lane (profile)</th><td>{}</td></tr>
-<tr><th>Probes</th><td>{}</td></tr>
-</table></div>
-<div><h2>Journey</h2><table class="kv">
-<tr><th>From</th><td>{}</td></tr>
-<tr><th>To</th><td>{}</td></tr>
-<tr><th>Departure</th><td>{}</td></tr>
-<tr><th>ETA</th><td>{}</td></tr>
-<tr><th>Arrival</th><td>{}</td></tr>
-<tr><th>State</th><td>{}</td></tr>
-</table></div></section>
-"#,
-        esc(&id.shipment),
-        esc(&id.product),
-        esc(id.din.as_deref().unwrap_or("—")),
-        // Only when given: reports made before the field re-render the same.
-        id.product_code
-            .as_deref()
-            .map(|c| format!("\n<tr><th>Product code</th><td>{}</td></tr>", esc(c)))
-            .unwrap_or_default(),
-        esc(&id.profile),
-        probes.join(", "),
-        esc(&id.origin),
-        esc(&id.destination),
-        opt_utc(j.departure_ms),
-        opt_utc(j.eta_ms),
-        opt_utc(j.arrival_ms),
-        esc(&j.state),
-    );
-    s.push_str("<section><h2>Custody</h2>");
-    if j.handoffs.is_empty() {
-        s.push_str("<p>No custody hand-off recorded.</p>");
-    } else {
-        s.push_str("<table><thead><tr><th>Time</th><th>To</th><th>Location</th><th>Recorded by</th></tr></thead><tbody>");
-        for h in &j.handoffs {
-            let _ = write!(
-                s,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                utc(h.at_ms),
-                esc(&h.to),
-                esc(&h.location),
-                esc(&h.by)
-            );
+    html! {
+        section class="two" {
+            div {
+                h2 { "Identity" }
+                table class="kv" {
+                    "\n" tr { th { "Shipment" } td { (id.shipment) } }
+                    "\n" tr { th { "Product" } td { (id.product) } }
+                    "\n" tr { th { "DIN" } td { (id.din.as_deref().unwrap_or("—")) } }
+                    // Only when given: reports made before the field re-render the same.
+                    @if let Some(c) = &id.product_code {
+                        "\n" tr { th { "Product code" } td { (c) } }
+                    }
+                    "\n" tr { th { "Lane (profile)" } td { (id.profile) } }
+                    "\n" tr { th { "Probes" } td {
+                        @for (i, p) in id.probes.iter().enumerate() {
+                            @if i > 0 { ", " }
+                            (p.device) " ch " (p.channel)
+                        }
+                    } }
+                    "\n"
+                }
+            }
+            "\n"
+            div {
+                h2 { "Journey" }
+                table class="kv" {
+                    "\n" tr { th { "From" } td { (id.origin) } }
+                    "\n" tr { th { "To" } td { (id.destination) } }
+                    "\n" tr { th { "Departure" } td { (opt_utc(j.departure_ms)) } }
+                    "\n" tr { th { "ETA" } td { (opt_utc(j.eta_ms)) } }
+                    "\n" tr { th { "Arrival" } td { (opt_utc(j.arrival_ms)) } }
+                    "\n" tr { th { "State" } td { (j.state) } }
+                    "\n"
+                }
+            }
         }
-        s.push_str("</tbody></table>");
+        "\n"
     }
-    s.push_str("</section>\n");
+}
 
-    // Temperature.
+fn custody_html(d: &ReportData) -> Markup {
+    let j = &d.journey;
+    html! {
+        section {
+            h2 { "Custody" }
+            @if j.handoffs.is_empty() {
+                p { "No custody hand-off recorded." }
+            } @else {
+                table {
+                    thead { tr { th { "Time" } th { "To" } th { "Location" } th { "Recorded by" } } }
+                    tbody {
+                        @for h in &j.handoffs {
+                            tr { td { (utc(h.at_ms)) } td { (h.to) } td { (h.location) } td { (h.by) } }
+                        }
+                    }
+                }
+            }
+        }
+        "\n"
+    }
+}
+
+fn temperature_html(d: &ReportData) -> Markup {
     let t = &d.temperature;
-    let _ = write!(
-        s,
-        r#"<section class="chart-section"><h2>Temperature</h2>
-<figure>{}</figure>
-<table class="kv"><tr><th>Minimum</th><td>{}</td></tr><tr><th>Maximum</th><td>{}</td></tr><tr><th>Mean (time-weighted)</th><td>{}</td></tr>
-"#,
-        chart::svg(d),
-        opt_temp(t.min_milli_c),
-        opt_temp(t.max_milli_c),
-        opt_temp(t.mean_milli_c),
-    );
-    match &t.mkt {
-        Some(m) => {
-            let _ = write!(
-                s,
-                "<tr><th>MKT, whole shipment</th><td>{}</td></tr><tr><th>MKT, warmest {} window</th><td>{}, {} to {}{}</td></tr>",
-                fmt_c(m.whole_milli_c),
-                fmt_dur(m.window_ms),
-                fmt_c(m.window_milli_c),
-                utc(m.window_start_ms),
-                utc(m.window_end_ms),
-                if m.window_full {
-                    ""
-                } else {
-                    " (the data is shorter than the window)"
-                },
-            );
+    html! {
+        section class="chart-section" {
+            h2 { "Temperature" }
+            "\n" figure { (PreEscaped(chart::svg(d))) }
+            "\n"
+            table class="kv" {
+                tr { th { "Minimum" } td { (opt_temp(t.min_milli_c)) } }
+                tr { th { "Maximum" } td { (opt_temp(t.max_milli_c)) } }
+                tr { th { "Mean (time-weighted)" } td { (opt_temp(t.mean_milli_c)) } }
+                "\n"
+                @match &t.mkt {
+                    Some(m) => {
+                        tr { th { "MKT, whole shipment" } td { (fmt_c(m.whole_milli_c)) } }
+                        tr {
+                            th { "MKT, warmest " (fmt_dur(m.window_ms)) " window" }
+                            td {
+                                (fmt_c(m.window_milli_c)) ", " (utc(m.window_start_ms)) " to " (utc(m.window_end_ms))
+                                @if !m.window_full { " (the data is shorter than the window)" }
+                            }
+                        }
+                    }
+                    None => {
+                        tr { th { "MKT" } td { (t.mkt_note.as_deref().unwrap_or("—")) } }
+                    }
+                }
+            }
+            "\n"
+            h3 { "Alarm zones" }
+            table {
+                thead { tr { th { "Zone" } th { "Limit" } th { "Kind" } th { "Delay" } th { "Severity" } th { "Time beyond" } th { "Entries" } th { "Alarms" } } }
+                tbody {
+                    @for z in &t.zones {
+                        tr class={ "sev-" (z.severity) } {
+                            td { (z.zone) } td { (z.limit) " °C" } td { (z.kind) }
+                            td { (fmt_dur(z.delay_ms)) } td { (z.severity) }
+                            td { (fmt_dur(z.time_beyond_ms)) } td { (z.entries) } td { (z.fired) }
+                        }
+                    }
+                }
+            }
+            "\n"
+            h3 { "Excursions" }
+            @if t.excursions.is_empty() {
+                p { "No excursion." }
+            } @else {
+                table {
+                    thead { tr { th { "Zone" } th { "Start" } th { "End" } th { "Peak" } th { "Duration" } th { "Beyond limit" } th { "Alarm" } } }
+                    tbody {
+                        @for e in &t.excursions {
+                            tr class={ "sev-" (e.severity) } {
+                                td { (e.zone) } td { (utc(e.start_ms)) }
+                                td { (e.end_ms.map(utc).unwrap_or_else(|| "ongoing".into())) }
+                                td { (opt_temp(e.peak_milli_c)) } td { (fmt_dur(e.duration_ms)) }
+                                td { (fmt_dur(e.beyond_ms)) }
+                                td { (e.fired_ms.map(utc).unwrap_or_else(|| "none (within delay)".into())) }
+                            }
+                        }
+                    }
+                }
+            }
         }
-        None => {
-            let _ = write!(
-                s,
-                "<tr><th>MKT</th><td>{}</td></tr>",
-                esc(t.mkt_note.as_deref().unwrap_or("—"))
-            );
-        }
+        "\n"
     }
-    s.push_str("</table>\n<h3>Alarm zones</h3><table><thead><tr><th>Zone</th><th>Limit</th><th>Kind</th><th>Delay</th><th>Severity</th><th>Time beyond</th><th>Entries</th><th>Alarms</th></tr></thead><tbody>");
-    for z in &t.zones {
-        let _ = write!(
-            s,
-            "<tr class=\"sev-{}\"><td>{}</td><td>{} °C</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&z.severity),
-            esc(&z.zone),
-            esc(&z.limit),
-            esc(&z.kind),
-            fmt_dur(z.delay_ms),
-            esc(&z.severity),
-            fmt_dur(z.time_beyond_ms),
-            z.entries,
-            z.fired
-        );
-    }
-    s.push_str("</tbody></table>\n<h3>Excursions</h3>");
-    if t.excursions.is_empty() {
-        s.push_str("<p>No excursion.</p>");
-    } else {
-        s.push_str("<table><thead><tr><th>Zone</th><th>Start</th><th>End</th><th>Peak</th><th>Duration</th><th>Beyond limit</th><th>Alarm</th></tr></thead><tbody>");
-        for e in &t.excursions {
-            let _ = write!(
-                s,
-                "<tr class=\"sev-{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc(&e.severity),
-                esc(&e.zone),
-                utc(e.start_ms),
-                e.end_ms.map(utc).unwrap_or_else(|| "ongoing".into()),
-                opt_temp(e.peak_milli_c),
-                fmt_dur(e.duration_ms),
-                fmt_dur(e.beyond_ms),
-                e.fired_ms
-                    .map(utc)
-                    .unwrap_or_else(|| "none (within delay)".into())
-            );
-        }
-        s.push_str("</tbody></table>");
-    }
-    s.push_str("</section>\n");
+}
 
-    // Viability.
-    s.push_str("<section><h2>Viability</h2>");
-    match &d.viability.window {
-        Some(w) => {
-            let _ = write!(
-                s,
-                "<table class=\"kv\"><tr><th>Window start</th><td>{}</td><th>Nominal</th><td>{}</td></tr><tr><th>Consumed</th><td>{}</td><th>Remaining</th><td>{}</td></tr><tr><th>Without data</th><td>{}</td><th>Loss (table model)</th><td>{}</td></tr></table>",
-                utc(w.start_ms),
-                fmt_dur(w.nominal_ms),
-                fmt_dur(w.consumed_ms),
-                fmt_dur(w.remaining_ms),
-                fmt_dur(w.unknown_ms),
-                w.loss_centi_pct
-                    .map(|c| format!("{}.{:02} %", c / 100, c % 100))
-                    .unwrap_or_else(|| "—".into())
-            );
+fn viability_html(d: &ReportData) -> Markup {
+    html! {
+        section {
+            h2 { "Viability" }
+            @match &d.viability.window {
+                Some(w) => {
+                    table class="kv" {
+                        tr { th { "Window start" } td { (utc(w.start_ms)) } th { "Nominal" } td { (fmt_dur(w.nominal_ms)) } }
+                        tr { th { "Consumed" } td { (fmt_dur(w.consumed_ms)) } th { "Remaining" } td { (fmt_dur(w.remaining_ms)) } }
+                        tr {
+                            th { "Without data" } td { (fmt_dur(w.unknown_ms)) } th { "Loss (table model)" }
+                            td { (w.loss_centi_pct.map(|c| format!("{}.{:02} %", c / 100, c % 100)).unwrap_or_else(|| "—".into())) }
+                        }
+                    }
+                }
+                None => { p { "No viability window for this product." } }
+            }
+            @if let Some(h) = &d.viability.hold_time {
+                p class={ "hold" @if h.warning { " warning" } } {
+                    "Hold time at ETA: " strong { (h.sentence()) }
+                    " (a line through " (h.points) " readings from " (utc(h.fit_from_ms)) ", "
+                    (format!("{:.1}", h.rate_mc_per_h as f64 / 1000.0)) " °C/h"
+                    @if h.after_tilt { ", since the tilt" }
+                    ")."
+                }
+            }
+            @if let Some(w) = &d.viability.warming {
+                table class="kv" {
+                    tr { th { "Warming limit" } td { (w.limit) " °C" } th { "Warming events" } td { (w.events) } }
+                    tr { th { "Time above" } td { (fmt_dur(w.time_above_ms)) } th { "Warmest above" } td { (opt_temp(w.peak_milli_c)) } }
+                }
+            }
         }
-        None => s.push_str("<p>No viability window for this product.</p>"),
+        "\n"
     }
-    if let Some(h) = &d.viability.hold_time {
-        let _ = write!(
-            s,
-            "<p class=\"hold{}\">Hold time at ETA: <strong>{}</strong> (a line through {} readings from {}, {:.1} °C/h{}).</p>",
-            if h.warning { " warning" } else { "" },
-            esc(&h.sentence()),
-            h.points,
-            utc(h.fit_from_ms),
-            h.rate_mc_per_h as f64 / 1000.0,
-            if h.after_tilt { ", since the tilt" } else { "" }
-        );
-    }
-    if let Some(w) = &d.viability.warming {
-        let _ = write!(
-            s,
-            "<table class=\"kv\"><tr><th>Warming limit</th><td>{} °C</td><th>Warming events</th><td>{}</td></tr><tr><th>Time above</th><td>{}</td><th>Warmest above</th><td>{}</td></tr></table>",
-            esc(&w.limit),
-            w.events,
-            fmt_dur(w.time_above_ms),
-            opt_temp(w.peak_milli_c)
-        );
-    }
-    s.push_str("</section>\n");
+}
 
-    // Data health.
+fn health_html(d: &ReportData) -> Markup {
     let h = &d.data_health;
-    let _ = write!(
-        s,
-        "<section><h2>Data health</h2><table class=\"kv\"><tr><th>Readings</th><td>{}</td><th>Probe faults</th><td>{}</td><th>Estimated time</th><td>{}</td></tr></table>",
-        h.readings, h.fault_readings, h.estimated_time_readings
-    );
-    s.push_str("<table><thead><tr><th>Device</th><th>Frames verified</th><th>Rejected (bad tag / wrong topic / unsigned / reused sequence)</th><th>Battery last / min</th><th>Battery-low events</th></tr></thead><tbody>");
-    for x in &h.devices {
-        let mv = |v: Option<u16>| v.map(|v| format!("{v} mV")).unwrap_or_else(|| "—".into());
-        let _ = write!(
-            s,
-            "<tr><td>{}</td><td>{}{}</td><td>{} / {} / {} / {}</td><td>{} / {}</td><td>{}</td></tr>",
-            esc(&x.device),
-            x.frames_verified,
-            if x.frames_unsigned_accepted > 0 {
-                format!(
-                    " ({} unsigned, accepted by policy)",
-                    x.frames_unsigned_accepted
-                )
-            } else {
-                String::new()
-            },
-            x.rejected_bad_tag,
-            x.rejected_device_mismatch,
-            x.rejected_unsigned,
-            x.rejected_sequence_reuse,
-            mv(x.battery_last_mv),
-            mv(x.battery_min_mv),
-            x.battery_low_events
-        );
-    }
-    s.push_str("</tbody></table>");
+    let mv = |v: Option<u16>| v.map(|v| format!("{v} mV")).unwrap_or_else(|| "—".into());
     let mut rows: Vec<(String, &Stretch)> = Vec::new();
     rows.extend(h.faults.iter().map(|x| ("probe fault".to_string(), x)));
     rows.extend(
@@ -779,190 +770,189 @@ pub fn render_html(d: &ReportData) -> String {
             .iter()
             .map(|o| (o.kind.replace('_', " "), &o.stretch)),
     );
-    if rows.is_empty() && h.sequence_gaps.is_empty() {
-        s.push_str("<p>No fault, gap or unsynced-clock stretch.</p>");
-    } else {
-        s.push_str("<table><thead><tr><th>What</th><th>Start</th><th>End</th><th>Duration</th></tr></thead><tbody>");
-        for (what, x) in rows {
-            let _ = write!(
-                s,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc(&what),
-                utc(x.start_ms),
-                x.end_ms.map(utc).unwrap_or_else(|| "ongoing".into()),
-                fmt_dur(x.duration_ms)
-            );
-        }
-        for g in &h.sequence_gaps {
-            let _ = write!(
-                s,
-                "<tr><td>frames missing</td><td colspan=\"3\">{} boot {}: seq {} to {}</td></tr>",
-                esc(&g.device),
-                g.boot,
-                g.first,
-                g.last
-            );
-        }
-        s.push_str("</tbody></table>");
-    }
-    if !d.calibration.is_empty() {
-        s.push_str("<h3>Calibration</h3><p>Readings are stored as measured; the figures in this report are corrected by these certificates.</p><table><thead><tr><th>Probe</th><th>Certificate</th><th>Calibrated / due</th><th>Correction</th><th>Measured (lowest / highest)</th><th>Measurement uncertainty</th></tr></thead><tbody>");
-        for c in &d.calibration {
-            let deg = |v: i32| format!("{} °C", fmt_c3(v));
-            let measured = match (c.measured_min_milli_c, c.measured_max_milli_c) {
-                (Some(a), Some(b)) => format!("{} / {}", deg(a), deg(b)),
-                _ => "—".into(),
-            };
-            let mut unc = format!("certificate ±{}", deg(c.uncertainty_milli_c));
-            if let (Some(k), Some(a), Some(b)) = (
-                &c.class,
-                c.tolerance_at_min_milli_c,
-                c.tolerance_at_max_milli_c,
-            ) {
-                let _ = write!(
-                    unc,
-                    "; IEC 60751 class {} ±{} at the lowest, ±{} at the highest reading",
-                    esc(k),
-                    deg(a),
-                    deg(b)
-                );
+    let deg = |v: i32| format!("{} °C", fmt_c3(v));
+    html! {
+        section {
+            h2 { "Data health" }
+            table class="kv" {
+                tr {
+                    th { "Readings" } td { (h.readings) }
+                    th { "Probe faults" } td { (h.fault_readings) }
+                    th { "Estimated time" } td { (h.estimated_time_readings) }
+                }
             }
-            let _ = write!(
-                s,
-                "<tr><td>{} ch {}</td><td>{}</td><td>{} / {}{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc(&c.device),
-                c.channel,
-                esc(&c.certificate),
-                &iso(c.date_ms)[..10],
-                &iso(c.due_ms)[..10],
-                if c.expired {
-                    " <strong>(expired)</strong>"
-                } else {
-                    ""
-                },
-                esc(&c.correction),
-                measured,
-                unc
-            );
-        }
-        s.push_str("</tbody></table>");
-    }
-    s.push_str("</section>\n");
-
-    // Alerts.
-    s.push_str("<section><h2>Alerts</h2>");
-    if d.alerts.is_empty() {
-        s.push_str("<p>No alert.</p>");
-    } else {
-        s.push_str("<table><thead><tr><th>#</th><th>Alert</th><th>Fired</th><th>State</th><th>Acknowledged</th></tr></thead><tbody>");
-        for a in &d.alerts {
-            let ack = match (&a.ack_by, &a.ack_comment, a.ack_ms) {
-                (Some(by), c, Some(at)) => format!(
-                    "{} by {}: “{}”",
-                    utc(at),
-                    esc(by),
-                    esc(c.as_deref().unwrap_or(""))
-                ),
-                _ => "not acknowledged".into(),
-            };
-            let ack = match &a.assessment {
-                Some(x) => format!(
-                    "{ack}<br><small class=\"assessed\">QA assessment {} by {} ({}): “{}”</small>",
-                    utc(x.at_ms),
-                    esc(&x.full_name),
-                    esc(&x.user),
-                    esc(&x.comment)
-                ),
-                // Nothing added without one: reports saved before
-                // assessments existed still render to the same bytes.
-                None => ack,
-            };
-            let _ = write!(
-                s,
-                "<tr class=\"sev-{} state-{}\"><td>{}</td><td>{} · {}{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc(&a.severity),
-                esc(&a.state),
-                a.id,
-                esc(&a.severity),
-                esc(&a.message),
-                history_html(a),
-                utc(a.fires_ms),
-                esc(&a.state),
-                ack
-            );
-        }
-        s.push_str("</tbody></table>");
-    }
-    s.push_str("</section>\n<section><h2>Disposition</h2>");
-    match &d.disposition {
-        Some(x) => {
-            let _ = write!(
-                s,
-                "<p><strong>{}</strong> by {} at {}: “{}”</p>",
-                esc(&x.decision),
-                esc(&x.by),
-                utc(x.at_ms),
-                esc(&x.comment)
-            );
-            // Recorded before signatures: rendered as it always was.
-            if let Some(g) = &x.signature {
-                let _ = write!(
-                    s,
-                    "<div class=\"signature\"><p>Electronically signed by <strong>{}</strong> ({}) on {}.<br>Meaning of this signature: <strong>{}</strong>.<br>The signature covers the report content with SHA-256 <code class=\"signed-sha\">{}</code>{}.</p></div>",
-                    esc(&g.full_name),
-                    esc(&g.user),
-                    utc(g.signed_ms),
-                    esc(&g.meaning),
-                    esc(&g.report_sha256),
-                    if super::content_sha256(d) == g.report_sha256 {
-                        " (this report's content hashes to it)"
-                    } else {
-                        "; THIS REPORT'S CONTENT NO LONGER HASHES TO IT: the record changed after signing"
+            table {
+                thead { tr {
+                    th { "Device" } th { "Frames verified" }
+                    th { "Rejected (bad tag / wrong topic / unsigned / reused sequence)" }
+                    th { "Battery last / min" } th { "Battery-low events" }
+                } }
+                tbody {
+                    @for x in &h.devices {
+                        tr {
+                            td { (x.device) }
+                            td {
+                                (x.frames_verified)
+                                @if x.frames_unsigned_accepted > 0 {
+                                    " (" (x.frames_unsigned_accepted) " unsigned, accepted by policy)"
+                                }
+                            }
+                            td { (x.rejected_bad_tag) " / " (x.rejected_device_mismatch) " / " (x.rejected_unsigned) " / " (x.rejected_sequence_reuse) }
+                            td { (mv(x.battery_last_mv)) " / " (mv(x.battery_min_mv)) }
+                            td { (x.battery_low_events) }
+                        }
                     }
-                );
+                }
+            }
+            @if rows.is_empty() && h.sequence_gaps.is_empty() {
+                p { "No fault, gap or unsynced-clock stretch." }
+            } @else {
+                table {
+                    thead { tr { th { "What" } th { "Start" } th { "End" } th { "Duration" } } }
+                    tbody {
+                        @for (what, x) in &rows {
+                            tr {
+                                td { (what) } td { (utc(x.start_ms)) }
+                                td { (x.end_ms.map(utc).unwrap_or_else(|| "ongoing".into())) }
+                                td { (fmt_dur(x.duration_ms)) }
+                            }
+                        }
+                        @for g in &h.sequence_gaps {
+                            tr {
+                                td { "frames missing" }
+                                td colspan="3" { (g.device) " boot " (g.boot) ": seq " (g.first) " to " (g.last) }
+                            }
+                        }
+                    }
+                }
+            }
+            @if !d.calibration.is_empty() {
+                h3 { "Calibration" }
+                p { "Readings are stored as measured; the figures in this report are corrected by these certificates." }
+                table {
+                    thead { tr {
+                        th { "Probe" } th { "Certificate" } th { "Calibrated / due" } th { "Correction" }
+                        th { "Measured (lowest / highest)" } th { "Measurement uncertainty" }
+                    } }
+                    tbody {
+                        @for c in &d.calibration {
+                            tr {
+                                td { (c.device) " ch " (c.channel) }
+                                td { (c.certificate) }
+                                td {
+                                    (&iso(c.date_ms)[..10]) " / " (&iso(c.due_ms)[..10])
+                                    @if c.expired { " " strong { "(expired)" } }
+                                }
+                                td { (c.correction) }
+                                td {
+                                    @match (c.measured_min_milli_c, c.measured_max_milli_c) {
+                                        (Some(a), Some(b)) => { (deg(a)) " / " (deg(b)) }
+                                        _ => { "—" }
+                                    }
+                                }
+                                td {
+                                    "certificate ±" (deg(c.uncertainty_milli_c))
+                                    @if let (Some(k), Some(a), Some(b)) = (&c.class, c.tolerance_at_min_milli_c, c.tolerance_at_max_milli_c) {
+                                        "; IEC 60751 class " (k) " ±" (deg(a)) " at the lowest, ±" (deg(b)) " at the highest reading"
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
             }
         }
-        None => s.push_str("<p>Not recorded.</p>"),
+        "\n"
     }
-    s.push_str("</section>\n");
+}
 
-    let data_json = canonical_json(&to_value(d))
-        .replace('<', "\\u003c")
-        .replace('>', "\\u003e")
-        .replace('&', "\\u0026");
-    let _ = write!(
-        s,
-        r#"<footer><p>{} readings; the full series is in the CSV and JSON forms of this report.</p>
-<p>SHA-256 of the report data: <code class="sha">{sha}</code><br>
-Check a copy against the daemon: <code>coldchain report --verify FILE</code> (or POST the file to <code>/api/v1/reports/verify</code>).</p></footer>
-{DATA_OPEN}{data_json}</script>
-</body>
-</html>
-"#,
-        d.readings.len()
-    );
-    s
+fn alerts_html(d: &ReportData) -> Markup {
+    html! {
+        section {
+            h2 { "Alerts" }
+            @if d.alerts.is_empty() {
+                p { "No alert." }
+            } @else {
+                table {
+                    thead { tr { th { "#" } th { "Alert" } th { "Fired" } th { "State" } th { "Acknowledged" } } }
+                    tbody {
+                        @for a in &d.alerts {
+                            tr class={ "sev-" (a.severity) " state-" (a.state) } {
+                                td { (a.id) }
+                                td { (a.severity) " · " (a.message) (history_html(a)) }
+                                td { (utc(a.fires_ms)) }
+                                td { (a.state) }
+                                td {
+                                    @match (&a.ack_by, &a.ack_comment, a.ack_ms) {
+                                        (Some(by), c, Some(at)) => {
+                                            (utc(at)) " by " (by) ": “" (c.as_deref().unwrap_or("")) "”"
+                                        }
+                                        _ => { "not acknowledged" }
+                                    }
+                                    // Nothing added without one: reports saved before
+                                    // assessments existed still render to the same bytes.
+                                    @if let Some(x) = &a.assessment {
+                                        br;
+                                        small class="assessed" {
+                                            "QA assessment " (utc(x.at_ms)) " by " (x.full_name) " (" (x.user) "): “" (x.comment) "”"
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        "\n"
+    }
+}
+
+fn disposition_html(d: &ReportData) -> Markup {
+    html! {
+        section {
+            h2 { "Disposition" }
+            @match &d.disposition {
+                Some(x) => {
+                    p { strong { (x.decision) } " by " (x.by) " at " (utc(x.at_ms)) ": “" (x.comment) "”" }
+                    // Recorded before signatures: rendered as it always was.
+                    @if let Some(g) = &x.signature {
+                        div class="signature" {
+                            p {
+                                "Electronically signed by " strong { (g.full_name) } " (" (g.user) ") on " (utc(g.signed_ms)) "."
+                                br;
+                                "Meaning of this signature: " strong { (g.meaning) } "."
+                                br;
+                                "The signature covers the report content with SHA-256 " code class="signed-sha" { (g.report_sha256) }
+                                @if super::content_sha256(d) == g.report_sha256 {
+                                    " (this report's content hashes to it)"
+                                } @else {
+                                    "; THIS REPORT'S CONTENT NO LONGER HASHES TO IT: the record changed after signing"
+                                }
+                                "."
+                            }
+                        }
+                    }
+                }
+                None => { p { "Not recorded." } }
+            }
+        }
+        "\n"
+    }
 }
 
 /// An alert's revisions and withdrawal, for people: nothing it said disappears.
-pub(crate) fn history_html(a: &super::AlertEntry) -> String {
-    let mut s = String::new();
-    for v in &a.revisions {
-        let _ = write!(
-            s,
-            "<br><small class=\"revised\">revised {} by later data; it said: “{}” (fired {})</small>",
-            utc(v.at_ms),
-            esc(&v.was_message),
-            utc(v.was_fires_ms)
-        );
+pub(crate) fn history_html(a: &super::AlertEntry) -> Markup {
+    html! {
+        @for v in &a.revisions {
+            br;
+            small class="revised" {
+                "revised " (utc(v.at_ms)) " by later data; it said: “" (v.was_message) "” (fired " (utc(v.was_fires_ms)) ")"
+            }
+        }
+        @if let Some(w) = &a.withdrawn {
+            br;
+            small class="withdrawn" { "withdrawn " (utc(w.at_ms)) ": " (w.reason) }
+        }
     }
-    if let Some(w) = &a.withdrawn {
-        let _ = write!(
-            s,
-            "<br><small class=\"withdrawn\">withdrawn {}: {}</small>",
-            utc(w.at_ms),
-            esc(&w.reason)
-        );
-    }
-    s
 }

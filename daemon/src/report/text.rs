@@ -1,5 +1,5 @@
 //! Formatting shared by the report and the dashboard: temperatures, durations,
-//! UTC times, HTML escaping. Deterministic: no locale, no local time zone.
+//! UTC times, URL path segments (HTML is escaped by maud). Deterministic: no locale, no local time zone.
 
 /// `5.5 °C` from milli-°C (one decimal).
 pub fn fmt_c(milli_c: i32) -> String {
@@ -80,22 +80,6 @@ pub fn iso(ms: i64) -> String {
     )
 }
 
-/// Escapes text for HTML element content and quoted attribute values.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// Percent-encodes a URL path segment (everything but unreserved characters).
 pub fn url_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -130,11 +114,7 @@ mod tests {
     }
 
     #[test]
-    fn escaping() {
-        assert_eq!(
-            esc("<img src=x onerror='a'>&\""),
-            "&lt;img src=x onerror=&#39;a&#39;&gt;&amp;&quot;"
-        );
+    fn url_segments() {
         assert_eq!(url_segment("W1234 25/1"), "W1234%2025%2F1");
     }
 }

@@ -20,11 +20,13 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::api::{ApiError, AppState, JsonBody, PageAccess};
+use super::api::{ApiError, AppState, JsonBody, PageAccess};
 use crate::store::Store;
 use crate::users::{Actor, AuthError, Perm, Role, UserInfo, Via};
 
@@ -257,18 +259,18 @@ pub async fn middleware(State(s): State<AppState>, mut req: Request<Body>, next:
 }
 
 /// Routes of authentication, accounts and tokens.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/login", post(login))
-        .route("/api/v1/logout", post(logout))
-        .route("/api/v1/me", get(me))
-        .route("/api/v1/me/password", post(change_password))
-        .route("/api/v1/users", get(list_users).post(add_user))
-        .route("/api/v1/users/{name}/disable", post(disable_user))
-        .route("/api/v1/users/{name}/enable", post(enable_user))
-        .route("/api/v1/users/{name}/reset", post(reset_user))
-        .route("/api/v1/tokens", get(list_tokens).post(create_token))
-        .route("/api/v1/tokens/{id}/revoke", post(revoke_token))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(login))
+        .routes(routes!(logout))
+        .routes(routes!(me))
+        .routes(routes!(change_password))
+        .routes(routes!(list_users, add_user))
+        .routes(routes!(disable_user))
+        .routes(routes!(enable_user))
+        .routes(routes!(reset_user))
+        .routes(routes!(list_tokens, create_token))
+        .routes(routes!(revoke_token))
 }
 
 fn blocking_err(e: tokio::task::JoinError) -> ApiError {
@@ -318,13 +320,21 @@ pub async fn check_password(
     .map_err(blocking_err)?
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LoginBody {
     name: String,
     password: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/login",
+    tag = "people",
+    summary = "Log in: sets the session cookie (HttpOnly, SameSite=Strict, Secure on TLS); the answer carries the CSRF token. 401 after a wrong password (counted; the account locks after http.lockout_after)",
+    request_body = LoginBody,
+    responses((status = 200, description = "user, full_name, role, must_change_password, csrf", body = serde_json::Value))
+)]
 async fn login(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -370,6 +380,13 @@ async fn login(
         .into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/logout",
+    tag = "people",
+    summary = "End the session",
+    responses((status = 200, description = "logged_out: true", body = serde_json::Value))
+)]
 async fn logout(State(s): State<AppState>, headers: HeaderMap) -> Response {
     if let Some(c) = session_cookie(&headers) {
         s.users.end_session(&c);
@@ -385,6 +402,13 @@ async fn logout(State(s): State<AppState>, headers: HeaderMap) -> Response {
         .into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/me",
+    tag = "people",
+    summary = "The authenticated person: user, full_name, role, via (and the session's csrf)",
+    responses((status = 200, description = "The person", body = serde_json::Value))
+)]
 async fn me(
     Extension(actor): Extension<Actor>,
     csrf: Option<Extension<Csrf>>,
@@ -396,13 +420,21 @@ async fn me(
     Json(v)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PasswordBody {
     old_password: String,
     new_password: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/me/password",
+    tag = "people",
+    summary = "Change your password",
+    request_body = PasswordBody,
+    responses((status = 200, description = "user, changed: true", body = serde_json::Value))
+)]
 async fn change_password(
     State(s): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -436,6 +468,13 @@ async fn change_password(
     .map(Json)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/users",
+    tag = "people",
+    summary = "People (admin)",
+    responses((status = 200, description = "Accounts, without password hashes", body = serde_json::Value))
+)]
 async fn list_users(State(s): State<AppState>) -> Result<Json<Vec<UserInfo>>, ApiError> {
     let all = tokio::task::spawn_blocking(move || s.users.all())
         .await
@@ -443,7 +482,7 @@ async fn list_users(State(s): State<AppState>) -> Result<Json<Vec<UserInfo>>, Ap
     Ok(Json(all.iter().map(UserInfo::from).collect()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AddUserBody {
     name: String,
@@ -452,6 +491,14 @@ struct AddUserBody {
     password: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/users",
+    tag = "people",
+    summary = "Add a person (admin)",
+    request_body = AddUserBody,
+    responses((status = 201, description = "The account", body = serde_json::Value))
+)]
 async fn add_user(
     State(s): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -529,6 +576,14 @@ async fn set_disabled(
     .map_err(blocking_err)?
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/users/{name}/disable",
+    tag = "people",
+    summary = "Disable an account (admin): sessions end, tokens refused",
+    params(("name" = String, Path, description = "Login name")),
+    responses((status = 200, description = "The account", body = serde_json::Value))
+)]
 async fn disable_user(
     State(s): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -537,6 +592,14 @@ async fn disable_user(
     set_disabled(s, actor, name, true).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/users/{name}/enable",
+    tag = "people",
+    summary = "Enable an account (admin)",
+    params(("name" = String, Path, description = "Login name")),
+    responses((status = 200, description = "The account", body = serde_json::Value))
+)]
 async fn enable_user(
     State(s): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -545,7 +608,7 @@ async fn enable_user(
     set_disabled(s, actor, name, false).await
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 struct ResetBody {
     /// A temporary password; generated (and returned once) when absent.
@@ -555,6 +618,15 @@ struct ResetBody {
 
 /// An admin's forced reset: a temporary password, the account unlocked, the
 /// person's sessions ended; they must choose a new password at next login.
+#[utoipa::path(
+    post,
+    path = "/api/v1/users/{name}/reset",
+    tag = "people",
+    summary = "Force a password reset (admin): unlocks; a temporary password (given, or generated and returned once); the person must choose a new one",
+    params(("name" = String, Path, description = "Login name")),
+    request_body = ResetBody,
+    responses((status = 200, description = "user, must_change_password, temporary_password when generated", body = serde_json::Value))
+)]
 async fn reset_user(
     State(s): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -600,6 +672,13 @@ async fn reset_user(
     .map_err(blocking_err)?
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tokens",
+    tag = "people",
+    summary = "Personal API tokens (yours; an admin's: everyone's), without secrets",
+    responses((status = 200, description = "Tokens", body = serde_json::Value))
+)]
 async fn list_tokens(
     State(s): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -613,7 +692,7 @@ async fn list_tokens(
     Ok(Json(all))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TokenBody {
     label: String,
@@ -622,6 +701,14 @@ struct TokenBody {
     user: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/tokens",
+    tag = "people",
+    summary = "Mint a personal API token, returned once as `token` (admins may give `user`)",
+    request_body = TokenBody,
+    responses((status = 201, description = "The token with its secret, once", body = serde_json::Value))
+)]
 async fn create_token(
     State(s): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -669,6 +756,14 @@ async fn create_token(
     Ok((StatusCode::CREATED, Json(v)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/tokens/{id}/revoke",
+    tag = "people",
+    summary = "Revoke a token (its owner or an admin)",
+    params(("id" = String, Path, description = "Token id")),
+    responses((status = 200, description = "The revoked token", body = serde_json::Value))
+)]
 async fn revoke_token(
     State(s): State<AppState>,
     Extension(actor): Extension<Actor>,

@@ -7,11 +7,12 @@ use std::sync::atomic::Ordering;
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
-use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use tokio::sync::{mpsc, oneshot};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::alert::Alert;
 use crate::audit::Audit;
@@ -70,45 +71,49 @@ fn bad_request(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
 }
 
-/// The router.
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/api/v1/stats", get(stats))
-        .route("/api/v1/devices", get(devices).post(add_device))
-        .route("/api/v1/export", get(export))
-        .route("/metrics", get(metrics))
-        .route("/readyz", get(readyz))
-        .route("/api/v1/openapi.json", get(openapi))
-        .route("/api/v1/devices/{id}/readings", get(readings))
-        .route("/api/v1/devices/{id}/gaps", get(gaps))
-        .route("/api/v1/devices/{id}/reenroll", post(reenroll))
-        .route(
-            "/api/v1/shipments",
-            get(list_shipments).post(create_shipment),
-        )
-        .route("/api/v1/shipments/{id}", get(show_shipment))
-        .route("/api/v1/shipments/{id}/depart", post(depart))
-        .route("/api/v1/shipments/{id}/eta", post(eta))
-        .route("/api/v1/shipments/{id}/handoff", post(handoff))
-        .route("/api/v1/shipments/{id}/arrive", post(arrive))
-        .route("/api/v1/shipments/{id}/close", post(close))
-        .route("/api/v1/alerts", get(list_alerts))
-        .route("/api/v1/alerts/{id}/ack", post(ack))
-        .route("/api/v1/audit", get(audit_list))
-        .route("/api/v1/audit/verify", get(audit_verify))
-        .route("/api/v1/alerts/{id}/assess", post(assess))
-        .merge(crate::report::router())
-        .merge(crate::epcis::router())
-        .merge(crate::holdtime::router())
-        .merge(crate::sites::router())
-        .merge(crate::dashboard::router())
-        .merge(crate::auth::router())
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::auth::middleware,
-        ))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(state)
+/// The API's routes (behind authentication), each documented by its
+/// handler's `#[utoipa::path]`.
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(stats))
+        .routes(routes!(devices, add_device))
+        .routes(routes!(export))
+        .routes(routes!(metrics))
+        .routes(routes!(readyz))
+        .routes(routes!(openapi))
+        .routes(routes!(readings))
+        .routes(routes!(gaps))
+        .routes(routes!(reenroll))
+        .routes(routes!(warming))
+        .routes(routes!(list_shipments, create_shipment))
+        .routes(routes!(show_shipment))
+        .routes(routes!(depart))
+        .routes(routes!(eta))
+        .routes(routes!(handoff))
+        .routes(routes!(arrive))
+        .routes(routes!(close))
+        .routes(routes!(list_alerts))
+        .routes(routes!(ack))
+        .routes(routes!(assess))
+        .routes(routes!(audit_list))
+        .routes(routes!(audit_verify))
+        .routes(routes!(sites))
+}
+
+/// Routes that need no credential and bypass authentication: liveness.
+pub(super) fn public_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(healthz))
+}
+
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "ops",
+    summary = "Liveness: `ok`",
+    responses((status = 200, description = "Alive", body = String, content_type = "text/plain"))
+)]
+async fn healthz() -> &'static str {
+    "ok\n"
 }
 
 /// Whether a dashboard page request may carry data. A browser's first GET
@@ -140,14 +145,21 @@ async fn send(
         })?;
     match rx.await {
         Ok(Ok(v)) => Ok(Json(v)),
-        Ok(Err(Refusal::Bad(m))) => Err(bad_request(m)),
-        Ok(Err(Refusal::NotFound(m))) => Err(ApiError(StatusCode::NOT_FOUND, m)),
-        Ok(Err(Refusal::Conflict(m))) => Err(ApiError(StatusCode::CONFLICT, m)),
-        Ok(Err(Refusal::Internal(m))) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, m)),
+        Ok(Err(r)) => Err(refusal(r)),
         Err(_) => Err(ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
             "daemon is shutting down".into(),
         )),
+    }
+}
+
+/// The status a refusal maps to, with its reason.
+fn refusal(r: Refusal) -> ApiError {
+    match r {
+        Refusal::Bad(m) => bad_request(m),
+        Refusal::NotFound(m) => ApiError(StatusCode::NOT_FOUND, m),
+        Refusal::Conflict(m) => ApiError(StatusCode::CONFLICT, m),
+        Refusal::Internal(m) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, m),
     }
 }
 
@@ -164,6 +176,67 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<
     }
 }
 
+/// The body of `POST /api/v1/shipments`: [`NewShipment`] as the document
+/// shows it (the engine's type carries no schema; a test keeps the two the
+/// same), and the ignored `by`.
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = NewShipment)]
+pub(super) struct NewShipmentBody {
+    /// Accepted and ignored (the record names the authenticated person).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    by: Option<String>,
+    /// 1-64 characters without '/', '+', '#' or control characters.
+    id: String,
+    /// What travels.
+    product: String,
+    /// ISBT 128 DIN with flags and check character, e.g. `G1234 98 654321 00 H`; refused (400) when its structure, flags or ISO 7064 Mod 37-2 check character is wrong.
+    #[serde(default)]
+    din: Option<String>,
+    /// ISBT 128 product code, e.g. `S1194` (shape checked only).
+    #[serde(default)]
+    product_code: Option<String>,
+    /// The lane's profile name (config).
+    profile: String,
+    /// The watching devices' product probes.
+    watch: Vec<WatchBody>,
+    /// Origin.
+    origin: String,
+    /// Destination.
+    destination: String,
+    /// ETA, ms since the Unix epoch.
+    #[serde(default)]
+    eta_ms: Option<i64>,
+    /// Collection, ms since the Unix epoch.
+    #[serde(default)]
+    collection_ms: Option<i64>,
+    /// Viability window, hours.
+    #[serde(default)]
+    window_h: Option<f64>,
+    /// Departure, ms since the Unix epoch: given, the shipment starts in transit.
+    #[serde(default)]
+    departure_ms: Option<i64>,
+}
+
+/// A watching device's product probe.
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Watch)]
+struct WatchBody {
+    /// Device id.
+    device: String,
+    /// Channel number.
+    channel: u8,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/shipments",
+    tag = "shipments",
+    summary = "Create a shipment (in transit at once when `departure_ms` is given)",
+    request_body = NewShipmentBody,
+    responses((status = 201, description = "The shipment", body = serde_json::Value))
+)]
 async fn create_shipment(
     State(s): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -182,7 +255,7 @@ async fn create_shipment(
     Ok((StatusCode::CREATED, v))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ByAt {
     /// Accepted and ignored (the record names the authenticated person).
@@ -193,6 +266,15 @@ struct ByAt {
     at_ms: Option<i64>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/shipments/{id}/depart",
+    tag = "shipments",
+    summary = "planned -> in transit",
+    params(("id" = String, Path, description = "Shipment id (URL-encoded)")),
+    request_body = ByAt,
+    responses((status = 200, description = "The shipment", body = serde_json::Value))
+)]
 async fn depart(
     State(s): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -202,6 +284,15 @@ async fn depart(
     send(&s, id, actor, Command::Depart { at_ms: b.at_ms }).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/shipments/{id}/arrive",
+    tag = "shipments",
+    summary = "in transit -> arrived",
+    params(("id" = String, Path, description = "Shipment id (URL-encoded)")),
+    request_body = ByAt,
+    responses((status = 200, description = "The shipment", body = serde_json::Value))
+)]
 async fn arrive(
     State(s): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -211,7 +302,7 @@ async fn arrive(
     send(&s, id, actor, Command::Arrive { at_ms: b.at_ms }).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct EtaBody {
     /// Accepted and ignored (the record names the authenticated person).
@@ -221,6 +312,15 @@ struct EtaBody {
     eta_ms: i64,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/shipments/{id}/eta",
+    tag = "shipments",
+    summary = "Update the ETA",
+    params(("id" = String, Path, description = "Shipment id (URL-encoded)")),
+    request_body = EtaBody,
+    responses((status = 200, description = "The shipment", body = serde_json::Value))
+)]
 async fn eta(
     State(s): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -230,7 +330,7 @@ async fn eta(
     send(&s, id, actor, Command::Eta { eta_ms: b.eta_ms }).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct HandoffBody {
     /// Accepted and ignored (the record names the authenticated person).
@@ -243,6 +343,15 @@ struct HandoffBody {
     at_ms: Option<i64>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/shipments/{id}/handoff",
+    tag = "shipments",
+    summary = "Record a custody hand-off",
+    params(("id" = String, Path, description = "Shipment id (URL-encoded)")),
+    request_body = HandoffBody,
+    responses((status = 200, description = "The shipment", body = serde_json::Value))
+)]
 async fn handoff(
     State(s): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -262,17 +371,19 @@ async fn handoff(
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CloseBody {
     /// Accepted and ignored (the record names the authenticated person).
     #[serde(default)]
     #[allow(dead_code, reason = "accepted for compatibility, never recorded")]
     by: Option<String>,
+    #[schema(value_type = DecisionName)]
     decision: Decision,
     comment: String,
-    /// The signer's password, asked again for this signature.
+    /// The signer's password, asked again for this signature (400 without).
     #[serde(default)]
+    #[schema(required = true, value_type = String)]
     password: Option<String>,
     /// The SHA-256 of the report the signer reviewed (the `content_sha256`
     /// of `GET .../report?format=json`): refused if the report changed since.
@@ -280,9 +391,31 @@ struct CloseBody {
     report_sha256: Option<String>,
 }
 
+/// [`Decision`] as the document shows it (the engine's type carries no schema).
+#[derive(ToSchema)]
+#[schema(as = Decision, rename_all = "snake_case")]
+#[allow(dead_code, reason = "only the schema of Decision")]
+enum DecisionName {
+    /// Released for use.
+    Accepted,
+    /// Held pending investigation.
+    Quarantined,
+    /// Not to be used.
+    Rejected,
+}
+
 /// Closing is an electronic signature: the signer's password again, every
 /// alert assessed by QA before a release, and the signature covers the
 /// arrival report's content hash.
+#[utoipa::path(
+    post,
+    path = "/api/v1/shipments/{id}/close",
+    tag = "shipments",
+    summary = "arrived -> closed: the disposition as an electronic signature by a QA person (their password again; meaning `released for use`, `quarantined` or `rejected`; covers the report's content SHA-256). A release is refused (409) until each alert not withdrawn has a QA assessment",
+    params(("id" = String, Path, description = "Shipment id (URL-encoded)")),
+    request_body = CloseBody,
+    responses((status = 200, description = "The closed shipment with its signed disposition", body = serde_json::Value))
+)]
 async fn close(
     State(s): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -303,7 +436,7 @@ async fn close(
     if b.comment.trim().is_empty() {
         return Err(bad_request("field comment: say why (must not be empty)"));
     }
-    let u = crate::auth::check_password(&s, &actor.user, password, "signature").await?;
+    let u = super::auth::check_password(&s, &actor.user, password, "signature").await?;
     let s2 = s.clone();
     let id2 = id.clone();
     let decision = b.decision;
@@ -373,7 +506,7 @@ async fn close(
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AssessBody {
     comment: String,
@@ -381,6 +514,15 @@ struct AssessBody {
 
 /// QA's assessment of an alert (its impact on the product), needed for each
 /// alert before a release can be signed. Never replaced once written.
+#[utoipa::path(
+    post,
+    path = "/api/v1/alerts/{id}/assess",
+    tag = "alerts",
+    summary = "QA's assessment of an alert's impact on the product (once; needed before a release; refused (409) once its shipment is closed)",
+    params(("id" = u64, Path, description = "Alert id")),
+    request_body = AssessBody,
+    responses((status = 201, description = "The assessment", body = serde_json::Value))
+)]
 async fn assess(
     State(s): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -398,6 +540,8 @@ async fn assess(
             .alerts
             .get(id)?
             .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no alert {id}")))?;
+        crate::evaluate::refuse_if_closed(&s.reader.shipments, &a.shipment, id, "assessed")
+            .map_err(refusal)?;
         let now = crate::ingest::now_ms();
         let x = crate::assess::Assessment {
             alert: id,
@@ -428,7 +572,7 @@ async fn assess(
     Ok((StatusCode::CREATED, Json(v)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AckBody {
     /// Accepted and ignored (the record names the authenticated person).
@@ -438,6 +582,15 @@ struct AckBody {
     comment: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/alerts/{id}/ack",
+    tag = "alerts",
+    summary = "Acknowledge an alert (logistics, qa, admin); refused (409) once its shipment is closed",
+    params(("id" = u64, Path, description = "Alert id")),
+    request_body = AckBody,
+    responses((status = 200, description = "The alert", body = serde_json::Value))
+)]
 async fn ack(
     State(s): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -456,10 +609,28 @@ async fn ack(
     .await
 }
 
+/// `?site=` of the shipment list.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct SiteQuery {
+    /// Only shipments seen through this path: a gateway id, `direct` or
+    /// `serial` (the `seen_through` of each row).
+    site: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/shipments",
+    tag = "shipments",
+    summary = "Shipments with their status and the paths (gateways) their data came through",
+    params(SiteQuery),
+    responses((status = 200, description = "Status documents, each with its shipment and `seen_through`", body = serde_json::Value))
+)]
 async fn list_shipments(
     State(s): State<AppState>,
-    Query(q): Query<crate::sites::SiteFilter>,
+    Query(q): Query<SiteQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let q = crate::sites::SiteFilter { site: q.site };
     let v = tokio::task::spawn_blocking(move || -> anyhow::Result<serde_json::Value> {
         let mut out = Vec::new();
         let paths = crate::sites::Paths::open(s.store.db())?;
@@ -482,6 +653,14 @@ async fn list_shipments(
     Ok(Json(v))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/shipments/{id}",
+    tag = "shipments",
+    summary = "A shipment: status, full evaluation, alerts, audit entries",
+    params(("id" = String, Path, description = "Shipment id (URL-encoded)")),
+    responses((status = 200, description = "status, evaluation, alerts, audit", body = serde_json::Value))
+)]
 async fn show_shipment(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -511,12 +690,21 @@ async fn show_shipment(
     Ok(Json(v))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AlertQuery {
     open: Option<bool>,
     shipment: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/alerts",
+    tag = "alerts",
+    summary = "Alerts; `open=true` for unresolved ones, `shipment=` to filter",
+    params(AlertQuery),
+    responses((status = 200, description = "Alerts", body = serde_json::Value))
+)]
 async fn list_alerts(
     State(s): State<AppState>,
     Query(q): Query<AlertQuery>,
@@ -534,12 +722,21 @@ async fn list_alerts(
     Ok(Json(serde_json::to_value(v)?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AuditQuery {
     after: Option<u64>,
     limit: Option<usize>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit",
+    tag = "audit",
+    summary = "Audit trail entries, oldest first; `after` = seq, `limit`",
+    params(AuditQuery),
+    responses((status = 200, description = "Entries", body = serde_json::Value))
+)]
 async fn audit_list(
     State(s): State<AppState>,
     Query(q): Query<AuditQuery>,
@@ -554,11 +751,25 @@ async fn audit_list(
     )))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit/verify",
+    tag = "audit",
+    summary = "Walk the hash chain: `ok`, `entries`, `head`, `problems`",
+    responses((status = 200, description = "The verification", body = serde_json::Value))
+)]
 async fn audit_verify(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let v = tokio::task::spawn_blocking(move || s.audit.verify()).await??;
     Ok(Json(serde_json::to_value(v)?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/stats",
+    tag = "ops",
+    summary = "Ingest counters as JSON",
+    responses((status = 200, description = "Counters: frames, readings, duplicates, gaps, rejections by reason, serial, store size", body = serde_json::Value))
+)]
 async fn stats(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let st = &s.stats;
     let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
@@ -586,7 +797,7 @@ async fn stats(State(s): State<AppState>) -> Result<Json<serde_json::Value>, Api
     })))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct DeviceInfo {
     id: String,
     registered: bool,
@@ -604,6 +815,13 @@ struct DeviceInfo {
     online_since_ms: Option<i64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/devices",
+    tag = "devices",
+    summary = "Registered and seen devices",
+    responses((status = 200, description = "Devices", body = Vec<DeviceInfo>))
+)]
 async fn devices(State(s): State<AppState>) -> Result<Json<Vec<DeviceInfo>>, ApiError> {
     let out = tokio::task::spawn_blocking(move || -> Result<Vec<DeviceInfo>, ApiError> {
         let mut ids: Vec<String> = s.registry.ids().iter().map(|d| d.to_string()).collect();
@@ -643,7 +861,8 @@ async fn devices(State(s): State<AppState>) -> Result<Json<Vec<DeviceInfo>>, Api
     Ok(Json(out))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct Page {
     /// Cursor `boot.seq.idx` from a previous page's `next`.
     after: Option<String>,
@@ -651,9 +870,12 @@ struct Page {
     limit: Option<usize>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ReadingsPage {
+    /// `{device, boot, seq, idx, time_ms, time_source, channel, kind, value or fault}`, oldest first.
+    #[schema(value_type = Vec<Object>)]
     readings: Vec<ReadingRow>,
+    /// The cursor of the next page (`boot.seq.idx`), when this one was full.
     next: Option<String>,
 }
 
@@ -677,6 +899,14 @@ fn parse_cursor(c: &str) -> Result<(FrameRef, u16), ApiError> {
     Ok((FrameRef { boot, seq }, idx))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/devices/{id}/readings",
+    tag = "devices",
+    summary = "Stored readings of a device in (boot, seq) order, paged: `after` = a previous page's `next`, `limit` 1..10000",
+    params(("id" = String, Path, description = "Device id"), Page),
+    responses((status = 200, description = "A page of readings", body = ReadingsPage))
+)]
 async fn readings(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -701,20 +931,36 @@ async fn readings(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/devices/{id}/gaps",
+    tag = "devices",
+    summary = "Sequence numbers never received",
+    params(("id" = String, Path, description = "Device id")),
+    responses((status = 200, description = "Gaps", body = Vec<Gap>))
+)]
 async fn gaps(
     State(s): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Vec<Gap>>, ApiError> {
     let d = parse_device(&id)?;
     let g = tokio::task::spawn_blocking(move || s.store.gaps(&d)).await??;
-    Ok(Json(serde_json::json!(
-        g.iter()
-            .map(|(boot, first, last)| serde_json::json!({"boot": boot, "first": first, "last": last}))
-            .collect::<Vec<_>>()
-    )))
+    Ok(Json(
+        g.into_iter()
+            .map(|(boot, first, last)| Gap { boot, first, last })
+            .collect(),
+    ))
 }
 
-#[derive(Deserialize)]
+/// Sequence numbers of a boot never received, `first..=last`.
+#[derive(Serialize, ToSchema)]
+struct Gap {
+    boot: u32,
+    first: u32,
+    last: u32,
+}
+
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AddDevice {
     /// Accepted and ignored (the record names the authenticated person).
@@ -729,6 +975,14 @@ struct AddDevice {
     allow_unsigned_json: bool,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/devices",
+    tag = "devices",
+    summary = "Register a device (mints a key when none is given; the key is returned once)",
+    request_body = AddDevice,
+    responses((status = 201, description = "Registered: id, key_fingerprint, replaced, and key when minted", body = serde_json::Value))
+)]
 async fn add_device(
     State(s): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -775,7 +1029,7 @@ async fn add_device(
     Ok((StatusCode::CREATED, Json(v)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Reenroll {
     /// Accepted and ignored (the record names the authenticated person).
@@ -794,6 +1048,15 @@ struct Reenroll {
 /// Re-enrolls a device whose flash was wiped or that was replaced under the
 /// same id: its boots from now on are stored after everything stored before
 /// (daemon/DESIGN.md, "Re-enrollment"). Optionally with a new key.
+#[utoipa::path(
+    post,
+    path = "/api/v1/devices/{id}/reenroll",
+    tag = "devices",
+    summary = "Re-enroll a device whose flash was wiped or that was replaced under the same id: its boots from now on are stored after everything stored before, without a tamper alarm; optionally with a new key (`key`, or `new_key` to mint one, returned once). Recorded in the audit trail",
+    params(("id" = String, Path, description = "Device id")),
+    request_body = Reenroll,
+    responses((status = 200, description = "The enrollment: number, boot_offset, key_fingerprint, and key when minted", body = serde_json::Value))
+)]
 async fn reenroll(
     State(s): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -879,7 +1142,8 @@ async fn reenroll(
     Ok(Json(v))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ExportQuery {
     /// Readings only, as readable JSON lines, instead of the backup.
@@ -891,6 +1155,14 @@ struct ExportQuery {
 /// database as JSON lines `{"tree": name, "key": hex, "value": hex}`, a
 /// consistent-enough backup of a running daemon that `coldchain import`
 /// restores; with `readings=true` every stored reading, one JSON object a line.
+#[utoipa::path(
+    get,
+    path = "/api/v1/export",
+    tag = "ops",
+    summary = "Streamed JSON lines: every tree of the database (backup, restored by `coldchain import`); with `readings=true` every stored reading, one readable object a line (device, enrollment, boot, seq, index, time_ms, time, time_source, channel, kind, value and unit or fault)",
+    params(ExportQuery),
+    responses((status = 200, description = "JSON lines", body = String, content_type = "application/x-ndjson"))
+)]
 async fn export(
     State(s): State<AppState>,
     Query(q): Query<ExportQuery>,
@@ -909,6 +1181,13 @@ async fn export(
 
 /// 200 `ready`, or 503 with one line per reason: the store does not answer,
 /// storage full, not connected to the broker or in a reconnect loop.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "ops",
+    summary = "Readiness: the store answers, storage is not full, the broker is connected and not in a reconnect loop; 503 names each reason",
+    responses((status = 200, description = "`ready`", body = String, content_type = "text/plain"), (status = 503, description = "Not ready: one reason a line", body = String, content_type = "text/plain"))
+)]
 async fn readyz(State(s): State<AppState>) -> Response {
     let store = s.store.clone();
     match tokio::task::spawn_blocking(move || store.size_on_disk()).await {
@@ -933,10 +1212,17 @@ async fn readyz(State(s): State<AppState>) -> Response {
 }
 
 /// Prometheus text exposition format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "ops",
+    summary = "Prometheus metrics (OpenMetrics text): ingest counters, rejections by reason, MQTT connection state and reconnects, store size, outbox depth, open alerts, presence and last seen per device; histograms of publish-to-durable, receive-to-durable, commit and per-shipment evaluation time",
+    responses((status = 200, description = "OpenMetrics text", body = String, content_type = "application/openmetrics-text"))
+)]
 async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
     let text = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
         let mut snap = crate::metrics::Snapshot::from_stats(&s.stats);
-        snap.counters.extend(crate::auth::counters(&s));
+        snap.counters.extend(super::auth::counters(&s));
         snap.gauges.push((
             "coldchain_store_bytes",
             "Database size on disk",
@@ -982,6 +1268,85 @@ async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
         .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/openapi.json",
+    tag = "ops",
+    summary = "This document",
+    responses((status = 200, description = "The OpenAPI document", body = serde_json::Value))
+)]
 async fn openapi() -> Json<serde_json::Value> {
-    Json(crate::openapi::document())
+    static DOC: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    Json(
+        DOC.get_or_init(|| serde_json::to_value(super::openapi::document()).unwrap_or_default())
+            .clone(),
+    )
+}
+
+/// `GET /api/v1/devices/{id}/warming`: the warming rate of every cryogenic
+/// shipment the device watched, in time order, flagged when faster than
+/// `alerts.shipper_rate_factor` times its first shipments' mean.
+#[utoipa::path(
+    get,
+    path = "/api/v1/devices/{id}/warming",
+    tag = "devices",
+    summary = "A dry shipper's warming rates across its cryogenic shipments, flagged when faster than alerts.shipper_rate_factor times its first 3",
+    params(("id" = String, Path, description = "Device id")),
+    responses((status = 200, description = "device, baseline_shipments, factor, shipments (shipment, from_ms, rate_mc_per_h, flagged)", body = serde_json::Value))
+)]
+async fn warming(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    let r =
+        tokio::task::spawn_blocking(move || crate::holdtime::history_json(&s.reader, &id)).await;
+    match r {
+        Ok(Ok(v)) => axum::Json(v).into_response(),
+        Ok(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(serde_json::json!({ "error": format!("{e:#}") })),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(serde_json::json!({ "error": e.to_string() })),
+        )
+            .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NewShipmentBody;
+    use crate::shipment::NewShipment;
+
+    /// The documented body and the engine's `NewShipment` accept the same
+    /// fields: each, with every field given, reads as the other.
+    #[test]
+    fn the_documented_shipment_body_is_the_engines() {
+        let full = serde_json::json!({
+            "id": "S1", "product": "p", "din": "G1234 98 654321 00 H",
+            "product_code": "S1194", "profile": "fridge",
+            "watch": [{"device": "d", "channel": 0}], "origin": "a",
+            "destination": "b", "eta_ms": 1, "collection_ms": 2,
+            "window_h": 3.0, "departure_ms": 4,
+        });
+        let body: NewShipmentBody = serde_json::from_value(full.clone()).unwrap();
+        let engine: NewShipment = serde_json::from_value(full.clone()).unwrap();
+        let back: NewShipmentBody =
+            serde_json::from_value(serde_json::to_value(&engine).unwrap()).unwrap();
+        assert_eq!(serde_json::to_value(&body).unwrap(), full);
+        assert_eq!(serde_json::to_value(&back).unwrap(), full);
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/sites",
+    tag = "sites",
+    summary = "Every path frames came by (gateway ids, `direct`, `serial`): frames per device with their time span, and the frames refused from each gateway",
+    responses((status = 200, description = "The paths", body = serde_json::Value))
+)]
+async fn sites(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let v =
+        tokio::task::spawn_blocking(move || crate::sites::Paths::open(s.store.db())?.overview())
+            .await??;
+    Ok(Json(v))
 }
