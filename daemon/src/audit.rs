@@ -161,28 +161,42 @@ impl Audit {
         details: serde_json::Value,
     ) -> anyhow::Result<AuditEntry> {
         let _guard = self.append.lock().unwrap_or_else(|p| p.into_inner());
-        let (seq, prev) = match self.tree.last()? {
-            Some((_, v)) => {
-                let last: AuditEntry = serde_json::from_slice(&v)?;
-                (last.seq + 1, last.hash)
+        // Insert-if-new at the next sequence number: daemons sharing one
+        // database (PostgreSQL) may append at once; the one that loses reads
+        // the new head and chains after it, so no entry is overwritten and
+        // the chain never forks.
+        loop {
+            let (seq, prev) = match self.tree.last()? {
+                Some((_, v)) => {
+                    let last: AuditEntry = serde_json::from_slice(&v)?;
+                    (last.seq + 1, last.hash)
+                }
+                None => (1, GENESIS.to_string()),
+            };
+            let mut e = AuditEntry {
+                seq,
+                at_ms,
+                who: who.to_string(),
+                action: action.to_string(),
+                subject: subject.to_string(),
+                details: details.clone(),
+                prev,
+                user: user.clone(),
+                hash: String::new(),
+            };
+            e.hash = hash_of(&e);
+            if self
+                .tree
+                .compare_and_swap(
+                    seq.to_be_bytes(),
+                    None::<&[u8]>,
+                    Some(serde_json::to_vec(&e)?),
+                )?
+                .is_ok()
+            {
+                return Ok(e);
             }
-            None => (1, GENESIS.to_string()),
-        };
-        let mut e = AuditEntry {
-            seq,
-            at_ms,
-            who: who.to_string(),
-            action: action.to_string(),
-            subject: subject.to_string(),
-            details,
-            prev,
-            user,
-            hash: String::new(),
-        };
-        e.hash = hash_of(&e);
-        self.tree
-            .insert(seq.to_be_bytes(), serde_json::to_vec(&e)?)?;
-        Ok(e)
+        }
     }
 
     /// Entries after `after_seq`, oldest first, at most `limit`.

@@ -231,3 +231,35 @@ fn a_bad_url_is_a_clear_error() {
     let m = e.to_string();
     assert!(m.contains("PostgreSQL"), "{m}");
 }
+
+/// Two daemons append to the audit trail of one database at once: no entry
+/// is overwritten and the hash chain stays one unbroken chain.
+#[test]
+fn concurrent_audit_appends_keep_one_chain() {
+    use coldchain_daemon::audit::Audit;
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Postgres::start(&dir.path().join("pg"));
+    let url = pg.create_db("audit");
+    let trails: Vec<Audit> = (0..2)
+        .map(|_| Audit::open(&Db::Pg(PgDb::connect(&url, 2).unwrap())).unwrap())
+        .collect();
+    std::thread::scope(|s| {
+        for (i, t) in trails.iter().enumerate() {
+            s.spawn(move || {
+                for n in 0..40 {
+                    t.append(
+                        1_767_225_600_000 + n,
+                        &format!("instance-{i}"),
+                        "test.append",
+                        "trail",
+                        serde_json::json!({ "n": n }),
+                    )
+                    .unwrap();
+                }
+            });
+        }
+    });
+    let v = trails[0].verify().unwrap();
+    assert!(v.ok, "{v:?}");
+    assert_eq!(v.entries, 80, "every append kept");
+}

@@ -80,6 +80,8 @@ usage: coldchain-load [options]
   --no-sub               do not run mosquitto_sub alongside
   --postgres             the daemon on PostgreSQL ([store] postgres_url) instead of sled: a
                          throwaway cluster of Debian's PostgreSQL is started for each run
+  --instances N          with --postgres: N daemons on the one database, splitting the stream
+                         through a shared subscription ([centre]); rates are their sum (default 1)
   --no-crash-check       skip the kill -9 / restart / recount at the end
   --poll-ms N            /api/v1/stats poll interval for the latency estimate (default 2)
   --timeout-s N          bound on the whole run (default 300)
@@ -105,6 +107,7 @@ struct Args {
     timeout: Duration,
     keep: Option<std::path::PathBuf>,
     postgres: bool,
+    instances: usize,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -124,6 +127,7 @@ fn parse_args() -> anyhow::Result<Args> {
         timeout: Duration::from_secs(300),
         keep: None,
         postgres: false,
+        instances: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -146,6 +150,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--repeat" => a.repeat = val()?.parse()?,
             "--no-sub" => a.sub = false,
             "--postgres" => a.postgres = true,
+            "--instances" => a.instances = val()?.parse::<usize>()?.max(1),
             "--no-crash-check" => a.crash_check = false,
             "--poll-ms" => a.poll = Duration::from_millis(val()?.parse()?),
             "--timeout-s" => a.timeout = Duration::from_secs(val()?.parse()?),
@@ -383,11 +388,48 @@ fn run_once(a: &Args) -> anyhow::Result<serde_json::Value> {
             None => format!("{daemon_toml}\n[store]\n{line}"),
         };
     }
-    let mut daemon = Daemon::start(&root.join("daemon"), broker.port, &devs, &daemon_toml);
-    let dpid = daemon.pid().context("daemon pid")?;
+    if a.instances > 1 {
+        anyhow::ensure!(
+            a.postgres,
+            "--instances needs --postgres (one shared database)"
+        );
+        daemon_toml.push_str("\n[centre]\ngroup = \"load\"\n");
+    }
+    let mut daemons: Vec<Daemon> = (0..a.instances)
+        .map(|i| {
+            let opts = coldchain_tests::DaemonOpts {
+                mqtt: format!("client_id = \"coldchain-load-{i}\""),
+                extra: daemon_toml.clone(),
+                ..Default::default()
+            };
+            Daemon::start_with(&root.join(format!("daemon-{i}")), broker.port, &devs, &opts)
+        })
+        .collect();
+    // Each connected (readyz: MQTT up) and subscribed: a shared
+    // subscription queues nothing for a member before it subscribes.
+    for d in &daemons {
+        coldchain_tests::wait_for(Duration::from_secs(30), "daemon ready", || {
+            ureq::get(&format!("http://127.0.0.1:{}/readyz", d.http_port))
+                .call()
+                .ok()
+        });
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let dpids: Vec<u32> = daemons
+        .iter()
+        .map(|d| d.pid().context("daemon pid"))
+        .collect::<anyhow::Result<_>>()?;
+    let ports: Vec<u16> = daemons.iter().map(|d| d.http_port).collect();
     let bpid = broker.pid().context("broker pid")?;
-    let base0 = http_get(daemon.http_port, "/api/v1/stats")?;
-    let acked0 = stat_u64(&base0, "acked");
+    let stat_sum = |key: &str| -> anyhow::Result<u64> {
+        let mut n = 0;
+        for p in &ports {
+            n += stat_u64(&http_get(*p, "/api/v1/stats")?, key);
+        }
+        Ok(n)
+    };
+    let acked0 = stat_sum("acked")?;
+    let daemons_cpu = |pids: &[u32]| pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
 
     let base = Instant::now();
 
@@ -435,18 +477,30 @@ fn run_once(a: &Args) -> anyhow::Result<serde_json::Value> {
     let stop_poll = Arc::new(AtomicBool::new(false));
     let samples = Arc::new(Mutex::new(Vec::<(u64, u64)>::with_capacity(1 << 16)));
     let poller = {
-        let (stop, samples, port, poll) =
-            (stop_poll.clone(), samples.clone(), daemon.http_port, a.poll);
+        let (stop, samples, ports, poll) =
+            (stop_poll.clone(), samples.clone(), ports.clone(), a.poll);
         std::thread::spawn(move || {
             let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
-            let url = format!("http://127.0.0.1:{port}/api/v1/stats");
+            let urls: Vec<String> = ports
+                .iter()
+                .map(|p| format!("http://127.0.0.1:{p}/api/v1/stats"))
+                .collect();
             while !stop.load(Ordering::Relaxed) {
                 let t0 = Instant::now();
-                if let Ok(mut r) = agent.get(&url).call()
-                    && let Ok(v) = r.body_mut().read_json::<serde_json::Value>()
-                {
+                let mut sum = Some(0u64);
+                for url in &urls {
+                    sum = match (sum, agent.get(url).call()) {
+                        (Some(n), Ok(mut r)) => r
+                            .body_mut()
+                            .read_json::<serde_json::Value>()
+                            .ok()
+                            .map(|v| n + stat_u64(&v, "acked")),
+                        _ => None,
+                    };
+                }
+                if let Some(sum) = sum {
                     let t = us(base);
-                    let n = stat_u64(&v, "acked").saturating_sub(acked0);
+                    let n = sum.saturating_sub(acked0);
                     samples
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -463,7 +517,7 @@ fn run_once(a: &Args) -> anyhow::Result<serde_json::Value> {
     };
 
     let cpu0 = (
-        cpu_seconds(dpid),
+        daemons_cpu(&dpids),
         cpu_seconds(bpid),
         cpu_seconds(std::process::id()),
     );
@@ -542,7 +596,7 @@ fn run_once(a: &Args) -> anyhow::Result<serde_json::Value> {
     }
     let _ = poller.join();
     let cpu1 = (
-        cpu_seconds(dpid),
+        daemons_cpu(&dpids),
         cpu_seconds(bpid),
         cpu_seconds(std::process::id()),
     );
@@ -568,8 +622,11 @@ fn run_once(a: &Args) -> anyhow::Result<serde_json::Value> {
             .map(|s| (s, sub_cpu));
     }
 
-    let stats = daemon.get("/api/v1/stats");
-    let peak_rss_kib = status_kib(dpid, "VmHWM:").unwrap_or(0);
+    let peak_rss_kib = dpids
+        .iter()
+        .filter_map(|p| status_kib(*p, "VmHWM:"))
+        .max()
+        .unwrap_or(0);
     let broker_rss_kib = status_kib(bpid, "VmHWM:").unwrap_or(0);
 
     // Latency: k-th publish (time order) vs first poll with acked >= k.
@@ -595,23 +652,31 @@ fn run_once(a: &Args) -> anyhow::Result<serde_json::Value> {
     let sub_rate = sub.map(|((n, _, last), _)| (n * a.readings as u64) as f64 / secs(last));
     let ratio = sub_rate.map(|s| durable_rate / s);
 
-    let readings_stored = stat_u64(&stats, "readings_stored");
-    let acked = stat_u64(&stats, "acked").saturating_sub(acked0);
-    let commits = stat_u64(&stats, "commits");
+    let readings_stored = stat_sum("readings_stored")?;
+    let acked = stat_sum("acked")?.saturating_sub(acked0);
+    let commits = stat_sum("commits")?;
 
     // Every acknowledged reading is durable: crash the daemon and count again.
     let mut recount = None;
     if a.crash_check {
-        daemon.kill9();
-        daemon.restart();
-        let devices = daemon.get("/api/v1/devices");
+        // Every instance: on a shared database the first one's count is
+        // the whole store's.
+        for d in &mut daemons {
+            d.kill9();
+        }
+        for d in &mut daemons {
+            d.restart();
+        }
+        let devices = daemons[0].get("/api/v1/devices");
         let n: u64 = devices
             .as_array()
             .map(|v| v.iter().map(|d| d["readings"].as_u64().unwrap_or(0)).sum())
             .unwrap_or(0);
         recount = Some(n);
     }
-    let _ = daemon.stop();
+    for d in &mut daemons {
+        let _ = d.stop();
+    }
 
     let p = |q| percentile(&lat_ms, q);
     println!(
