@@ -165,6 +165,15 @@ pub fn label(centre: Option<&Centre>, msg: &Inbound) -> String {
     }
 }
 
+/// The path label a frame's own transport names, where no per-frame
+/// record says more: [`SERIAL`] or [`DIRECT`].
+pub fn via_label(via: Via) -> &'static str {
+    match via {
+        Via::Serial => SERIAL,
+        Via::Mqtt | Via::MqttJson => DIRECT,
+    }
+}
+
 /// The device time of a frame that was stored (wall time from a synced
 /// device clock; else when it was received): what a path's time span is
 /// made of.
@@ -334,6 +343,81 @@ impl Paths {
         self.refused
             .insert(label.as_bytes(), serde_json::to_vec(&r)?)?;
         Ok(())
+    }
+
+    /// Retention: forgets the paths of a frame it purged (its entry in
+    /// `site_frames`), returning them; a frame without one (a gateway keeps
+    /// none, or a frame stored before paths were kept) is counted against
+    /// the path its transport names (`serial`, else `direct`). Whether an
+    /// entry was removed is the second value.
+    pub fn forget_frame(
+        &self,
+        d: &DeviceId,
+        stored: FrameRef,
+        via: Via,
+    ) -> anyhow::Result<(BTreeSet<String>, bool)> {
+        Ok(match self.frames.remove(key::frame(d, stored))? {
+            Some(v) => (serde_json::from_slice(&v)?, true),
+            None => (BTreeSet::from([via_label(via).to_string()]), false),
+        })
+    }
+
+    /// Retention: takes the frames it purged off a device's per-path
+    /// summaries (`gone`: frames per path), whose span becomes that of the
+    /// frames kept (`kept`, when the path still has some). A summary left
+    /// with no frame is removed. Each summary is swapped atomically (on
+    /// PostgreSQL across instances too), so a concurrent [`Paths::flush`]
+    /// on another instance is not undone.
+    pub fn forget_counts(
+        &self,
+        d: &str,
+        gone: &BTreeMap<String, u64>,
+        kept: &BTreeMap<String, Seen>,
+    ) -> anyhow::Result<()> {
+        for (label, n) in gone {
+            let k = device_path_key(d, label);
+            loop {
+                let cur = self.devices.get(&k)?;
+                let Some(cur_v) = &cur else { break };
+                let s: Seen = serde_json::from_slice(cur_v)?;
+                let new = (s.frames > *n).then(|| {
+                    let span = kept.get(label).copied().unwrap_or(s);
+                    Seen {
+                        frames: s.frames - n,
+                        first_ms: span.first_ms,
+                        last_ms: span.last_ms,
+                    }
+                });
+                let new = new.map(|x| serde_json::to_vec(&x)).transpose()?;
+                if self
+                    .devices
+                    .compare_and_swap(&k, cur.as_deref(), new)?
+                    .is_ok()
+                {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Retention: removes the refusal records of paths whose latest
+    /// refusal was received before `cutoff_ms`; returns how many.
+    pub fn forget_refused(&self, cutoff_ms: i64) -> anyhow::Result<u64> {
+        let mut n = 0;
+        for kv in self.refused.iter() {
+            let (k, v) = kv?;
+            let r: Refused = serde_json::from_slice(&v)?;
+            if r.last_ms < cutoff_ms
+                && self
+                    .refused
+                    .compare_and_swap(&k, Some(&v), None::<Vec<u8>>)?
+                    .is_ok()
+            {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// The paths a stored frame came by.
