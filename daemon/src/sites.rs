@@ -637,10 +637,10 @@ impl Sites {
         self.forward
             .push(&format!("ship/{}/record", s.id), json.clone(), false)?;
         if self.is_centre() {
-            self.outbox.mqtt(
+            self.outbox.fleet(
+                &s.id,
                 format!("{FLEET_SHIPMENTS}/{}", s.id),
                 String::from_utf8(json)?,
-                true,
             )?;
         }
         Ok(())
@@ -675,31 +675,34 @@ impl Sites {
             return Ok(None);
         }
         let from_centre = !self.is_centre();
-        let ours = shipments.get(&theirs.id)?;
-        let (merged, conflicts) = match &ours {
-            None => {
-                if let Some(u) = &self.cfg.upstream
-                    && from_centre
-                    && !u.sites.is_empty()
-                    && !u
-                        .sites
-                        .iter()
-                        .any(|x| *x == theirs.origin || *x == theirs.destination)
-                {
-                    return Ok(None);
+        // Read, merge and write in one compare-and-swap, merged again when
+        // another instance sharing the database changed the record meanwhile.
+        let r = shipments.update(&theirs.id, |ours| {
+            let (merged, conflicts) = match ours {
+                None => {
+                    if let Some(u) = &self.cfg.upstream
+                        && from_centre
+                        && !u.sites.is_empty()
+                        && !u
+                            .sites
+                            .iter()
+                            .any(|x| *x == theirs.origin || *x == theirs.destination)
+                    {
+                        return Ok(None);
+                    }
+                    (theirs.clone(), Vec::new())
                 }
-                (theirs.clone(), Vec::new())
-            }
-            Some(o) => merge(o, &theirs, from_centre),
-        };
-        if ours.as_ref() == Some(&merged) {
+                Some(o) => merge(o, &theirs, from_centre),
+            };
+            Ok((ours != Some(&merged)).then_some((merged, conflicts)))
+        })?;
+        let Some((ours, merged, conflicts)) = r else {
             return Ok(None);
-        }
+        };
         if !conflicts.is_empty() {
             tracing::warn!(shipment = %merged.id, from = %inc.from, ?conflicts,
                 "shipment record: fields differ between sites; the centre's copy is kept");
         }
-        shipments.put(&merged)?;
         self.audit.append(
             now,
             &format!("site {}", inc.from),
