@@ -226,12 +226,39 @@ pub struct PathBatch(BTreeMap<Vec<u8>, Seen>);
 /// The paths frames came by (trees `site_frames`, `site_devices`,
 /// `site_refused`). Written by the ingest task only, before the group
 /// commit that makes the frames durable: durable exactly when they are.
+/// Every change is a compare-and-swap, retried, so instances sharing a
+/// database (and retention) do not undo each other's.
 #[derive(Debug, Clone)]
 pub struct Paths {
     frames: crate::kv::Tree,
     devices: crate::kv::Tree,
     refused: crate::kv::Tree,
     per_frame: bool,
+}
+
+/// Read-modify-write of one JSON value with compare-and-swap (atomic
+/// across instances on PostgreSQL), retried on a concurrent change: `f`
+/// gets the stored value and returns `None` to leave it, `Some(None)` to
+/// remove it, `Some(Some(v))` to write `v`. Returns whether it wrote.
+fn swap<T: Serialize + serde::de::DeserializeOwned>(
+    tree: &crate::kv::Tree,
+    k: &[u8],
+    mut f: impl FnMut(Option<T>) -> anyhow::Result<Option<Option<T>>>,
+) -> anyhow::Result<bool> {
+    loop {
+        let cur = tree.get(k)?;
+        let old: Option<T> = cur
+            .as_ref()
+            .map(|v| serde_json::from_slice(v))
+            .transpose()?;
+        let Some(new) = f(old)? else {
+            return Ok(false);
+        };
+        let new = new.map(|v| serde_json::to_vec(&v)).transpose()?;
+        if tree.compare_and_swap(k, cur.as_deref(), new)?.is_ok() {
+            return Ok(true);
+        }
+    }
 }
 
 fn device_path_key(d: &str, label: &str) -> Vec<u8> {
@@ -277,14 +304,15 @@ impl Paths {
     ) -> anyhow::Result<()> {
         if self.per_frame {
             let k = key::frame(d, stored);
-            let mut labels: BTreeSet<String> = match self.frames.get(&k)? {
-                Some(v) => serde_json::from_slice(&v)?,
-                None => BTreeSet::new(),
-            };
-            if !labels.insert(label.to_string()) {
+            // Compare-and-swap: another instance may add a path to the same
+            // frame at the same moment (the frame forwarded by two gateways).
+            let added = swap(&self.frames, &k, |cur: Option<BTreeSet<String>>| {
+                let mut labels = cur.unwrap_or_default();
+                Ok(labels.insert(label.to_string()).then_some(Some(labels)))
+            })?;
+            if !added {
                 return Ok(());
             }
-            self.frames.insert(k, serde_json::to_vec(&labels)?)?;
         } else if !new {
             return Ok(());
         }
@@ -308,18 +336,16 @@ impl Paths {
     /// commit).
     pub fn flush(&self, batch: &mut PathBatch) -> anyhow::Result<()> {
         for (dk, add) in std::mem::take(&mut batch.0) {
-            let seen = match self.devices.get(&dk)? {
-                Some(v) => {
-                    let s: Seen = serde_json::from_slice(&v)?;
-                    Seen {
+            swap(&self.devices, &dk, |cur: Option<Seen>| {
+                Ok(Some(Some(match cur {
+                    Some(s) => Seen {
                         frames: s.frames + add.frames,
                         first_ms: s.first_ms.min(add.first_ms),
                         last_ms: s.last_ms.max(add.last_ms),
-                    }
-                }
-                None => add,
-            };
-            self.devices.insert(dk, serde_json::to_vec(&seen)?)?;
+                    },
+                    None => add,
+                })))
+            })?;
         }
         Ok(())
     }
@@ -332,16 +358,14 @@ impl Paths {
         device: Option<&DeviceId>,
         msg: &Inbound,
     ) -> anyhow::Result<()> {
-        let mut r: Refused = match self.refused.get(label.as_bytes())? {
-            Some(v) => serde_json::from_slice(&v)?,
-            None => Refused::default(),
-        };
-        *r.by_reason.entry(reason.to_string()).or_default() += 1;
-        r.last_ms = msg.received_ms;
-        r.last_device = device.map(|d| d.to_string());
-        r.last_source.clone_from(&msg.source);
-        self.refused
-            .insert(label.as_bytes(), serde_json::to_vec(&r)?)?;
+        swap(&self.refused, label.as_bytes(), |cur: Option<Refused>| {
+            let mut r = cur.unwrap_or_default();
+            *r.by_reason.entry(reason.to_string()).or_default() += 1;
+            r.last_ms = msg.received_ms;
+            r.last_device = device.map(|d| d.to_string());
+            r.last_source.clone_from(&msg.source);
+            Ok(Some(Some(r)))
+        })?;
         Ok(())
     }
 
