@@ -1459,6 +1459,7 @@ impl Evaluator {
                     .get(&req.shipment)
                     .map_err(internal)?
                     .ok_or_else(|| Refusal::NotFound(format!("no shipment {:?}", req.shipment)))?;
+                let before = s.clone();
                 let conflict = |e: crate::shipment::ShipmentError| match e {
                     crate::shipment::ShipmentError::Transition { .. } => {
                         Refusal::Conflict(e.to_string())
@@ -1521,7 +1522,22 @@ impl Evaluator {
                     }
                     Command::Create(_) | Command::Ack { .. } => unreachable!("handled above"),
                 };
-                self.shipments.put(&s).map_err(internal)?;
+                // Written with compare-and-swap: when another instance
+                // sharing the database merged a record from a site meanwhile
+                // (crate::sites), this change is merged into it (this
+                // person's values win a conflict) instead of overwriting it.
+                if let Some((_, merged, ())) = self
+                    .shipments
+                    .update(&s.id, |cur| {
+                        Ok(Some(match cur {
+                            Some(c) if *c != before => (crate::sites::merge(c, &s, true).0, ()),
+                            _ => (s.clone(), ()),
+                        }))
+                    })
+                    .map_err(internal)?
+                {
+                    s = merged;
+                }
                 self.audit
                     .append_by(now, &actor, action, &s.id, details)
                     .map_err(internal)?;

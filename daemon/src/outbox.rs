@@ -7,6 +7,16 @@
 //! | `m` ‖ id | an MQTT publish (alert events), in order |
 //! | `s` ‖ shipment | the latest retained shipment status (a newer one replaces it) |
 //! | `w` ‖ id | a webhook POST |
+//! | `f` ‖ shipment | a centre's shipment record for the fleet (retained; a newer one replaces it) |
+//!
+//! A fleet record (`crate::sites`) may be merged by several instances of a
+//! centre sharing one database, each queueing the record it wrote, and two
+//! instances' publishes may reach the broker in either order. So, once a
+//! fleet record is acknowledged by the broker, the stored shipment is read
+//! again: when it is no longer what was published, it is queued again. The
+//! last publish of a record is therefore never older than the stored
+//! record: whichever publish lands last, its deliverer checked the store
+//! after the broker had it, and re-queued anything newer.
 //!
 //! MQTT items go out on a connection of their own, one at a time, and leave
 //! the outbox only when the broker's PUBACK for them has arrived. Webhooks are
@@ -83,6 +93,7 @@ pub struct Item {
 pub struct Outbox {
     db: crate::kv::Db,
     tree: crate::kv::Tree,
+    shipments: crate::kv::Tree,
     wake: Arc<Notify>,
 }
 
@@ -92,6 +103,7 @@ impl Outbox {
         Ok(Outbox {
             db: db.clone(),
             tree: db.open_tree("outbox")?,
+            shipments: db.open_tree("shipments")?,
             wake: Arc::new(Notify::new()),
         })
     }
@@ -135,6 +147,38 @@ impl Outbox {
                 retain: true,
             },
         )
+    }
+
+    /// Queues a centre's shipment record for the fleet (retained on
+    /// `topic`), replacing an undelivered older one; see the module docs for
+    /// how the last publish is kept the stored record.
+    pub fn fleet(&self, shipment: &str, topic: String, payload: String) -> anyhow::Result<()> {
+        let mut k = vec![b'f'];
+        k.extend_from_slice(shipment.as_bytes());
+        self.put(
+            k,
+            Delivery::Mqtt {
+                topic,
+                payload,
+                retain: true,
+            },
+        )
+    }
+
+    /// After a fleet record was acknowledged: queues the stored shipment
+    /// again when it is no longer the record published.
+    fn fleet_recheck(&self, key: &[u8], topic: &str, published: &str) -> anyhow::Result<()> {
+        let id = String::from_utf8_lossy(&key[1..]);
+        let Some(stored) = self.shipments.get(id.as_bytes())? else {
+            return Ok(());
+        };
+        let same = serde_json::from_str::<serde_json::Value>(published).ok()
+            == serde_json::from_slice::<serde_json::Value>(&stored).ok();
+        if !same {
+            self.fleet(&id, topic.to_string(), String::from_utf8(stored.to_vec())?)?;
+            self.flush();
+        }
+        Ok(())
     }
 
     /// Queues a webhook POST.
@@ -279,6 +323,7 @@ pub async fn run_mqtt(cfg: Config, outbox: Outbox, mut stop: watch::Receiver<boo
             .due(b'm', now_ms())
             .and_then(|mut v| {
                 v.extend(outbox.due(b's', now_ms())?);
+                v.extend(outbox.due(b'f', now_ms())?);
                 Ok(v)
             })
             .unwrap_or_else(|e| {
@@ -313,7 +358,13 @@ pub async fn run_mqtt(cfg: Config, outbox: Outbox, mut stop: watch::Receiver<boo
                     .is_ok_and(|a| a.is_some());
             let r = if acked {
                 delivered = true;
-                outbox.done(&key, &item)
+                outbox.done(&key, &item).and_then(|()| {
+                    if key.first() == Some(&b'f') {
+                        outbox.fleet_recheck(&key, topic, payload)
+                    } else {
+                        Ok(())
+                    }
+                })
             } else {
                 outbox.failed(&key, item.clone(), "no PUBACK from the broker".into())
             };

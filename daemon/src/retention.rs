@@ -7,6 +7,13 @@
 //! long we have held it), never by the device's clock alone, so a device with
 //! a wrong clock cannot get fresh data purged.
 //!
+//! The paths those frames came by go with them (`crate::sites`): a purged
+//! frame's own list of paths (a centre's `site_frames`) is removed, the
+//! per-device, per-path summaries (`site_devices`) lose the purged frames
+//! and take the span of the frames kept (a summary left with none is
+//! removed), and a path's refusal record (`site_refused`) goes once its
+//! latest refusal was received before the cutoff.
+//!
 //! What is kept whatever its age:
 //! - data in the window of any shipment watching the device that is not
 //!   closed, or was closed less than the retention period ago (from an hour
@@ -20,11 +27,13 @@
 //! counts. A frame older than the cutoff that arrives after its purge is
 //! stored again (the dedupe entry went with it) and purged on the next pass.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use coldchain_proto::DeviceId;
 
 use crate::shipment::{Shipment, State};
+use crate::sites::Seen;
 use crate::store::{GapRecord, KvStore, SecurityRecord, key};
 
 const H: i64 = 3_600_000;
@@ -45,12 +54,18 @@ pub struct Purged {
     pub security: u64,
     /// Frames past the cutoff kept for a shipment.
     pub kept_for_shipments: u64,
+    /// Per-frame path lists (`site_frames`, a centre's) removed with their
+    /// frames.
+    pub site_frames: u64,
+    /// Paths' refusal records (`site_refused`) whose latest refusal was
+    /// before the cutoff.
+    pub site_refused: u64,
 }
 
 impl Purged {
     /// Whether anything was removed.
     pub fn any(&self) -> bool {
-        self.frames + self.gaps + self.security > 0
+        self.frames + self.gaps + self.security + self.site_refused > 0
     }
 }
 
@@ -90,6 +105,7 @@ pub fn purge(
     let events = db.open_tree("events")?;
     let gaps = db.open_tree("gaps")?;
     let security = db.open_tree("security")?;
+    let paths = crate::sites::Paths::open(db)?;
     let keep = protected(shipments, cutoff_ms, now_ms);
     let mut p = Purged::default();
     for dev in store.known_devices()? {
@@ -101,21 +117,59 @@ pub fn purge(
             .collect();
         let prefix = key::device_prefix(&d);
         let mut clocks = std::collections::HashMap::new();
+        // Frames purged and the span of those kept, per path (`sites`).
+        let mut gone: BTreeMap<String, u64> = BTreeMap::new();
+        let mut kept: BTreeMap<String, Seen> = BTreeMap::new();
         for kv in frames.scan_prefix(&prefix) {
             let (k, v) = kv?;
             let stored = crate::store::StoredFrame::parse(&v)?;
             let rec = stored.record;
-            if rec.received_ms >= cutoff_ms {
+            let at = key::parse_frame(&k).map(|(_, r)| r);
+            let keep_it = rec.received_ms >= cutoff_ms || {
+                let boot = at.map_or(0, |r| r.boot);
+                let time_ms = store.place(&d, boot, rec.time_ms, rec.time_source, &mut clocks)?;
+                let needed = windows
+                    .iter()
+                    .any(|&(from, to)| (from..=to).contains(&time_ms));
+                p.kept_for_shipments += u64::from(needed);
+                needed
+            };
+            if keep_it {
+                // The time `sites::frame_time` gave it when it was noted.
+                let t = if rec.time_source.is_synced() {
+                    rec.time_ms
+                } else {
+                    rec.received_ms
+                };
+                let labels = match at {
+                    Some(r) => paths.of_frame(&d, r)?,
+                    None => BTreeSet::new(),
+                };
+                let labels = if labels.is_empty() {
+                    BTreeSet::from([crate::sites::via_label(rec.via).to_string()])
+                } else {
+                    labels
+                };
+                for l in labels {
+                    kept.entry(l)
+                        .and_modify(|s| {
+                            s.first_ms = s.first_ms.min(t);
+                            s.last_ms = s.last_ms.max(t);
+                        })
+                        .or_insert(Seen {
+                            frames: 0,
+                            first_ms: t,
+                            last_ms: t,
+                        });
+                }
                 continue;
             }
-            let boot = key::parse_frame(&k).map_or(0, |(_, r)| r.boot);
-            let time_ms = store.place(&d, boot, rec.time_ms, rec.time_source, &mut clocks)?;
-            if windows
-                .iter()
-                .any(|&(from, to)| (from..=to).contains(&time_ms))
-            {
-                p.kept_for_shipments += 1;
-                continue;
+            if let Some(r) = at {
+                let (labels, had) = paths.forget_frame(&d, r, rec.via)?;
+                p.site_frames += u64::from(had);
+                for l in labels {
+                    *gone.entry(l).or_default() += 1;
+                }
             }
             // Inline (this version) or in `frame_readings` (earlier ones).
             let old_layout = readings.remove(&k)?;
@@ -130,6 +184,7 @@ pub fn purge(
             frames.remove(&k)?;
             p.frames += 1;
         }
+        paths.forget_counts(&dev, &gone, &kept)?;
         for kv in gaps.scan_prefix(&prefix) {
             let (k, v) = kv?;
             let g: GapRecord = postcard::from_bytes(&v)?;
@@ -151,6 +206,7 @@ pub fn purge(
             }
         }
     }
+    p.site_refused = paths.forget_refused(cutoff_ms)?;
     Ok(p)
 }
 
@@ -182,6 +238,8 @@ pub fn run_pass(
             events = p.events,
             gaps = p.gaps,
             security = p.security,
+            site_frames = p.site_frames,
+            site_refused = p.site_refused,
             kept_for_shipments = p.kept_for_shipments,
             retention_days,
             "retention: purged device data older than the retention period"

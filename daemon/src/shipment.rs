@@ -32,6 +32,39 @@ impl Shipments {
         Ok(())
     }
 
+    /// Changes one shipment atomically (compare-and-swap: across daemon
+    /// instances on PostgreSQL too): `f` is given the stored record (`None`:
+    /// absent) and returns the new one with a value of its own, or `None` to
+    /// leave the record as it is. When another writer changed the record
+    /// between the read and the swap, `f` runs again on what it wrote, so
+    /// no change is lost. Returns the record `f` was last given, the new
+    /// record and `f`'s value; `None` when `f` left it. Not yet durable: the
+    /// caller syncs.
+    pub fn update<T>(
+        &self,
+        id: &str,
+        mut f: impl FnMut(Option<&Shipment>) -> anyhow::Result<Option<(Shipment, T)>>,
+    ) -> anyhow::Result<Option<(Option<Shipment>, Shipment, T)>> {
+        loop {
+            let cur = self.tree.get(id.as_bytes())?;
+            let old: Option<Shipment> = cur
+                .as_ref()
+                .map(|v| serde_json::from_slice(v))
+                .transpose()?;
+            let Some((new, t)) = f(old.as_ref())? else {
+                return Ok(None);
+            };
+            let r = self.tree.compare_and_swap(
+                id.as_bytes(),
+                cur.as_deref(),
+                Some(serde_json::to_vec(&new)?),
+            )?;
+            if r.is_ok() {
+                return Ok(Some((old, new, t)));
+            }
+        }
+    }
+
     /// Inserts a new shipment; false if the id exists.
     pub fn insert_new(&self, s: &Shipment) -> anyhow::Result<bool> {
         let r = self.tree.compare_and_swap(

@@ -165,6 +165,15 @@ pub fn label(centre: Option<&Centre>, msg: &Inbound) -> String {
     }
 }
 
+/// The path label a frame's own transport names, where no per-frame
+/// record says more: [`SERIAL`] or [`DIRECT`].
+pub fn via_label(via: Via) -> &'static str {
+    match via {
+        Via::Serial => SERIAL,
+        Via::Mqtt | Via::MqttJson => DIRECT,
+    }
+}
+
 /// The device time of a frame that was stored (wall time from a synced
 /// device clock; else when it was received): what a path's time span is
 /// made of.
@@ -217,12 +226,39 @@ pub struct PathBatch(BTreeMap<Vec<u8>, Seen>);
 /// The paths frames came by (trees `site_frames`, `site_devices`,
 /// `site_refused`). Written by the ingest task only, before the group
 /// commit that makes the frames durable: durable exactly when they are.
+/// Every change is a compare-and-swap, retried, so instances sharing a
+/// database (and retention) do not undo each other's.
 #[derive(Debug, Clone)]
 pub struct Paths {
     frames: crate::kv::Tree,
     devices: crate::kv::Tree,
     refused: crate::kv::Tree,
     per_frame: bool,
+}
+
+/// Read-modify-write of one JSON value with compare-and-swap (atomic
+/// across instances on PostgreSQL), retried on a concurrent change: `f`
+/// gets the stored value and returns `None` to leave it, `Some(None)` to
+/// remove it, `Some(Some(v))` to write `v`. Returns whether it wrote.
+fn swap<T: Serialize + serde::de::DeserializeOwned>(
+    tree: &crate::kv::Tree,
+    k: &[u8],
+    mut f: impl FnMut(Option<T>) -> anyhow::Result<Option<Option<T>>>,
+) -> anyhow::Result<bool> {
+    loop {
+        let cur = tree.get(k)?;
+        let old: Option<T> = cur
+            .as_ref()
+            .map(|v| serde_json::from_slice(v))
+            .transpose()?;
+        let Some(new) = f(old)? else {
+            return Ok(false);
+        };
+        let new = new.map(|v| serde_json::to_vec(&v)).transpose()?;
+        if tree.compare_and_swap(k, cur.as_deref(), new)?.is_ok() {
+            return Ok(true);
+        }
+    }
 }
 
 fn device_path_key(d: &str, label: &str) -> Vec<u8> {
@@ -268,14 +304,15 @@ impl Paths {
     ) -> anyhow::Result<()> {
         if self.per_frame {
             let k = key::frame(d, stored);
-            let mut labels: BTreeSet<String> = match self.frames.get(&k)? {
-                Some(v) => serde_json::from_slice(&v)?,
-                None => BTreeSet::new(),
-            };
-            if !labels.insert(label.to_string()) {
+            // Compare-and-swap: another instance may add a path to the same
+            // frame at the same moment (the frame forwarded by two gateways).
+            let added = swap(&self.frames, &k, |cur: Option<BTreeSet<String>>| {
+                let mut labels = cur.unwrap_or_default();
+                Ok(labels.insert(label.to_string()).then_some(Some(labels)))
+            })?;
+            if !added {
                 return Ok(());
             }
-            self.frames.insert(k, serde_json::to_vec(&labels)?)?;
         } else if !new {
             return Ok(());
         }
@@ -299,18 +336,16 @@ impl Paths {
     /// commit).
     pub fn flush(&self, batch: &mut PathBatch) -> anyhow::Result<()> {
         for (dk, add) in std::mem::take(&mut batch.0) {
-            let seen = match self.devices.get(&dk)? {
-                Some(v) => {
-                    let s: Seen = serde_json::from_slice(&v)?;
-                    Seen {
+            swap(&self.devices, &dk, |cur: Option<Seen>| {
+                Ok(Some(Some(match cur {
+                    Some(s) => Seen {
                         frames: s.frames + add.frames,
                         first_ms: s.first_ms.min(add.first_ms),
                         last_ms: s.last_ms.max(add.last_ms),
-                    }
-                }
-                None => add,
-            };
-            self.devices.insert(dk, serde_json::to_vec(&seen)?)?;
+                    },
+                    None => add,
+                })))
+            })?;
         }
         Ok(())
     }
@@ -323,17 +358,90 @@ impl Paths {
         device: Option<&DeviceId>,
         msg: &Inbound,
     ) -> anyhow::Result<()> {
-        let mut r: Refused = match self.refused.get(label.as_bytes())? {
-            Some(v) => serde_json::from_slice(&v)?,
-            None => Refused::default(),
-        };
-        *r.by_reason.entry(reason.to_string()).or_default() += 1;
-        r.last_ms = msg.received_ms;
-        r.last_device = device.map(|d| d.to_string());
-        r.last_source.clone_from(&msg.source);
-        self.refused
-            .insert(label.as_bytes(), serde_json::to_vec(&r)?)?;
+        swap(&self.refused, label.as_bytes(), |cur: Option<Refused>| {
+            let mut r = cur.unwrap_or_default();
+            *r.by_reason.entry(reason.to_string()).or_default() += 1;
+            r.last_ms = msg.received_ms;
+            r.last_device = device.map(|d| d.to_string());
+            r.last_source.clone_from(&msg.source);
+            Ok(Some(Some(r)))
+        })?;
         Ok(())
+    }
+
+    /// Retention: forgets the paths of a frame it purged (its entry in
+    /// `site_frames`), returning them; a frame without one (a gateway keeps
+    /// none, or a frame stored before paths were kept) is counted against
+    /// the path its transport names (`serial`, else `direct`). Whether an
+    /// entry was removed is the second value.
+    pub fn forget_frame(
+        &self,
+        d: &DeviceId,
+        stored: FrameRef,
+        via: Via,
+    ) -> anyhow::Result<(BTreeSet<String>, bool)> {
+        Ok(match self.frames.remove(key::frame(d, stored))? {
+            Some(v) => (serde_json::from_slice(&v)?, true),
+            None => (BTreeSet::from([via_label(via).to_string()]), false),
+        })
+    }
+
+    /// Retention: takes the frames it purged off a device's per-path
+    /// summaries (`gone`: frames per path), whose span becomes that of the
+    /// frames kept (`kept`, when the path still has some). A summary left
+    /// with no frame is removed. Each summary is swapped atomically (on
+    /// PostgreSQL across instances too), so a concurrent [`Paths::flush`]
+    /// on another instance is not undone.
+    pub fn forget_counts(
+        &self,
+        d: &str,
+        gone: &BTreeMap<String, u64>,
+        kept: &BTreeMap<String, Seen>,
+    ) -> anyhow::Result<()> {
+        for (label, n) in gone {
+            let k = device_path_key(d, label);
+            loop {
+                let cur = self.devices.get(&k)?;
+                let Some(cur_v) = &cur else { break };
+                let s: Seen = serde_json::from_slice(cur_v)?;
+                let new = (s.frames > *n).then(|| {
+                    let span = kept.get(label).copied().unwrap_or(s);
+                    Seen {
+                        frames: s.frames - n,
+                        first_ms: span.first_ms,
+                        last_ms: span.last_ms,
+                    }
+                });
+                let new = new.map(|x| serde_json::to_vec(&x)).transpose()?;
+                if self
+                    .devices
+                    .compare_and_swap(&k, cur.as_deref(), new)?
+                    .is_ok()
+                {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Retention: removes the refusal records of paths whose latest
+    /// refusal was received before `cutoff_ms`; returns how many.
+    pub fn forget_refused(&self, cutoff_ms: i64) -> anyhow::Result<u64> {
+        let mut n = 0;
+        for kv in self.refused.iter() {
+            let (k, v) = kv?;
+            let r: Refused = serde_json::from_slice(&v)?;
+            if r.last_ms < cutoff_ms
+                && self
+                    .refused
+                    .compare_and_swap(&k, Some(&v), None::<Vec<u8>>)?
+                    .is_ok()
+            {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// The paths a stored frame came by.
@@ -553,10 +661,10 @@ impl Sites {
         self.forward
             .push(&format!("ship/{}/record", s.id), json.clone(), false)?;
         if self.is_centre() {
-            self.outbox.mqtt(
+            self.outbox.fleet(
+                &s.id,
                 format!("{FLEET_SHIPMENTS}/{}", s.id),
                 String::from_utf8(json)?,
-                true,
             )?;
         }
         Ok(())
@@ -591,31 +699,34 @@ impl Sites {
             return Ok(None);
         }
         let from_centre = !self.is_centre();
-        let ours = shipments.get(&theirs.id)?;
-        let (merged, conflicts) = match &ours {
-            None => {
-                if let Some(u) = &self.cfg.upstream
-                    && from_centre
-                    && !u.sites.is_empty()
-                    && !u
-                        .sites
-                        .iter()
-                        .any(|x| *x == theirs.origin || *x == theirs.destination)
-                {
-                    return Ok(None);
+        // Read, merge and write in one compare-and-swap, merged again when
+        // another instance sharing the database changed the record meanwhile.
+        let r = shipments.update(&theirs.id, |ours| {
+            let (merged, conflicts) = match ours {
+                None => {
+                    if let Some(u) = &self.cfg.upstream
+                        && from_centre
+                        && !u.sites.is_empty()
+                        && !u
+                            .sites
+                            .iter()
+                            .any(|x| *x == theirs.origin || *x == theirs.destination)
+                    {
+                        return Ok(None);
+                    }
+                    (theirs.clone(), Vec::new())
                 }
-                (theirs.clone(), Vec::new())
-            }
-            Some(o) => merge(o, &theirs, from_centre),
-        };
-        if ours.as_ref() == Some(&merged) {
+                Some(o) => merge(o, &theirs, from_centre),
+            };
+            Ok((ours != Some(&merged)).then_some((merged, conflicts)))
+        })?;
+        let Some((ours, merged, conflicts)) = r else {
             return Ok(None);
-        }
+        };
         if !conflicts.is_empty() {
             tracing::warn!(shipment = %merged.id, from = %inc.from, ?conflicts,
                 "shipment record: fields differ between sites; the centre's copy is kept");
         }
-        shipments.put(&merged)?;
         self.audit.append(
             now,
             &format!("site {}", inc.from),

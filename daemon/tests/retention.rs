@@ -203,6 +203,8 @@ fn purge_removes_old_data_and_keeps_what_shipments_and_the_centre_need() {
             gaps: 1,
             security: 1,
             kept_for_shipments: 1,
+            site_frames: 0,
+            site_refused: 0,
         }
     );
     assert_eq!(seqs(&store, "dev-a"), vec![1, 2]);
@@ -235,6 +237,103 @@ fn purge_removes_old_data_and_keeps_what_shipments_and_the_centre_need() {
     let p = retention::purge(&store, &closed_only, now - 3 * DAY, now).unwrap();
     assert_eq!(p.frames, 1);
     assert_eq!(seqs(&store, "dev-a"), vec![2]);
+}
+
+/// The paths frames came by (`sites`) go with the frames: a centre's
+/// per-frame lists, the per-device summaries (their counts and spans become
+/// those of the frames kept), and paths' refusal records older than the
+/// cutoff. dev-a's frames are noted as a centre notes them (per frame:
+/// frame 0 through gw-a and directly, frame 1 through gw-a, frame 2 through
+/// gw-b); dev-b's as a gateway does (by transport only: `direct`).
+#[test]
+fn purge_takes_the_paths_of_the_frames_it_removes() {
+    use coldchain_daemon::ingest::Inbound;
+    use coldchain_daemon::sites::{PathBatch, Paths, Seen};
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_ms();
+    let store = populate(&dir.path().join("db"), now);
+    let centre = Paths::open(store.db()).unwrap().per_frame(true);
+    let gateway = Paths::open(store.db()).unwrap();
+    let a = DeviceId::new("dev-a").unwrap();
+    let b = DeviceId::new("dev-b").unwrap();
+    let r = |seq| FrameRef { boot: 1, seq };
+    let mut batch = PathBatch::default();
+    for (seq, label, t) in [
+        (0, "gw-a", now - 10 * DAY),
+        (0, "direct", now - 10 * DAY),
+        (1, "gw-a", now - 5 * DAY),
+        (2, "gw-b", now - H),
+    ] {
+        centre.note(&mut batch, &a, r(seq), label, t, true).unwrap();
+    }
+    for (seq, t) in [(0, now - 10 * DAY), (1, now - H)] {
+        gateway
+            .note(&mut batch, &b, r(seq), "direct", t, true)
+            .unwrap();
+    }
+    centre.flush(&mut batch).unwrap();
+    for (label, at) in [("gw-x", now - 10 * DAY), ("gw-y", now - H)] {
+        let msg = Inbound {
+            via: Via::Mqtt,
+            source: format!("coldchain/v1/edge/{label}/dev/dev-a/up"),
+            claimed: Some(a.clone()),
+            payload: Vec::new(),
+            oversize: None,
+            received_ms: at,
+        };
+        centre.refused(label, "bad_tag", Some(&a), &msg).unwrap();
+    }
+    store.sync().unwrap();
+
+    let ships = Shipments::open(store.db()).unwrap().all().unwrap();
+    let p = retention::purge(&store, &ships, now - 3 * DAY, now).unwrap();
+    assert_eq!(p.frames, 2, "{p:?}");
+
+    // Per frame: the purged frame's list went, the kept frames' stayed.
+    assert!(centre.of_frame(&a, r(0)).unwrap().is_empty());
+    assert_eq!(
+        centre
+            .of_frame(&a, r(1))
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        ["gw-a"]
+    );
+    assert_eq!(
+        centre
+            .of_frame(&a, r(2))
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        ["gw-b"]
+    );
+    // Per device and path: counts and spans of what is left; `direct`
+    // brought only the purged frame of dev-a, so it is gone.
+    let seen = |f, t| Seen {
+        frames: f,
+        first_ms: t,
+        last_ms: t,
+    };
+    assert_eq!(
+        centre.of_device("dev-a").unwrap(),
+        vec![
+            ("gw-a".to_string(), seen(1, now - 5 * DAY)),
+            ("gw-b".to_string(), seen(1, now - H)),
+        ]
+    );
+    assert_eq!(
+        gateway.of_device("dev-b").unwrap(),
+        vec![("direct".to_string(), seen(1, now - H))]
+    );
+    // Refusals: the path whose latest refusal is older than the cutoff goes.
+    let o = centre.overview().unwrap();
+    assert!(o.get("gw-x").is_none(), "{o}");
+    assert_eq!(o["gw-y"]["refused"]["by_reason"]["bad_tag"], 1, "{o}");
+    assert_eq!((p.site_frames, p.site_refused), (1, 1), "{p:?}");
+    // A second pass finds nothing more.
+    let again = retention::purge(&store, &ships, now - 3 * DAY, now).unwrap();
+    assert!(!again.any(), "{again:?}");
+    assert_eq!(centre.of_device("dev-a").unwrap().len(), 2);
 }
 
 fn get(port: u16, path: &str) -> Option<String> {

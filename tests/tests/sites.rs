@@ -23,6 +23,8 @@ use sha2::{Digest, Sha256};
 const MIN: i64 = 60_000;
 const H: i64 = 3_600_000;
 const DEV: &str = "carrier-1";
+/// A second container, for the fleet view.
+const DEV2: &str = "carrier-2";
 const LONG: Duration = Duration::from_secs(90);
 
 /// One reading a minute from `t0`, 12 to a frame; 9.5 °C from minute 90 to
@@ -40,6 +42,11 @@ fn readings(t0: i64, n: i64) -> Vec<(i64, i32)> {
 
 /// Signed binary frames (the device's own bytes), 12 readings each.
 fn frames(t0: i64, n: i64) -> Vec<Vec<u8>> {
+    frames_of(DEV, t0, n)
+}
+
+/// [`frames`] of device `dev`.
+fn frames_of(dev: &str, t0: i64, n: i64) -> Vec<Vec<u8>> {
     let key = DeviceKey::from_hex(TEST_KEY).unwrap();
     readings(t0, n)
         .chunks(12)
@@ -55,7 +62,7 @@ fn frames(t0: i64, n: i64) -> Vec<Vec<u8>> {
                 })
                 .collect();
             let f = Frame {
-                device: DeviceId::new(DEV).unwrap(),
+                device: DeviceId::new(dev).unwrap(),
                 boot: 1,
                 seq: seq as u32,
                 time: Timestamp::Wall(c[0].0 as u64),
@@ -84,7 +91,7 @@ fn start_centre(dir: &Path) -> Fleet {
     let centre = Daemon::start_with(
         &dir.join("centre"),
         centre_broker.port,
-        &[DeviceCfg::new(DEV)],
+        &[DeviceCfg::new(DEV), DeviceCfg::new(DEV2)],
         &DaemonOpts {
             http: format!("token = \"{TEST_TOKEN}\""),
             extra: "[centre]\ngroup = \"centre\"\n".into(),
@@ -103,7 +110,7 @@ fn start_gateway(dir: &Path, id: &str, centre_port: u16, extra: &str) -> (Mosqui
     let d = Daemon::start_with(
         &dir.join(id),
         broker.port,
-        &[DeviceCfg::new(DEV)],
+        &[DeviceCfg::new(DEV), DeviceCfg::new(DEV2)],
         &DaemonOpts {
             // Each gateway its own client ids on the centre's broker.
             mqtt: format!("client_id = \"{id}\""),
@@ -130,9 +137,13 @@ fn shipment(d: &Daemon, id: &str) -> Option<Value> {
 }
 
 fn new_shipment(id: &str, t0: i64) -> Value {
+    new_shipment_of(id, DEV, t0)
+}
+
+fn new_shipment_of(id: &str, dev: &str, t0: i64) -> Value {
     json!({
         "id": id, "product": "CAR-T, 1 bag", "profile": "fridge",
-        "watch": [{"device": DEV, "channel": 0}],
+        "watch": [{"device": dev, "channel": 0}],
         "origin": "Site A", "destination": "Site B",
         "departure_ms": t0, "window_h": 48.0, "eta_ms": t0 + 3 * H,
     })
@@ -301,7 +312,7 @@ fn a_shipment_heard_at_a_and_docked_at_b_gives_the_centre_the_whole_report() {
     let reference = Daemon::start_with(
         &dir.path().join("ref"),
         ref_broker.port,
-        &[DeviceCfg::new(DEV)],
+        &[DeviceCfg::new(DEV), DeviceCfg::new(DEV2)],
         &DaemonOpts {
             http: format!("token = \"{TEST_TOKEN}\""),
             ..DaemonOpts::default()
@@ -547,4 +558,116 @@ fn a_frame_altered_by_a_gateway_is_refused_by_the_centre() {
         logs.contains("forwarded by gateway gw-evil was refused (bad_tag)"),
         "{logs}"
     );
+}
+
+/// The fleet view in a real browser (Debian's chromium driven by
+/// playwright-core, tests/web/sites.mjs): the centre's dashboard lists
+/// every site's shipments with the gateways their data came through, and
+/// the filter by site narrows the list, keeps the choice in the address and
+/// across the page's polling. Screenshots in target/screenshots/.
+#[test]
+fn the_centres_dashboard_shows_and_filters_by_site_in_chromium() {
+    let chromium = which("chromium").unwrap_or_else(|| {
+        panic!("chromium not installed: run tests/run.sh, or apt-get install chromium")
+    });
+    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("web");
+    assert!(
+        web.join("node_modules/playwright-core").is_dir(),
+        "playwright-core missing: run tests/run.sh, or (cd tests/web && npm ci)"
+    );
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = start_centre(dir.path());
+    let cport = fleet.centre_broker.port;
+    let (a_broker, _gw_a) = start_gateway(dir.path(), "gw-a", cport, "");
+    let (b_broker, _gw_b) = start_gateway(dir.path(), "gw-b", cport, "");
+    let t0 = now_ms() - 2 * H;
+    post(
+        &fleet.centre,
+        "/api/v1/shipments",
+        new_shipment_of("CART-A", DEV, t0),
+    );
+    post(
+        &fleet.centre,
+        "/api/v1/shipments",
+        new_shipment_of("CART-B", DEV2, t0),
+    );
+    // CART-A's container is heard at site A, CART-B's at site B.
+    publish(
+        a_broker.port,
+        &format!("coldchain/v1/dev/{DEV}/up"),
+        &frames_of(DEV, t0, 60),
+    );
+    publish(
+        b_broker.port,
+        &format!("coldchain/v1/dev/{DEV2}/up"),
+        &frames_of(DEV2, t0, 60),
+    );
+    let api = wait_for(LONG, "both shipments' paths at the centre", || {
+        let l = http_get(fleet.centre.http_port, "/api/v1/shipments").ok()?;
+        let sites = |id: &str| {
+            l.as_array()?
+                .iter()
+                .find(|r| r["shipment"]["id"] == id)
+                .map(|r| r["seen_through"].clone())
+        };
+        (sites("CART-A") == Some(json!(["gw-a"])) && sites("CART-B") == Some(json!(["gw-b"])))
+            .then_some(l)
+    });
+
+    let out = std::process::Command::new("node")
+        .arg(web.join("sites.mjs"))
+        .current_dir(&web)
+        .env(
+            "BASE",
+            format!("http://127.0.0.1:{}", fleet.centre.http_port),
+        )
+        .env("OUT", shots.canonicalize().unwrap())
+        .env("CHROMIUM", &chromium)
+        .output()
+        .expect("run node tests/web/sites.mjs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "browser run failed: {}\nstdout: {stdout}\nstderr: {}\napi: {api}\ncentre log:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        fleet.centre.logs()
+    );
+    let r: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("driver output {stdout:?}: {e}"));
+    // The column: each row names the gateway its data came through.
+    assert_eq!(r["all"], json!({"CART-A": "gw-a", "CART-B": "gw-b"}), "{r}");
+    assert_eq!(
+        r["header"],
+        json!([
+            "Shipment",
+            "Lane",
+            "Sites",
+            "State",
+            "Last",
+            "Min / max",
+            "Window left",
+            "Alerts"
+        ]),
+        "{r}"
+    );
+    // The filter offers every site seen and narrows the list.
+    assert_eq!(r["options"], json!(["", "gw-a", "gw-b"]), "{r}");
+    assert!(
+        r["filtered_url"].as_str().unwrap().ends_with("/?site=gw-b"),
+        "{r}"
+    );
+    assert_eq!(r["filtered"], json!({"CART-B": "gw-b"}), "{r}");
+    assert_eq!(r["selected"], "gw-b", "{r}");
+    // Still filtered after the page polled its fragment.
+    assert!(r["polled"].as_str().unwrap().starts_with("updated"), "{r}");
+    assert_eq!(r["after_poll"], json!({"CART-B": "gw-b"}), "{r}");
+    assert_eq!(r["poll_src"], "/ui/list?site=gw-b", "{r}");
+    // And back to every site.
+    assert_eq!(r["back"], r["all"], "{r}");
+    assert_eq!(r["page_errors"], json!([]), "{r}");
+    assert_eq!(r["bad_responses"], json!([]), "{r}");
 }

@@ -4,6 +4,9 @@
 //! * `/`: the shipments, sorted by risk ([`risk`]): unacknowledged critical
 //!   alerts first, then unacknowledged warnings, then acknowledged but open
 //!   alerts, then the least viability window left; closed shipments last.
+//!   Each row names the sites (gateways, `direct`, `serial`) its data came
+//!   through; `/?site=gw-a` lists only those seen through `gw-a` (a select
+//!   of every site seen, kept in the address and in the polled fragment's).
 //! * `/shipments/{id}`: the temperature chart (the report's SVG: alarm zones
 //!   as bands, excursions marked), the viability window as a gauge, the alert
 //!   timeline with acknowledge buttons, links to the arrival report.
@@ -34,7 +37,7 @@
 
 use std::cmp::Ordering;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -119,6 +122,43 @@ pub struct Row {
     pub nominal_ms: Option<i64>,
     /// The status document (`evaluate::status_json`).
     pub status: serde_json::Value,
+    /// The paths (gateways, `direct`, `serial`) its devices' frames came
+    /// through during the journey ([`crate::sites::Paths::seen_through`]).
+    pub seen_through: Vec<String>,
+}
+
+/// The list's filter, kept in the query string (`/?site=gw-a`): only
+/// shipments seen through that site, as `GET /api/v1/shipments?site=`.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+pub struct ListQuery {
+    /// A gateway id, `direct` or `serial`; empty or absent: every site.
+    pub site: Option<String>,
+}
+
+impl ListQuery {
+    fn site(&self) -> Option<&str> {
+        self.site.as_deref().filter(|x| !x.is_empty())
+    }
+
+    /// The fragment the page polls, with the same filter.
+    fn src(&self) -> String {
+        match self.site() {
+            Some(x) => format!("/ui/list?site={}", url_segment(x)),
+            None => "/ui/list".into(),
+        }
+    }
+}
+
+/// The rows a list shows, and every site seen across all shipments (what
+/// the filter offers).
+#[derive(Debug)]
+pub struct List {
+    /// The rows that pass the filter, by risk.
+    pub rows: Vec<Row>,
+    /// Every site of every shipment, sorted.
+    pub sites: Vec<String>,
+    /// The site filtered on, if any.
+    pub site: Option<String>,
 }
 
 /// How much a shipment needs a person, smallest first: unacknowledged
@@ -156,22 +196,37 @@ pub fn sort_by_risk(rows: &mut [Row]) {
 }
 
 /// The rows of the list, from the summaries every evaluation keeps up to
-/// date (the page is polled by every open browser: it never re-evaluates).
-fn load_rows(s: &AppState) -> anyhow::Result<Vec<Row>> {
-    let mut rows: Vec<Row> = s
-        .reader
-        .summary_rows(crate::ingest::now_ms())?
-        .into_iter()
-        .map(|x| Row {
+/// date (the page is polled by every open browser: it never re-evaluates),
+/// with the sites each was seen through, filtered by `q`.
+fn load_rows(s: &AppState, q: &ListQuery) -> anyhow::Result<List> {
+    let now = crate::ingest::now_ms();
+    let paths = crate::sites::Paths::open(s.store.db())?;
+    let site = q.site().map(str::to_string);
+    let mut sites = std::collections::BTreeSet::new();
+    let mut rows = Vec::new();
+    for x in s.reader.summary_rows(now)? {
+        let seen_through = paths.seen_through(&x.shipment, now)?;
+        sites.extend(seen_through.iter().cloned());
+        if site.as_ref().is_some_and(|f| !seen_through.contains(f)) {
+            continue;
+        }
+        rows.push(Row {
             shipment: x.shipment,
             alerts: x.alerts,
             remaining_ms: x.remaining_ms,
             nominal_ms: x.nominal_ms,
             status: x.status,
-        })
-        .collect();
+            seen_through,
+        });
+    }
     sort_by_risk(&mut rows);
-    Ok(rows)
+    // The site asked for stays selectable even when nothing matches now.
+    sites.extend(site.clone());
+    Ok(List {
+        rows,
+        sites: sites.into_iter().collect(),
+        site,
+    })
 }
 
 fn severity_name(s: Severity) -> &'static str {
@@ -201,7 +256,7 @@ pub fn list_html(rows: &[Row]) -> Markup {
     maud::html! {
         table class="list" {
             thead { tr {
-                th { "Shipment" } th { "Lane" } th { "State" } th { "Last" } th { "Min / max" } th { "Window left" } th { "Alerts" }
+                th { "Shipment" } th { "Lane" } th { "Sites" } th { "State" } th { "Last" } th { "Min / max" } th { "Window left" } th { "Alerts" }
             } }
             tbody {
                 "\n"
@@ -247,6 +302,13 @@ fn list_row(r: &Row) -> Markup {
                 div class="muted" { (sh.product) }
             }
             td data-label="Lane" { (sh.profile) }
+            td data-label="Sites" class="sites" data-sites=(r.seen_through.join(" ")) {
+                @if r.seen_through.is_empty() { "—" }
+                @for (i, x) in r.seen_through.iter().enumerate() {
+                    @if i > 0 { ", " }
+                    span class="site" { (x) }
+                }
+            }
             td data-label="State" { (state_name(sh.state)) }
             td data-label="Last" { (last) }
             td data-label="Min / max" { (mm) }
@@ -435,15 +497,39 @@ async fn login_page(v_actor: Option<Extension<Actor>>) -> Response {
     )
 }
 
-fn list_body(rows: &[Row]) -> Markup {
+/// The filter by site: a GET form, so the choice is in the address
+/// (`/?site=…`); the script submits it when the choice changes.
+fn site_filter(l: &List) -> Markup {
+    maud::html! {
+        form id="site-filter" class="filters" method="get" action="/" {
+            label for="site" { "Site" } " "
+            select id="site" name="site" {
+                option value="" selected[l.site.is_none()] { "All sites" }
+                @for x in &l.sites {
+                    option value=(x) selected[l.site.as_deref() == Some(x.as_str())] { (x) }
+                }
+            }
+            " " button type="submit" { "Filter" }
+        }
+    }
+}
+
+fn list_body(l: &List) -> Markup {
     maud::html! {
         h1 { "Shipments" } "\n"
-        div id="list" { (list_html(rows)) }
+        @if !l.sites.is_empty() { (site_filter(l)) "\n" }
+        div id="list" {
+            @match (&l.site, l.rows.is_empty()) {
+                (Some(x), true) => p class="empty" { "No shipment seen through " (x) "." },
+                _ => (list_html(&l.rows)),
+            }
+        }
     }
 }
 
 async fn list_page(
     State(s): State<AppState>,
+    Query(q): Query<ListQuery>,
     Extension(PageAccess(granted)): Extension<PageAccess>,
     actor: Option<Extension<Actor>>,
     csrf: Option<Extension<super::auth::Csrf>>,
@@ -455,19 +541,20 @@ async fn list_page(
             page("Shipments", "/ui/list", locked(), true, &v),
         );
     }
-    match tokio::task::spawn_blocking(move || load_rows(&s)).await {
-        Ok(Ok(rows)) => html(
+    let src = q.src();
+    match tokio::task::spawn_blocking(move || load_rows(&s, &q)).await {
+        Ok(Ok(l)) => html(
             StatusCode::OK,
-            page("Shipments", "/ui/list", list_body(&rows), false, &v),
+            page("Shipments", &src, list_body(&l), false, &v),
         ),
         Ok(Err(e)) => error_html(StatusCode::INTERNAL_SERVER_ERROR, e),
         Err(e) => error_html(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }
 
-async fn list_fragment(State(s): State<AppState>) -> Response {
-    match tokio::task::spawn_blocking(move || load_rows(&s)).await {
-        Ok(Ok(rows)) => html(StatusCode::OK, list_body(&rows)),
+async fn list_fragment(State(s): State<AppState>, Query(q): Query<ListQuery>) -> Response {
+    match tokio::task::spawn_blocking(move || load_rows(&s, &q)).await {
+        Ok(Ok(l)) => html(StatusCode::OK, list_body(&l)),
         Ok(Err(e)) => error_html(StatusCode::INTERNAL_SERVER_ERROR, e),
         Err(e) => error_html(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
@@ -830,6 +917,7 @@ mod tests {
             remaining_ms: None,
             nominal_ms: None,
             status: serde_json::json!({"hold_time": {"sentence": "<i>soon</i>", "warning": true}}),
+            seen_through: vec!["<b>gw</b>".into()],
         };
         let list = list_html(&[row]).into_string();
         assert!(
@@ -846,6 +934,7 @@ mod tests {
         );
         assert!(list.contains(r#"href="/shipments/S%22%3C1%3E""#), "{list}");
         assert!(list.contains("1 unacknowledged"), "{list}");
+        assert!(list.contains("&lt;b&gt;gw&lt;/b&gt;"), "{list}");
         let v = Viewer::default();
         let page = page("<T>", "/ui/x\"", locked(), true, &v).into_string();
         assert!(

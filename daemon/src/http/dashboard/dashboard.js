@@ -67,6 +67,14 @@
     setStatus("live, updated " + clock(), false);
   }
 
+  // The list's filter by site: a GET form (the choice stays in the
+  // address); submitted as soon as the choice changes. Delegated: the
+  // polled fragment replaces the form.
+  document.addEventListener("change", function (e) {
+    var sel = e.target;
+    if (sel && sel.id === "site" && sel.form && sel.form.id === "site-filter") { sel.form.submit(); }
+  });
+
   // Log in.
   var loginForm = document.getElementById("login-form");
   if (loginForm) {
