@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// What a person may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Reads only.
@@ -121,7 +121,7 @@ pub struct User {
 }
 
 /// The public view of an account (no hash).
-#[derive(Debug, Clone, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize)]
 pub struct UserInfo {
     /// Login name.
     pub name: String,
@@ -160,7 +160,7 @@ impl From<&User> for UserInfo {
 }
 
 /// A stored API token (its secret only as a hash).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, Deserialize)]
 pub struct ApiToken {
     /// Public id (the middle part of the token).
     pub id: String,

@@ -488,7 +488,7 @@ async fn change_password(
     path = "/api/v1/users",
     tag = "people",
     summary = "People (admin)",
-    responses((status = 200, description = "Accounts, without password hashes", body = serde_json::Value))
+    responses((status = 200, description = "Accounts, without password hashes", body = Vec<UserInfo>))
 )]
 async fn list_users(State(s): State<AppState>) -> Result<Json<Vec<UserInfo>>, ApiError> {
     let all = tokio::task::spawn_blocking(move || s.users.all())
@@ -512,7 +512,7 @@ struct AddUserBody {
     tag = "people",
     summary = "Add a person (admin)",
     request_body = AddUserBody,
-    responses((status = 201, description = "The account", body = serde_json::Value))
+    responses((status = 201, description = "The account", body = UserInfo))
 )]
 async fn add_user(
     State(s): State<AppState>,
@@ -597,7 +597,7 @@ async fn set_disabled(
     tag = "people",
     summary = "Disable an account (admin): sessions end, tokens refused",
     params(("name" = String, Path, description = "Login name")),
-    responses((status = 200, description = "The account", body = serde_json::Value))
+    responses((status = 200, description = "The account", body = UserInfo))
 )]
 async fn disable_user(
     State(s): State<AppState>,
@@ -613,7 +613,7 @@ async fn disable_user(
     tag = "people",
     summary = "Enable an account (admin)",
     params(("name" = String, Path, description = "Login name")),
-    responses((status = 200, description = "The account", body = serde_json::Value))
+    responses((status = 200, description = "The account", body = UserInfo))
 )]
 async fn enable_user(
     State(s): State<AppState>,
@@ -692,7 +692,7 @@ async fn reset_user(
     path = "/api/v1/tokens",
     tag = "people",
     summary = "Personal API tokens (yours; an admin's: everyone's), without secrets",
-    responses((status = 200, description = "Tokens", body = serde_json::Value))
+    responses((status = 200, description = "Tokens", body = Vec<crate::users::ApiToken>))
 )]
 async fn list_tokens(
     State(s): State<AppState>,
@@ -777,7 +777,7 @@ async fn create_token(
     tag = "people",
     summary = "Revoke a token (its owner or an admin)",
     params(("id" = String, Path, description = "Token id")),
-    responses((status = 200, description = "The revoked token", body = serde_json::Value))
+    responses((status = 200, description = "The revoked token", body = crate::users::ApiToken))
 )]
 async fn revoke_token(
     State(s): State<AppState>,
