@@ -17,7 +17,7 @@ use crate::alarm::{Condition, ConditionId, ConditionKind};
 use crate::profile::Severity;
 
 /// Lifecycle state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertState {
     /// Raised, not yet acknowledged.
@@ -31,7 +31,7 @@ pub enum AlertState {
 }
 
 /// The facts an alert shows, as they stood at one moment.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlertFacts {
     /// When the condition started (device time), ms.
     pub start_ms: i64,
@@ -48,7 +48,7 @@ pub struct AlertFacts {
 }
 
 /// A revision: when, and the facts shown before it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Revision {
     /// When the daemon revised it (its clock), ms.
     pub at_ms: i64,
@@ -57,7 +57,7 @@ pub struct Revision {
 }
 
 /// Why and when an alert was withdrawn.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Withdrawal {
     /// When (daemon clock), ms.
     pub at_ms: i64,
@@ -77,7 +77,7 @@ pub enum Change {
 }
 
 /// A person's acknowledgement.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Acknowledgement {
     /// Who.
     pub by: String,
@@ -88,7 +88,7 @@ pub struct Acknowledgement {
 }
 
 /// An alert.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     /// Numeric id, unique in this daemon.
     pub id: u64,

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// One entry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEntry {
     /// Position in the trail, from 1, without holes.
     pub seq: u64,
@@ -38,7 +38,7 @@ pub struct AuditEntry {
 }
 
 /// The authenticated person behind an entry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditUser {
     /// User id (login name).
     pub id: String,
@@ -71,7 +71,7 @@ impl AuditEntry {
 }
 
 /// What [`Audit::verify`] found.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Serialize)]
 pub struct Verification {
     /// Entries checked.
     pub entries: u64,

@@ -1139,7 +1139,7 @@ pub fn sha256(d: &ReportData) -> String {
 }
 
 /// A report's forms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Format {
     /// HTML for screens and A4 paper.
@@ -1313,7 +1313,7 @@ fn between<'a>(t: &'a str, open: &str, close: &str) -> Option<&'a str> {
 }
 
 /// The outcome of [`verify`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Verification {
     /// The copy is intact and the daemon's data for it is unchanged.
     pub ok: bool,

@@ -270,6 +270,29 @@ async fn run_once(cfg: Config) -> anyhow::Result<Next> {
         crate::users::Users::open(store.db(), cfg.http.lockout_after, cfg.http.session_idle_s)
             .context("opening the accounts")?,
     );
+    // Expired dashboard sessions are removed when read and by this sweep
+    // (sessions nobody comes back to). Every instance sweeps; on a shared
+    // database removing a session twice is harmless.
+    {
+        let (users, mut stop) = (users.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    r = stop.changed() => if r.is_err() || *stop.borrow() { return; },
+                }
+                let u = users.clone();
+                let now = crate::ingest::now_ms();
+                match tokio::task::spawn_blocking(move || u.purge_expired_sessions(now)).await {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(n)) => tracing::debug!("{n} expired dashboard session(s) removed"),
+                    Ok(Err(e)) => tracing::warn!("sweeping expired sessions: {e:#}"),
+                    Err(e) => tracing::warn!("sweeping expired sessions: {e}"),
+                }
+            }
+        });
+    }
     if cfg.http.token.is_some() {
         tracing::warn!(
             "http.token is set: the legacy shared token is accepted as the audited admin identity `legacy-token`; move scripts to personal tokens (`coldchain token create`) and remove it"

@@ -3,8 +3,10 @@
 //!
 //! Accounts live in the daemon's sled database (tree `users`, keyed by the
 //! login name), API tokens in tree `api_tokens` (keyed by the token's public
-//! id; only the SHA-256 of its secret is stored). Sessions are kept in memory:
-//! a restart logs everyone out.
+//! id; only the SHA-256 of its secret is stored), dashboard sessions in tree
+//! `sessions` (keyed by the SHA-256 of the cookie's secret, never the secret
+//! itself), so a session survives a restart and, on PostgreSQL, is known to
+//! every daemon instance sharing the database.
 //!
 //! A password is never logged, never echoed and never stored: only its
 //! Argon2id PHC string (salt and parameters included). After
@@ -12,8 +14,6 @@
 //! admin resets its password; every failure and lockout is counted in
 //! `/metrics` and recorded in the audit trail.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use argon2::Argon2;
@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// What a person may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Reads only.
@@ -121,7 +121,7 @@ pub struct User {
 }
 
 /// The public view of an account (no hash).
-#[derive(Debug, Clone, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize)]
 pub struct UserInfo {
     /// Login name.
     pub name: String,
@@ -160,7 +160,7 @@ impl From<&User> for UserInfo {
 }
 
 /// A stored API token (its secret only as a hash).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize, Deserialize)]
 pub struct ApiToken {
     /// Public id (the middle part of the token).
     pub id: String,
@@ -279,11 +279,18 @@ pub struct AuthStats {
     pub logins: AtomicU64,
 }
 
-/// A dashboard session.
-#[derive(Debug, Clone)]
+/// A dashboard session as stored in tree `sessions`, under the SHA-256 (hex)
+/// of the cookie's secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Session {
+    /// Login name.
     user: String,
+    /// The CSRF token the session's changes must carry.
     csrf: String,
+    /// Logged in, ms.
+    created_ms: i64,
+    /// Last request by the person (not a page's polling), ms; written only
+    /// when it moved by more than [`Users::touch_every_ms`].
     last_ms: i64,
 }
 
@@ -292,7 +299,7 @@ struct Session {
 pub struct Users {
     users: crate::kv::Tree,
     tokens: crate::kv::Tree,
-    sessions: Mutex<HashMap<String, Session>>,
+    sessions: crate::kv::Tree,
     /// Wrong passwords in a row before an account locks.
     pub lockout_after: u32,
     /// Session idle timeout, ms.
@@ -360,7 +367,7 @@ impl Users {
         Ok(Users {
             users: db.open_tree("users")?,
             tokens: db.open_tree("api_tokens")?,
-            sessions: Mutex::new(HashMap::new()),
+            sessions: db.open_tree("sessions")?,
             lockout_after: lockout_after.max(1),
             idle_ms: idle_s as i64 * 1000,
             stats: AuthStats::default(),
@@ -465,7 +472,7 @@ impl Users {
         if locks {
             u.locked = true;
             self.stats.lockouts.fetch_add(1, Ordering::Relaxed);
-            self.end_sessions_of(&u.name);
+            self.end_sessions_of(&u.name).map_err(st)?;
         }
         self.put(&u).map_err(st)?;
         Err((
@@ -497,7 +504,7 @@ impl Users {
         u.locked = false;
         u.must_change_password = forced;
         self.put(&u)?;
-        self.end_sessions_of(name);
+        self.end_sessions_of(name)?;
         Ok(Ok(u))
     }
 
@@ -509,7 +516,7 @@ impl Users {
         u.disabled = disabled;
         self.put(&u)?;
         if disabled {
-            self.end_sessions_of(name);
+            self.end_sessions_of(name)?;
         }
         Ok(Some(u))
     }
@@ -602,60 +609,122 @@ impl Users {
         Ok(Actor::of(&u, Via::Token(t.id)))
     }
 
-    /// Starts a session; returns (cookie value, CSRF token).
-    pub fn start_session(&self, user: &str, now: i64) -> (String, String) {
+    /// How far the stored last use of a session may lag behind the
+    /// person's last request: a minute, or a tenth of the idle timeout if
+    /// that is shorter. Requests closer together than this do not write.
+    pub fn touch_every_ms(&self) -> i64 {
+        (self.idle_ms / 10).min(60_000)
+    }
+
+    /// Starts a session (stored); returns (cookie value, CSRF token).
+    pub fn start_session(&self, user: &str, now: i64) -> anyhow::Result<(String, String)> {
         let id = random_b64(32);
         let csrf = random_b64(24);
+        self.purge_expired_sessions(now)?;
+        let sess = Session {
+            user: user.into(),
+            csrf: csrf.clone(),
+            created_ms: now,
+            last_ms: now,
+        };
+        self.sessions
+            .insert(sha256_hex(&id).as_bytes(), serde_json::to_vec(&sess)?)?;
         self.stats.logins.fetch_add(1, Ordering::Relaxed);
-        let mut s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        s.retain(|_, v| now - v.last_ms < self.idle_ms);
-        s.insert(
-            sha256_hex(&id),
-            Session {
-                user: user.into(),
-                csrf: csrf.clone(),
-                last_ms: now,
-            },
-        );
-        (id, csrf)
+        Ok((id, csrf))
+    }
+
+    fn session_at(&self, key: &[u8], v: &[u8]) -> Result<Session, AuthError> {
+        serde_json::from_slice(v).map_err(|e| {
+            AuthError::Storage(format!(
+                "tree sessions, key {}: expected a session (user, csrf, created_ms, last_ms): {e}",
+                String::from_utf8_lossy(&key[..key.len().min(12)])
+            ))
+        })
     }
 
     /// The person behind a session cookie and the session's CSRF token;
     /// `touch`: a person's request, which restarts the idle timer (a page's
-    /// automatic polling does not). `None`: unknown, expired, or the account
-    /// is no longer usable.
-    pub fn by_session(&self, cookie: &str, now: i64, touch: bool) -> Option<(Actor, String)> {
+    /// automatic polling does not). `Ok(None)`: unknown, expired (then
+    /// removed), or the account is no longer usable (then every session of
+    /// it is removed).
+    pub fn by_session(
+        &self,
+        cookie: &str,
+        now: i64,
+        touch: bool,
+    ) -> Result<Option<(Actor, String)>, AuthError> {
+        let st = |e: crate::kv::Error| AuthError::Storage(format!("tree sessions: {e}"));
         let key = sha256_hex(cookie);
-        let (user, csrf) = {
-            let mut s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-            let sess = s.get_mut(&key)?;
-            if now - sess.last_ms >= self.idle_ms {
-                s.remove(&key);
-                return None;
-            }
-            if touch {
-                sess.last_ms = now;
-            }
-            (sess.user.clone(), sess.csrf.clone())
+        let Some(old) = self.sessions.get(key.as_bytes()).map_err(st)? else {
+            return Ok(None);
         };
-        let u = self.get(&user).ok()??;
-        if u.disabled || u.locked {
-            self.end_session(cookie);
-            return None;
+        let mut sess = self.session_at(key.as_bytes(), &old)?;
+        if now - sess.last_ms >= self.idle_ms {
+            // Removed only if nobody used it meanwhile (another instance).
+            self.sessions
+                .compare_and_swap(key.as_bytes(), Some(&old[..]), None::<&[u8]>)
+                .map_err(st)?
+                .ok();
+            return Ok(None);
         }
-        Some((Actor::of(&u, Via::Session), csrf))
+        let Some(u) = self
+            .get(&sess.user)
+            .map_err(|e| AuthError::Storage(e.to_string()))?
+        else {
+            self.sessions.remove(key.as_bytes()).map_err(st)?;
+            return Ok(None);
+        };
+        if u.disabled || u.locked {
+            self.end_sessions_of(&u.name)
+                .map_err(|e| AuthError::Storage(e.to_string()))?;
+            return Ok(None);
+        }
+        if touch && now - sess.last_ms > self.touch_every_ms() {
+            sess.last_ms = now;
+            let new = serde_json::to_vec(&sess).map_err(|e| AuthError::Storage(e.to_string()))?;
+            // Only over the value read: a session ended meanwhile (logout on
+            // another instance) is not brought back.
+            self.sessions
+                .compare_and_swap(key.as_bytes(), Some(&old[..]), Some(new))
+                .map_err(st)?
+                .ok();
+        }
+        Ok(Some((Actor::of(&u, Via::Session), sess.csrf)))
     }
 
     /// Ends one session.
-    pub fn end_session(&self, cookie: &str) {
-        let mut s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        s.remove(&sha256_hex(cookie));
+    pub fn end_session(&self, cookie: &str) -> anyhow::Result<()> {
+        self.sessions.remove(sha256_hex(cookie).as_bytes())?;
+        Ok(())
     }
 
-    /// Ends every session of a person.
-    pub fn end_sessions_of(&self, user: &str) {
-        let mut s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        s.retain(|_, v| v.user != user);
+    /// Ends every session of a person; returns how many.
+    pub fn end_sessions_of(&self, user: &str) -> anyhow::Result<usize> {
+        self.remove_sessions(|s| s.user == user)
+    }
+
+    /// Removes the sessions idle for the timeout or longer; returns how
+    /// many. Run at every login and by the daemon's periodic sweep.
+    pub fn purge_expired_sessions(&self, now: i64) -> anyhow::Result<usize> {
+        self.remove_sessions(|s| now - s.last_ms >= self.idle_ms)
+    }
+
+    /// Stored sessions (for `/metrics` and tests).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    fn remove_sessions(&self, which: impl Fn(&Session) -> bool) -> anyhow::Result<usize> {
+        let mut n = 0;
+        for kv in self.sessions.iter() {
+            let (k, v) = kv?;
+            let s = self.session_at(&k, &v)?;
+            if which(&s) {
+                self.sessions.remove(&k)?;
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 }
 
@@ -781,12 +850,100 @@ mod tests {
         u.add("di", "Di", Role::Viewer, "another long password", "t", 1)
             .unwrap()
             .unwrap();
-        let (c, csrf) = u.start_session("di", 1_000);
-        assert_eq!(u.by_session(&c, 30_000, true).unwrap().1, csrf);
+        let (c, csrf) = u.start_session("di", 1_000).unwrap();
+        assert_eq!(u.by_session(&c, 30_000, true).unwrap().unwrap().1, csrf);
         // 60 s idle timeout, counted from the last use by the person
         // (polling does not count).
-        assert!(u.by_session(&c, 60_000, false).is_some());
-        assert!(u.by_session(&c, 89_000, true).is_some());
-        assert!(u.by_session(&c, 149_000, false).is_none());
+        assert!(u.by_session(&c, 60_000, false).unwrap().is_some());
+        assert!(u.by_session(&c, 89_000, true).unwrap().is_some());
+        assert!(u.by_session(&c, 149_000, false).unwrap().is_none());
+        // Read expired, it is gone from the store.
+        assert_eq!(u.session_count(), 0);
+    }
+
+    #[test]
+    fn sessions_are_stored_under_a_hash_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::kv::Db::from(sled::open(dir.path()).unwrap());
+        let u = Users::open(&db, 3, 900).unwrap();
+        u.add("fay", "Fay", Role::Qa, "another long password", "t", 1)
+            .unwrap()
+            .unwrap();
+        let (c, csrf) = u.start_session("fay", 1_000).unwrap();
+        drop(u);
+        let tree = db.open_tree("sessions").unwrap();
+        let (k, v) = tree.first().unwrap().unwrap();
+        assert_eq!(&k[..], sha256_hex(&c).as_bytes());
+        let text = String::from_utf8_lossy(&v);
+        assert!(!text.contains(&c), "the secret is not stored: {text}");
+        // Reopened (a restart): the same session, the same CSRF token.
+        let u = Users::open(&db, 3, 900).unwrap();
+        let (a, t) = u.by_session(&c, 2_000, true).unwrap().unwrap();
+        assert_eq!((a.user.as_str(), a.via, t), ("fay", Via::Session, csrf));
+        assert!(
+            u.by_session("not a session", 2_000, true)
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn last_use_is_written_only_when_it_moved_by_a_minute() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::kv::Db::from(sled::open(dir.path()).unwrap());
+        let u = Users::open(&db, 3, 900).unwrap();
+        u.add("gus", "Gus", Role::Viewer, "another long password", "t", 1)
+            .unwrap()
+            .unwrap();
+        let (c, _) = u.start_session("gus", 0).unwrap();
+        let stored = |u: &Users| -> Session {
+            let (_, v) = u.sessions.first().unwrap().unwrap();
+            serde_json::from_slice(&v).unwrap()
+        };
+        u.by_session(&c, 59_000, true).unwrap().unwrap();
+        assert_eq!(stored(&u).last_ms, 0);
+        u.by_session(&c, 61_000, false).unwrap().unwrap();
+        assert_eq!(stored(&u).last_ms, 0, "polling does not count");
+        u.by_session(&c, 61_000, true).unwrap().unwrap();
+        assert_eq!((stored(&u).last_ms, stored(&u).created_ms), (61_000, 0));
+    }
+
+    #[test]
+    fn password_reset_disable_and_lockout_end_the_sessions_and_the_sweep_purges() {
+        let (_d, u) = users();
+        for n in ["hal", "ivy"] {
+            u.add(n, n, Role::Logistics, "another long password", "t", 1)
+                .unwrap()
+                .unwrap();
+        }
+        let (h1, _) = u.start_session("hal", 1_000).unwrap();
+        let (h2, _) = u.start_session("hal", 1_000).unwrap();
+        let (i1, _) = u.start_session("ivy", 1_000).unwrap();
+        u.set_disabled("hal", true).unwrap();
+        assert!(u.by_session(&h1, 2_000, true).unwrap().is_none());
+        assert!(u.by_session(&h2, 2_000, true).unwrap().is_none());
+        assert!(u.by_session(&i1, 2_000, true).unwrap().is_some());
+        assert_eq!(u.session_count(), 1);
+        u.set_password("ivy", "a new long password", true)
+            .unwrap()
+            .unwrap();
+        assert!(u.by_session(&i1, 2_000, true).unwrap().is_none());
+        // Logout.
+        let (i2, _) = u.start_session("ivy", 3_000).unwrap();
+        u.end_session(&i2).unwrap();
+        assert!(u.by_session(&i2, 3_000, true).unwrap().is_none());
+        // Three wrong passwords lock ivy: her session ends.
+        let (i3, _) = u.start_session("ivy", 3_000).unwrap();
+        for _ in 0..3 {
+            let _ = u.check_password("ivy", "wrong");
+        }
+        assert!(u.by_session(&i3, 3_000, true).unwrap().is_none());
+        // The sweep removes what is idle for the timeout, nothing else.
+        u.set_disabled("hal", false).unwrap();
+        let (_old, _) = u.start_session("hal", 10_000).unwrap();
+        let (young, _) = u.start_session("hal", 50_000).unwrap();
+        assert_eq!(u.purge_expired_sessions(70_000).unwrap(), 1);
+        assert_eq!(u.session_count(), 1);
+        assert!(u.by_session(&young, 70_000, true).unwrap().is_some());
     }
 }

@@ -137,6 +137,156 @@ fn every_documented_operation_is_served() {
     }
 }
 
+/// The schema an operation documents for its success answer, as a JSON
+/// Schema whose `#/components/...` references resolve in the document.
+fn answer_schema(doc: &Value, path: &str, method: &str) -> Value {
+    let op = &doc["paths"][path][method];
+    let (_, ok) = op["responses"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{method} {path} not documented"))
+        .iter()
+        .find(|(c, _)| c.starts_with('2'))
+        .unwrap_or_else(|| panic!("{method} {path}: no 2xx answer"));
+    let mut schema = ok["content"]["application/json"]["schema"].clone();
+    assert!(
+        schema.to_string().contains("#/components/schemas/"),
+        "{method} {path}: the answer has no named schema: {schema}"
+    );
+    schema["components"] = doc["components"].clone();
+    schema
+}
+
+/// Every required property of the object schemas reached from `schema` for
+/// `v` (through `$ref`, `allOf` and array items) is present in `v`.
+fn required_present(doc: &Value, schema: &Value, v: &Value, at: &str, seen: &mut usize) {
+    if let Some(r) = schema["$ref"].as_str() {
+        let name = r.trim_start_matches("#/components/schemas/");
+        return required_present(doc, &doc["components"]["schemas"][name], v, at, seen);
+    }
+    if let Some(all) = schema["allOf"].as_array() {
+        for s in all {
+            required_present(doc, s, v, at, seen);
+        }
+    }
+    if let (Some(items), Some(arr)) = (schema.get("items"), v.as_array()) {
+        for (i, x) in arr.iter().enumerate() {
+            required_present(doc, items, x, &format!("{at}[{i}]"), seen);
+        }
+    }
+    if let Some(req) = schema["required"].as_array() {
+        for r in req {
+            let r = r.as_str().unwrap();
+            assert!(
+                v.get(r).is_some(),
+                "{at}: required property {r} missing from the real answer {v}"
+            );
+            *seen += 1;
+            if let Some(p) = schema["properties"].get(r) {
+                required_present(doc, p, &v[r], &format!("{at}.{r}"), seen);
+            }
+        }
+    }
+}
+
+/// The main answers are documented with their schemas (not "any JSON"), and
+/// what the daemon really answers matches them: valid against the schema
+/// (JSON Schema 2020-12, as OpenAPI 3.1 says), every required property there.
+#[test]
+fn documented_answer_schemas_match_real_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, daemon) = start(dir.path());
+    let port = daemon.http_port;
+    let post = |path: &str, body: Value| {
+        let (s, v) = http_post(port, path, Some(TEST_TOKEN), &body);
+        assert!((200..300).contains(&s), "POST {path} -> {s}: {v}");
+        v
+    };
+    // A shipment with an H1 excursion (40 min above 8 °C), a person, a token.
+    let t0 = now_ms() - 4 * 3_600_000;
+    post(
+        "/api/v1/shipments",
+        json!({
+            "by": "dispatcher", "id": "DOC-1", "product": "PBSC", "profile": "fridge",
+            "watch": [{"device": "dev-1", "channel": 0}],
+            "origin": "A", "destination": "B", "departure_ms": t0, "window_h": 48.0,
+        }),
+    );
+    let rs: Vec<(i64, Option<i32>)> = (0..150)
+        .map(|i| {
+            (
+                t0 + i * 60_000,
+                Some(if (90..130).contains(&i) { 9_500 } else { 5_000 }),
+            )
+        })
+        .collect();
+    let frames: Vec<String> = rs
+        .chunks(12)
+        .enumerate()
+        .map(|(i, c)| json_frame("dev-1", 1, i as u32, c))
+        .collect();
+    mosquitto_pub_lines(broker.port, "coldchain/v1/dev/dev-1/up/json", &frames).unwrap();
+    wait_for(Duration::from_secs(60), "the H1 alert", || {
+        daemon
+            .get("/api/v1/alerts?shipment=DOC-1")
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .find(|x| x["condition"]["kind"]["zone"] == "H1")
+                    .cloned()
+            })
+    });
+    post(
+        "/api/v1/users",
+        json!({"name": "quinn", "full_name": "Quinn Example", "role": "qa", "password": "correct horse battery staple"}),
+    );
+    post(
+        "/api/v1/tokens",
+        json!({"label": "script", "user": "quinn"}),
+    );
+
+    let doc = daemon.get("/api/v1/openapi.json");
+    let mut checked = Vec::new();
+    for (path, concrete) in [
+        ("/api/v1/alerts", "/api/v1/alerts"),
+        ("/api/v1/shipments", "/api/v1/shipments"),
+        ("/api/v1/shipments/{id}", "/api/v1/shipments/DOC-1"),
+        ("/api/v1/audit", "/api/v1/audit"),
+        ("/api/v1/audit/verify", "/api/v1/audit/verify"),
+        ("/api/v1/users", "/api/v1/users"),
+        ("/api/v1/tokens", "/api/v1/tokens"),
+    ] {
+        let schema = answer_schema(&doc, path, "get");
+        let (status, text) = raw(port, "get", concrete, Some(TEST_TOKEN));
+        assert_eq!(status, 200, "GET {concrete}: {text}");
+        let real: Value = serde_json::from_str(&text).unwrap();
+        assert!(
+            real.as_array().is_none_or(|a| !a.is_empty()),
+            "GET {concrete}: an empty list checks nothing"
+        );
+        let v = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .build(&schema)
+            .unwrap_or_else(|e| panic!("GET {path}: the documented schema does not compile: {e}"));
+        let errors: Vec<String> = v
+            .iter_errors(&real)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "GET {concrete} does not match its documented schema:\n{}\nanswer: {real}",
+            errors.join("\n")
+        );
+        let mut seen = 0;
+        required_present(&schema, &schema, &real, concrete, &mut seen);
+        assert!(
+            seen >= 3,
+            "GET {concrete}: only {seen} required properties checked"
+        );
+        checked.push((concrete, seen));
+    }
+    eprintln!("required properties checked: {checked:?}");
+}
+
 /// `coldchain ARGS --api … --token …` (the connection flags belong to the
 /// subcommand: `coldchain run --help` does not list them).
 fn cli(daemon: &Daemon, args: &[&str]) -> Output {

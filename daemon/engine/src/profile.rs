@@ -262,6 +262,21 @@ pub struct ZoneId {
     index: u8,
 }
 
+/// Written as its name, `H1`-`H4` or `L1`-`L3`.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for ZoneId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^(H[1-4]|L[1-3])$"))
+            .description(Some("A zone: H1-H4 (high) or L1-L3 (low)"))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for ZoneId {}
+
 impl ZoneId {
     /// The high zone `n` (1-4), or `None` outside that range.
     pub fn high(n: u8) -> Option<ZoneId> {
@@ -344,6 +359,7 @@ pub enum ZoneKind {
 }
 
 /// How urgent a condition is.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {

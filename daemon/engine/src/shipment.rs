@@ -10,6 +10,7 @@ use crate::isbt128;
 use serde::{Deserialize, Serialize};
 
 /// Lifecycle state.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
@@ -24,6 +25,7 @@ pub enum State {
 }
 
 /// A receiving lab's decision.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
@@ -36,6 +38,7 @@ pub enum Decision {
 }
 
 /// The disposition recorded at close.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Disposition {
     /// The decision.
@@ -54,6 +57,7 @@ pub struct Disposition {
 
 /// An electronic signature (21 CFR 11.50, 11.70, 11.200): who signed, when,
 /// what it means, and the SHA-256 of the arrival report it covers.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Signature {
     /// The signer's user id.
@@ -83,6 +87,7 @@ impl Decision {
 }
 
 /// A custody hand-off.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Handoff {
     /// Who took custody.
@@ -96,6 +101,7 @@ pub struct Handoff {
 }
 
 /// A probe channel of a device that watches the shipment.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Watch {
     /// Device id.
@@ -105,6 +111,7 @@ pub struct Watch {
 }
 
 /// A shipment.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Shipment {
     /// Free-text id; an ISBT 128 donation identification number is fine.

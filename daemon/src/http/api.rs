@@ -618,13 +618,94 @@ struct SiteQuery {
     site: Option<String>,
 }
 
+/// What a shipment's status document says (schema only: the document is
+/// written by `evaluate::status_doc`; tests/tests/api_contract.rs checks real
+/// answers against this schema).
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub(super) struct StatusFields {
+    /// Lifecycle state.
+    state: coldchain_engine::shipment::State,
+    /// Profile name.
+    profile: String,
+    /// The newest reading (`t_ms`, `milli_c`), if any.
+    #[schema(value_type = Option<Object>)]
+    last: Option<serde_json::Value>,
+    /// Lowest temperature so far, m°C.
+    min_milli_c: Option<i32>,
+    /// Highest temperature so far, m°C.
+    max_milli_c: Option<i32>,
+    /// Viability window left, ms (none without a window).
+    window_remaining_ms: Option<i64>,
+    /// Window predicted left at the ETA, ms.
+    window_predicted_at_eta_ms: Option<i64>,
+    /// The hold-time prediction (dry shippers), with its sentence.
+    #[schema(value_type = Option<Object>)]
+    hold_time: Option<serde_json::Value>,
+    /// Open alerts.
+    open_alerts: usize,
+    /// The worst open severity.
+    worst_open: Option<coldchain_engine::profile::Severity>,
+    /// Open alerts nobody acknowledged.
+    unacknowledged: usize,
+}
+
+/// One row of the shipment list: the status document with the shipment
+/// itself in place of its id, and the paths its data came through (schema
+/// only, see [`StatusFields`]).
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub(super) struct ShipmentRow {
+    /// The shipment.
+    shipment: coldchain_engine::shipment::Shipment,
+    /// Gateways (ids), `direct` or `serial` its data came through.
+    seen_through: Vec<String>,
+    #[serde(flatten)]
+    status: StatusFields,
+}
+
+/// A shipment's status document (schema only, see [`StatusFields`]).
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub(super) struct StatusDoc {
+    /// The shipment's id.
+    shipment: String,
+    #[serde(flatten)]
+    status: StatusFields,
+}
+
+/// An audit entry as the API shows it (schema only: `AuditEntry::to_json`).
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub(super) struct AuditEntryDoc {
+    #[serde(flatten)]
+    entry: crate::audit::AuditEntry,
+    /// `authenticated`, `legacy typed name` or `daemon`.
+    identity: String,
+}
+
+/// A shipment with everything known about it (schema only).
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub(super) struct ShipmentDetail {
+    /// Its status document.
+    status: StatusDoc,
+    /// The full evaluation: conditions, viability, data health.
+    #[schema(value_type = Object)]
+    evaluation: serde_json::Value,
+    /// Its alerts.
+    alerts: Vec<Alert>,
+    /// Its audit entries, oldest first.
+    audit: Vec<AuditEntryDoc>,
+}
+
 #[utoipa::path(
     get,
     path = "/api/v1/shipments",
     tag = "shipments",
     summary = "Shipments with their status and the paths (gateways) their data came through",
     params(SiteQuery),
-    responses((status = 200, description = "Status documents, each with its shipment and `seen_through`", body = serde_json::Value))
+    responses((status = 200, description = "Status documents, each with its shipment and `seen_through`", body = Vec<ShipmentRow>))
 )]
 async fn list_shipments(
     State(s): State<AppState>,
@@ -659,7 +740,7 @@ async fn list_shipments(
     tag = "shipments",
     summary = "A shipment: status, full evaluation, alerts, audit entries",
     params(("id" = String, Path, description = "Shipment id (URL-encoded)")),
-    responses((status = 200, description = "status, evaluation, alerts, audit", body = serde_json::Value))
+    responses((status = 200, description = "status, evaluation, alerts, audit", body = ShipmentDetail))
 )]
 async fn show_shipment(
     State(s): State<AppState>,
@@ -703,7 +784,7 @@ struct AlertQuery {
     tag = "alerts",
     summary = "Alerts; `open=true` for unresolved ones, `shipment=` to filter",
     params(AlertQuery),
-    responses((status = 200, description = "Alerts", body = serde_json::Value))
+    responses((status = 200, description = "Alerts", body = Vec<Alert>))
 )]
 async fn list_alerts(
     State(s): State<AppState>,
@@ -735,7 +816,7 @@ struct AuditQuery {
     tag = "audit",
     summary = "Audit trail entries, oldest first; `after` = seq, `limit`",
     params(AuditQuery),
-    responses((status = 200, description = "Entries", body = serde_json::Value))
+    responses((status = 200, description = "Entries", body = Vec<AuditEntryDoc>))
 )]
 async fn audit_list(
     State(s): State<AppState>,
@@ -756,7 +837,7 @@ async fn audit_list(
     path = "/api/v1/audit/verify",
     tag = "audit",
     summary = "Walk the hash chain: `ok`, `entries`, `head`, `problems`",
-    responses((status = 200, description = "The verification", body = serde_json::Value))
+    responses((status = 200, description = "The verification", body = crate::audit::Verification))
 )]
 async fn audit_verify(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let v = tokio::task::spawn_blocking(move || s.audit.verify()).await??;

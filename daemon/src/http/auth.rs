@@ -192,10 +192,19 @@ pub async fn middleware(State(s): State<AppState>, mut req: Request<Body>, next:
         // The pages' own polling carries X-Coldchain-Poll: it does not keep
         // an unattended session alive.
         let touch = !req.headers().contains_key("x-coldchain-poll");
-        s.users.by_session(&c, now, touch).map(|(a, t)| {
-            csrf = Some(t);
-            a
-        })
+        let users = s.users.clone();
+        match tokio::task::spawn_blocking(move || users.by_session(&c, now, touch)).await {
+            Ok(Ok(found)) => found.map(|(a, t)| {
+                csrf = Some(t);
+                a
+            }),
+            Ok(Err(e)) => {
+                return ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+            }
+            Err(e) => {
+                return ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+            }
+        }
     } else {
         None
     };
@@ -344,7 +353,10 @@ async fn login(
     same_site(&headers, &uri).map_err(|e| ApiError(StatusCode::FORBIDDEN, e))?;
     let u = check_password(&s, &b.name, &b.password, "login").await?;
     let now = crate::ingest::now_ms();
-    let (cookie, csrf) = s.users.start_session(&u.name, now);
+    let (s1, name) = (s.clone(), u.name.clone());
+    let (cookie, csrf) = tokio::task::spawn_blocking(move || s1.users.start_session(&name, now))
+        .await
+        .map_err(blocking_err)??;
     let actor = Actor {
         user: u.name.clone(),
         full_name: u.full_name.clone(),
@@ -387,19 +399,22 @@ async fn login(
     summary = "End the session",
     responses((status = 200, description = "logged_out: true", body = serde_json::Value))
 )]
-async fn logout(State(s): State<AppState>, headers: HeaderMap) -> Response {
+async fn logout(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     if let Some(c) = session_cookie(&headers) {
-        s.users.end_session(&c);
+        let s1 = s.clone();
+        tokio::task::spawn_blocking(move || s1.users.end_session(&c))
+            .await
+            .map_err(blocking_err)??;
     }
     let secure = if s.tls { "; Secure" } else { "" };
-    (
+    Ok((
         [(
             header::SET_COOKIE,
             format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}"),
         )],
         Json(serde_json::json!({ "logged_out": true })),
     )
-        .into_response()
+        .into_response())
 }
 
 #[utoipa::path(
@@ -473,7 +488,7 @@ async fn change_password(
     path = "/api/v1/users",
     tag = "people",
     summary = "People (admin)",
-    responses((status = 200, description = "Accounts, without password hashes", body = serde_json::Value))
+    responses((status = 200, description = "Accounts, without password hashes", body = Vec<UserInfo>))
 )]
 async fn list_users(State(s): State<AppState>) -> Result<Json<Vec<UserInfo>>, ApiError> {
     let all = tokio::task::spawn_blocking(move || s.users.all())
@@ -497,7 +512,7 @@ struct AddUserBody {
     tag = "people",
     summary = "Add a person (admin)",
     request_body = AddUserBody,
-    responses((status = 201, description = "The account", body = serde_json::Value))
+    responses((status = 201, description = "The account", body = UserInfo))
 )]
 async fn add_user(
     State(s): State<AppState>,
@@ -582,7 +597,7 @@ async fn set_disabled(
     tag = "people",
     summary = "Disable an account (admin): sessions end, tokens refused",
     params(("name" = String, Path, description = "Login name")),
-    responses((status = 200, description = "The account", body = serde_json::Value))
+    responses((status = 200, description = "The account", body = UserInfo))
 )]
 async fn disable_user(
     State(s): State<AppState>,
@@ -598,7 +613,7 @@ async fn disable_user(
     tag = "people",
     summary = "Enable an account (admin)",
     params(("name" = String, Path, description = "Login name")),
-    responses((status = 200, description = "The account", body = serde_json::Value))
+    responses((status = 200, description = "The account", body = UserInfo))
 )]
 async fn enable_user(
     State(s): State<AppState>,
@@ -677,7 +692,7 @@ async fn reset_user(
     path = "/api/v1/tokens",
     tag = "people",
     summary = "Personal API tokens (yours; an admin's: everyone's), without secrets",
-    responses((status = 200, description = "Tokens", body = serde_json::Value))
+    responses((status = 200, description = "Tokens", body = Vec<crate::users::ApiToken>))
 )]
 async fn list_tokens(
     State(s): State<AppState>,
@@ -762,7 +777,7 @@ async fn create_token(
     tag = "people",
     summary = "Revoke a token (its owner or an admin)",
     params(("id" = String, Path, description = "Token id")),
-    responses((status = 200, description = "The revoked token", body = serde_json::Value))
+    responses((status = 200, description = "The revoked token", body = crate::users::ApiToken))
 )]
 async fn revoke_token(
     State(s): State<AppState>,

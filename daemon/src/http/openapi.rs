@@ -217,4 +217,76 @@ mod tests {
             .collect();
         assert_eq!(names, ["after", "limit"], "{readings}");
     }
+
+    /// The main answers have named schemas (not "any JSON"), and those
+    /// schemas name the fields the handlers' types carry.
+    #[test]
+    fn main_answers_have_schemas() {
+        let doc = serde_json::to_value(super::document()).expect("document as JSON");
+        for (path, method, schema) in [
+            ("/api/v1/alerts", "get", "Alert"),
+            ("/api/v1/shipments", "get", "ShipmentRow"),
+            ("/api/v1/shipments/{id}", "get", "ShipmentDetail"),
+            ("/api/v1/audit", "get", "AuditEntryDoc"),
+            ("/api/v1/audit/verify", "get", "Verification"),
+            ("/api/v1/reports/verify", "post", "Verification"),
+            ("/api/v1/users", "get", "UserInfo"),
+            ("/api/v1/users", "post", "UserInfo"),
+            ("/api/v1/users/{name}/disable", "post", "UserInfo"),
+            ("/api/v1/tokens", "get", "ApiToken"),
+            ("/api/v1/tokens/{id}/revoke", "post", "ApiToken"),
+        ] {
+            let op = &doc["paths"][path][method];
+            let ok = op["responses"]
+                .as_object()
+                .unwrap_or_else(|| panic!("{method} {path}"))
+                .iter()
+                .find(|(c, _)| c.starts_with('2'))
+                .map(|(_, r)| r["content"]["application/json"]["schema"].to_string())
+                .unwrap_or_default();
+            assert!(
+                ok.contains(&format!("/{schema}\"")),
+                "{method} {path}: answer schema {ok}, expected {schema}"
+            );
+        }
+        let s = &doc["components"]["schemas"];
+        let required = |name: &str| -> Vec<String> {
+            s[name]["required"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{name}: {}", s[name]))
+                .iter()
+                .map(|x| x.as_str().unwrap().to_string())
+                .collect()
+        };
+        for f in [
+            "id",
+            "shipment",
+            "condition",
+            "severity",
+            "state",
+            "raised_ms",
+        ] {
+            assert!(
+                required("Alert").contains(&f.to_string()),
+                "Alert lacks {f}"
+            );
+        }
+        for f in ["id", "product", "profile", "watch", "state", "created_ms"] {
+            assert!(
+                required("Shipment").contains(&f.to_string()),
+                "Shipment lacks {f}"
+            );
+        }
+        for f in ["seq", "at_ms", "action", "subject", "prev", "hash"] {
+            assert!(
+                required("AuditEntry").contains(&f.to_string()),
+                "AuditEntry lacks {f}"
+            );
+        }
+        assert!(!required("UserInfo").iter().any(|f| f.contains("hash")));
+        assert_eq!(
+            s["Severity"]["enum"],
+            serde_json::json!(["info", "warning", "critical"])
+        );
+    }
 }

@@ -126,7 +126,7 @@ async fn report(
     tag = "reports",
     summary = "Check a saved report file (its text as the body) against the daemon's data now: `ok`, `data_unchanged`, `file_intact`, `changed_sections`, `problems`",
     request_body(content = Vec<u8>, description = "The report file (HTML, CSV, JSON or PDF form)", content_type = "application/octet-stream"),
-    responses((status = 200, description = "The verification", body = serde_json::Value))
+    responses((status = 200, description = "The verification", body = crate::report::Verification))
 )]
 async fn verify_endpoint(State(s): State<AppState>, body: Bytes) -> Response {
     let id = match identify_file(&body) {

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::profile::{Severity, ZoneId};
 
 /// What a condition is about.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConditionKind {
@@ -71,6 +72,7 @@ impl fmt::Display for ConditionKind {
 ///
 /// An identity changes only when the *data* changes what happened: a late batch
 /// that shows an excursion began earlier than known moves its start.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ConditionId {
     /// What the condition is about.
