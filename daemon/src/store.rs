@@ -530,17 +530,20 @@ fn apply_staged(tree: &Tree, staged: Staged) -> crate::kv::Result<()> {
                 None => tree.remove(k).map(drop),
             }
         }
-        _ => {
-            let mut b = Batch::default();
-            for (k, v) in staged {
-                match v {
-                    Some(v) => b.insert(k, v),
-                    None => b.remove(k),
-                }
-            }
-            tree.apply_batch(b)
+        _ => tree.apply_batch(batch_of(staged)),
+    }
+}
+
+/// Staged writes as one batch.
+fn batch_of(staged: Staged) -> Batch {
+    let mut b = Batch::default();
+    for (k, v) in staged {
+        match v {
+            Some(v) => b.insert(k, v),
+            None => b.remove(k),
         }
     }
+    b
 }
 
 /// The storage interface the rest of the daemon uses.
@@ -1232,27 +1235,17 @@ impl Store for KvStore {
             // stores are announced to the other daemons sharing the
             // database when it commits (their evaluators read them).
             let notes = frame_notes(self.instance.get().map_or("", String::as_str), &frames);
-            let b = |staged: Staged| {
-                let mut b = Batch::default();
-                for (k, v) in staged {
-                    match v {
-                        Some(v) => b.insert(k, v),
-                        None => b.remove(k),
-                    }
-                }
-                b
-            };
             return self
                 .db
                 .apply_batches_notify(
                     vec![
-                        (&self.readings, b(unpaired)),
-                        (&self.events, b(w.events)),
-                        (&self.gaps, b(w.gaps)),
-                        (&self.security, b(w.security)),
-                        (&self.boot_clocks, b(w.boot_clocks)),
-                        (&self.frames, b(frames)),
-                        (&self.devices, b(w.devices)),
+                        (&self.readings, batch_of(unpaired)),
+                        (&self.events, batch_of(w.events)),
+                        (&self.gaps, batch_of(w.gaps)),
+                        (&self.security, batch_of(w.security)),
+                        (&self.boot_clocks, batch_of(w.boot_clocks)),
+                        (&self.frames, batch_of(frames)),
+                        (&self.devices, batch_of(w.devices)),
                     ],
                     notes,
                 )

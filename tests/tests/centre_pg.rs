@@ -79,15 +79,7 @@ fn postgres_gives_the_same_report_as_sled_and_keeps_it_across_restart_and_kill()
     );
     let t0 = now_ms() - 4 * H;
     for d in [&on_sled, &on_pg] {
-        post(
-            d,
-            "/api/v1/shipments",
-            json!({
-                "by": "dispatcher", "id": "PG-1", "product": "PBSC", "profile": "fridge",
-                "watch": [{"device": "fridge-pg", "channel": 0}],
-                "origin": "A", "destination": "B", "departure_ms": t0, "window_h": 48.0,
-            }),
-        );
+        create_shipment(d, "PG-1", t0);
     }
     // 150 minutes with a 40-minute excursion above 8 °C, 12 readings a frame;
     // half now, half after a kill -9 of the PostgreSQL daemon.
@@ -104,8 +96,7 @@ fn postgres_gives_the_same_report_as_sled_and_keeps_it_across_restart_and_kill()
         .enumerate()
         .map(|(i, c)| json_frame("fridge-pg", 1, i as u32, c))
         .collect();
-    let topic = "coldchain/v1/dev/fridge-pg/up/json";
-    mosquitto_pub_lines(broker.port, topic, &frames[..7]).unwrap();
+    mosquitto_pub_lines(broker.port, TOPIC, &frames[..7]).unwrap();
     wait_for(
         std::time::Duration::from_secs(60),
         "first half stored",
@@ -113,7 +104,7 @@ fn postgres_gives_the_same_report_as_sled_and_keeps_it_across_restart_and_kill()
     );
     on_pg.kill9();
     // Queued for its session while it is down.
-    mosquitto_pub_lines(broker.port, topic, &frames[7..]).unwrap();
+    mosquitto_pub_lines(broker.port, TOPIC, &frames[7..]).unwrap();
     on_pg.restart();
     for d in [&on_sled, &on_pg] {
         wait_for(std::time::Duration::from_secs(60), "all readings", || {
@@ -206,6 +197,40 @@ fn postgres_gives_the_same_report_as_sled_and_keeps_it_across_restart_and_kill()
     );
 }
 
+const TOPIC: &str = "coldchain/v1/dev/fridge-pg/up/json";
+
+/// Creates the fridge shipment `id` watching `fridge-pg`, departed at `t0`.
+fn create_shipment(d: &Daemon, id: &str, t0: i64) {
+    post(
+        d,
+        "/api/v1/shipments",
+        json!({
+            "by": "dispatcher", "id": id, "product": "PBSC", "profile": "fridge",
+            "watch": [{"device": "fridge-pg", "channel": 0}],
+            "origin": "A", "destination": "B", "departure_ms": t0, "window_h": 48.0,
+        }),
+    );
+}
+
+/// 250 min from `t0` at 5 °C but for 40 min above 8 °C from minute 90 (H1)
+/// and 20 min at 16 °C from minute 200 (H3), 10 readings a frame: 25 frames.
+fn two_excursions(t0: i64) -> Vec<String> {
+    let rs: Vec<(i64, Option<i32>)> = (0..250)
+        .map(|i| {
+            let v = match i {
+                90..130 => 9_500,
+                200..220 => 16_000,
+                _ => 5_000,
+            };
+            (t0 + i * MIN, Some(v))
+        })
+        .collect();
+    rs.chunks(10)
+        .enumerate()
+        .map(|(i, c)| json_frame("fridge-pg", 1, i as u32, c))
+        .collect()
+}
+
 fn zone_alerts(d: &Daemon, id: &str, zone: &str) -> usize {
     d.get(&format!("/api/v1/alerts?shipment={id}"))
         .as_array()
@@ -233,39 +258,15 @@ fn two_instances_share_a_database_and_one_evaluates_each_shipment() {
     let b = daemon(&dir.path().join("b"), broker_b.port, "cc-b", &store);
     let t0 = now_ms() - 6 * H;
     // Created on A: A evaluates it first and takes its lease.
-    post(
-        &a,
-        "/api/v1/shipments",
-        json!({
-            "by": "dispatcher", "id": "SHARED-1", "product": "PBSC", "profile": "fridge",
-            "watch": [{"device": "fridge-pg", "channel": 0}],
-            "origin": "A", "destination": "B", "departure_ms": t0, "window_h": 48.0,
-        }),
-    );
+    create_shipment(&a, "SHARED-1", t0);
     // B knows the shipment from the shared database.
     assert_eq!(
         b.get("/api/v1/shipments/SHARED-1")["evaluation"]["shipment"]["id"],
         "SHARED-1"
     );
-    // 150 min, 40 of them above 8 °C (H1), then 100 min of which 20 at
-    // 16 °C (H3), 12 readings a frame; only B's broker hears them.
-    let rs: Vec<(i64, Option<i32>)> = (0..250)
-        .map(|i| {
-            let v = match i {
-                90..130 => 9_500,
-                200..220 => 16_000,
-                _ => 5_000,
-            };
-            (t0 + i * MIN, Some(v))
-        })
-        .collect();
-    let frames: Vec<String> = rs
-        .chunks(10)
-        .enumerate()
-        .map(|(i, c)| json_frame("fridge-pg", 1, i as u32, c))
-        .collect();
-    let topic = "coldchain/v1/dev/fridge-pg/up/json";
-    mosquitto_pub_lines(broker_b.port, topic, &frames[..15]).unwrap();
+    // Only B's broker hears them.
+    let frames = two_excursions(t0);
+    mosquitto_pub_lines(broker_b.port, TOPIC, &frames[..15]).unwrap();
     wait_for(
         std::time::Duration::from_secs(60),
         "A raises H1 from B's frames",
@@ -295,7 +296,7 @@ fn two_instances_share_a_database_and_one_evaluates_each_shipment() {
 
     // A dies holding the lease; B takes it over when it runs out.
     a.kill9();
-    mosquitto_pub_lines(broker_b.port, topic, &frames[15..]).unwrap();
+    mosquitto_pub_lines(broker_b.port, TOPIC, &frames[15..]).unwrap();
     wait_for(
         std::time::Duration::from_secs(120),
         "B raises H3 after taking the lease over",
@@ -329,36 +330,13 @@ fn a_central_instance_killed_mid_stream_loses_and_duplicates_nothing() {
     let mut a = daemon(&dir.path().join("a"), broker.port, "cc-centre-a", &cfg);
     let b = daemon(&dir.path().join("b"), broker.port, "cc-centre-b", &cfg);
     let t0 = now_ms() - 6 * H;
-    post(
-        &b,
-        "/api/v1/shipments",
-        json!({
-            "by": "dispatcher", "id": "SPLIT-1", "product": "PBSC", "profile": "fridge",
-            "watch": [{"device": "fridge-pg", "channel": 0}],
-            "origin": "A", "destination": "B", "departure_ms": t0, "window_h": 48.0,
-        }),
-    );
-    let rs: Vec<(i64, Option<i32>)> = (0..250)
-        .map(|i| {
-            let v = match i {
-                90..130 => 9_500,
-                200..220 => 16_000,
-                _ => 5_000,
-            };
-            (t0 + i * MIN, Some(v))
-        })
-        .collect();
-    let frames: Vec<String> = rs
-        .chunks(10)
-        .enumerate()
-        .map(|(i, c)| json_frame("fridge-pg", 1, i as u32, c))
-        .collect();
-    let topic = "coldchain/v1/dev/fridge-pg/up/json";
+    create_shipment(&b, "SPLIT-1", t0);
+    let frames = two_excursions(t0);
     for (i, f) in frames.iter().enumerate() {
         if i == 9 {
             a.kill9();
         }
-        mosquitto_pub_lines(broker.port, topic, std::slice::from_ref(f)).unwrap();
+        mosquitto_pub_lines(broker.port, TOPIC, std::slice::from_ref(f)).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     // B took its share; A's share waits in its session on the broker.

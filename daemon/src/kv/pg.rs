@@ -30,17 +30,23 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "kv", include_str!("../../migrati
 /// The advisory lock key held while migrating ("coldchai" in ASCII).
 const MIGRATION_LOCK: i64 = 0x636f_6c64_6368_6169;
 
-fn pg_err(e: tokio_postgres::Error) -> Error {
+/// What PostgreSQL said: severity, SQLSTATE, message and detail for a
+/// server error, else the client's own error.
+fn pg_message(e: tokio_postgres::Error) -> String {
     match e.as_db_error() {
-        Some(db) => Error::Pg(format!(
+        Some(db) => format!(
             "{} {}: {}{}",
             db.severity(),
             db.code().code(),
             db.message(),
             db.detail().map(|d| format!(" ({d})")).unwrap_or_default()
-        )),
-        None => Error::Pg(e.to_string()),
+        ),
+        None => e.to_string(),
     }
+}
+
+fn pg_err(e: tokio_postgres::Error) -> Error {
+    Error::Pg(pg_message(e))
 }
 
 fn pool_err(e: deadpool_postgres::PoolError) -> Error {
@@ -186,10 +192,7 @@ impl PgDb {
                     continue;
                 }
                 tx.batch_execute(sql).await.map_err(|e| {
-                    let Error::Pg(m) = pg_err(e) else {
-                        unreachable!()
-                    };
-                    Error::Pg(format!("migration {version} ({name}): {m}"))
+                    Error::Pg(format!("migration {version} ({name}): {}", pg_message(e)))
                 })?;
                 tx.execute(
                     "INSERT INTO coldchain_schema (version, name) VALUES ($1, $2)",
@@ -628,24 +631,17 @@ pub async fn listen(
                             "lost the PostgreSQL notification connection: reconnecting"
                         );
                     }
-                    Err(e) => tracing::warn!(channel, "LISTEN failed: {}", describe(e)),
+                    Err(e) => tracing::warn!(channel, "LISTEN failed: {}", pg_message(e)),
                 }
                 driver.abort();
             }
             Err(e) => tracing::warn!(
                 channel,
                 "cannot connect to PostgreSQL for notifications: {}",
-                describe(e)
+                pg_message(e)
             ),
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
-    }
-}
-
-fn describe(e: tokio_postgres::Error) -> String {
-    match pg_err(e) {
-        Error::Pg(m) => m,
-        e => e.to_string(),
     }
 }
