@@ -217,7 +217,13 @@ impl Alert {
     }
 }
 
-/// The `alerts` tree (id -> JSON) and its index (shipment ‖ 0 ‖ condition -> id).
+/// The `alerts` tree (id -> JSON) and its index (shipment ‖ 0 ‖ id -> id).
+///
+/// The index names each alert once, by its id: a condition's identity is not
+/// a key, since a withdrawn alert and a later one for the same condition are
+/// two alerts and both stay on the shipment's record. (Databases written
+/// before this keyed it by condition; those entries still name their
+/// alerts and are read the same way.)
 #[derive(Debug, Clone)]
 pub struct Alerts {
     db: crate::kv::Db,
@@ -225,10 +231,10 @@ pub struct Alerts {
     index: crate::kv::Tree,
 }
 
-fn index_key(shipment: &str, c: &ConditionId) -> Vec<u8> {
+fn index_key(shipment: &str, id: u64) -> Vec<u8> {
     let mut k = shipment.as_bytes().to_vec();
     k.push(0);
-    k.extend_from_slice(c.to_string().as_bytes());
+    k.extend_from_slice(&id.to_be_bytes());
     k
 }
 
@@ -247,17 +253,6 @@ impl Alerts {
         Ok(self.db.generate_id()? + 1)
     }
 
-    /// The alert for (shipment, condition), if raised.
-    pub fn find(&self, shipment: &str, c: &ConditionId) -> anyhow::Result<Option<Alert>> {
-        match self.index.get(index_key(shipment, c))? {
-            Some(id) => {
-                let id = u64::from_be_bytes(id.as_ref().try_into()?);
-                self.get(id)
-            }
-            None => Ok(None),
-        }
-    }
-
     /// One alert.
     pub fn get(&self, id: u64) -> anyhow::Result<Option<Alert>> {
         match self.tree.get(id.to_be_bytes())? {
@@ -266,17 +261,12 @@ impl Alerts {
         }
     }
 
-    /// Stores an alert and indexes it under its condition (and `also`, when late
-    /// data moved the condition's start and the alert is recognised as the same).
-    pub fn put(&self, a: &Alert, also: Option<&ConditionId>) -> anyhow::Result<()> {
+    /// Stores an alert and indexes it under its shipment.
+    pub fn put(&self, a: &Alert) -> anyhow::Result<()> {
         self.tree
             .insert(a.id.to_be_bytes(), serde_json::to_vec(a)?)?;
         self.index
-            .insert(index_key(&a.shipment, &a.condition), &a.id.to_be_bytes())?;
-        if let Some(c) = also {
-            self.index
-                .insert(index_key(&a.shipment, c), &a.id.to_be_bytes())?;
-        }
+            .insert(index_key(&a.shipment, a.id), &a.id.to_be_bytes())?;
         Ok(())
     }
 
@@ -300,7 +290,8 @@ impl Alerts {
         }
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            // The index may name an alert under an earlier identity too.
+            // Older databases name an alert under each condition identity
+            // it had (the set keeps one of each).
             if let Some(a) = self.get(id)?
                 && a.shipment == shipment
             {
@@ -308,5 +299,58 @@ impl Alerts {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::ZoneId;
+
+    fn alert(id: u64, state: AlertState) -> Alert {
+        Alert {
+            id,
+            shipment: "S-1".into(),
+            condition: ConditionId {
+                kind: ConditionKind::Zone(ZoneId::high(1).unwrap()),
+                start_ms: 1_000,
+            },
+            severity: Severity::Warning,
+            message: "H1".into(),
+            state,
+            raised_ms: 2_000,
+            fires_ms: 1_500,
+            cleared_ms: None,
+            peak: None,
+            beyond_ms: 500,
+            ack: None,
+            resolved_ms: None,
+            escalations: 0,
+            escalated_ms: None,
+            last_ms: 1_500,
+            revisions: Vec::new(),
+            withdrawn: None,
+        }
+    }
+
+    /// A withdrawn alert and a later one for the same condition are two
+    /// alerts: both stay on the shipment's record.
+    #[test]
+    fn a_withdrawn_alert_stays_on_the_record_beside_a_later_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let db: crate::kv::Db = sled::open(dir.path()).unwrap().into();
+        let alerts = Alerts::open(&db).unwrap();
+        let mut first = alert(1, AlertState::Open);
+        alerts.put(&first).unwrap();
+        first.withdraw("later data shows otherwise".into(), 3_000);
+        alerts.put(&first).unwrap();
+        alerts.put(&alert(2, AlertState::Open)).unwrap();
+        let got: Vec<(u64, AlertState)> = alerts
+            .of_shipment("S-1")
+            .unwrap()
+            .iter()
+            .map(|a| (a.id, a.state))
+            .collect();
+        assert_eq!(got, vec![(1, AlertState::Withdrawn), (2, AlertState::Open)]);
     }
 }

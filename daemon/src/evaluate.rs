@@ -955,12 +955,10 @@ impl Evaluator {
                 Step::Keep { alert, cond } => {
                     let a = &mut alerts[alert];
                     let c = fired[cond];
-                    let old_id = a.condition;
                     let change = a.take_facts(c, describe(c, profile), learned);
                     let resolved = a.maybe_resolve(learned);
                     if change != Change::None || resolved {
-                        let also = (old_id != a.condition).then_some(old_id);
-                        self.alerts.put(a, also.as_ref())?;
+                        self.alerts.put(a)?;
                     }
                     if change == Change::Revised {
                         let was = a.revisions.last().map(|r| r.was.clone());
@@ -1000,7 +998,7 @@ impl Evaluator {
                         revisions: Vec::new(),
                         withdrawn: None,
                     };
-                    self.alerts.put(&a, None)?;
+                    self.alerts.put(&a)?;
                     tracing::warn!(shipment = %s.id, alert = a.id, severity = ?a.severity, condition = %a.condition, "ALERT: {}", a.message);
                     self.audit.append(
                         learned,
@@ -1015,7 +1013,7 @@ impl Evaluator {
                 Step::Withdraw { alert, reason } => {
                     let a = &mut alerts[alert];
                     a.withdraw(reason.clone(), learned);
-                    self.alerts.put(a, None)?;
+                    self.alerts.put(a)?;
                     tracing::warn!(shipment = %s.id, alert = a.id, condition = %a.condition, "ALERT WITHDRAWN: {reason}");
                     self.audit.append(
                         learned,
@@ -1042,7 +1040,7 @@ impl Evaluator {
                         .unwrap_or(a.last_ms.max(a.fires_ms));
                     a.cleared_ms = Some(end);
                     let resolved = a.maybe_resolve(learned);
-                    self.alerts.put(a, None)?;
+                    self.alerts.put(a)?;
                     self.notify(a, "cleared")?;
                     if resolved {
                         self.notify(a, "resolved")?;
@@ -1129,7 +1127,7 @@ impl Evaluator {
             if now - since >= after && self.leases.hold(&a.shipment, now) {
                 a.escalations += 1;
                 a.escalated_ms = Some(now);
-                self.alerts.put(&a, None)?;
+                self.alerts.put(&a)?;
                 tracing::error!(shipment = %a.shipment, alert = a.id, level = a.escalations,
                     "ESCALATION: alert not acknowledged: {}", a.message);
                 self.audit.append(
@@ -1439,7 +1437,7 @@ impl Evaluator {
                     at_ms: now,
                 });
                 a.maybe_resolve(now);
-                self.alerts.put(&a, None).map_err(internal)?;
+                self.alerts.put(&a).map_err(internal)?;
                 self.audit
                     .append_by(
                         now,

@@ -339,7 +339,7 @@ fn rendering_and_hash_are_deterministic_and_follow_the_data() {
             .find(|a| a.state == AlertState::Open)
             .unwrap();
     a.state = AlertState::Acknowledged;
-    w2.0.ev.alerts.put(&a, None).unwrap();
+    w2.0.ev.alerts.put(&a).unwrap();
     let acked = w2.0.report(&w2.1);
     assert_ne!(report::sha256(&acked), report::sha256(&w2.2));
 }
