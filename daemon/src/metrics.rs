@@ -99,7 +99,7 @@ impl Snapshot {
             counters: vec![
                 (
                     "coldchain_frames_stored",
-                    "Frames stored since start",
+                    "Frames stored by this instance since start (instances sharing PostgreSQL that take the same frame at the same moment may both count it; the store holds it once)",
                     st.frames_stored.load(Relaxed),
                 ),
                 (

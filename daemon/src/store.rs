@@ -548,6 +548,12 @@ fn batch_of(staged: Staged) -> Batch {
 
 /// The storage interface the rest of the daemon uses.
 pub trait Store: Send + Sync + 'static {
+    /// Whether other daemons write the same database (PostgreSQL shared by
+    /// a centre's instances): then what this daemon remembers of a device
+    /// (its highest sequence stored) may be behind the store.
+    fn shared(&self) -> bool {
+        false
+    }
     /// Applies staged writes (not yet durable).
     fn apply(&self, w: WriteSet) -> Result<(), StoreError>;
     /// Makes everything applied so far durable against a power cut.
@@ -1179,6 +1185,10 @@ pub fn fsync_tree(dir: &Path) -> Result<(), StoreError> {
 }
 
 impl Store for KvStore {
+    fn shared(&self) -> bool {
+        self.is_postgres()
+    }
+
     fn boot_clock(&self, d: &DeviceId, boot: u32) -> Result<Option<BootClock>, StoreError> {
         match self
             .boot_clocks
@@ -1397,15 +1407,54 @@ impl Store for KvStore {
         Ok(n)
     }
 
+    /// The gap records say where frames were found missing when a later one
+    /// arrived; they are checked against the frames stored. Each ingest
+    /// keeps its own view of a device's sequence, so where several daemons
+    /// share the database (a centre on PostgreSQL), one may record a gap
+    /// that another has filled, or two may record overlapping ones: the
+    /// records are merged and every frame stored is taken out of them. A
+    /// missing frame is always inside some record (the first ingest to see a
+    /// frame past it records it, and a fill only ever cuts out the frame it
+    /// stores), so what remains is exactly what is missing.
     fn gaps(&self, d: &DeviceId) -> Result<Vec<(u32, u32, u32)>, StoreError> {
-        let mut out = Vec::new();
+        let mut recs = Vec::new();
         for kv in self.gaps.scan_prefix(key::device_prefix(d)) {
             let (k, v) = kv.map_err(|e| self.sled_err(e))?;
             let n = k.len();
             let boot = u32::from_be_bytes(k[n - 8..n - 4].try_into().unwrap_or([0; 4]));
             let first = u32::from_be_bytes(k[n - 4..].try_into().unwrap_or([0; 4]));
             let rec: GapRecord = self.dec("gaps", &v)?;
-            out.push((boot, first, rec.last));
+            recs.push((boot, first, rec.last.max(first)));
+        }
+        recs.sort_unstable();
+        let mut merged: Vec<(u32, u32, u32)> = Vec::with_capacity(recs.len());
+        for (boot, first, last) in recs {
+            match merged.last_mut() {
+                Some(m) if m.0 == boot && u64::from(first) <= u64::from(m.2) + 1 => {
+                    m.2 = m.2.max(last);
+                }
+                _ => merged.push((boot, first, last)),
+            }
+        }
+        let mut out = Vec::with_capacity(merged.len());
+        for (boot, first, last) in merged {
+            let lo = key::frame(d, FrameRef { boot, seq: first });
+            let hi = key::frame(d, FrameRef { boot, seq: last });
+            // The first sequence number not yet known to be stored.
+            let mut next = u64::from(first);
+            for k in self.frames.range(lo..=hi).keys() {
+                let k = k.map_err(|e| self.sled_err(e))?;
+                let Some((_, r)) = key::parse_frame(&k) else {
+                    continue;
+                };
+                if u64::from(r.seq) > next {
+                    out.push((boot, next as u32, r.seq - 1));
+                }
+                next = u64::from(r.seq) + 1;
+            }
+            if next <= u64::from(last) {
+                out.push((boot, next as u32, last));
+            }
         }
         Ok(out)
     }
@@ -1505,6 +1554,35 @@ mod tests {
             .unwrap();
         assert_eq!(ids(&p), vec![(2, 0, 0), (2, 0, 1), (2, 0, 2)]);
         assert!(s.readings(&a, None, 0).unwrap().is_empty());
+    }
+
+    /// Gap records written from stale views of a device's sequence (as two
+    /// daemons sharing a database write them) are checked against the
+    /// frames stored: overlapping records count once, filled frames are
+    /// taken out, and what is really missing stays.
+    #[test]
+    fn gaps_are_what_is_missing_from_the_frames_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = KvStore::open(dir.path()).unwrap();
+        let a = dev("a");
+        let mut w = WriteSet::default();
+        for seq in (0..=12).filter(|q| ![4, 5, 9].contains(q)) {
+            w.frame(&a, FrameRef { boot: 1, seq }, &frame_rec(), &[1; 16]);
+        }
+        w.frame(&a, FrameRef { boot: 2, seq: 3 }, &frame_rec(), &[1; 16]);
+        let rec = |last| GapRecord {
+            last,
+            detected_ms: 1,
+        };
+        // One daemon saw seq 12 first: 0..=11 missing. Another, seq 6 after
+        // 3: 4..=5. A third, seq 10 after 7: 8..=9.
+        w.gap(&a, 1, 0, Some(&rec(11)));
+        w.gap(&a, 1, 4, Some(&rec(5)));
+        w.gap(&a, 1, 8, Some(&rec(9)));
+        // Boot 2 started at seq 3.
+        w.gap(&a, 2, 0, Some(&rec(2)));
+        s.apply(w).unwrap();
+        assert_eq!(s.gaps(&a).unwrap(), vec![(1, 4, 5), (1, 9, 9), (2, 0, 2)]);
     }
 
     #[test]

@@ -711,6 +711,13 @@ impl<S: Store> Ingestor<S> {
     /// Whether `f` is past everything stored for its device: a newer boot, or
     /// a sequence number above the highest of its boot.
     fn beyond_stored(&mut self, d: &DeviceId, r: FrameRef) -> Result<bool, StoreError> {
+        if self.store.shared() {
+            // Another daemon may have stored it since this one last looked:
+            // only the store can tell (a frame reusing a stored sequence
+            // number with other content must be refused, not written over
+            // the first).
+            return Ok(false);
+        }
         let st = self.state(d)?;
         Ok(r.boot > st.boot || (r.boot == st.boot && st.max_seq.is_none_or(|m| r.seq > m)))
     }
