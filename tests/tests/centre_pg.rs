@@ -6,6 +6,7 @@
 
 use coldchain_tests::*;
 use serde_json::{Value, json};
+use std::time::Duration;
 
 const MIN: i64 = 60_000;
 const H: i64 = 3_600_000;
@@ -413,5 +414,58 @@ fn a_central_instance_killed_mid_stream_loses_and_duplicates_nothing() {
     assert!(
         a.stat("readings_stored") > 0,
         "A stored its share after its restart"
+    );
+}
+
+/// A container's flash was reset without its boot counter moving on: it
+/// sends a sequence number already stored with other readings. The first
+/// frame was stored by instance A; B, which last saw the device before that,
+/// receives the reuse. It is refused as a reuse and the readings first
+/// stored stay (B asks the shared store, not its own memory of the device).
+#[test]
+fn a_sequence_reused_at_another_instance_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Postgres::start(&dir.path().join("pg"));
+    let url = pg.create_db("reuse");
+    let store = format!("[store]\npostgres_url = \"{url}\"\n");
+    let broker_a = Mosquitto::start(&dir.path().join("broker-a"));
+    let broker_b = Mosquitto::start(&dir.path().join("broker-b"));
+    let a = daemon(&dir.path().join("a"), broker_a.port, "cc-a", &store);
+    let b = daemon(&dir.path().join("b"), broker_b.port, "cc-b", &store);
+    let t0 = now_ms() - H;
+    let reading = |i: i64, v: i32| vec![(t0 + i * MIN, Some(v))];
+    // B sees the device's first frame; A stores the next ones.
+    mosquitto_pub_lines(
+        broker_b.port,
+        TOPIC,
+        &[json_frame("fridge-pg", 1, 0, &reading(0, 5_000))],
+    )
+    .unwrap();
+    wait_for(Duration::from_secs(30), "B stores seq 0", || {
+        (b.stat("frames_stored") == 1).then_some(())
+    });
+    let first: Vec<String> = (1..4)
+        .map(|i| json_frame("fridge-pg", 1, i as u32, &reading(i, 5_000)))
+        .collect();
+    mosquitto_pub_lines(broker_a.port, TOPIC, &first).unwrap();
+    wait_for(Duration::from_secs(30), "A stores seq 1-3", || {
+        (a.stat("frames_stored") == 3).then_some(())
+    });
+    // Seq 3 again, with other readings, at B.
+    mosquitto_pub_lines(
+        broker_b.port,
+        TOPIC,
+        &[json_frame("fridge-pg", 1, 3, &reading(30, 12_000))],
+    )
+    .unwrap();
+    wait_for(Duration::from_secs(30), "B refuses the reuse", || {
+        (b.stat("rejected.sequence_reuse") == 1).then_some(())
+    });
+    assert_eq!(b.stat("frames_stored"), 1, "B stored only seq 0");
+    let rows = a.all_readings("fridge-pg");
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    assert!(
+        rows.iter().all(|r| r["value"] == json!({"valid": 5_000})),
+        "the readings first stored stay: {rows:?}"
     );
 }
