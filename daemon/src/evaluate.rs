@@ -27,121 +27,17 @@ use crate::alarm::{self, Condition, ConditionKind, Sample, SampleValue, Series, 
 use crate::alert::{Alert, AlertState, Alerts};
 use crate::audit::Audit;
 use crate::config::Config;
-use crate::mkt::{self, MktOutcome};
+use crate::mkt;
 use crate::outbox::Outbox;
-use crate::profile::{Profile, Severity, Side};
+use crate::profile::{Profile, Severity};
 use crate::shipment::{Shipment, Shipments};
 use crate::store::{EventBody, EventRecord, KvStore, Store, key};
 use crate::viability::ViabilityOutcome;
 use coldchain_engine::holdtime::HoldPrediction;
 use coldchain_engine::tracker::{self, Tracker, View};
 
-/// One point of a shipment's temperature record (for charts and reports).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Point {
-    /// Device time, ms.
-    pub t_ms: i64,
-    /// milli-°C, or `None` for a fault.
-    pub milli_c: Option<i32>,
-}
-
-/// Everything known about a shipment at one moment.
-#[derive(Debug, Clone, Serialize)]
-pub struct Evaluation {
-    /// The shipment.
-    pub shipment: Shipment,
-    /// Its profile.
-    pub profile: Profile,
-    /// The moment evaluated (arrival for an arrived shipment, else now), ms.
-    pub as_of_ms: i64,
-    /// Readings used.
-    pub readings: usize,
-    /// Fault readings among them.
-    pub faults: usize,
-    /// Readings with an estimated time (device clock not synced).
-    pub estimated_time: usize,
-    /// Latest valid temperature and its time.
-    pub last: Option<Point>,
-    /// Lowest valid temperature, milli-°C.
-    pub min_milli_c: Option<i32>,
-    /// Highest valid temperature, milli-°C.
-    pub max_milli_c: Option<i32>,
-    /// Time-weighted mean over known time, milli-°C.
-    pub mean_milli_c: Option<i32>,
-    /// MKT (not on cryogenic lanes).
-    pub mkt: MktOutcome,
-    /// Viability window.
-    pub viability: ViabilityOutcome,
-    /// Warming events and time above the critical limit (cryogenic lanes).
-    pub warming: Option<alarm::warming::WarmingSummary>,
-    /// Every condition found, fired or not (the report's evidence).
-    pub conditions: Vec<Condition>,
-    /// Sequence gaps of the watching devices: (device, boot, first, last).
-    pub gaps: Vec<(String, u32, u32, u32)>,
-    /// The record, for charts: every reading used, in time order.
-    pub points: Vec<Point>,
-    /// The certificates the watching channels' readings were corrected by.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub calibration: Vec<(String, u8, calibration::Certificate)>,
-    /// A dry shipper's predicted crossing of its limit against the ETA.
-    pub hold_time: Option<coldchain_engine::holdtime::HoldPrediction>,
-}
-
-impl Evaluation {
-    /// A number that sorts shipments by how much they need a person: open
-    /// critical alerts first, then warnings, then the least window left.
-    pub fn active_conditions(&self) -> impl Iterator<Item = &Condition> {
-        self.conditions.iter().filter(|c| c.is_active())
-    }
-}
-
-/// A sentence for people about a condition.
-pub fn describe(c: &Condition, profile: &Profile) -> String {
-    let t = |m: i32| format!("{:.1} °C", f64::from(m) / 1000.0);
-    match c.id.kind {
-        ConditionKind::Zone(z) => {
-            let zone = profile.zone(z);
-            let limit = zone.map(|z| format!("{}", z.limit)).unwrap_or_default();
-            let side = if z.side() == Side::High {
-                "peak"
-            } else {
-                "lowest"
-            };
-            format!(
-                "{z}: temperature {limit} for {} min ({side} {})",
-                c.beyond_ms / 60_000,
-                c.peak.map(t).unwrap_or_else(|| "n/a".into())
-            )
-        }
-        ConditionKind::ProbeFault => {
-            "probe fault: the probe reports a fault, not a temperature".into()
-        }
-        ConditionKind::Silent => "the device has gone silent".into(),
-        ConditionKind::BatteryLow => "battery low".into(),
-        ConditionKind::ClockUnsynced => "device clock not synced: times are estimated".into(),
-        ConditionKind::LidOpen => format!("lid open for {} min", c.beyond_ms / 60_000),
-        ConditionKind::Tilt => format!(
-            "container tilted beyond its limit for {} min",
-            c.beyond_ms / 60_000
-        ),
-        ConditionKind::Tamper => "frames with bad tags or sequence anomalies".into(),
-        ConditionKind::StorageFull => "the edge daemon's storage is over its disk budget: new data is not being stored (the broker keeps it) until space is made".into(),
-        ConditionKind::ViabilityWarning => {
-            "viability window predicted at ETA is below the margin".into()
-        }
-        ConditionKind::ViabilityGone => "viability window used up".into(),
-        ConditionKind::HoldTime => {
-            "hold time: the product is predicted to cross its limit before arrival (see the shipment's hold time at ETA)".into()
-        }
-        ConditionKind::CalibrationExpired => {
-            "a watching probe's calibration certificate has expired: its readings are corrected by an out-of-date certificate".into()
-        }
-        ConditionKind::Trend => format!(
-            "warming trend: the critical limit will be reached within hours (now {})",
-            c.peak.map(t).unwrap_or_else(|| "n/a".into())
-        ),
-    }
-}
+pub use coldchain_engine::alert::describe;
+pub use coldchain_engine::evaluation::{Evaluation, Point};
 
 /// Loads, evaluates, raises.
 #[derive(Debug)]
@@ -1204,24 +1100,24 @@ pub struct Snapshot<'a> {
     pub hold_time: Option<&'a HoldPrediction>,
 }
 
-impl Evaluation {
+impl<'a> From<&'a Evaluation> for Snapshot<'a> {
     /// The part of an evaluation the status document shows.
-    pub fn snapshot(&self) -> Snapshot<'_> {
+    fn from(ev: &'a Evaluation) -> Self {
         Snapshot {
-            shipment: &self.shipment,
-            profile: &self.profile.name,
-            last: self.last,
-            min_milli_c: self.min_milli_c,
-            max_milli_c: self.max_milli_c,
-            viability: &self.viability,
-            hold_time: self.hold_time.as_ref(),
+            shipment: &ev.shipment,
+            profile: &ev.profile.name,
+            last: ev.last,
+            min_milli_c: ev.min_milli_c,
+            max_milli_c: ev.max_milli_c,
+            viability: &ev.viability,
+            hold_time: ev.hold_time.as_ref(),
         }
     }
 }
 
 /// The summary of an evaluation and the shipment's alerts.
 pub fn summary_of(ev: &Evaluation, alerts: Vec<Alert>) -> Summary {
-    summary_from(&ev.snapshot(), alerts)
+    summary_from(&Snapshot::from(ev), alerts)
 }
 
 fn summary_from(snap: &Snapshot<'_>, alerts: Vec<Alert>) -> Summary {
@@ -1240,7 +1136,7 @@ fn summary_from(snap: &Snapshot<'_>, alerts: Vec<Alert>) -> Summary {
 
 /// The retained status document of a shipment.
 pub fn status_json(ev: &Evaluation, alerts: &[Alert]) -> serde_json::Value {
-    status_doc(&ev.snapshot(), alerts)
+    status_doc(&Snapshot::from(ev), alerts)
 }
 
 /// The retained status document of a shipment, from a snapshot.

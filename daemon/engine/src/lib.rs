@@ -12,7 +12,11 @@
 //!   new data).
 //! * [`isbt128`]: the donation identification number and product code;
 //! * [`calibration`]: probe certificates, corrections, IEC 60751 tolerances;
-//! * [`holdtime`]: a dry shipper's predicted crossing of its limit against the ETA.
+//! * [`holdtime`]: a dry shipper's predicted crossing of its limit against the ETA;
+//! * [`alert`]: alerts as data (lifecycle, revisions, withdrawal) and the
+//!   sentence that describes a condition;
+//! * [`evaluation`]: everything known about a shipment at one moment;
+//! * [`report`]: the arrival report's data and its plain sentences of fact.
 //!
 //! Every function takes the data and the time it needs as arguments: no
 //! tokio, no database, no wall clock. The daemon (`coldchain-daemon`) does the
@@ -21,11 +25,14 @@
 #![forbid(unsafe_code)]
 
 pub mod alarm;
+pub mod alert;
 pub mod calibration;
+pub mod evaluation;
 pub mod holdtime;
 pub mod isbt128;
 pub mod mkt;
 pub mod profile;
+pub mod report;
 pub mod shipment;
 pub mod tracker;
 pub mod viability;
