@@ -48,6 +48,22 @@ pub struct AuditUser {
     pub via: String,
 }
 
+impl From<&crate::users::Actor> for AuditUser {
+    /// What the audit trail records about an authenticated person.
+    fn from(a: &crate::users::Actor) -> Self {
+        use crate::users::Via;
+        AuditUser {
+            id: a.user.clone(),
+            full_name: a.full_name.clone(),
+            via: match &a.via {
+                Via::Session => "session".into(),
+                Via::Token(id) => format!("token {id}"),
+                Via::LegacyToken => "legacy shared token".into(),
+            },
+        }
+    }
+}
+
 impl AuditEntry {
     /// Written before accounts existed: `who` is a typed name, not an
     /// authenticated identity (the daemon's own entries are not legacy).
@@ -142,7 +158,7 @@ impl Audit {
         self.append_entry(
             at_ms,
             &actor.user,
-            Some(actor.audit_user()),
+            Some(AuditUser::from(actor)),
             action,
             subject,
             details,

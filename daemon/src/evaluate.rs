@@ -481,7 +481,7 @@ impl Evaluator {
                 .iter()
                 .find(|e| e.id == d.as_str())
                 .and_then(|e| e.settings.as_ref())
-                .map_or(crate::ingest::mqtt::DEFAULT_UPLOAD_INTERVAL_S, |st| {
+                .map_or(crate::ingest::DEFAULT_UPLOAD_INTERVAL_S, |st| {
                     st.upload_interval_s
                 });
             live = Some(alarm::LiveArrival {
@@ -548,7 +548,7 @@ impl Evaluator {
         // Hold time at ETA (dry shippers), and its warning as a condition.
         let margin_ms =
             i64::try_from(self.cfg.alerts.hold_time_margin_s).unwrap_or(i64::MAX / 2) * 1000;
-        let hold = crate::holdtime::prediction(
+        let hold = coldchain_engine::holdtime::prediction(
             tracker.profile(),
             &view.recent,
             &view.conditions,
@@ -1154,7 +1154,7 @@ pub fn status_doc(snap: &Snapshot<'_>, alerts: &[Alert]) -> serde_json::Value {
         "max_milli_c": snap.max_milli_c,
         "window_remaining_ms": remaining,
         "window_predicted_at_eta_ms": predicted,
-        "hold_time": crate::holdtime::status(snap.hold_time),
+        "hold_time": coldchain_engine::holdtime::status(snap.hold_time),
     });
     set_alert_counts(&mut status, alerts);
     status

@@ -228,19 +228,6 @@ impl Actor {
             must_change_password: u.must_change_password,
         }
     }
-
-    /// What the audit trail records about this person.
-    pub fn audit_user(&self) -> crate::audit::AuditUser {
-        crate::audit::AuditUser {
-            id: self.user.clone(),
-            full_name: self.full_name.clone(),
-            via: match &self.via {
-                Via::Session => "session".into(),
-                Via::Token(id) => format!("token {id}"),
-                Via::LegacyToken => "legacy shared token".into(),
-            },
-        }
-    }
 }
 
 /// Why authentication failed. The messages never say which of name and

@@ -21,7 +21,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::alarm::{Condition, ConditionKind};
-use crate::profile::Severity;
+use crate::profile::{Profile, Severity};
 
 /// Parameters of the prediction.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -269,6 +269,57 @@ pub fn predict(
         warning,
         crossed_ms: None,
     })
+}
+
+/// The prediction as the status document carries it (`hold_time`): the
+/// engine's fields and `sentence`, or `None` without a warming trend.
+pub fn status(p: Option<&HoldPrediction>) -> Option<serde_json::Value> {
+    let p = p?;
+    let mut v = serde_json::to_value(p).ok()?;
+    v["sentence"] = p.sentence().into();
+    Some(v)
+}
+
+/// The prediction with the configured margin from the recent valid readings
+/// (`tracker::View::recent`, the last two days), the conditions (the latest
+/// tilt) and the ETA, or `None` (not a cryogenic lane with a nominal
+/// maximum, or no warming trend).
+pub fn prediction(
+    profile: &Profile,
+    recent: &[(i64, i32)],
+    conditions: &[Condition],
+    eta_ms: Option<i64>,
+    margin_ms: i64,
+) -> Option<HoldPrediction> {
+    if !profile.cryogenic {
+        return None;
+    }
+    let limit = profile.nominal.max?.0;
+    let mut points = recent.to_vec();
+    // Already beyond the limit: the prediction as it stood at the last
+    // reading before, and when the readings crossed.
+    let mut crossed_ms = None;
+    if points.last().is_some_and(|p| p.1 > limit) {
+        let k = points.iter().rposition(|p| p.1 <= limit)?;
+        crossed_ms = Some(points[k + 1].0);
+        points.truncate(k + 1);
+    }
+    let tilt = conditions
+        .iter()
+        .filter(|c| c.id.kind == ConditionKind::Tilt)
+        .map(|c| c.start_ms())
+        .max();
+    let mut p = predict(
+        &HoldSpec {
+            margin_ms,
+            ..HoldSpec::for_limit(limit)
+        },
+        &points,
+        tilt,
+        eta_ms,
+    )?;
+    p.crossed_ms = crossed_ms;
+    Some(p)
 }
 
 #[cfg(test)]

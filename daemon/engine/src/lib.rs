@@ -7,7 +7,8 @@
 //! * [`shipment`]: the shipment lifecycle (planned, in transit, arrived,
 //!   closed with a signed disposition), custody hand-offs;
 //! * [`viability`]: the window consumed and remaining;
-//! * [`mkt`]: mean kinetic temperature;
+//! * [`mkt`]: mean kinetic temperature, on the Arrhenius relation of
+//!   [`arrhenius`] (which the decay models use too);
 //! * [`tracker`]: the same evaluation, incrementally (work proportional to
 //!   new data).
 //! * [`isbt128`]: the donation identification number and product code;
@@ -26,6 +27,7 @@
 
 pub mod alarm;
 pub mod alert;
+pub mod arrhenius;
 pub mod calibration;
 pub mod evaluation;
 pub mod holdtime;

@@ -22,18 +22,10 @@ use crate::profile::Profile;
 
 /// ΔH/R, kelvin: ΔH = 83.144 kJ/mol, R = 8.3144 J/(mol·K).
 pub const DELTA_H_OVER_R_K: f64 = 10_000.0;
-/// 0 °C in kelvin.
-pub const ZERO_C_IN_K: f64 = 273.15;
+pub use crate::arrhenius::{ZERO_C_IN_K, rate_factor};
 
 /// Scaling reference for the exponentials, kelvin (5 °C).
 const SCALE_K: f64 = 278.15;
-
-/// Arrhenius rate factor at `t_c` relative to `ref_c` (both °C):
-/// `exp(activation_k · (1/T_ref - 1/T))`. With `activation_k = 10 000` and
-/// `ref_c = 5`, 25 °C gives 11.1525.
-pub fn rate_factor(t_c: f64, ref_c: f64, activation_k: f64) -> f64 {
-    (activation_k * (1.0 / (ref_c + ZERO_C_IN_K) - 1.0 / (t_c + ZERO_C_IN_K))).exp()
-}
 
 fn scaled_exp(t_c: f64) -> f64 {
     rate_factor(t_c, SCALE_K - ZERO_C_IN_K, DELTA_H_OVER_R_K)

@@ -851,7 +851,7 @@ impl DecayModel {
             DecayModel::Arrhenius {
                 activation_k,
                 reference,
-            } => crate::mkt::rate_factor(
+            } => crate::arrhenius::rate_factor(
                 f64::from(milli_c) / 1000.0,
                 reference.celsius(),
                 *activation_k,

@@ -1302,7 +1302,7 @@ async fn readyz(State(s): State<AppState>) -> Response {
 )]
 async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
     let text = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
-        let mut snap = crate::metrics::Snapshot::from_stats(&s.stats);
+        let mut snap = s.stats.metrics();
         snap.counters.extend(super::auth::counters(&s));
         snap.gauges.push((
             "coldchain_store_bytes",

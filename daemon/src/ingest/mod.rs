@@ -207,13 +207,16 @@ pub fn sync_message(dev: &crate::config::Device, unix_ms: u64) -> coldchain_prot
             .clone()
             .unwrap_or_else(|| coldchain_proto::Settings {
                 version: 0,
-                upload_interval_s: mqtt::DEFAULT_UPLOAD_INTERVAL_S,
+                upload_interval_s: DEFAULT_UPLOAD_INTERVAL_S,
                 status_interval_s: 300,
                 tilt_limit_deg: 45,
                 channels: heapless::Vec::new(),
             }),
     }
 }
+
+/// Upload interval sent to a device that has no `[devices.settings]`, seconds.
+pub const DEFAULT_UPLOAD_INTERVAL_S: u32 = 60;
 
 /// Ingest counters, shared with the API.
 #[derive(Debug, Default, Serialize)]
@@ -1075,5 +1078,151 @@ mod tests {
             Outcome::Rejected(Reject::Replay(d.clone(), FrameRef { boot: 1, seq: 1 }))
         );
         assert_eq!(ing.stats().rejected_replay.load(Ordering::Relaxed), 1);
+    }
+}
+
+impl Stats {
+    /// The ingest counters as the metrics exposition shows them.
+    pub fn metrics(&self) -> crate::metrics::Snapshot {
+        let st = self;
+        use std::sync::atomic::Ordering::Relaxed;
+        crate::metrics::Snapshot {
+            counters: vec![
+                (
+                    "coldchain_frames_stored",
+                    "Frames stored by this instance since start (instances sharing PostgreSQL that take the same frame at the same moment may both count it; the store holds it once)",
+                    st.frames_stored.load(Relaxed),
+                ),
+                (
+                    "coldchain_readings_stored",
+                    "Readings stored since start",
+                    st.readings_stored.load(Relaxed),
+                ),
+                (
+                    "coldchain_duplicates",
+                    "Duplicate frames dropped since start",
+                    st.duplicates.load(Relaxed),
+                ),
+                (
+                    "coldchain_gaps_detected",
+                    "Sequence gaps detected since start",
+                    st.gaps_detected.load(Relaxed),
+                ),
+                (
+                    "coldchain_implausible_readings",
+                    "Readings outside their channel kind's physical range, stored as out_of_range faults",
+                    st.implausible_readings.load(Relaxed),
+                ),
+                (
+                    "coldchain_commits",
+                    "Group commits (flush + fsync) since start",
+                    st.commits.load(Relaxed),
+                ),
+                (
+                    "coldchain_mqtt_reconnects",
+                    "Broker connections lost or attempts failed since start (each followed by a reconnect)",
+                    st.mqtt_reconnects.load(Relaxed),
+                ),
+                (
+                    "coldchain_retention_purged_frames",
+                    "Frames purged by retention (store.retention_days) since start",
+                    st.retention_purged_frames.load(Relaxed),
+                ),
+            ],
+            rejected: st.rejected().to_vec(),
+            gauges: vec![
+                (
+                    "coldchain_storage_full",
+                    "1 while the database is over its disk budget and intake is paused",
+                    st.storage_full.load(Relaxed) as i64,
+                ),
+                (
+                    "coldchain_mqtt_connected",
+                    "1 while connected to the MQTT broker",
+                    st.mqtt_connected.load(Relaxed) as i64,
+                ),
+            ],
+            online: st
+                .presence
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|(d, p)| (d.clone(), i64::from(p.online)))
+                .collect(),
+            ..crate::metrics::Snapshot::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod metrics_tests {
+    use super::Stats;
+    use crate::metrics::{observe, observe_ms, render, timings};
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::time::Duration;
+
+    /// The sample lines dashboards and tests rely on keep their names and
+    /// form; the histograms are exposed with buckets, sum and count.
+    #[test]
+    fn exposition_keeps_names_and_adds_histograms() {
+        let st = Stats::default();
+        st.readings_stored.store(64, Relaxed);
+        st.rejected_sequence_reuse.store(1, Relaxed);
+        st.storage_full.store(1, Relaxed);
+        st.presence.lock().unwrap().insert(
+            "van-3".into(),
+            crate::ingest::Presence {
+                online: false,
+                since_ms: 0,
+            },
+        );
+        let mut snap = st.metrics();
+        snap.gauges
+            .push(("coldchain_store_bytes", "Database size on disk", 4096));
+        snap.open_alerts.push(("critical".into(), 2));
+        snap.last_seen.push(("van-3".into(), 1_763_769_600));
+        observe(&timings().commit, Duration::from_micros(300));
+        observe_ms(&timings().publish_to_durable, 7);
+        let text = render(snap).unwrap();
+        for line in [
+            "coldchain_readings_stored_total 64",
+            "coldchain_frames_stored_total 0",
+            "coldchain_commits_total 0",
+            "coldchain_rejected_total{reason=\"sequence_reuse\"} 1",
+            "coldchain_rejected_total{reason=\"bad_tag\"} 0",
+            "coldchain_storage_full 1",
+            "coldchain_store_bytes 4096",
+            "coldchain_open_alerts{severity=\"critical\"} 2",
+            "coldchain_device_last_seen_seconds{device=\"van-3\"} 1763769600",
+            "coldchain_device_online{device=\"van-3\"} 0",
+            "coldchain_retention_purged_frames_total 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "no line {line:?} in\n{text}"
+            );
+        }
+        for prefix in [
+            "coldchain_ingest_commit_seconds_bucket{le=\"0.0004\"} ",
+            "coldchain_ingest_commit_seconds_count ",
+            "coldchain_ingest_publish_to_durable_seconds_bucket{le=\"0.0128\"} ",
+            "coldchain_ingest_receive_to_durable_seconds_count ",
+            "coldchain_evaluate_shipment_seconds_count ",
+        ] {
+            assert!(
+                text.lines().any(|l| l.starts_with(prefix)),
+                "no line starting {prefix:?} in\n{text}"
+            );
+        }
+        // Observed values land in their buckets (other tests in this process
+        // may observe too, so at least one).
+        let count = |prefix: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(prefix))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        assert!(count("coldchain_ingest_commit_seconds_bucket{le=\"0.0004\"} ") >= 1);
+        assert!(count("coldchain_ingest_publish_to_durable_seconds_bucket{le=\"0.0128\"} ") >= 1);
     }
 }

@@ -46,9 +46,6 @@ use crate::store::Via;
 /// nothing a broker sends can be larger, so rumqttc never refuses a packet.
 pub const MQTT_MAX_REMAINING_LENGTH: usize = 268_435_455;
 
-/// Upload interval sent to a device that has no `[devices.settings]`, seconds.
-pub const DEFAULT_UPLOAD_INTERVAL_S: u32 = 60;
-
 /// Builds the client and its event loop from the config.
 pub fn connect(cfg: &Config) -> anyhow::Result<(AsyncClient, EventLoop)> {
     let m = &cfg.mqtt;
