@@ -1,11 +1,10 @@
 //! The HTTP API (axum). Read-only endpoints for now: health, ingest counters,
 //! devices and their stored readings.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -14,58 +13,15 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::state::{ApiError, AppState, JsonBody};
 use crate::alert::Alert;
-use crate::audit::Audit;
-use crate::evaluate::{Command, Evaluator, Refusal, Request as EvalRequest, status_json};
+use crate::evaluate::{Command, Refusal, Request as EvalRequest, status_json};
 use crate::shipment::{Decision, NewShipment};
 use coldchain_proto::{DeviceId, FrameRef};
 use serde::{Deserialize, Serialize};
 
-use crate::ingest::Stats;
-use crate::registry::Registry;
-use crate::store::{KvStore, ReadingRow, Store};
+use crate::store::{ReadingRow, Store};
 use crate::users::Actor;
-
-/// What the handlers share.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    /// The database.
-    pub store: Arc<KvStore>,
-    /// Ingest counters.
-    pub stats: Arc<Stats>,
-    /// Registered devices.
-    pub registry: Registry,
-    /// Read-only evaluation of shipments (the evaluator task owns changes).
-    pub reader: Arc<Evaluator>,
-    /// Changes go to the evaluator task.
-    pub requests: mpsc::Sender<EvalRequest>,
-    /// The audit trail.
-    pub audit: Arc<Audit>,
-    /// Accounts, tokens, sessions.
-    pub users: Arc<crate::users::Users>,
-    /// The legacy shared `http.token`, accepted as an audited admin identity.
-    pub legacy_token: Option<String>,
-    /// Whether reads need no login (`http.anonymous_reads`).
-    pub anonymous_reads: bool,
-    /// Served over TLS (session cookies get `Secure`).
-    pub tls: bool,
-}
-
-/// A JSON error body: `{"error": "..."}` with a 4xx/5xx status.
-#[derive(Debug)]
-pub struct ApiError(pub StatusCode, pub String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
-    }
-}
-
-impl<E: std::fmt::Display> From<E> for ApiError {
-    fn from(e: E) -> Self {
-        ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-    }
-}
 
 fn bad_request(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
@@ -116,12 +72,6 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Whether a dashboard page request may carry data. A browser's first GET
-/// of a page without a session (when reads need a login) gets the page as a
-/// shell that sends the person to `/login`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PageAccess(pub bool);
-
 async fn send(
     s: &AppState,
     shipment: String,
@@ -160,19 +110,6 @@ fn refusal(r: Refusal) -> ApiError {
         Refusal::NotFound(m) => ApiError(StatusCode::NOT_FOUND, m),
         Refusal::Conflict(m) => ApiError(StatusCode::CONFLICT, m),
         Refusal::Internal(m) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, m),
-    }
-}
-
-/// JSON body extractor whose rejection is a JSON error saying what was wrong.
-pub(crate) struct JsonBody<T>(pub T);
-
-impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for JsonBody<T> {
-    type Rejection = ApiError;
-    async fn from_request(req: Request<Body>, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(JsonBody(v)),
-            Err(e) => Err(ApiError(e.status(), e.body_text())),
-        }
     }
 }
 

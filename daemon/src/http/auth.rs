@@ -26,12 +26,11 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::api::{ApiError, AppState, JsonBody, PageAccess};
+use super::state::{ApiError, AppState, JsonBody, PageAccess};
 use crate::store::Store;
 use crate::users::{Actor, AuthError, Perm, Role, UserInfo, Via};
 
-/// The session cookie's name.
-pub const COOKIE: &str = "coldchain_session";
+pub use super::state::COOKIE;
 
 /// The CSRF token of the request's session, for pages to embed.
 #[derive(Debug, Clone)]

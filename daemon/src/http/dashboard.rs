@@ -43,7 +43,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 
-use super::api::{AppState, PageAccess};
+use super::state::{AppState, PageAccess};
 use crate::alert::{Alert, AlertState};
 use crate::profile::Severity;
 use maud::{Markup, PreEscaped};

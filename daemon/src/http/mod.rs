@@ -21,8 +21,9 @@ pub mod auth;
 pub mod dashboard;
 pub mod openapi;
 pub mod report;
+pub mod state;
 
-pub use api::{ApiError, AppState};
+pub use state::{ApiError, AppState};
 
 /// The routes behind authentication (the middleware identifies the person
 /// and checks their role for each).

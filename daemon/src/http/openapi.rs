@@ -56,7 +56,7 @@ impl Modify for Common {
         );
         components.security_schemes.insert(
             "session".into(),
-            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(super::auth::COOKIE))),
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(super::state::COOKIE))),
         );
         components.responses.insert(
             "Error".into(),
