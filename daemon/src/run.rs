@@ -166,6 +166,7 @@ async fn run_once(cfg: Config) -> anyhow::Result<Next> {
     // This process among the daemons that may share the database: it names
     // the frames it stores and the evaluation leases it holds.
     let instance = format!("{}-{:08x}", cfg.daemon.id, rand::random::<u32>());
+    tracing::info!(%instance, "instance name (evaluation leases, outbox claims)");
     store.set_instance(instance.clone());
     let evaluator = Evaluator::new(cfg.clone(), store.clone(), audit.clone(), forward.clone())?
         .with_summaries(summaries.clone())
@@ -199,7 +200,8 @@ async fn run_once(cfg: Config) -> anyhow::Result<Next> {
             stop_rx.clone(),
         ))
     });
-    let outbox = evaluator.outbox.clone();
+    // Claims its deliveries under the same name as its leases.
+    let outbox = evaluator.outbox.clone().with_owner(instance.clone());
     let compact = Arc::new(tokio::sync::Notify::new());
     let retention = (cfg.store.retention_days > 0).then(|| {
         tokio::spawn(crate::retention::task(
