@@ -535,7 +535,9 @@ pub async fn run_mqtt(cfg: Config, outbox: Outbox, mut stop: watch::Receiver<boo
             let r = if acked {
                 delivered = true;
                 outbox.done(&t).and_then(|()| {
-                    if key.first() == Some(&b'f') {
+                    // An empty payload clears the retained record
+                    // (retention): nothing to compare with the store.
+                    if key.first() == Some(&b'f') && !payload.is_empty() {
                         outbox.fleet_recheck(&key, topic, payload)
                     } else {
                         Ok(())

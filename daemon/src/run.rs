@@ -65,15 +65,10 @@ fn prepare_store(cfg: &Config, db_dir: &std::path::Path) -> anyhow::Result<u64> 
             .with_context(|| format!("opening the database in {}", db_dir.display()))?;
         let shipments = crate::shipment::Shipments::open(store.db())?;
         let audit = Audit::open(store.db()).context("opening the audit trail")?;
-        purged = crate::retention::run_pass(
-            &store,
-            &shipments,
-            &audit,
-            cfg.store.retention_days,
-            crate::ingest::now_ms(),
-        )
-        .context("retention pass at start")?
-        .frames;
+        purged =
+            crate::retention::run_pass(&store, &shipments, &audit, cfg, crate::ingest::now_ms())
+                .context("retention pass at start")?
+                .frames;
     }
     let budget = cfg.store.max_disk_mb * 1024 * 1024;
     let size = crate::store::dir_size(db_dir);
@@ -208,7 +203,7 @@ async fn run_once(cfg: Config) -> anyhow::Result<Next> {
             store.clone(),
             evaluator.shipments.clone(),
             audit.clone(),
-            cfg.store.retention_days,
+            cfg.clone(),
             stats.clone(),
             compact.clone(),
             stop_rx.clone(),
