@@ -324,7 +324,9 @@ pub struct StoreSection {
     /// Device data received more than this many days ago is purged (hourly),
     /// except data a shipment not closed, or closed within this period, may
     /// still need; shipments, alerts, the audit trail and undelivered or
-    /// unforwarded items are never purged. 0 keeps everything. Default 0.
+    /// unforwarded items are never purged. A shipment closed before the
+    /// period has its retained status and fleet record cleared from the
+    /// brokers, once. 0 keeps everything. Default 0.
     pub retention_days: u32,
     /// sled's page cache, MiB. Default 16. The daemon's memory grows with it
     /// (sled's own default, 1 GiB, would take most of an edge box); reads of

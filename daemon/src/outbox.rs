@@ -18,8 +18,43 @@
 //! record: whichever publish lands last, its deliverer checked the store
 //! after the broker had it, and re-queued anything newer.
 //!
-//! MQTT items go out on a connection of their own, one at a time, and leave
-//! the outbox only when the broker's PUBACK for them has arrived. Webhooks are
+//! **One deliverer at a time.** Several instances of a centre share one
+//! database, so one outbox, and each runs its own delivery tasks over it.
+//! An instance delivers an item only under its claim: a key of the
+//! `outbox_claims` tree (the item's key), `{owner, until_ms}` with the
+//! instance's name (the one its evaluation leases carry, `crate::lease`),
+//! taken with compare-and-swap (atomic across instances on PostgreSQL) when
+//! it is free, ran out ([`CLAIM_MS`] after it was taken) or is the
+//! instance's own. Under the claim the item is read again (another instance
+//! may have delivered it or put it off meanwhile), attempted once, then
+//! removed on success or rescheduled on failure, both with compare-and-swap
+//! on the exact value attempted, and the claim is given back. So:
+//!
+//! * two instances never attempt one item at the same time, and an item
+//!   delivered is gone before anyone else may claim it: no item is
+//!   delivered twice in normal operation;
+//! * a claim is held for one attempt only (an attempt is bounded: 10 s for
+//!   a PUBACK or an HTTP exchange, well within [`CLAIM_MS`]), never across
+//!   the backoff between attempts: an instance whose broker connection or
+//!   network path is down holds nothing, and the next attempt of a failing
+//!   item goes to whichever instance claims it first;
+//! * an instance that dies mid-attempt leaves its claim, which runs out
+//!   after at most [`CLAIM_MS`]: then another instance attempts the item
+//!   (at least once: when the dead one had delivered but not yet removed
+//!   it, the item goes out twice, as after any crash);
+//! * a replaceable slot (`s`, `f`) is claimed as a slot: a newer status or
+//!   record queued while an older one is being delivered replaces the item
+//!   but not the claim, is not removed with the older one (the removal
+//!   compares the value), and is delivered after the older one was
+//!   acknowledged, so the broker keeps the newer.
+//!
+//! Claims left by a dead instance for items since removed are swept once
+//! they ran out. On sled one daemon owns the database: there are no claims,
+//! and nothing is read or written for them.
+//!
+//! MQTT items go out on a connection of their own, one at a time in key
+//! order (queue order for `m`), and leave the outbox only when the broker's
+//! PUBACK for them has arrived. Webhooks are
 //! POSTed as [Standard Webhooks](https://www.standardwebhooks.com/) sign them:
 //!
 //! * `webhook-id`: `msg_` and 32 random hex digits, chosen when the delivery
@@ -44,6 +79,31 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use crate::config::{Config, Webhook};
 use crate::ingest::now_ms;
+use crate::kv::{IVec, Tree};
+
+/// How long a claim on an item lasts, ms: a dead deliverer's items wait at
+/// most this long for another instance. Longer than an attempt (10 s).
+pub const CLAIM_MS: i64 = 30_000;
+
+/// How often claims that ran out are swept, ms.
+const SWEEP_MS: i64 = 60_000;
+
+/// A claim as stored in `outbox_claims`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Claim {
+    owner: String,
+    until_ms: i64,
+}
+
+/// An item taken for one attempt: its value as read under the claim.
+#[derive(Debug)]
+struct Taken {
+    key: IVec,
+    raw: IVec,
+    item: Item,
+    /// The claim as written (`None` on sled).
+    claim: Option<Vec<u8>>,
+}
 
 /// What to deliver.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,20 +152,38 @@ pub struct Item {
 #[derive(Debug, Clone)]
 pub struct Outbox {
     db: crate::kv::Db,
-    tree: crate::kv::Tree,
-    shipments: crate::kv::Tree,
+    tree: Tree,
+    shipments: Tree,
     wake: Arc<Notify>,
+    /// `outbox_claims`; `None` on sled (one daemon: every item is ours).
+    claims: Option<Tree>,
+    /// This instance's name in the claims.
+    owner: Arc<str>,
 }
 
 impl Outbox {
-    /// Opens the `outbox` tree.
+    /// Opens the `outbox` tree (and, on PostgreSQL, `outbox_claims`, under
+    /// a random owner name until [`Outbox::with_owner`]).
     pub fn open(db: &crate::kv::Db) -> crate::kv::Result<Self> {
+        let claims = match db {
+            crate::kv::Db::Sled(_) => None,
+            crate::kv::Db::Pg(_) => Some(db.open_tree("outbox_claims")?),
+        };
         Ok(Outbox {
             db: db.clone(),
             tree: db.open_tree("outbox")?,
             shipments: db.open_tree("shipments")?,
             wake: Arc::new(Notify::new()),
+            claims,
+            owner: format!("outbox-{:08x}", rand::random::<u32>()).into(),
         })
+    }
+
+    /// Claims items as `owner`, the instance's name (unique per running
+    /// process; the daemon gives the name of its evaluation leases).
+    pub fn with_owner(mut self, owner: String) -> Self {
+        self.owner = owner.into();
+        self
     }
 
     fn put(&self, key: Vec<u8>, d: Delivery) -> anyhow::Result<()> {
@@ -209,7 +287,7 @@ impl Outbox {
     }
 
     /// Items with the given key prefix that are due, oldest first.
-    fn due(&self, prefix: u8, now: i64) -> anyhow::Result<Vec<(crate::kv::IVec, Item)>> {
+    fn due(&self, prefix: u8, now: i64) -> anyhow::Result<Vec<(IVec, Item)>> {
         let mut out = Vec::new();
         for kv in self.tree.scan_prefix([prefix]) {
             let (k, v) = kv?;
@@ -221,33 +299,122 @@ impl Outbox {
         Ok(out)
     }
 
-    /// Removes a delivered item, unless it was replaced meanwhile (status).
-    fn done(&self, key: &crate::kv::IVec, item: &Item) -> anyhow::Result<()> {
-        let cur = self.tree.get(key)?;
-        if let Some(cur) = cur {
-            let cur: Item = serde_json::from_slice(&cur)?;
-            if cur.delivery == item.delivery {
-                self.tree.remove(key)?;
+    /// Takes the item at `key` for one attempt: claims it (see the module
+    /// docs), then reads it again. `None` when another instance holds it,
+    /// or it is gone or no longer due.
+    fn take(&self, key: &IVec, now: i64) -> anyhow::Result<Option<Taken>> {
+        let claim = match &self.claims {
+            None => None,
+            Some(claims) => match self.claim(claims, key, now)? {
+                Some(c) => Some(c),
+                None => return Ok(None),
+            },
+        };
+        let read = || -> anyhow::Result<Option<(IVec, Item)>> {
+            let Some(raw) = self.tree.get(key)? else {
+                return Ok(None);
+            };
+            let item: Item = serde_json::from_slice(&raw)?;
+            Ok((item.next_ms <= now).then_some((raw, item)))
+        };
+        match read() {
+            Ok(Some((raw, item))) => Ok(Some(Taken {
+                key: key.clone(),
+                raw,
+                item,
+                claim,
+            })),
+            other => {
+                self.release(key, claim.as_deref());
+                other.map(|_| None)
             }
         }
+    }
+
+    /// Takes the claim of `key` when it is free, ran out or is ours; the
+    /// claim written, or `None` when another instance holds it.
+    fn claim(&self, claims: &Tree, key: &[u8], now: i64) -> anyhow::Result<Option<Vec<u8>>> {
+        let mine = serde_json::to_vec(&Claim {
+            owner: self.owner.to_string(),
+            until_ms: now + CLAIM_MS,
+        })?;
+        let current = match claims.compare_and_swap(key, None::<&[u8]>, Some(mine.clone()))? {
+            Ok(()) => return Ok(Some(mine)),
+            Err(e) => e.current,
+        };
+        let held: Option<Claim> = current
+            .as_ref()
+            .and_then(|v| serde_json::from_slice(v).ok());
+        if held.is_some_and(|c| *c.owner != *self.owner && c.until_ms > now) {
+            return Ok(None);
+        }
+        Ok(claims
+            .compare_and_swap(key, current, Some(mine.clone()))?
+            .is_ok()
+            .then_some(mine))
+    }
+
+    /// Gives a claim back (when it is still the one written).
+    fn release(&self, key: &[u8], claim: Option<&[u8]>) {
+        if let (Some(claims), Some(c)) = (&self.claims, claim)
+            && let Err(e) = claims.compare_and_swap(key, Some(c), None::<Vec<u8>>)
+        {
+            // It runs out by itself.
+            tracing::warn!("outbox: cannot give back the claim of an item: {e}");
+        }
+    }
+
+    /// Removes claims that ran out (left by an instance that died, for items
+    /// delivered or not); returns how many.
+    fn sweep(&self, now: i64) -> anyhow::Result<usize> {
+        let Some(claims) = &self.claims else {
+            return Ok(0);
+        };
+        let mut n = 0;
+        for kv in claims.iter() {
+            let (k, v) = kv?;
+            let ran_out = serde_json::from_slice::<Claim>(&v).map_or(true, |c| c.until_ms <= now);
+            if ran_out
+                && claims
+                    .compare_and_swap(&k, Some(&v), None::<Vec<u8>>)?
+                    .is_ok()
+            {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// A taken item was delivered: removes it unless it was replaced
+    /// meanwhile (a newer status or record, delivered next), and gives the
+    /// claim back.
+    fn done(&self, t: &Taken) -> anyhow::Result<()> {
+        let r = self
+            .tree
+            .compare_and_swap(&t.key, Some(&t.raw), None::<Vec<u8>>);
+        self.release(&t.key, t.claim.as_deref());
+        // A failed swap: replaced meanwhile, the newer one stays queued.
+        let _ = r?;
         Ok(())
     }
 
-    fn failed(&self, key: &crate::kv::IVec, mut item: Item, err: String) -> anyhow::Result<()> {
+    /// A taken item failed: puts it off (growing backoff) unless it was
+    /// replaced meanwhile, and gives the claim back.
+    fn failed(&self, t: &Taken, err: String) -> anyhow::Result<()> {
+        let mut item = t.item.clone();
         item.attempts += 1;
         let backoff = (1000i64 << item.attempts.min(9)).min(300_000);
         item.next_ms = now_ms() + backoff;
         item.last_error = Some(err);
-        // Only if it was not replaced or delivered meanwhile.
-        let cur = self.tree.get(key)?;
-        if let Some(cur) = cur {
-            let cur_item: Item = serde_json::from_slice(&cur)?;
-            if cur_item.delivery == item.delivery {
-                let _ =
-                    self.tree
-                        .compare_and_swap(key, Some(cur), Some(serde_json::to_vec(&item)?))?;
-            }
-        }
+        let r = serde_json::to_vec(&item)
+            .map_err(anyhow::Error::from)
+            .and_then(|new| {
+                self.tree
+                    .compare_and_swap(&t.key, Some(&t.raw), Some(new))
+                    .map_err(Into::into)
+            });
+        self.release(&t.key, t.claim.as_deref());
+        let _ = r?;
         Ok(())
     }
 
@@ -331,18 +498,27 @@ pub async fn run_mqtt(cfg: Config, outbox: Outbox, mut stop: watch::Receiver<boo
                 Vec::new()
             });
         let mut delivered = false;
-        for (key, item) in due {
+        for (key, _) in due {
+            if !*conn_rx.borrow() {
+                break;
+            }
+            let t = match outbox.take(&key, now_ms()) {
+                Ok(Some(t)) => t,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::error!("outbox: {e:#}");
+                    continue;
+                }
+            };
             let Delivery::Mqtt {
                 topic,
                 payload,
                 retain,
-            } = &item.delivery
+            } = &t.item.delivery
             else {
+                outbox.release(&t.key, t.claim.as_deref());
                 continue;
             };
-            if !*conn_rx.borrow() {
-                break;
-            }
             while ack_rx.try_recv().is_ok() {}
             let sent = client
                 .publish(
@@ -358,15 +534,17 @@ pub async fn run_mqtt(cfg: Config, outbox: Outbox, mut stop: watch::Receiver<boo
                     .is_ok_and(|a| a.is_some());
             let r = if acked {
                 delivered = true;
-                outbox.done(&key, &item).and_then(|()| {
-                    if key.first() == Some(&b'f') {
+                outbox.done(&t).and_then(|()| {
+                    // An empty payload clears the retained record
+                    // (retention): nothing to compare with the store.
+                    if key.first() == Some(&b'f') && !payload.is_empty() {
                         outbox.fleet_recheck(&key, topic, payload)
                     } else {
                         Ok(())
                     }
                 })
             } else {
-                outbox.failed(&key, item.clone(), "no PUBACK from the broker".into())
+                outbox.failed(&t, "no PUBACK from the broker".into())
             };
             if let Err(e) = r {
                 tracing::error!("outbox: {e:#}");
@@ -392,22 +570,32 @@ pub async fn run_webhooks(hooks: Vec<Webhook>, outbox: Outbox, mut stop: watch::
         .http_status_as_error(false)
         .build()
         .into();
+    let mut swept = now_ms();
     loop {
         let due = outbox.due(b'w', now_ms()).unwrap_or_else(|e| {
             tracing::error!("outbox: {e:#}");
             Vec::new()
         });
-        for (key, item) in due {
+        for (key, _) in due {
             if *stop.borrow() {
                 return;
             }
+            let t = match outbox.take(&key, now_ms()) {
+                Ok(Some(t)) => t,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::error!("outbox: {e:#}");
+                    continue;
+                }
+            };
             let Delivery::Webhook {
                 url,
                 body,
                 hook,
                 id,
-            } = &item.delivery
+            } = &t.item.delivery
             else {
+                outbox.release(&t.key, t.claim.as_deref());
                 continue;
             };
             let Some(Ok(secret)) = hooks.get(*hook).map(|h| h.signing_key(*hook)) else {
@@ -415,7 +603,7 @@ pub async fn run_webhooks(hooks: Vec<Webhook>, outbox: Outbox, mut stop: watch::
                 // a bad secret, which check-config refuses): keep it, say so.
                 let why = format!("no usable [[webhooks]] entry {hook} in the config");
                 tracing::error!(url = %url, "webhook: {why}");
-                if let Err(e) = outbox.failed(&key, item.clone(), why) {
+                if let Err(e) = outbox.failed(&t, why) {
                     tracing::error!("outbox: {e:#}");
                 }
                 continue;
@@ -439,20 +627,27 @@ pub async fn run_webhooks(hooks: Vec<Webhook>, outbox: Outbox, mut stop: watch::
                     .map(|r| r.status().as_u16())
             })
             .await;
+            let item = &t.item;
             let r = match result {
-                Ok(Ok(s)) if (200..300).contains(&s) => outbox.done(&key, &item),
+                Ok(Ok(s)) if (200..300).contains(&s) => outbox.done(&t),
                 Ok(Ok(s)) => {
-                    tracing::warn!(url = %item_url(&item), status = s, attempts = item.attempts + 1, "webhook refused; will retry");
-                    outbox.failed(&key, item.clone(), format!("HTTP {s}"))
+                    tracing::warn!(url = %item_url(item), status = s, attempts = item.attempts + 1, "webhook refused; will retry");
+                    outbox.failed(&t, format!("HTTP {s}"))
                 }
                 Ok(Err(e)) => {
-                    tracing::warn!(url = %item_url(&item), attempts = item.attempts + 1, "webhook failed; will retry: {e}");
-                    outbox.failed(&key, item.clone(), e.to_string())
+                    tracing::warn!(url = %item_url(item), attempts = item.attempts + 1, "webhook failed; will retry: {e}");
+                    outbox.failed(&t, e.to_string())
                 }
-                Err(e) => outbox.failed(&key, item.clone(), e.to_string()),
+                Err(e) => outbox.failed(&t, e.to_string()),
             };
             if let Err(e) = r {
                 tracing::error!("outbox: {e:#}");
+            }
+        }
+        if now_ms() - swept >= SWEEP_MS {
+            swept = now_ms();
+            if let Err(e) = outbox.sweep(swept) {
+                tracing::warn!("outbox: cannot sweep claims that ran out: {e:#}");
             }
         }
         tokio::select! {
@@ -508,7 +703,8 @@ mod tests {
         assert_ne!(id(&due[0].1), id(&due[1].1));
         assert!(id(&due[0].1).starts_with("msg_"));
         let (k, item) = due[0].clone();
-        o.failed(&k, item.clone(), "boom".into()).unwrap();
+        let t = o.take(&k, i64::MAX).unwrap().unwrap();
+        o.failed(&t, "boom".into()).unwrap();
         let again = o.due(b'w', i64::MAX).unwrap();
         assert_eq!(id(&again[0].1), id(&item));
     }
@@ -535,18 +731,45 @@ mod tests {
         let db = crate::kv::Db::from(sled::open(dir.path()).unwrap());
         let o = Outbox::open(&db).unwrap();
         o.webhook(0, "http://x".into(), "{}".into()).unwrap();
-        let (k, item) = o.due(b'w', i64::MAX).unwrap().remove(0);
-        o.failed(&k, item, "boom".into()).unwrap();
+        let (k, _) = o.due(b'w', i64::MAX).unwrap().remove(0);
+        let t = o.take(&k, now_ms()).unwrap().unwrap();
+        o.failed(&t, "boom".into()).unwrap();
         let (k, item) = o.due(b'w', i64::MAX).unwrap().remove(0);
         assert_eq!(item.attempts, 1);
         assert!(
             o.due(b'w', now_ms()).unwrap().is_empty(),
             "not due again at once"
         );
+        assert!(
+            o.take(&k, now_ms()).unwrap().is_none(),
+            "not taken before it is due"
+        );
         let first = item.next_ms;
-        o.failed(&k, item, "boom".into()).unwrap();
+        let t = o.take(&k, i64::MAX).unwrap().unwrap();
+        o.failed(&t, "boom".into()).unwrap();
         let (_, item) = o.due(b'w', i64::MAX).unwrap().remove(0);
         assert!(item.next_ms - now_ms() > first - now_ms() - 50);
         assert_eq!(item.last_error.as_deref(), Some("boom"));
+    }
+
+    #[test]
+    fn a_status_replaced_during_its_delivery_stays_to_be_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::kv::Db::from(sled::open(dir.path()).unwrap());
+        let o = Outbox::open(&db).unwrap();
+        o.status("S1", "t".into(), "{\"v\":1}".into()).unwrap();
+        let (k, _) = o.due(b's', i64::MAX).unwrap().remove(0);
+        let t = o.take(&k, now_ms()).unwrap().unwrap();
+        // A newer status is queued while the older one is out.
+        o.status("S1", "t".into(), "{\"v\":2}".into()).unwrap();
+        o.done(&t).unwrap();
+        let due = o.due(b's', i64::MAX).unwrap();
+        assert_eq!(due.len(), 1, "the newer status is still queued");
+        assert!(
+            matches!(&due[0].1.delivery, Delivery::Mqtt { payload, .. } if payload == "{\"v\":2}")
+        );
+        let t = o.take(&k, now_ms()).unwrap().unwrap();
+        o.done(&t).unwrap();
+        assert_eq!(o.depth(), 0);
     }
 }

@@ -20,11 +20,22 @@
 //!   before departure, or creation, to a day after arrival: the evaluation
 //!   and report windows);
 //! - shipments, alerts, the audit trail, and the outbox of items not yet
-//!   delivered or forwarded to the centre: retention never touches those
-//!   trees.
+//!   delivered or forwarded to the centre: retention never removes anything
+//!   from those trees (it adds to the outboxes, below).
+//!
+//! What brokers keep retained for a shipment goes with the protection of its
+//! data: once a shipment was closed longer than the retention period ago
+//! (its data is no longer kept), a pass queues an empty retained publish,
+//! MQTT's way of deleting a retained message, on its status topic
+//! (`coldchain/v1/ship/{id}/status`, on this daemon's broker), on its
+//! forwarded status (`{prefix}/ship/{id}/status`, on the centre's broker,
+//! when forwarding) and, at a centre, on its fleet record
+//! (`coldchain/v1/fleet/ship/{id}`, which gateways would otherwise keep
+//! receiving forever). Once per shipment (the `retained_cleared` tree); the
+//! shipment's own record stays in the store.
 //!
 //! Each pass that purges anything is recorded in the audit trail with its
-//! counts. A frame older than the cutoff that arrives after its purge is
+//! counts, and each pass that clears retained messages with the shipments. A frame older than the cutoff that arrives after its purge is
 //! stored again (the dedupe entry went with it) and purged on the next pass.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -210,16 +221,82 @@ pub fn purge(
     Ok(p)
 }
 
-/// One pass: purge; when anything went, record it in the audit trail and flush.
+/// Queues, once per shipment, empty retained publishes that clear what
+/// brokers keep for shipments closed before `cutoff_ms` (see the module
+/// documentation); returns the shipments cleared now. Not yet durable: the
+/// caller flushes.
+pub fn clear_retained(
+    db: &crate::kv::Db,
+    cfg: &crate::config::Config,
+    shipments: &[Shipment],
+    cutoff_ms: i64,
+    now_ms: i64,
+) -> anyhow::Result<Vec<String>> {
+    let cleared = db.open_tree("retained_cleared")?;
+    let outbox = crate::outbox::Outbox::open(db)?;
+    let forward = crate::forward::Forward::open(db, cfg.upstream_prefix())?;
+    let mut out = Vec::new();
+    for s in shipments {
+        let expired = match (&s.state, &s.disposition) {
+            (State::Closed, Some(d)) => d.at_ms < cutoff_ms,
+            (State::Closed, None) => true,
+            _ => false,
+        };
+        if !expired || cleared.contains_key(s.id.as_bytes())? {
+            continue;
+        }
+        // Queued before the mark: a crash in between queues them again.
+        if let Ok(topic) = coldchain_proto::topic::shipment_status(&s.id) {
+            outbox.status(&s.id, topic.to_string(), String::new())?;
+        }
+        forward.push(&format!("ship/{}/status", s.id), Vec::new(), true)?;
+        if cfg.centre.is_some() {
+            outbox.fleet(
+                &s.id,
+                format!("{}/{}", crate::sites::FLEET_SHIPMENTS, s.id),
+                String::new(),
+            )?;
+        }
+        cleared.insert(s.id.as_bytes(), now_ms.to_be_bytes().to_vec())?;
+        out.push(s.id.clone());
+    }
+    Ok(out)
+}
+
+/// One pass: purge, and clear the retained messages of shipments closed
+/// before the cutoff; when anything went, record it in the audit trail and
+/// flush.
 pub fn run_pass(
     store: &KvStore,
     shipments: &crate::shipment::Shipments,
     audit: &crate::audit::Audit,
-    retention_days: u32,
+    cfg: &crate::config::Config,
     now_ms: i64,
 ) -> anyhow::Result<Purged> {
+    use crate::store::Store;
+    let retention_days = cfg.store.retention_days;
     let cutoff = now_ms - i64::from(retention_days) * DAY;
-    let p = purge(store, &shipments.all()?, cutoff, now_ms)?;
+    let all = shipments.all()?;
+    let cleared = clear_retained(store.db(), cfg, &all, cutoff, now_ms)?;
+    if !cleared.is_empty() {
+        audit.append(
+            now_ms,
+            "daemon",
+            "retention.clear_retained",
+            "store",
+            serde_json::json!({
+                "retention_days": retention_days,
+                "closed_before_ms": cutoff,
+                "shipments": cleared,
+            }),
+        )?;
+        tracing::info!(
+            shipments = ?cleared,
+            "retention: clearing the retained status (and fleet record) of shipments closed before the retention period"
+        );
+        store.sync()?;
+    }
+    let p = purge(store, &all, cutoff, now_ms)?;
     if p.any() {
         audit.append(
             now_ms,
@@ -244,7 +321,6 @@ pub fn run_pass(
             retention_days,
             "retention: purged device data older than the retention period"
         );
-        use crate::store::Store;
         store.sync()?;
     }
     Ok(p)
@@ -258,7 +334,7 @@ pub async fn task(
     store: Arc<KvStore>,
     shipments: crate::shipment::Shipments,
     audit: Arc<crate::audit::Audit>,
-    retention_days: u32,
+    cfg: crate::config::Config,
     stats: Arc<crate::ingest::Stats>,
     compact: Arc<tokio::sync::Notify>,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -272,9 +348,9 @@ pub async fn task(
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let (st, sh, au) = (store.clone(), shipments.clone(), audit.clone());
+        let (st, sh, au, cf) = (store.clone(), shipments.clone(), audit.clone(), cfg.clone());
         let r = tokio::task::spawn_blocking(move || {
-            run_pass(&st, &sh, &au, retention_days, crate::ingest::now_ms())
+            run_pass(&st, &sh, &au, &cf, crate::ingest::now_ms())
         })
         .await;
         match r {

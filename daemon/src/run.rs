@@ -65,15 +65,10 @@ fn prepare_store(cfg: &Config, db_dir: &std::path::Path) -> anyhow::Result<u64> 
             .with_context(|| format!("opening the database in {}", db_dir.display()))?;
         let shipments = crate::shipment::Shipments::open(store.db())?;
         let audit = Audit::open(store.db()).context("opening the audit trail")?;
-        purged = crate::retention::run_pass(
-            &store,
-            &shipments,
-            &audit,
-            cfg.store.retention_days,
-            crate::ingest::now_ms(),
-        )
-        .context("retention pass at start")?
-        .frames;
+        purged =
+            crate::retention::run_pass(&store, &shipments, &audit, cfg, crate::ingest::now_ms())
+                .context("retention pass at start")?
+                .frames;
     }
     let budget = cfg.store.max_disk_mb * 1024 * 1024;
     let size = crate::store::dir_size(db_dir);
@@ -166,6 +161,7 @@ async fn run_once(cfg: Config) -> anyhow::Result<Next> {
     // This process among the daemons that may share the database: it names
     // the frames it stores and the evaluation leases it holds.
     let instance = format!("{}-{:08x}", cfg.daemon.id, rand::random::<u32>());
+    tracing::info!(%instance, "instance name (evaluation leases, outbox claims)");
     store.set_instance(instance.clone());
     let evaluator = Evaluator::new(cfg.clone(), store.clone(), audit.clone(), forward.clone())?
         .with_summaries(summaries.clone())
@@ -199,14 +195,15 @@ async fn run_once(cfg: Config) -> anyhow::Result<Next> {
             stop_rx.clone(),
         ))
     });
-    let outbox = evaluator.outbox.clone();
+    // Claims its deliveries under the same name as its leases.
+    let outbox = evaluator.outbox.clone().with_owner(instance.clone());
     let compact = Arc::new(tokio::sync::Notify::new());
     let retention = (cfg.store.retention_days > 0).then(|| {
         tokio::spawn(crate::retention::task(
             store.clone(),
             evaluator.shipments.clone(),
             audit.clone(),
-            cfg.store.retention_days,
+            cfg.clone(),
             stats.clone(),
             compact.clone(),
             stop_rx.clone(),

@@ -682,6 +682,12 @@ impl Sites {
         inc: &Incoming,
         now: i64,
     ) -> anyhow::Result<Option<Shipment>> {
+        if inc.payload.is_empty() {
+            // The centre's retention cleared its retained record of a
+            // shipment closed long ago: this site's copy stays.
+            tracing::debug!(from = %inc.from, "a cleared shipment record; nothing to merge");
+            return Ok(None);
+        }
         let theirs: Shipment = match serde_json::from_slice(&inc.payload) {
             Ok(s) => s,
             Err(e) => {

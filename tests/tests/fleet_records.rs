@@ -17,7 +17,9 @@ use coldchain_daemon::config::Config;
 use coldchain_daemon::forward::Forward;
 use coldchain_daemon::kv::{Db, PgDb};
 use coldchain_daemon::outbox::{self, Outbox};
-use coldchain_daemon::shipment::{Handoff, NewShipment, Shipment, Shipments, State, Watch};
+use coldchain_daemon::shipment::{
+    Decision, Disposition, Handoff, NewShipment, Shipment, Shipments, State, Watch,
+};
 use coldchain_daemon::sites::{Incoming, Sites};
 use coldchain_tests::*;
 
@@ -174,4 +176,92 @@ fn two_instances_merging_the_same_shipments_lose_nothing() {
     }
     assert_eq!(seen, N, "retained records: {text}");
     stop_tx.send(true).unwrap();
+}
+
+/// The retained topics a subscriber arriving now is given, as
+/// `topic payload` lines.
+fn retained(port: u16) -> Vec<String> {
+    let out = Command::new(which("mosquitto_sub").expect("mosquitto_sub"))
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-t", "coldchain/v1/fleet/ship/+"])
+        .args(["-t", "coldchain/v1/ship/+/status"])
+        .args(["-v", "--retained-only", "-W", "2"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// A centre's retention clears what the broker keeps retained for a
+/// shipment closed longer ago than the retention period (its fleet record,
+/// which every gateway would otherwise be given forever, and its status),
+/// with an empty retained publish; a shipment closed within the period
+/// keeps them. Real sled, real Mosquitto, the real binary.
+#[test]
+fn retention_clears_the_retained_records_of_shipments_closed_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(&dir.path().join("broker"));
+    let now = now_ms();
+    let day = 24 * H;
+    let data = dir.path().join("centre");
+    {
+        use coldchain_daemon::store::{KvStore, Store};
+        let store = KvStore::open(&data.join("data").join("db")).unwrap();
+        let ships = Shipments::open(store.db()).unwrap();
+        for (i, closed) in [(0, now - 10 * day), (1, now - day)] {
+            let mut s = base(i, closed - 2 * day);
+            s.arrive(closed - day).unwrap();
+            s.close(Disposition {
+                decision: Decision::Accepted,
+                comment: "fine".into(),
+                by: "lab".into(),
+                at_ms: closed,
+                signature: None,
+            })
+            .unwrap();
+            ships.put(&s).unwrap();
+        }
+        store.sync().unwrap();
+    }
+    // What the centre published for them while they travelled.
+    for id in ["S00", "S01"] {
+        for topic in [
+            format!("coldchain/v1/fleet/ship/{id}"),
+            format!("coldchain/v1/ship/{id}/status"),
+        ] {
+            let out = mosquitto_pub_with(broker.port, &["-r"], &topic, b"{\"id\":1}").unwrap();
+            assert!(out.status.success(), "{out:?}");
+        }
+    }
+    assert_eq!(retained(broker.port).len(), 4);
+    let centre = Daemon::start(
+        &data,
+        broker.port,
+        &[],
+        "[store]\nretention_days = 3\n\n[centre]\ngroup = \"centre\"\n",
+    );
+    let left = wait_for(
+        Duration::from_secs(60),
+        "the retained messages of S00 cleared",
+        || {
+            let mut r = retained(broker.port);
+            r.sort();
+            (!r.iter().any(|l| l.contains("S00"))).then_some(r)
+        },
+    );
+    assert_eq!(
+        left,
+        [
+            "coldchain/v1/fleet/ship/S01 {\"id\":1}",
+            "coldchain/v1/ship/S01/status {\"id\":1}"
+        ],
+        "closed within the period: kept"
+    );
+    let audit = centre.get("/api/v1/audit");
+    assert!(
+        audit.to_string().contains("retention.clear_retained"),
+        "{audit}"
+    );
 }
