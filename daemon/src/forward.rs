@@ -121,14 +121,14 @@ impl Forward {
 /// Publishes the queue to the upstream broker until `stop`.
 ///
 /// The same connection subscribes to the shipment records the centre
-/// publishes (retained, [`crate::sites::FLEET_SHIPMENTS`]) and hands them
+/// publishes (retained, [`crate::sites::topics::FLEET_SHIPMENTS`]) and hands them
 /// to `records`. The session is clean: the retained records come again at
 /// every connection, so one lost in a crash before it was merged comes back.
 pub async fn run(
     up: Upstream,
     client_id: String,
     fwd: Forward,
-    records: mpsc::UnboundedSender<crate::sites::Incoming>,
+    records: mpsc::UnboundedSender<crate::sites::topics::Incoming>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut o = MqttOptions::new(client_id, up.host.clone(), up.port);
@@ -160,7 +160,10 @@ pub async fn run(
     let mut stop2 = stop.clone();
     let target = format!("{}:{}", up.host, up.port);
     let sub = client.clone();
-    let ready = up.centre_group.as_deref().map(crate::sites::ready_topic);
+    let ready = up
+        .centre_group
+        .as_deref()
+        .map(crate::sites::topics::ready_topic);
     let poller = tokio::spawn(async move {
         let mut backoff = Duration::from_millis(250);
         loop {
@@ -169,7 +172,7 @@ pub async fn run(
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         tracing::info!(upstream = %target, "forwarding: connected");
                         backoff = Duration::from_millis(250);
-                        if let Err(e) = sub.try_subscribe(crate::sites::fleet_filter(), QoS::AtLeastOnce) {
+                        if let Err(e) = sub.try_subscribe(crate::sites::topics::fleet_filter(), QoS::AtLeastOnce) {
                             tracing::error!("cannot queue the subscription to the centre's shipments: {e}");
                         }
                         match &ready {
@@ -190,7 +193,7 @@ pub async fn run(
                     }
                     Ok(Event::Incoming(Packet::PubAck(a))) => { let _ = ack_tx.send(a.pkid); }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let _ = records.send(crate::sites::Incoming {
+                        let _ = records.send(crate::sites::topics::Incoming {
                             from: "centre".into(),
                             payload: p.payload.to_vec(),
                             ack: None,

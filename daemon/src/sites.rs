@@ -39,7 +39,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use coldchain_proto::codec;
-use coldchain_proto::topic::{self, Uplink};
 use coldchain_proto::{DeviceId, Frame, FrameRef, Timestamp};
 use serde::{Deserialize, Serialize};
 
@@ -51,23 +50,15 @@ use crate::outbox::Outbox;
 use crate::shipment::{Handoff, Shipment, State};
 use crate::store::{Via, key};
 
-/// Topic root of the shipment records a centre publishes (retained):
-/// `coldchain/v1/fleet/ship/{id}`.
-pub const FLEET_SHIPMENTS: &str = "coldchain/v1/fleet/ship";
+pub mod topics;
+
+pub use topics::{FLEET_SHIPMENTS, Incoming, READY_EVERY, ready_topic};
+use topics::{Forwarded, parse_forwarded};
+
 /// Path label of a frame published on the device's own topic.
 pub const DIRECT: &str = "direct";
 /// Path label of a frame received on one of this daemon's serial ports.
 pub const SERIAL: &str = "serial";
-
-/// How often a centre says it is subscribed ([`ready_topic`]).
-pub const READY_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Where a centre's instances say, not retained, that their subscriptions
-/// are in place on this broker: a gateway with `upstream.centre_group`
-/// forwards only after it heard this on its current connection.
-pub fn ready_topic(group: &str) -> String {
-    format!("coldchain/v1/fleet/centre/{group}/ready")
-}
 
 /// Publishes [`ready_topic`] every [`READY_EVERY`] while the centre's
 /// connection is up (its subscriptions are renewed at every connection
@@ -95,62 +86,6 @@ pub async fn announce_ready(
             let _ = client.try_publish(t.clone(), rumqttc::QoS::AtMostOnce, false, "ready");
         }
     }
-}
-
-/// The filter gateways subscribe to for the centre's shipment records.
-pub fn fleet_filter() -> String {
-    format!("{FLEET_SHIPMENTS}/+")
-}
-
-/// A topic of a centre's subscriptions that a gateway forwarded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Forwarded {
-    /// A device's frame (`{edges}/{gateway}/dev/{device}/up[/json]`).
-    Uplink {
-        /// The gateway.
-        gateway: String,
-        /// The device and encoding.
-        uplink: Uplink,
-    },
-    /// A shipment record (`{edges}/{gateway}/ship/{id}/record`).
-    Record {
-        /// The gateway.
-        gateway: String,
-    },
-}
-
-/// The subscriptions of a centre: devices' own topics and what gateways
-/// forward, each shared by the group.
-pub fn centre_filters(c: &Centre) -> Vec<String> {
-    let g = &c.group;
-    let e = &c.edges;
-    vec![
-        format!("$share/{g}/{}", topic::ALL_DEVICES_UP),
-        format!("$share/{g}/{}", topic::ALL_DEVICES_UP_JSON),
-        format!("$share/{g}/{e}/+/dev/+/up"),
-        format!("$share/{g}/{e}/+/dev/+/up/json"),
-        format!("$share/{g}/{e}/+/ship/+/record"),
-    ]
-}
-
-/// Parses a topic gateways forward under `c.edges`; `None` for anything else.
-pub fn parse_forwarded(c: &Centre, t: &str) -> Option<Forwarded> {
-    let rest = t.strip_prefix(c.edges.as_str())?.strip_prefix('/')?;
-    let (gateway, tail) = rest.split_once('/')?;
-    if gateway.is_empty() {
-        return None;
-    }
-    if let Some(ship) = tail.strip_prefix("ship/") {
-        let (id, end) = ship.split_once('/')?;
-        return (end == "record" && !id.is_empty()).then(|| Forwarded::Record {
-            gateway: gateway.to_string(),
-        });
-    }
-    let uplink = topic::parse_uplink(&format!("{}/{tail}", topic::PREFIX))?;
-    Some(Forwarded::Uplink {
-        gateway: gateway.to_string(),
-        uplink,
-    })
 }
 
 /// The path a message came by: the gateway that forwarded it, [`DIRECT`] or
@@ -606,19 +541,6 @@ pub fn merge(ours: &Shipment, theirs: &Shipment, theirs_wins: bool) -> (Shipment
     (m, conflicts)
 }
 
-/// A shipment record that arrived from another site, and how to
-/// acknowledge it once merged and durable.
-#[derive(Debug)]
-pub struct Incoming {
-    /// Who sent it: the gateway's id, or `centre`.
-    pub from: String,
-    /// The record, JSON.
-    pub payload: Vec<u8>,
-    /// The MQTT message to PUBACK afterwards (manual acks: the centre's
-    /// session), if any.
-    pub ack: Option<(rumqttc::AsyncClient, rumqttc::Publish)>,
-}
-
 /// What the evaluator's task takes from other sites, and how it shares.
 #[derive(Debug)]
 pub struct Inbox {
@@ -757,6 +679,7 @@ impl Sites {
 mod tests {
     use super::*;
     use crate::shipment::{NewShipment, Watch};
+    use coldchain_proto::topic::Uplink;
 
     fn ship() -> Shipment {
         Shipment::create(

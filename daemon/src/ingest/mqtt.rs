@@ -120,7 +120,7 @@ pub struct Sinks {
     pub jobs: mpsc::Sender<Job>,
     /// Shipment records gateways forward (a centre's only), to the
     /// evaluator's task ([`crate::sites`]).
-    pub records: mpsc::UnboundedSender<crate::sites::Incoming>,
+    pub records: mpsc::UnboundedSender<crate::sites::topics::Incoming>,
 }
 
 /// Polls the event loop until `stop` turns true, forwarding device publishes to `sinks`.
@@ -141,7 +141,7 @@ pub async fn pump(
     // A centre takes devices' topics and what gateways forward through
     // shared subscriptions (crate::sites); presence stays unshared.
     let subscriptions: Vec<String> = match &cfg.centre {
-        Some(c) => crate::sites::centre_filters(c),
+        Some(c) => crate::sites::topics::centre_filters(c),
         None => vec![
             topic::ALL_DEVICES_UP.to_string(),
             topic::ALL_DEVICES_UP_JSON.to_string(),
@@ -282,12 +282,12 @@ pub async fn pump(
                 let forwarded = cfg
                     .centre
                     .as_ref()
-                    .and_then(|c| crate::sites::parse_forwarded(c, &p.topic));
+                    .and_then(|c| crate::sites::topics::parse_forwarded(c, &p.topic));
                 let uplink = match forwarded {
-                    Some(crate::sites::Forwarded::Record { gateway }) => {
+                    Some(crate::sites::topics::Forwarded::Record { gateway }) => {
                         // A gateway's shipment record: merged by the
                         // evaluator's task, acknowledged once durable.
-                        let inc = crate::sites::Incoming {
+                        let inc = crate::sites::topics::Incoming {
                             from: gateway,
                             payload: body.to_vec(),
                             ack: Some((client.clone(), p)),
@@ -299,7 +299,7 @@ pub async fn pump(
                         }
                         continue;
                     }
-                    Some(crate::sites::Forwarded::Uplink { uplink, .. }) => Some(uplink),
+                    Some(crate::sites::topics::Forwarded::Uplink { uplink, .. }) => Some(uplink),
                     None => topic::parse_uplink(&p.topic),
                 };
                 let (via, claimed) = match uplink {
