@@ -104,7 +104,7 @@ impl Forward {
     }
 
     /// Items waiting.
-    pub fn depth(&self) -> usize {
+    pub fn depth(&self) -> crate::kv::Result<usize> {
         self.tree.len()
     }
 

@@ -362,11 +362,12 @@ impl Tree {
         self.iter().next_back().transpose()
     }
 
-    /// Number of keys (a full count: not for hot paths).
-    pub fn len(&self) -> usize {
+    /// Number of keys (a full count: not for hot paths). An error on
+    /// PostgreSQL is an error, never a count of zero.
+    pub fn len(&self) -> Result<usize> {
         match self {
-            Tree::Sled(t) => t.len(),
-            Tree::Pg(t) => t.len().unwrap_or(0),
+            Tree::Sled(t) => Ok(t.len()),
+            Tree::Pg(t) => t.len(),
         }
     }
 

@@ -282,7 +282,7 @@ impl Outbox {
     }
 
     /// Items waiting.
-    pub fn depth(&self) -> usize {
+    pub fn depth(&self) -> crate::kv::Result<usize> {
         self.tree.len()
     }
 
@@ -722,7 +722,7 @@ mod tests {
         assert!(
             matches!(&due[0].1.delivery, Delivery::Mqtt { payload, .. } if payload == "{\"v\":2}")
         );
-        assert_eq!(o.depth(), 2);
+        assert_eq!(o.depth().unwrap(), 2);
     }
 
     #[test]
@@ -770,6 +770,6 @@ mod tests {
         );
         let t = o.take(&k, now_ms()).unwrap().unwrap();
         o.done(&t).unwrap();
-        assert_eq!(o.depth(), 0);
+        assert_eq!(o.depth().unwrap(), 0);
     }
 }

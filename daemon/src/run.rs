@@ -186,7 +186,7 @@ async fn run_once(cfg: Config) -> anyhow::Result<Next> {
         tracing::info!(group = %c.group, edges = %c.edges, "centre: taking what gateways forward");
     }
     let forwarder = cfg.upstream.clone().map(|up| {
-        tracing::info!(upstream = %format!("{}:{}", up.host, up.port), backlog = forward.depth(), "forwarding to the centre");
+        tracing::info!(upstream = %format!("{}:{}", up.host, up.port), backlog = forward.depth().map_or_else(|e| format!("unknown ({e})"), |n| n.to_string()), "forwarding to the centre");
         tokio::spawn(crate::forward::run(
             up,
             format!("{}-up", cfg.client_id()),

@@ -1661,7 +1661,7 @@ mod tests {
         // A frame without readings (events) has an empty list.
         w.frame(&a, FrameRef { boot: 1, seq: 2 }, &frame_rec(), &[9; 16]);
         s.apply(w).unwrap();
-        assert_eq!(s.frames.len(), 3);
+        assert_eq!(s.frames.len().unwrap(), 3);
         assert!(
             s.readings.is_empty(),
             "readings written apart from their frame"

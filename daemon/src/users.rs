@@ -697,7 +697,7 @@ impl Users {
     }
 
     /// Stored sessions (for `/metrics` and tests).
-    pub fn session_count(&self) -> usize {
+    pub fn session_count(&self) -> crate::kv::Result<usize> {
         self.sessions.len()
     }
 
@@ -845,7 +845,7 @@ mod tests {
         assert!(u.by_session(&c, 89_000, true).unwrap().is_some());
         assert!(u.by_session(&c, 149_000, false).unwrap().is_none());
         // Read expired, it is gone from the store.
-        assert_eq!(u.session_count(), 0);
+        assert_eq!(u.session_count().unwrap(), 0);
     }
 
     #[test]
@@ -910,7 +910,7 @@ mod tests {
         assert!(u.by_session(&h1, 2_000, true).unwrap().is_none());
         assert!(u.by_session(&h2, 2_000, true).unwrap().is_none());
         assert!(u.by_session(&i1, 2_000, true).unwrap().is_some());
-        assert_eq!(u.session_count(), 1);
+        assert_eq!(u.session_count().unwrap(), 1);
         u.set_password("ivy", "a new long password", true)
             .unwrap()
             .unwrap();
@@ -930,7 +930,7 @@ mod tests {
         let (_old, _) = u.start_session("hal", 10_000).unwrap();
         let (young, _) = u.start_session("hal", 50_000).unwrap();
         assert_eq!(u.purge_expired_sessions(70_000).unwrap(), 1);
-        assert_eq!(u.session_count(), 1);
+        assert_eq!(u.session_count().unwrap(), 1);
         assert!(u.by_session(&young, 70_000, true).unwrap().is_some());
     }
 }

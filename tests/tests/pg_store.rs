@@ -64,7 +64,7 @@ fn conformance(db: &Db, t: &Tree) {
     assert_eq!(seen, all);
     assert_eq!(t.first().unwrap().unwrap().0, IVec::from(b"a"));
     assert_eq!(t.last().unwrap().unwrap().0, IVec::from(b"c"));
-    assert_eq!(t.len(), 4);
+    assert_eq!(t.len().unwrap(), 4);
     assert!(t.contains_key(b"c").unwrap());
     // Compare and swap.
     assert!(

@@ -1249,7 +1249,7 @@ async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
         snap.gauges.push((
             "coldchain_outbox_depth",
             "Notifications waiting for delivery",
-            s.reader.outbox.depth() as i64,
+            s.reader.outbox.depth()? as i64,
         ));
         let alerts = s.reader.alerts.all()?;
         for sev in [
