@@ -242,9 +242,14 @@ fn zone_alerts(d: &Daemon, id: &str, zone: &str) -> usize {
         })
 }
 
+/// Alerts as `(zone, condition start)`.
+type Standing = Vec<(String, i64)>;
+/// Alerts as `(zone, reason withdrawn)`.
+type Withdrawn = Vec<(String, String)>;
+
 /// The alerts that stand (not withdrawn) as `(zone, condition start)`, and
 /// the withdrawn ones with their reasons.
-fn standing_and_withdrawn(d: &Daemon, id: &str) -> (Vec<(String, i64)>, Vec<(String, String)>) {
+fn standing_and_withdrawn(d: &Daemon, id: &str) -> (Standing, Withdrawn) {
     let all = d.get(&format!("/api/v1/alerts?shipment={id}"));
     let (mut standing, mut withdrawn) = (Vec::new(), Vec::new());
     for a in all.as_array().unwrap() {
