@@ -44,6 +44,49 @@
 //!    of the store.
 //!
 //! CPU windows leave out the first `--warm-s` seconds of a load.
+//!
+//! **On PostgreSQL** (`--postgres`, issue 12): the same database, built the
+//! same way, in a throwaway PostgreSQL cluster (`tests/src/postgres.rs`,
+//! Debian's binaries, default server settings): the shipments through the
+//! API of a daemon with `[store] postgres_url`, the history through
+//! `Ingestor::process` over `KvStore::open_postgres` (the fill's own
+//! connections set `synchronous_commit = off`: the daemon commits each
+//! frame as a transaction, and the stored rows are the same). The cluster is
+//! stopped cleanly (a checkpoint) and its directory cached as the sled one
+//! is; each run copies it and starts a server on the copy. `--instances N`
+//! starts N daemons on that database at the same moment, each with its own
+//! data directory, config and MQTT client id and `[centre] group = "fleet"`:
+//! they split the devices' stream through the shared subscription, and each
+//! shipment is evaluated by the instance that took its lease first
+//! (daemon/src/lease.rs). What changes in the figures: CPU is that of every
+//! daemon (summed, and each) and of PostgreSQL's server (the postmaster and
+//! its backends, reaped ones included); `GET /` is measured on each
+//! instance (on one that does not hold a shipment's lease, the list reads
+//! that shipment's summary from the shared database); the output adds the
+//! leases by holder, the shipments each instance evaluated in each window
+//! (`coldchain_evaluate_shipment_seconds_count`), how many probe-fault
+//! alerts each faulted shipment got (one is right), and how many shipments
+//! each instance's list still shows as not closed after all were closed
+//! through the first instance.
+//!
+//! Measured 2026-11-30 on the shared 2-core machine (load average 3–5, 8 at
+//! times), one run each, release builds, `MALLOC_ARENA_MAX=2`, with
+//! `tests/bench.sh fleet --postgres --days 2 --period-s 10 --jobs 4
+//! [--instances 2]` and the same without `--postgres` for sled (README.md,
+//! "A centre on PostgreSQL (issue 12)", has the full table). 2 days and one
+//! frame per device every 10 s because the daemon commits each frame as its
+//! own transaction on PostgreSQL: the fill runs at about 1 950 frames/s
+//! (7 days would take 9 minutes to populate) and one daemon acknowledged
+//! only about 210 frames/s of the 1000 frames/s of `--period-s 1`.
+//! Evaluation above pure ingest: sled 0.014 core; PostgreSQL, one
+//! instance, 0.211 core in the daemon and 0.510 with PostgreSQL's share;
+//! two instances 0.285 and 0.632 (the leases split 514 / 486, no alert
+//! raised twice). Probe-fault alert raised 0.25 s after its frame on sled,
+//! 15 s on PostgreSQL. `GET /` 0.041 s on sled, 0.39 s (one instance) and
+//! 0.76–0.81 s (two). Daemon RSS after the live window: sled 167 MiB,
+//! PostgreSQL 65 MiB, 54 + 59 MiB. With two instances, 514 and 999
+//! shipments were still listed as not closed on the two instances after
+//! all were closed through the first (a defect; README.md has the causes).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -78,6 +121,8 @@ usage: coldchain-fleet [options]
   --gets N             GET / requests, one after the other (default 30; stops after 300 s)
   --idle-s S           idle window, no data (default 90)
   --live-s S           each live window, one frame/s per device (default 60)
+  --period-s P         one live frame every P s per device instead (default 1; 1000 devices at
+                       1/s is more than the PostgreSQL store takes on this machine)
   --warm-s S           seconds of each live window left out of its CPU figure (default 5)
   --faults N           shipments given one open-circuit reading mid-window (default 5)
   --publishers N       MQTT connections the live frames are spread over (default 8)
@@ -106,6 +151,7 @@ struct Args {
     gets: usize,
     idle_s: u64,
     live_s: u32,
+    period_s: u32,
     warm_s: u32,
     faults: usize,
     publishers: usize,
@@ -127,6 +173,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> anyhow::Result<Args> {
         gets: 30,
         idle_s: 90,
         live_s: 60,
+        period_s: 1,
         warm_s: 5,
         faults: 5,
         publishers: 8,
@@ -148,6 +195,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> anyhow::Result<Args> {
             "--gets" => a.gets = val()?.parse()?,
             "--idle-s" => a.idle_s = val()?.parse()?,
             "--live-s" => a.live_s = val()?.parse()?,
+            "--period-s" => a.period_s = val()?.parse()?,
             "--warm-s" => a.warm_s = val()?.parse()?,
             "--faults" => a.faults = val()?.parse()?,
             "--publishers" => a.publishers = val()?.parse()?,
@@ -176,6 +224,10 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> anyhow::Result<Args> {
         "--per-frame must be 1..=32"
     );
     ensure!(a.live_s > a.warm_s + 1, "--live-s must exceed --warm-s + 1");
+    ensure!(
+        a.period_s >= 1 && a.live_s / a.period_s >= 2,
+        "--period-s must be at least 1 and at most half of --live-s"
+    );
     ensure!(
         a.publishers >= 1 && a.jobs >= 1,
         "--publishers and --jobs must be at least 1"
@@ -720,17 +772,20 @@ fn mib(kib: Option<u64>) -> f64 {
     kib.map_or(f64::NAN, |k| k as f64 / 1024.0)
 }
 
-/// Publishes one frame per second for `secs` seconds for each of `devices`
-/// (device `idx` at `idx/N` of each second), over `conns` connections, each
-/// frame signed just before it is handed to the client with the wall time as
-/// its timestamp; frame `s` of a device has seq `seq0 + s`. The devices
-/// `0..faults` send an open-circuit fault instead of a value at second
-/// `secs / 2`. Returns `(device index, publish ms)` of those faults.
+/// Publishes `rounds` frames for each of `devices`, one every `period_s`
+/// seconds (device `idx` at `idx/N` of each period), over `conns`
+/// connections, each frame signed just before it is handed to the client
+/// with the wall time as its timestamp; frame `s` of a device has seq
+/// `seq0 + s`. The devices `0..faults` send an open-circuit fault instead of
+/// a value in round `rounds / 2`. Returns `(device index, publish ms)` of
+/// those faults.
+#[allow(clippy::too_many_arguments)]
 async fn publish_live(
     port: u16,
     devices: Arc<Vec<DeviceId>>,
     seq0: u32,
-    secs: u32,
+    rounds: u32,
+    period_s: u32,
     conns: usize,
     faults: usize,
     start_at: tokio::time::Instant,
@@ -747,17 +802,18 @@ async fn publish_live(
                 .set_inflight(100);
             let (client, mut el) = AsyncClient::new(o, 64);
             let mine: Vec<usize> = (c..n).step_by(conns).collect();
-            let total = mine.len() as u64 * u64::from(secs);
+            let total = mine.len() as u64 * u64::from(rounds);
+            let period_us = u64::from(period_s) * 1_000_000;
             let producer = tokio::spawn(async move {
                 let mut buf = [0u8; MAX_SIGNED_LEN];
                 let mut fault_times = Vec::new();
-                for s in 0..secs {
+                for s in 0..rounds {
                     for &i in &mine {
                         let at = start_at
-                            + Duration::from_secs(u64::from(s))
-                            + Duration::from_micros((i as u64 * 1_000_000) / n as u64);
+                            + Duration::from_micros(u64::from(s) * period_us)
+                            + Duration::from_micros((i as u64 * period_us) / n as u64);
                         tokio::time::sleep_until(at).await;
-                        let fault = s == secs / 2 && i < faults;
+                        let fault = s == rounds / 2 && i < faults;
                         let value = if fault {
                             Measurement::Fault(FaultKind::OpenCircuit)
                         } else {
@@ -980,7 +1036,8 @@ fn live_window(
     seq0: u32,
     faults: usize,
 ) -> anyhow::Result<Live> {
-    let total = devices.len() as u64 * u64::from(a.live_s);
+    let rounds = a.live_s / a.period_s;
+    let total = devices.len() as u64 * u64::from(rounds);
     let acked0 = acked(daemons);
     let evals0 = evaluations(daemons)?;
     let sampler = Sampler::start(procs.watch.clone(), Duration::from_millis(250));
@@ -990,7 +1047,8 @@ fn live_window(
         port,
         Arc::new(devices),
         seq0,
-        a.live_s,
+        rounds,
+        a.period_s,
         a.publishers,
         faults,
         start_tokio,
@@ -1352,10 +1410,24 @@ fn main() -> anyhow::Result<()> {
         &procs,
         b.port,
         ids,
-        now_frames + a.live_s,
+        now_frames + a.live_s / a.period_s,
         0,
     )?;
     let hwm = rss(&daemons, "VmHWM:");
+    // Every shipment was closed through the first daemon: how many each
+    // daemon's list (`GET /api/v1/shipments`, the summaries the lists read)
+    // still shows as not closed, a pure-ingest window later.
+    let listed_open: Vec<usize> = daemons
+        .iter()
+        .map(|d| -> anyhow::Result<usize> {
+            let v = http_get(d.http_port, "/api/v1/shipments")?;
+            Ok(v.as_array().map_or(0, |rows| {
+                rows.iter()
+                    .filter(|r| r["shipment"]["state"] != "closed")
+                    .count()
+            }))
+        })
+        .collect::<anyhow::Result<_>>()?;
 
     // Staleness, from the statuses of the live window.
     let log = std::mem::take(&mut *log.lock().unwrap_or_else(|e| e.into_inner()));
@@ -1480,7 +1552,12 @@ fn main() -> anyhow::Result<()> {
         evals(&idle_evals)
     );
     println!(
-        "  live, 1 frame/s x {n} watched   daemon {} core{}   broker {:.3}   publishers {:.3}   (drain {:.1} s){}",
+        "  live, 1 frame/{}s x {n} watched   daemon {} core{}   broker {:.3}   publishers {:.3}   (drain {:.1} s){}",
+        if a.period_s == 1 {
+            String::new()
+        } else {
+            a.period_s.to_string()
+        },
         per_daemon(&live.daemon_cores, 3),
         pg_part(live.pg_cores),
         live.broker_cores,
@@ -1502,6 +1579,9 @@ fn main() -> anyhow::Result<()> {
             "  evaluation above pure ingest    {:.3} core (daemons)   {:.3} core (daemons + postgres)",
             live.daemons() - base.daemons(),
             live.with_pg() - base.with_pg()
+        );
+        println!(
+            "  after closing every shipment through instance 0, listed as not closed: {listed_open:?} (per instance)"
         );
     } else {
         println!(
@@ -1546,6 +1626,7 @@ fn main() -> anyhow::Result<()> {
     let sum = |v: &[f64]| v.iter().sum::<f64>();
     let summary = json!({
         "store": if a.postgres { "postgres" } else { "sled" }, "instances": a.instances,
+        "period_s": a.period_s,
         "shipments": n, "history_days": history_d, "per_frame": k, "store_mib": store_mib,
         "populate_s": meta["populate_s"],
         "get_median_s": gets.iter().map(|g| p(&g.0, 0.5)).collect::<Vec<_>>(),
@@ -1559,6 +1640,7 @@ fn main() -> anyhow::Result<()> {
         "evaluation_with_pg_cores": live.with_pg() - base.with_pg(),
         "evaluations_live": live.evaluations, "evaluations_pure": base.evaluations,
         "leases_start": leases_start, "leases_live": leases_live,
+        "listed_not_closed_after_close": listed_open,
         "status_lag_p50_s": p(&lag, 0.5), "status_lag_p90_s": p(&lag, 0.9),
         "status_interval_p50_s": p(&gap, 0.5), "status_interval_p90_s": p(&gap, 0.9),
         "status_age_max_s": age.last(), "raise_minus_publish_s": raise,
