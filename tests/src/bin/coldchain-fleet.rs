@@ -81,8 +81,10 @@
 //! Evaluation above pure ingest: sled 0.014 core; PostgreSQL, one
 //! instance, 0.211 core in the daemon and 0.510 with PostgreSQL's share;
 //! two instances 0.285 and 0.632 (the leases split 514 / 486, no alert
-//! raised twice). Probe-fault alert raised 0.25 s after its frame on sled,
-//! 15 s on PostgreSQL. `GET /` 0.041 s on sled, 0.39 s (one instance) and
+//! raised twice); one evaluation takes 1.2 ms (idle passes) to 3.1 ms
+//! (live) of wall time on PostgreSQL. Probe-fault alert raised 0.25 s after
+//! its frame on sled, 5 s and 15 s in two runs on PostgreSQL (not
+//! explained). `GET /` 0.041 s on sled, 0.39 s (one instance) and
 //! 0.76–0.81 s (two). Daemon RSS after the live window: sled 167 MiB,
 //! PostgreSQL 65 MiB, 54 + 59 MiB. With two instances, 514 and 999
 //! shipments were still listed as not closed on the two instances after
@@ -944,24 +946,36 @@ impl Procs {
     }
 }
 
-/// Shipments each daemon has evaluated since it started
-/// (`coldchain_evaluate_shipment_seconds_count`: counted only by the
-/// instance holding the shipment's lease).
-fn evaluations(daemons: &[Daemon]) -> anyhow::Result<Vec<u64>> {
+/// Shipments each daemon has evaluated since it started, and the seconds
+/// it spent on them (`coldchain_evaluate_shipment_seconds_count` and
+/// `_sum`: counted only by the instance holding the shipment's lease).
+fn evaluations(daemons: &[Daemon]) -> anyhow::Result<Vec<(u64, f64)>> {
     daemons
         .iter()
         .map(|d| {
             let text = http_get(d.http_port, "/metrics")?;
-            text.as_str()
-                .and_then(|t| {
-                    t.lines()
-                        .find_map(|l| l.strip_prefix("coldchain_evaluate_shipment_seconds_count "))
-                })
-                .and_then(|v| v.trim().parse::<f64>().ok())
-                .map(|v| v as u64)
-                .context("no coldchain_evaluate_shipment_seconds_count in /metrics")
+            let text = text.as_str().context("/metrics is not text")?;
+            let field = |name: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .with_context(|| format!("no {name} in /metrics"))
+            };
+            Ok((
+                field("coldchain_evaluate_shipment_seconds_count")? as u64,
+                field("coldchain_evaluate_shipment_seconds_sum")?,
+            ))
         })
         .collect()
+}
+
+/// Evaluations per daemon between two readings of [`evaluations`], and the
+/// mean wall time of one, ms (all daemons).
+fn eval_delta(after: &[(u64, f64)], before: &[(u64, f64)]) -> (Vec<u64>, f64) {
+    let n: Vec<u64> = after.iter().zip(before).map(|(a, b)| a.0 - b.0).collect();
+    let secs: f64 = after.iter().zip(before).map(|(a, b)| a.1 - b.1).sum();
+    let total: u64 = n.iter().sum();
+    (n, secs * 1000.0 / total.max(1) as f64)
 }
 
 fn acked(daemons: &[Daemon]) -> u64 {
@@ -1007,6 +1021,8 @@ struct Live {
     rss_mib: Vec<f64>,
     /// Shipments each daemon evaluated during the window.
     evaluations: Vec<u64>,
+    /// The mean wall time of one of those evaluations, ms.
+    eval_ms: f64,
 }
 
 impl Live {
@@ -1067,11 +1083,7 @@ fn live_window(
     }
     let drain_s = published.elapsed().as_secs_f64();
     let samples = sampler.finish();
-    let evaluations = evaluations(daemons)?
-        .iter()
-        .zip(&evals0)
-        .map(|(e, e0)| e - e0)
-        .collect();
+    let (evaluations, eval_ms) = eval_delta(&evaluations(daemons)?, &evals0);
     let from = start + Duration::from_secs(u64::from(a.warm_s));
     Ok(Live {
         daemon_cores: procs.daemon_cores(&samples, from, end),
@@ -1082,6 +1094,7 @@ fn live_window(
         faults: fault_times,
         rss_mib: rss(daemons, "VmRSS:"),
         evaluations,
+        eval_ms,
     })
 }
 
@@ -1299,11 +1312,7 @@ fn main() -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_secs(a.idle_s));
     let i1 = Instant::now();
     let samples = sampler.finish();
-    let idle_evals: Vec<u64> = evaluations(&daemons)?
-        .iter()
-        .zip(&evals0)
-        .map(|(e, e0)| e - e0)
-        .collect();
+    let (idle_evals, idle_eval_ms) = eval_delta(&evaluations(&daemons)?, &evals0);
     let idle_cores = procs.daemon_cores(&samples, i0, i1);
     let idle_pg = procs.pg_cores(&samples, i0, i1);
     let rss_idle = rss(&daemons, "VmRSS:");
@@ -1534,22 +1543,18 @@ fn main() -> anyhow::Result<()> {
             String::new()
         }
     };
-    let evals = |e: &[u64]| {
-        if a.postgres {
-            format!(
-                "   evaluations {}",
-                e.iter().map(u64::to_string).collect::<Vec<_>>().join(" + ")
-            )
-        } else {
-            String::new()
-        }
+    let evals = |e: &[u64], ms: f64| {
+        format!(
+            "   evaluations {} ({ms:.1} ms each)",
+            e.iter().map(u64::to_string).collect::<Vec<_>>().join(" + ")
+        )
     };
     println!(
         "  idle, no data ({} s)             daemon {} core{}{}",
         a.idle_s,
         per_daemon(&idle_cores, 3),
         pg_part(idle_pg),
-        evals(&idle_evals)
+        evals(&idle_evals, idle_eval_ms)
     );
     println!(
         "  live, 1 frame/{}s x {n} watched   daemon {} core{}   broker {:.3}   publishers {:.3}   (drain {:.1} s){}",
@@ -1563,7 +1568,7 @@ fn main() -> anyhow::Result<()> {
         live.broker_cores,
         live.harness_cores,
         live.drain_s,
-        evals(&live.evaluations)
+        evals(&live.evaluations, live.eval_ms)
     );
     println!(
         "  pure ingest, same load, closed  daemon {} core{}   broker {:.3}   publishers {:.3}   (drain {:.1} s; closing took {close_s:.0} s){}",
@@ -1572,7 +1577,7 @@ fn main() -> anyhow::Result<()> {
         base.broker_cores,
         base.harness_cores,
         base.drain_s,
-        evals(&base.evaluations)
+        evals(&base.evaluations, base.eval_ms)
     );
     if a.postgres {
         println!(
@@ -1624,7 +1629,7 @@ fn main() -> anyhow::Result<()> {
         per_daemon(&hwm, 0)
     );
     let sum = |v: &[f64]| v.iter().sum::<f64>();
-    let summary = json!({
+    let mut summary = json!({
         "store": if a.postgres { "postgres" } else { "sled" }, "instances": a.instances,
         "period_s": a.period_s,
         "shipments": n, "history_days": history_d, "per_frame": k, "store_mib": store_mib,
@@ -1651,6 +1656,16 @@ fn main() -> anyhow::Result<()> {
         "load_start": loadavg, "load_end": load_end,
         "wall_s": t_begin.elapsed().as_secs_f64(),
     });
+    // (A second object: one json! of everything exceeds its recursion limit.)
+    if let (Some(m), Value::Object(more)) = (
+        summary.as_object_mut(),
+        json!({
+            "evaluations_idle": idle_evals, "evaluation_idle_ms": idle_eval_ms,
+            "evaluation_live_ms": live.eval_ms, "evaluation_pure_ms": base.eval_ms,
+        }),
+    ) {
+        m.extend(more);
+    }
     println!("{summary}");
     Ok(())
 }
