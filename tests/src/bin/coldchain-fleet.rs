@@ -1544,8 +1544,13 @@ fn main() -> anyhow::Result<()> {
         }
     };
     let evals = |e: &[u64], ms: f64| {
+        let each = if e.iter().sum::<u64>() > 0 {
+            format!(" ({ms:.2} ms each)")
+        } else {
+            String::new()
+        };
         format!(
-            "   evaluations {} ({ms:.1} ms each)",
+            "   evaluations {}{each}",
             e.iter().map(u64::to_string).collect::<Vec<_>>().join(" + ")
         )
     };
