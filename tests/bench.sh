@@ -12,6 +12,7 @@
 #   tests/bench.sh criterion             # the criterion benches of the hot paths
 #   tests/bench.sh fleet                 # evaluation at fleet scale: 1000 shipments x 7 days
 #   tests/bench.sh fleet --shipments 100 --days 1   # the same, small and quick
+#   tests/bench.sh fleet --postgres --instances 2    # the same on PostgreSQL, two daemons
 #   tests/bench.sh drain                 # issue 15: drain queued backlogs (JSON 1 and 32
 #                                        # readings, postcard 32) with mosquitto_sub -c,
 #                                        # the daemon and tests/bench/drain_consumer.py

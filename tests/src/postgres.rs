@@ -69,43 +69,47 @@ fn pg_command(bin: &Path, program: &str) -> Command {
     }
 }
 
+/// Makes `dir` a directory the server can use: as root it belongs to
+/// `postgres`, and the directories above it must be traversable.
+fn prepare_dir(dir: &Path) {
+    std::fs::create_dir_all(dir).expect("postgres dir");
+    if !is_root() {
+        return;
+    }
+    // The cluster and its socket directory belong to `postgres`.
+    let st = Command::new("chown")
+        .args(["-R", "postgres:postgres"])
+        .arg(dir)
+        .status()
+        .expect("chown");
+    assert!(
+        st.success(),
+        "chown of {} to postgres failed",
+        dir.display()
+    );
+    // The temporary directories above it must be traversable.
+    let mut p = dir.parent();
+    while let Some(d) = p {
+        if d == Path::new("/") {
+            break;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::metadata(d) {
+            let mode = m.permissions().mode();
+            if mode & 0o001 == 0 {
+                let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode | 0o001));
+            }
+        }
+        p = d.parent();
+    }
+}
+
 impl Postgres {
     /// Creates a cluster in `dir` (which must not exist yet or be empty) and
     /// starts it; the superuser is `coldchain`, trusted on loopback.
     pub fn start(dir: &Path) -> Postgres {
         let bin = bin_dir();
-        std::fs::create_dir_all(dir).expect("postgres dir");
-        if is_root() {
-            // The cluster and its socket directory belong to `postgres`.
-            let st = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir)
-                .status()
-                .expect("chown");
-            assert!(
-                st.success(),
-                "chown of {} to postgres failed",
-                dir.display()
-            );
-            // The temporary directories above it must be traversable.
-            let mut p = dir.parent();
-            while let Some(d) = p {
-                if d == Path::new("/") {
-                    break;
-                }
-                use std::os::unix::fs::PermissionsExt;
-                if let Ok(m) = std::fs::metadata(d) {
-                    let mode = m.permissions().mode();
-                    if mode & 0o001 == 0 {
-                        let _ = std::fs::set_permissions(
-                            d,
-                            std::fs::Permissions::from_mode(mode | 0o001),
-                        );
-                    }
-                }
-                p = d.parent();
-            }
-        }
+        prepare_dir(dir);
         let data = dir.join("data");
         let out = pg_command(&bin, "initdb")
             .arg("-D")
@@ -128,6 +132,25 @@ impl Postgres {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        Self::launch(bin, dir)
+    }
+
+    /// Starts a server on the cluster that [`Postgres::start`] created in
+    /// `dir` and [`Postgres::stop`] stopped (possibly copied elsewhere since,
+    /// e.g. a populated database kept by a benchmark), on a new port.
+    pub fn start_existing(dir: &Path) -> Postgres {
+        assert!(
+            dir.join("data/PG_VERSION").exists(),
+            "{} holds no PostgreSQL cluster (data/PG_VERSION)",
+            dir.display()
+        );
+        let bin = bin_dir();
+        prepare_dir(dir);
+        Self::launch(bin, dir)
+    }
+
+    fn launch(bin: PathBuf, dir: &Path) -> Postgres {
+        let data = dir.join("data");
         let port = free_port();
         let mut cmd = pg_command(&bin, "postgres");
         cmd.arg("-D")
@@ -150,6 +173,26 @@ impl Postgres {
             || pg.psql("postgres", "SELECT 1").ok(),
         );
         pg
+    }
+
+    /// The server's process id (the postmaster; its backends are its
+    /// children), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().map(|p| p.child.id())
+    }
+
+    /// Stops the server with a fast shutdown, which ends with a checkpoint:
+    /// once it returns `true` the data directory is complete on its own and
+    /// can be copied. Waits up to `grace`, then kills it (and returns
+    /// `false`).
+    pub fn stop(&mut self, grace: Duration) -> bool {
+        match self.proc.take() {
+            Some(mut p) => {
+                p.signal(nix::sys::signal::Signal::SIGINT);
+                wait_for_exit(&mut p, grace)
+            }
+            None => true,
+        }
     }
 
     /// Creates a database and returns its URL.
