@@ -77,11 +77,12 @@ pub struct Evaluator {
 }
 
 /// Summaries written to the shared database: at most every
-/// [`SHARED_SUMMARY_MS`] per shipment, and at once when its alerts change.
+/// [`SHARED_SUMMARY_MS`] per shipment, and at once when its record or its
+/// alerts change.
 #[derive(Debug)]
 struct SharedSummaries {
     tree: crate::kv::Tree,
-    /// Per shipment: when last written, and its alerts then (JSON).
+    /// Per shipment: when last written, and its record and alerts then (JSON).
     written: HashMap<String, (i64, String)>,
 }
 
@@ -312,18 +313,23 @@ impl Evaluator {
         {
             let map = self.summaries.read().unwrap_or_else(|e| e.into_inner());
             for sh in all {
+                // A summary of an older record (closed, or given a new ETA,
+                // since it was made, perhaps through another instance) is
+                // not shown: the shipment is evaluated again below.
                 match map.get(&sh.id) {
-                    Some(s) => out.push(s.clone()),
-                    None => missing.push(sh),
+                    Some(s) if s.shipment == sh => out.push(s.clone()),
+                    _ => missing.push(sh),
                 }
             }
         }
         for sh in missing {
             // Another instance's shipment: its summary as that instance
-            // last wrote it (not cached: it moves on there).
+            // last wrote it (not cached: it moves on there), if it was
+            // made from the record as it stands.
             if let Some(shared) = &self.shared
                 && let Some(v) = shared.tree.get(&sh.id)?
                 && let Ok(s) = serde_json::from_slice::<Summary>(&v)
+                && s.shipment == sh
             {
                 out.push(s);
                 continue;
@@ -982,14 +988,14 @@ impl Evaluator {
         let summary = summary_from(snap, alerts);
         if let Some(shared) = &mut self.shared {
             let now = self.clock.now_ms();
-            let alerts_json = serde_json::to_string(&summary.alerts)?;
+            let facts = serde_json::to_string(&(&summary.shipment, &summary.alerts))?;
             let due = shared
                 .written
                 .get(id)
-                .is_none_or(|(t, a)| now - t >= SHARED_SUMMARY_MS || *a != alerts_json);
+                .is_none_or(|(t, a)| now - t >= SHARED_SUMMARY_MS || *a != facts);
             if due {
                 shared.tree.insert(id, serde_json::to_vec(&summary)?)?;
-                shared.written.insert(id.clone(), (now, alerts_json));
+                shared.written.insert(id.clone(), (now, facts));
             }
         }
         self.summaries
@@ -1497,6 +1503,11 @@ pub async fn run_task(
                             sites.share(&s).map_err(|e| Refusal::Internal(format!("{e:#}")))?;
                         }
                         store.sync().map_err(|e| Refusal::Internal(e.to_string()))?;
+                        // The instance holding the lease evaluates the new
+                        // record now (a centre on PostgreSQL).
+                        if let Err(e) = store.announce_records_changed() {
+                            tracing::warn!("cannot tell the other instances of a changed shipment (they see it at their next full pass): {e}");
+                        }
                     }
                     r
                 });
@@ -1508,13 +1519,19 @@ pub async fn run_task(
                 // A shipment record from another site (crate::sites).
                 let now = crate::ingest::now_ms();
                 let done = tokio::task::block_in_place(|| -> anyhow::Result<()> {
-                    if let Some(s) = sites.absorb(&ev.shipments, &inc, now)? {
+                    let changed = sites.absorb(&ev.shipments, &inc, now)?;
+                    if let Some(s) = &changed {
                         ev.refresh_watched();
-                        if let Err(e) = ev.run_one(&s, now) {
+                        if let Err(e) = ev.run_one(s, now) {
                             tracing::error!(shipment = %s.id, "evaluation failed: {e:#}");
                         }
                     }
                     store.sync()?;
+                    if changed.is_some()
+                        && let Err(e) = store.announce_records_changed()
+                    {
+                        tracing::warn!("cannot tell the other instances of a changed shipment (they see it at their next full pass): {e}");
+                    }
                     Ok(())
                 });
                 match done {

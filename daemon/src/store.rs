@@ -696,6 +696,22 @@ impl KvStore {
         let _ = self.instance.set(name);
     }
 
+    /// Tells the other daemons sharing the database that shipment records
+    /// changed here (a note without frames): each re-reads its shipments
+    /// and evaluates them all, so the holder of a shipment's lease
+    /// evaluates the new record (a close, a new ETA) at once rather than at
+    /// its next full pass. Nothing to do on sled.
+    pub fn announce_records_changed(&self) -> Result<(), StoreError> {
+        if !self.is_postgres() {
+            return Ok(());
+        }
+        let from = serde_json::Value::String(self.instance.get().cloned().unwrap_or_default());
+        let note = format!("{{\"from\":{from},\"frames\":[]}}");
+        self.db
+            .apply_batches_notify(Vec::new(), vec![note])
+            .map_err(|e| self.sled_err(e))
+    }
+
     /// Whether this store is a PostgreSQL database.
     pub fn is_postgres(&self) -> bool {
         matches!(self.db, Db::Pg(_))

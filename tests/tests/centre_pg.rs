@@ -474,3 +474,66 @@ fn a_sequence_reused_at_another_instance_is_refused() {
         "the readings first stored stay: {rows:?}"
     );
 }
+
+/// A shipment is closed through the instance that does not evaluate it
+/// (the other holds its lease): both instances' lists show it closed, and
+/// the holder hears of the new record at once rather than at its next full
+/// pass (a closed shipment is not evaluated any more, so without that the
+/// holder's summary, and the shared one, said "arrived" for ever).
+#[test]
+fn a_shipment_closed_through_either_instance_is_listed_closed_by_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Postgres::start(&dir.path().join("pg"));
+    let url = pg.create_db("close");
+    let store = format!("[store]\npostgres_url = \"{url}\"\n");
+    let broker_a = Mosquitto::start(&dir.path().join("broker-a"));
+    let broker_b = Mosquitto::start(&dir.path().join("broker-b"));
+    let a = daemon(&dir.path().join("a"), broker_a.port, "cc-a", &store);
+    let b = daemon(&dir.path().join("b"), broker_b.port, "cc-b", &store);
+    let t0 = now_ms() - H;
+    // Created on B: B takes its lease and evaluates it.
+    create_shipment(&b, "CLOSE-1", t0);
+    let frames: Vec<String> = (0..3)
+        .map(|i| json_frame("fridge-pg", 1, i, &[(t0 + i64::from(i) * MIN, Some(5_000))]))
+        .collect();
+    mosquitto_pub_lines(broker_b.port, TOPIC, &frames).unwrap();
+    let state = |d: &Daemon| -> Option<String> {
+        d.get("/api/v1/shipments")
+            .as_array()?
+            .iter()
+            .find(|r| r["shipment"]["id"] == "CLOSE-1")
+            .and_then(|r| r["shipment"]["state"].as_str().map(String::from))
+    };
+    wait_for(Duration::from_secs(30), "A lists B's shipment", || {
+        (state(&a).as_deref() == Some("in_transit")).then_some(())
+    });
+    // Arrived and closed through A, by a QA person's signature.
+    post(&a, "/api/v1/shipments/CLOSE-1/arrive", json!({"by": "lab"}));
+    post(
+        &a,
+        "/api/v1/users",
+        json!({"name": "qa", "full_name": "Quality Lead", "role": "qa", "password": "qa lead password"}),
+    );
+    let qa = post(&a, "/api/v1/tokens", json!({"label": "t", "user": "qa"}))["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, closed) = http_post(
+        a.http_port,
+        "/api/v1/shipments/CLOSE-1/close",
+        Some(&qa),
+        &json!({"decision": "quarantined", "comment": "held for review", "password": "qa lead password"}),
+    );
+    assert_eq!(s, 200, "{closed}");
+    for (name, d) in [("A", &a), ("B", &b)] {
+        wait_for(
+            Duration::from_secs(60),
+            &format!("{name} lists it closed"),
+            || (state(d).as_deref() == Some("closed")).then_some(()),
+        );
+    }
+    // And it stays so (nothing rewrites an older record over it).
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(state(&a).as_deref(), Some("closed"));
+    assert_eq!(state(&b).as_deref(), Some("closed"));
+}
