@@ -41,13 +41,14 @@
 //! itself. Callers group many messages into one `sync` (group commit) and only
 //! then acknowledge them.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use coldchain_proto::{ChannelKind, DeviceId, EventKind, FrameRef, Measurement, Status};
 use serde::{Deserialize, Serialize};
 
-use crate::kv::{Batch, Db, Tree};
+use crate::kv::{Batch, Db, IVec, Tree};
 
 /// How long after a shipment's window its device's refused frames still
 /// count for it: a logger dumped at the receiving lab brings them then.
@@ -610,6 +611,42 @@ pub struct KvStore {
     boot_clocks: Tree,
     /// This daemon's instance name, in the notifications of stored frames.
     instance: std::sync::Arc<std::sync::OnceLock<String>>,
+    /// On PostgreSQL: the writes applied since the last [`Store::sync`],
+    /// committed by it in one transaction (see [`PgGroup`]).
+    group: std::sync::Arc<std::sync::Mutex<PgGroup>>,
+}
+
+/// The ingest's group on PostgreSQL. sled's `apply` writes into its log and
+/// `sync` makes the log durable; PostgreSQL makes each transaction durable
+/// by itself, so one transaction per frame would be one WAL flush per
+/// frame. Instead `apply` keeps the writes here and `sync` commits all of
+/// them in one transaction (announcing their frames to the other instances
+/// when it commits). Until then the point reads the ingest makes (a frame's
+/// dedupe entry, a device's state, a security record, a boot's clock) see
+/// them, as they would see sled's applied writes.
+#[derive(Debug, Default)]
+struct PgGroup {
+    /// Per tree, in the order of [`PgGroup::TREES`]: the staged writes.
+    trees: [Staged; 7],
+    /// The latest staged write of each key, by tree index: what reads see.
+    latest: HashMap<(usize, Vec<u8>), Option<Vec<u8>>>,
+}
+
+impl PgGroup {
+    const READINGS: usize = 0;
+    const EVENTS: usize = 1;
+    const GAPS: usize = 2;
+    const SECURITY: usize = 3;
+    const BOOT_CLOCKS: usize = 4;
+    const FRAMES: usize = 5;
+    const DEVICES: usize = 6;
+
+    fn stage(&mut self, tree: usize, staged: Staged) {
+        for (k, v) in &staged {
+            self.latest.insert((tree, k.clone()), v.clone());
+        }
+        self.trees[tree].extend(staged);
+    }
 }
 
 /// sled's page cache when `store.cache_mb` is not set, bytes (see
@@ -696,6 +733,17 @@ impl KvStore {
         let _ = self.instance.set(name);
     }
 
+    /// A point read that sees the group not yet committed ([`PgGroup`]).
+    fn point(&self, tree_ix: usize, tree: &Tree, k: &[u8]) -> Result<Option<IVec>, StoreError> {
+        if let Db::Pg(_) = &self.db {
+            let g = self.group.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(v) = g.latest.get(&(tree_ix, k.to_vec())) {
+                return Ok(v.as_deref().map(IVec::from));
+            }
+        }
+        tree.get(k).map_err(|e| self.sled_err(e))
+    }
+
     /// Tells the other daemons sharing the database that shipment records
     /// changed here (a note without frames): each re-reads its shipments
     /// and evaluates them all, so the holder of a shipment's lease
@@ -745,6 +793,7 @@ impl KvStore {
             db: db.clone(),
             path: path.clone(),
             instance: Default::default(),
+            group: Default::default(),
         };
         store.migrate_per_reading_tree()?;
         Ok(store)
@@ -1206,11 +1255,11 @@ impl Store for KvStore {
     }
 
     fn boot_clock(&self, d: &DeviceId, boot: u32) -> Result<Option<BootClock>, StoreError> {
-        match self
-            .boot_clocks
-            .get(key::frame(d, FrameRef { boot, seq: 0 }))
-            .map_err(|e| self.sled_err(e))?
-        {
+        match self.point(
+            PgGroup::BOOT_CLOCKS,
+            &self.boot_clocks,
+            &key::frame(d, FrameRef { boot, seq: 0 }),
+        )? {
             Some(v) => Ok(Some(self.dec("boot_clocks", &v)?)),
             None => Ok(None),
         }
@@ -1257,25 +1306,16 @@ impl Store for KvStore {
             .filter_map(|(k, items)| Some((k, Some(frame_readings_value(items?)))))
             .collect();
         if let Db::Pg(_) = &self.db {
-            // One transaction: durable when it returns. The frames it
-            // stores are announced to the other daemons sharing the
-            // database when it commits (their evaluators read them).
-            let notes = frame_notes(self.instance.get().map_or("", String::as_str), &frames);
-            return self
-                .db
-                .apply_batches_notify(
-                    vec![
-                        (&self.readings, batch_of(unpaired)),
-                        (&self.events, batch_of(w.events)),
-                        (&self.gaps, batch_of(w.gaps)),
-                        (&self.security, batch_of(w.security)),
-                        (&self.boot_clocks, batch_of(w.boot_clocks)),
-                        (&self.frames, batch_of(frames)),
-                        (&self.devices, batch_of(w.devices)),
-                    ],
-                    notes,
-                )
-                .map_err(|e| self.sled_err(e));
+            // Kept for the group's transaction ([`PgGroup`]).
+            let mut g = self.group.lock().unwrap_or_else(|e| e.into_inner());
+            g.stage(PgGroup::READINGS, unpaired);
+            g.stage(PgGroup::EVENTS, w.events);
+            g.stage(PgGroup::GAPS, w.gaps);
+            g.stage(PgGroup::SECURITY, w.security);
+            g.stage(PgGroup::BOOT_CLOCKS, w.boot_clocks);
+            g.stage(PgGroup::FRAMES, frames);
+            g.stage(PgGroup::DEVICES, w.devices);
+            return Ok(());
         }
         let e = |e| self.sled_err(e);
         apply_staged(&self.readings, unpaired).map_err(e)?;
@@ -1290,8 +1330,33 @@ impl Store for KvStore {
 
     fn sync(&self) -> Result<(), StoreError> {
         if let Db::Pg(_) = &self.db {
-            // Every write was a committed transaction.
-            return Ok(());
+            // The group in one transaction: durable when it returns. The
+            // frames it stores are announced to the other daemons sharing
+            // the database when it commits (their evaluators read them).
+            // The lock is held until then, so a read never misses a write
+            // that is neither in the group nor committed yet.
+            let mut g = self.group.lock().unwrap_or_else(|e| e.into_inner());
+            if g.latest.is_empty() {
+                return Ok(());
+            }
+            let group = std::mem::take(&mut *g);
+            let [readings, events, gaps, security, boot_clocks, frames, devices] = group.trees;
+            let notes = frame_notes(self.instance.get().map_or("", String::as_str), &frames);
+            return self
+                .db
+                .apply_batches_notify(
+                    vec![
+                        (&self.readings, batch_of(readings)),
+                        (&self.events, batch_of(events)),
+                        (&self.gaps, batch_of(gaps)),
+                        (&self.security, batch_of(security)),
+                        (&self.boot_clocks, batch_of(boot_clocks)),
+                        (&self.frames, batch_of(frames)),
+                        (&self.devices, batch_of(devices)),
+                    ],
+                    notes,
+                )
+                .map_err(|e| self.sled_err(e));
         }
         self.db.flush().map_err(|e| self.sled_err(e))?;
         fsync_tree(&self.path)
@@ -1302,11 +1367,7 @@ impl Store for KvStore {
         d: &DeviceId,
         r: FrameRef,
     ) -> Result<Option<(FrameRecord, Option<FrameDigest>)>, StoreError> {
-        let Some(v) = self
-            .frames
-            .get(key::frame(d, r))
-            .map_err(|e| self.sled_err(e))?
-        else {
+        let Some(v) = self.point(PgGroup::FRAMES, &self.frames, &key::frame(d, r))? else {
             return Ok(None);
         };
         let f = StoredFrame::parse(&v).map_err(|e| StoreError::Decode {
@@ -1318,7 +1379,7 @@ impl Store for KvStore {
     }
 
     fn device_state(&self, d: &DeviceId) -> Result<Option<DeviceState>, StoreError> {
-        match self.devices.get(d.as_str()).map_err(|e| self.sled_err(e))? {
+        match self.point(PgGroup::DEVICES, &self.devices, d.as_str().as_bytes())? {
             Some(v) => Ok(Some(self.dec("devices", &v)?)),
             None => Ok(None),
         }
@@ -1346,7 +1407,7 @@ impl Store for KvStore {
     fn security(&self, d: &DeviceId, minute: i64) -> Result<Option<SecurityRecord>, StoreError> {
         let mut k = key::device_prefix(d);
         k.extend_from_slice(&minute.to_be_bytes());
-        match self.security.get(k).map_err(|e| self.sled_err(e))? {
+        match self.point(PgGroup::SECURITY, &self.security, &k)? {
             Some(v) => Ok(Some(self.dec("security", &v)?)),
             None => Ok(None),
         }
