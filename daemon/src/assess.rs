@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 /// One QA assessment of an alert.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Assessment {
     /// The alert.
     pub alert: u64,

@@ -9,9 +9,24 @@ use crate::evaluate::Evaluator;
 /// Shipments of a shipper's history that set its baseline.
 pub const BASELINE_SHIPMENTS: usize = 3;
 
-/// The history of the device `id` as the route returns it (blocking: it
-/// evaluates every shipment the device watched).
-pub fn history_json(reader: &Evaluator, id: &str) -> anyhow::Result<serde_json::Value> {
+/// A shipper's warming history as the API answers it
+/// (`GET /api/v1/devices/{id}/warming`).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct ShipperHistory {
+    /// The device (the dry shipper's logger).
+    pub device: String,
+    /// Its first shipments that set the baseline.
+    pub baseline_shipments: usize,
+    /// `alerts.shipper_rate_factor`: a later shipment warming faster than
+    /// this times the baseline's mean is flagged.
+    pub factor: f64,
+    /// Each cryogenic shipment it watched with a warming trend, in time order.
+    pub shipments: Vec<holdtime::ShipperRate>,
+}
+
+/// The history of the device `id` (blocking: it evaluates every shipment the
+/// device watched).
+pub fn history(reader: &Evaluator, id: &str) -> anyhow::Result<ShipperHistory> {
     let now = crate::ingest::now_ms();
     let mut rates = Vec::new();
     for sh in reader.shipments.all()? {
@@ -24,10 +39,15 @@ pub fn history_json(reader: &Evaluator, id: &str) -> anyhow::Result<serde_json::
         }
     }
     let factor = reader.config().alerts.shipper_rate_factor;
-    Ok(serde_json::json!({
-        "device": id,
-        "baseline_shipments": BASELINE_SHIPMENTS,
-        "factor": factor,
-        "shipments": holdtime::shipper_history(rates, BASELINE_SHIPMENTS, factor),
-    }))
+    Ok(ShipperHistory {
+        device: id.to_string(),
+        baseline_shipments: BASELINE_SHIPMENTS,
+        factor,
+        shipments: holdtime::shipper_history(rates, BASELINE_SHIPMENTS, factor),
+    })
+}
+
+/// [`history`] as JSON (the device page reads it).
+pub fn history_json(reader: &Evaluator, id: &str) -> anyhow::Result<serde_json::Value> {
+    Ok(serde_json::to_value(history(reader, id)?)?)
 }

@@ -31,7 +31,7 @@ pub struct Registry {
 /// One re-enrollment of a device, as stored (JSON) under `device ‖ 0 ‖ n`
 /// (n = 1, 2, … big-endian) in the `enrollments` tree. Enrollment 0, the
 /// first, is implicit: boot offset 0.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Enrollment {
     /// Its number: 1 for the first re-enrollment.
     pub number: u32,

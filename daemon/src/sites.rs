@@ -131,7 +131,7 @@ pub fn frame_time(msg: &Inbound) -> i64 {
 }
 
 /// What one path brought of one device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Seen {
     /// Frames (each counted once per path, however often it came).
     pub frames: u64,
@@ -142,7 +142,7 @@ pub struct Seen {
 }
 
 /// What a path had refused.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Refused {
     /// Refusals by reason ([`crate::ingest::Reject::reason`]).
     pub by_reason: BTreeMap<String, u64>,
@@ -418,9 +418,10 @@ impl Paths {
         Ok(out.into_iter().collect())
     }
 
-    /// Every path: the frames it brought per device, and what it had refused.
-    pub fn overview(&self) -> anyhow::Result<serde_json::Value> {
-        let mut paths: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    /// Every path (gateway id, `direct`, `serial`): the frames it brought
+    /// per device, and what it had refused.
+    pub fn overview(&self) -> anyhow::Result<BTreeMap<String, PathOverview>> {
+        let mut paths: BTreeMap<String, PathOverview> = BTreeMap::new();
         for kv in self.devices.iter() {
             let (k, v) = kv?;
             let Some(i) = k.iter().position(|b| *b == 0) else {
@@ -429,23 +430,30 @@ impl Paths {
             let device = String::from_utf8_lossy(&k[..i]).into_owned();
             let label = String::from_utf8_lossy(&k[i + 1..]).into_owned();
             let seen: Seen = serde_json::from_slice(&v)?;
-            let e = paths
-                .entry(label)
-                .or_insert_with(|| serde_json::json!({"frames": 0, "devices": {}}));
-            e["frames"] = (e["frames"].as_u64().unwrap_or(0) + seen.frames).into();
-            e["devices"][device] = serde_json::to_value(seen)?;
+            let e = paths.entry(label).or_default();
+            e.frames += seen.frames;
+            e.devices.insert(device, seen);
         }
         for kv in self.refused.iter() {
             let (k, v) = kv?;
             let label = String::from_utf8_lossy(&k).into_owned();
             let r: Refused = serde_json::from_slice(&v)?;
-            let e = paths
-                .entry(label)
-                .or_insert_with(|| serde_json::json!({"frames": 0, "devices": {}}));
-            e["refused"] = serde_json::to_value(r)?;
+            paths.entry(label).or_default().refused = Some(r);
         }
-        Ok(serde_json::to_value(paths)?)
+        Ok(paths)
     }
+}
+
+/// One path of [`Paths::overview`] (`GET /api/v1/sites`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct PathOverview {
+    /// Frames it brought, all devices.
+    pub frames: u64,
+    /// What it brought of each device, by device id.
+    pub devices: BTreeMap<String, Seen>,
+    /// What it had refused, if anything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<Refused>,
 }
 
 /// `?site=` of the shipment list: only shipments seen through that path.

@@ -86,7 +86,7 @@ pub enum StoreError {
 }
 
 /// Where a reading's time came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TimeSource {
     /// The device's synced clock.

@@ -178,7 +178,7 @@ pub struct ApiToken {
 }
 
 /// How a request was authenticated.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Via {
     /// A dashboard session (cookie).
@@ -190,7 +190,7 @@ pub enum Via {
 }
 
 /// The authenticated person behind a request.
-#[derive(Debug, Clone, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Serialize)]
 pub struct Actor {
     /// User id (login name); `legacy-token` for the shared token.
     pub user: String,

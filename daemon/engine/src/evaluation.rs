@@ -12,6 +12,7 @@ use crate::shipment::Shipment;
 use crate::viability::ViabilityOutcome;
 
 /// One point of a shipment's temperature record (for charts and reports).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Point {
     /// Device time, ms.

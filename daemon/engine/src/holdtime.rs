@@ -57,6 +57,7 @@ impl HoldSpec {
 }
 
 /// A predicted crossing.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HoldPrediction {
     /// The limit, milli-°C.
@@ -129,6 +130,7 @@ impl HoldPrediction {
 }
 
 /// One shipment in a shipper's history of warming rates.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ShipperRate {
     /// Shipment id.

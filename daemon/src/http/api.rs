@@ -1,6 +1,7 @@
 //! The HTTP API (axum). Read-only endpoints for now: health, ingest counters,
 //! devices and their stored readings.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 use axum::body::Body;
@@ -172,7 +173,7 @@ struct WatchBody {
     tag = "shipments",
     summary = "Create a shipment (in transit at once when `departure_ms` is given)",
     request_body = NewShipmentBody,
-    responses((status = 201, description = "The shipment", body = serde_json::Value))
+    responses((status = 201, description = "The shipment", body = coldchain_engine::shipment::Shipment))
 )]
 async fn create_shipment(
     State(s): State<AppState>,
@@ -210,7 +211,7 @@ struct ByAt {
     summary = "planned -> in transit",
     params(("id" = String, Path, description = "Shipment id (URL-encoded)")),
     request_body = ByAt,
-    responses((status = 200, description = "The shipment", body = serde_json::Value))
+    responses((status = 200, description = "The shipment", body = coldchain_engine::shipment::Shipment))
 )]
 async fn depart(
     State(s): State<AppState>,
@@ -228,7 +229,7 @@ async fn depart(
     summary = "in transit -> arrived",
     params(("id" = String, Path, description = "Shipment id (URL-encoded)")),
     request_body = ByAt,
-    responses((status = 200, description = "The shipment", body = serde_json::Value))
+    responses((status = 200, description = "The shipment", body = coldchain_engine::shipment::Shipment))
 )]
 async fn arrive(
     State(s): State<AppState>,
@@ -256,7 +257,7 @@ struct EtaBody {
     summary = "Update the ETA",
     params(("id" = String, Path, description = "Shipment id (URL-encoded)")),
     request_body = EtaBody,
-    responses((status = 200, description = "The shipment", body = serde_json::Value))
+    responses((status = 200, description = "The shipment", body = coldchain_engine::shipment::Shipment))
 )]
 async fn eta(
     State(s): State<AppState>,
@@ -287,7 +288,7 @@ struct HandoffBody {
     summary = "Record a custody hand-off",
     params(("id" = String, Path, description = "Shipment id (URL-encoded)")),
     request_body = HandoffBody,
-    responses((status = 200, description = "The shipment", body = serde_json::Value))
+    responses((status = 200, description = "The shipment", body = coldchain_engine::shipment::Shipment))
 )]
 async fn handoff(
     State(s): State<AppState>,
@@ -351,7 +352,7 @@ enum DecisionName {
     summary = "arrived -> closed: the disposition as an electronic signature by a QA person (their password again; meaning `released for use`, `quarantined` or `rejected`; covers the report's content SHA-256). A release is refused (409) until each alert not withdrawn has a QA assessment",
     params(("id" = String, Path, description = "Shipment id (URL-encoded)")),
     request_body = CloseBody,
-    responses((status = 200, description = "The closed shipment with its signed disposition", body = serde_json::Value))
+    responses((status = 200, description = "The closed shipment with its signed disposition", body = coldchain_engine::shipment::Shipment))
 )]
 async fn close(
     State(s): State<AppState>,
@@ -458,20 +459,20 @@ struct AssessBody {
     summary = "QA's assessment of an alert's impact on the product (once; needed before a release; refused (409) once its shipment is closed)",
     params(("id" = u64, Path, description = "Alert id")),
     request_body = AssessBody,
-    responses((status = 201, description = "The assessment", body = serde_json::Value))
+    responses((status = 201, description = "The assessment", body = crate::assess::Assessment))
 )]
 async fn assess(
     State(s): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<u64>,
     JsonBody(b): JsonBody<AssessBody>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<crate::assess::Assessment>), ApiError> {
     if b.comment.trim().is_empty() {
         return Err(bad_request(
             "field comment: the assessment of this excursion's impact on the product (must not be empty)",
         ));
     }
-    let v = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, ApiError> {
+    let v = tokio::task::spawn_blocking(move || -> Result<crate::assess::Assessment, ApiError> {
         let a = s
             .reader
             .alerts
@@ -503,7 +504,7 @@ async fn assess(
             serde_json::json!({ "alert": id, "comment": x.comment }),
         )?;
         s.store.sync()?;
-        Ok(serde_json::to_value(&x)?)
+        Ok(x)
     })
     .await??;
     Ok((StatusCode::CREATED, Json(v)))
@@ -526,7 +527,7 @@ struct AckBody {
     summary = "Acknowledge an alert (logistics, qa, admin); refused (409) once its shipment is closed",
     params(("id" = u64, Path, description = "Alert id")),
     request_body = AckBody,
-    responses((status = 200, description = "The alert", body = serde_json::Value))
+    responses((status = 200, description = "The alert", body = Alert))
 )]
 async fn ack(
     State(s): State<AppState>,
@@ -557,7 +558,8 @@ struct SiteQuery {
 
 /// What a shipment's status document says (schema only: the document is
 /// written by `evaluate::status_doc`; tests/tests/api_contract.rs checks real
-/// answers against this schema).
+/// answers against this schema). Every field is always there (`null` when
+/// not known).
 #[derive(Serialize, ToSchema)]
 #[allow(dead_code)]
 pub(super) struct StatusFields {
@@ -565,26 +567,43 @@ pub(super) struct StatusFields {
     state: coldchain_engine::shipment::State,
     /// Profile name.
     profile: String,
-    /// The newest reading (`t_ms`, `milli_c`), if any.
-    #[schema(value_type = Option<Object>)]
-    last: Option<serde_json::Value>,
+    /// The newest reading, if any.
+    #[schema(required = true)]
+    last: Option<coldchain_engine::evaluation::Point>,
     /// Lowest temperature so far, m°C.
+    #[schema(required = true)]
     min_milli_c: Option<i32>,
     /// Highest temperature so far, m°C.
+    #[schema(required = true)]
     max_milli_c: Option<i32>,
     /// Viability window left, ms (none without a window).
+    #[schema(required = true)]
     window_remaining_ms: Option<i64>,
     /// Window predicted left at the ETA, ms.
+    #[schema(required = true)]
     window_predicted_at_eta_ms: Option<i64>,
     /// The hold-time prediction (dry shippers), with its sentence.
-    #[schema(value_type = Option<Object>)]
-    hold_time: Option<serde_json::Value>,
+    #[schema(required = true)]
+    hold_time: Option<HoldTimeDoc>,
     /// Open alerts.
     open_alerts: usize,
     /// The worst open severity.
+    #[schema(required = true)]
     worst_open: Option<coldchain_engine::profile::Severity>,
     /// Open alerts nobody acknowledged.
     unacknowledged: usize,
+}
+
+/// A dry shipper's hold-time prediction as the status document carries it
+/// (schema only: `coldchain_engine::holdtime::status`): the prediction and
+/// its sentence.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub(super) struct HoldTimeDoc {
+    #[serde(flatten)]
+    prediction: coldchain_engine::holdtime::HoldPrediction,
+    /// `crosses -150 °C at 14:20 ± 40 min, 3 h 10 min before ETA` (UTC).
+    sentence: String,
 }
 
 /// One row of the shipment list: the status document with the shipment
@@ -786,33 +805,70 @@ async fn audit_verify(State(s): State<AppState>) -> Result<Json<serde_json::Valu
     path = "/api/v1/stats",
     tag = "ops",
     summary = "Ingest counters as JSON",
-    responses((status = 200, description = "Counters: frames, readings, duplicates, gaps, rejections by reason, serial, store size", body = serde_json::Value))
+    responses((status = 200, description = "Counters since start: frames, readings, duplicates, gaps, rejections by reason, serial, store size", body = Stats))
 )]
-async fn stats(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn stats(State(s): State<AppState>) -> Result<Json<Stats>, ApiError> {
     let st = &s.stats;
     let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let store = s.store.clone();
     let size = tokio::task::spawn_blocking(move || store.size_on_disk()).await??;
-    Ok(Json(serde_json::json!({
-        "frames_stored": l(&st.frames_stored),
-        "readings_stored": l(&st.readings_stored),
-        "duplicates": l(&st.duplicates),
-        "gaps_detected": l(&st.gaps_detected),
-        "clock_jumps": l(&st.clock_jumps),
-        "implausible_readings": l(&st.implausible_readings),
-        "rejected": st
+    Ok(Json(Stats {
+        frames_stored: l(&st.frames_stored),
+        readings_stored: l(&st.readings_stored),
+        duplicates: l(&st.duplicates),
+        gaps_detected: l(&st.gaps_detected),
+        clock_jumps: l(&st.clock_jumps),
+        implausible_readings: l(&st.implausible_readings),
+        rejected: st
             .rejected()
             .into_iter()
-            .map(|(reason, n)| (reason.to_string(), serde_json::Value::from(n)))
-            .collect::<serde_json::Map<_, _>>(),
-        "commits": l(&st.commits),
-        "acked": l(&st.acked),
-        "serial": {
-            "opens": l(&st.serial_opens),
-            "damaged_frames": l(&st.serial_damaged),
+            .map(|(reason, n)| (reason.to_string(), n))
+            .collect(),
+        commits: l(&st.commits),
+        acked: l(&st.acked),
+        serial: SerialStats {
+            opens: l(&st.serial_opens),
+            damaged_frames: l(&st.serial_damaged),
         },
-        "store_bytes": size,
-    })))
+        store_bytes: size,
+    }))
+}
+
+/// The ingest counters since start (`GET /api/v1/stats`).
+#[derive(Serialize, ToSchema)]
+struct Stats {
+    /// Frames stored.
+    frames_stored: u64,
+    /// Readings stored.
+    readings_stored: u64,
+    /// Frames received again and not stored twice.
+    duplicates: u64,
+    /// Sequence gaps detected.
+    gaps_detected: u64,
+    /// Device clock jumps detected.
+    clock_jumps: u64,
+    /// Readings outside the plausible range (stored, flagged).
+    implausible_readings: u64,
+    /// Frames refused, by reason (`too_large`, `malformed`, `unknown_device`,
+    /// `bad_tag`, `device_mismatch`, `unsigned`, ...).
+    rejected: BTreeMap<String, u64>,
+    /// Group commits.
+    commits: u64,
+    /// Frames acknowledged to devices.
+    acked: u64,
+    /// The serial link.
+    serial: SerialStats,
+    /// Database size on disk, bytes.
+    store_bytes: u64,
+}
+
+/// The serial link's counters.
+#[derive(Serialize, ToSchema)]
+struct SerialStats {
+    /// Times the port was opened.
+    opens: u64,
+    /// Damaged frames on the line.
+    damaged_frames: u64,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -890,11 +946,84 @@ struct Page {
 
 #[derive(Serialize, ToSchema)]
 struct ReadingsPage {
-    /// `{device, boot, seq, idx, time_ms, time_source, channel, kind, value or fault}`, oldest first.
-    #[schema(value_type = Vec<Object>)]
+    /// The readings, oldest first.
+    #[schema(value_type = Vec<ReadingDoc>)]
     readings: Vec<ReadingRow>,
     /// The cursor of the next page (`boot.seq.idx`), when this one was full.
     next: Option<String>,
+}
+
+/// A stored reading as the API shows it: [`ReadingRow`] as the document
+/// shows it (the store's and the wire contract's types carry no schema; a
+/// test keeps the two the same).
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Reading)]
+pub(super) struct ReadingDoc {
+    /// Device id.
+    device: String,
+    /// Stored boot (the device's boot counter plus its enrollment's offset).
+    boot: u32,
+    /// Sequence number of its frame.
+    seq: u32,
+    /// Index of the reading within its frame.
+    idx: u16,
+    /// Channel number.
+    channel: u8,
+    /// What the channel measures.
+    kind: ChannelKindName,
+    /// The value in milli-units (`{"valid": m°C or m%RH}`) or the fault
+    /// (`{"fault": kind}`).
+    value: MeasurementDoc,
+    /// Wall time of the sample, ms since the Unix epoch (see `time_source`).
+    time_ms: i64,
+    /// How `time_ms` was obtained.
+    time_source: crate::store::TimeSource,
+}
+
+/// `coldchain_proto::ChannelKind` as the document shows it.
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = ChannelKind)]
+enum ChannelKindName {
+    /// Platinum RTD probe, m°C.
+    Rtd,
+    /// Thermocouple, m°C.
+    Thermocouple,
+    /// Ambient air, m°C.
+    Ambient,
+    /// Relative humidity, m%RH.
+    Humidity,
+}
+
+/// `coldchain_proto::Measurement` as the document shows it.
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = Measurement)]
+enum MeasurementDoc {
+    /// A valid value in milli-units.
+    Valid(i32),
+    /// The channel is faulted.
+    Fault(FaultName),
+}
+
+/// `coldchain_proto::FaultKind` as the document shows it.
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = FaultKind)]
+enum FaultName {
+    /// Open sensor or wiring.
+    OpenCircuit,
+    /// Shorted sensor or wiring.
+    Short,
+    /// Outside what the sensor can measure.
+    OutOfRange,
+    /// The bus transfer failed its CRC.
+    Crc,
+    /// The sensor did not answer.
+    NoResponse,
+    /// The value has not moved for longer than a real probe's noise allows.
+    Stuck,
 }
 
 fn parse_device(id: &str) -> Result<DeviceId, ApiError> {
@@ -999,13 +1128,13 @@ struct AddDevice {
     tag = "devices",
     summary = "Register a device (mints a key when none is given; the key is returned once)",
     request_body = AddDevice,
-    responses((status = 201, description = "Registered: id, key_fingerprint, replaced, and key when minted", body = serde_json::Value))
+    responses((status = 201, description = "Registered: id, key_fingerprint, replaced, and key when minted", body = DeviceAdded))
 )]
 async fn add_device(
     State(s): State<AppState>,
     Extension(actor): Extension<Actor>,
     JsonBody(b): JsonBody<AddDevice>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<DeviceAdded>), ApiError> {
     let id = parse_device(&b.id)?;
     let (key, minted) = match &b.key {
         Some(k) => (
@@ -1020,7 +1149,7 @@ async fn add_device(
         }
     };
     let fp = crate::registry::fingerprint(&key);
-    let v = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, ApiError> {
+    let v = tokio::task::spawn_blocking(move || -> Result<DeviceAdded, ApiError> {
         let now = crate::ingest::now_ms();
         let replaced = s
             .registry
@@ -1037,14 +1166,30 @@ async fn add_device(
             serde_json::json!({ "key_fingerprint": fp, "allow_unsigned_json": b.allow_unsigned_json }),
         )?;
         s.store.sync()?;
-        let mut out = serde_json::json!({ "id": id.as_str(), "key_fingerprint": fp, "replaced": replaced });
-        if minted {
-            out["key"] = serde_json::Value::String(hex::encode(key.as_bytes()));
-        }
-        Ok(out)
+        Ok(DeviceAdded {
+            id: id.as_str().to_string(),
+            key_fingerprint: fp,
+            replaced,
+            key: minted.then(|| hex::encode(key.as_bytes())),
+        })
     })
     .await??;
     Ok((StatusCode::CREATED, Json(v)))
+}
+
+/// A device registered (`POST /api/v1/devices`).
+#[derive(Serialize, ToSchema)]
+struct DeviceAdded {
+    /// Device id.
+    id: String,
+    /// Fingerprint of its key.
+    key_fingerprint: String,
+    /// It was registered before: its key was replaced.
+    replaced: bool,
+    /// The key the daemon minted, 64 hex digits: shown this once (absent
+    /// when the key was given).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -1073,14 +1218,14 @@ struct Reenroll {
     summary = "Re-enroll a device whose flash was wiped or that was replaced under the same id: its boots from now on are stored after everything stored before, without a tamper alarm; optionally with a new key (`key`, or `new_key` to mint one, returned once). Recorded in the audit trail",
     params(("id" = String, Path, description = "Device id")),
     request_body = Reenroll,
-    responses((status = 200, description = "The enrollment: number, boot_offset, key_fingerprint, and key when minted", body = serde_json::Value))
+    responses((status = 200, description = "The enrollment: number, boot_offset, key_fingerprint, and key when minted", body = Reenrolled))
 )]
 async fn reenroll(
     State(s): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     JsonBody(b): JsonBody<Reenroll>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Reenrolled>, ApiError> {
     let id = parse_device(&id)?;
     if b.reason.trim().is_empty() {
         return Err(bad_request(
@@ -1115,7 +1260,7 @@ async fn reenroll(
             ),
         ));
     }
-    let v = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, ApiError> {
+    let v = tokio::task::spawn_blocking(move || -> Result<Reenrolled, ApiError> {
         let now = crate::ingest::now_ms();
         if let Some((key, _)) = &new_key {
             s.registry
@@ -1149,15 +1294,30 @@ async fn reenroll(
             }),
         )?;
         s.store.sync()?;
-        let mut out = serde_json::to_value(&e)?;
-        out["id"] = serde_json::json!(id.as_str());
-        if let Some((key, true)) = &new_key {
-            out["key"] = serde_json::Value::String(hex::encode(key.as_bytes()));
-        }
-        Ok(out)
+        Ok(Reenrolled {
+            id: id.as_str().to_string(),
+            key: match &new_key {
+                Some((key, true)) => Some(hex::encode(key.as_bytes())),
+                _ => None,
+            },
+            enrollment: e,
+        })
     })
     .await??;
     Ok(Json(v))
+}
+
+/// A re-enrollment (`POST /api/v1/devices/{id}/reenroll`).
+#[derive(Serialize, ToSchema)]
+struct Reenrolled {
+    /// Device id.
+    id: String,
+    #[serde(flatten)]
+    enrollment: crate::registry::Enrollment,
+    /// The key the daemon minted (`new_key`), 64 hex digits: shown this
+    /// once (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -1310,11 +1470,10 @@ async fn openapi() -> Json<serde_json::Value> {
     tag = "devices",
     summary = "A dry shipper's warming rates across its cryogenic shipments, flagged when faster than alerts.shipper_rate_factor times its first 3",
     params(("id" = String, Path, description = "Device id")),
-    responses((status = 200, description = "device, baseline_shipments, factor, shipments (shipment, from_ms, rate_mc_per_h, flagged)", body = serde_json::Value))
+    responses((status = 200, description = "The shipper's warming history", body = crate::holdtime::ShipperHistory))
 )]
 async fn warming(State(s): State<AppState>, Path(id): Path<String>) -> Response {
-    let r =
-        tokio::task::spawn_blocking(move || crate::holdtime::history_json(&s.reader, &id)).await;
+    let r = tokio::task::spawn_blocking(move || crate::holdtime::history(&s.reader, &id)).await;
     match r {
         Ok(Ok(v)) => axum::Json(v).into_response(),
         Ok(Err(e)) => (
@@ -1332,8 +1491,121 @@ async fn warming(State(s): State<AppState>, Path(id): Path<String>) -> Response 
 
 #[cfg(test)]
 mod tests {
-    use super::NewShipmentBody;
+    use super::{NewShipmentBody, ReadingDoc};
     use crate::shipment::NewShipment;
+    use crate::store::{ReadingRecord, ReadingRow, TimeSource};
+    use coldchain_proto::{ChannelKind, FaultKind, Measurement};
+
+    /// The documented hold-time prediction is the status document's: the
+    /// engine's prediction with its sentence, nothing else.
+    #[test]
+    fn the_documented_hold_time_is_the_status_documents() {
+        for crossed_ms in [None, Some(7)] {
+            let p = coldchain_engine::holdtime::HoldPrediction {
+                limit_mc: -150_000,
+                crossing_ms: 1,
+                band_ms: 2,
+                rate_mc_per_h: 3,
+                fit_from_ms: 4,
+                points: 5,
+                after_tilt: true,
+                eta_ms: Some(6),
+                before_eta_ms: None,
+                warning: true,
+                crossed_ms,
+            };
+            let real = coldchain_engine::holdtime::status(Some(&p)).unwrap();
+            let doc = super::HoldTimeDoc {
+                sentence: p.sentence(),
+                prediction: p,
+            };
+            assert_eq!(serde_json::to_value(&doc).unwrap(), real);
+        }
+    }
+
+    /// The documented reading is the store's: every channel kind, fault
+    /// kind and time source of a real row reads as the documented type and
+    /// writes back the same JSON.
+    #[test]
+    fn the_documented_reading_is_the_stores() {
+        let kinds = [
+            ChannelKind::Rtd,
+            ChannelKind::Thermocouple,
+            ChannelKind::Ambient,
+            ChannelKind::Humidity,
+        ];
+        let values = [
+            Measurement::Valid(-150_000),
+            Measurement::Fault(FaultKind::OpenCircuit),
+            Measurement::Fault(FaultKind::Short),
+            Measurement::Fault(FaultKind::OutOfRange),
+            Measurement::Fault(FaultKind::Crc),
+            Measurement::Fault(FaultKind::NoResponse),
+            Measurement::Fault(FaultKind::Stuck),
+        ];
+        let sources = [
+            TimeSource::Device,
+            TimeSource::Estimated,
+            TimeSource::BrokenClock,
+            TimeSource::Uptime,
+        ];
+        // Exhaustive: a new kind does not compile until it is listed above.
+        for k in kinds {
+            match k {
+                ChannelKind::Rtd
+                | ChannelKind::Thermocouple
+                | ChannelKind::Ambient
+                | ChannelKind::Humidity => {}
+            }
+        }
+        for v in values {
+            match v {
+                Measurement::Valid(_)
+                | Measurement::Fault(
+                    FaultKind::OpenCircuit
+                    | FaultKind::Short
+                    | FaultKind::OutOfRange
+                    | FaultKind::Crc
+                    | FaultKind::NoResponse
+                    | FaultKind::Stuck,
+                ) => {}
+            }
+        }
+        for t in sources {
+            match t {
+                TimeSource::Device
+                | TimeSource::Estimated
+                | TimeSource::BrokenClock
+                | TimeSource::Uptime => {}
+            }
+        }
+        let mut n = 0;
+        for kind in kinds {
+            for value in values {
+                for time_source in sources {
+                    let row = ReadingRow {
+                        device: "d".into(),
+                        boot: 1,
+                        seq: 2,
+                        idx: 3,
+                        reading: ReadingRecord {
+                            channel: 4,
+                            kind,
+                            value,
+                            time_ms: 5,
+                            time_source,
+                        },
+                    };
+                    let real = serde_json::to_value(&row).unwrap();
+                    let doc: ReadingDoc = serde_json::from_value(real.clone())
+                        .unwrap_or_else(|e| panic!("{real}: {e}"));
+                    assert_eq!(serde_json::to_value(&doc).unwrap(), real);
+                    n += 1;
+                }
+            }
+        }
+        assert_eq!(n, 4 * 7 * 4);
+    }
 
     /// The documented body and the engine's `NewShipment` accept the same
     /// fields: each, with every field given, reads as the other.
@@ -1360,9 +1632,11 @@ mod tests {
     path = "/api/v1/sites",
     tag = "sites",
     summary = "Every path frames came by (gateway ids, `direct`, `serial`): frames per device with their time span, and the frames refused from each gateway",
-    responses((status = 200, description = "The paths", body = serde_json::Value))
+    responses((status = 200, description = "The paths by name (gateway id, `direct`, `serial`)", body = BTreeMap<String, crate::sites::PathOverview>))
 )]
-async fn sites(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn sites(
+    State(s): State<AppState>,
+) -> Result<Json<BTreeMap<String, crate::sites::PathOverview>>, ApiError> {
     let v =
         tokio::task::spawn_blocking(move || crate::sites::Paths::open(s.store.db())?.overview())
             .await??;

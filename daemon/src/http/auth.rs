@@ -21,7 +21,7 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -341,7 +341,7 @@ struct LoginBody {
     tag = "people",
     summary = "Log in: sets the session cookie (HttpOnly, SameSite=Strict, Secure on TLS); the answer carries the CSRF token. 401 after a wrong password (counted; the account locks after http.lockout_after)",
     request_body = LoginBody,
-    responses((status = 200, description = "user, full_name, role, must_change_password, csrf", body = serde_json::Value))
+    responses((status = 200, description = "The person logged in, and the session's CSRF token", body = LoggedIn))
 )]
 async fn login(
     State(s): State<AppState>,
@@ -380,15 +380,37 @@ async fn login(
     );
     Ok((
         [(header::SET_COOKIE, set)],
-        Json(serde_json::json!({
-            "user": actor.user,
-            "full_name": actor.full_name,
-            "role": actor.role,
-            "must_change_password": actor.must_change_password,
-            "csrf": csrf,
-        })),
+        Json(LoggedIn {
+            user: actor.user,
+            full_name: actor.full_name,
+            role: actor.role,
+            must_change_password: actor.must_change_password,
+            csrf,
+        }),
     )
         .into_response())
+}
+
+/// The answer to logging in (`POST /api/v1/login`).
+#[derive(Serialize, ToSchema)]
+struct LoggedIn {
+    /// Login name.
+    user: String,
+    /// Full name.
+    full_name: String,
+    /// Role.
+    role: Role,
+    /// A new password must be chosen before anything else.
+    must_change_password: bool,
+    /// The session's CSRF token: send it as `X-CSRF-Token` with each change.
+    csrf: String,
+}
+
+/// The answer to logging out.
+#[derive(Serialize, ToSchema)]
+struct LoggedOut {
+    /// Always `true`.
+    logged_out: bool,
 }
 
 #[utoipa::path(
@@ -396,7 +418,7 @@ async fn login(
     path = "/api/v1/logout",
     tag = "people",
     summary = "End the session",
-    responses((status = 200, description = "logged_out: true", body = serde_json::Value))
+    responses((status = 200, description = "logged_out: true", body = LoggedOut))
 )]
 async fn logout(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     if let Some(c) = session_cookie(&headers) {
@@ -411,7 +433,7 @@ async fn logout(State(s): State<AppState>, headers: HeaderMap) -> Result<Respons
             header::SET_COOKIE,
             format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}"),
         )],
-        Json(serde_json::json!({ "logged_out": true })),
+        Json(LoggedOut { logged_out: true }),
     )
         .into_response())
 }
@@ -421,17 +443,23 @@ async fn logout(State(s): State<AppState>, headers: HeaderMap) -> Result<Respons
     path = "/api/v1/me",
     tag = "people",
     summary = "The authenticated person: user, full_name, role, via (and the session's csrf)",
-    responses((status = 200, description = "The person", body = serde_json::Value))
+    responses((status = 200, description = "The person", body = Me))
 )]
-async fn me(
-    Extension(actor): Extension<Actor>,
-    csrf: Option<Extension<Csrf>>,
-) -> Json<serde_json::Value> {
-    let mut v = serde_json::to_value(&actor).unwrap_or_default();
-    if let Some(Extension(Csrf(t))) = csrf {
-        v["csrf"] = serde_json::json!(t);
-    }
-    Json(v)
+async fn me(Extension(actor): Extension<Actor>, csrf: Option<Extension<Csrf>>) -> Json<Me> {
+    Json(Me {
+        actor,
+        csrf: csrf.map(|Extension(Csrf(t))| t),
+    })
+}
+
+/// The authenticated person (`GET /api/v1/me`).
+#[derive(Serialize, ToSchema)]
+struct Me {
+    #[serde(flatten)]
+    actor: Actor,
+    /// The session's CSRF token (sessions only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    csrf: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -447,13 +475,13 @@ struct PasswordBody {
     tag = "people",
     summary = "Change your password",
     request_body = PasswordBody,
-    responses((status = 200, description = "user, changed: true", body = serde_json::Value))
+    responses((status = 200, description = "user, changed: true", body = PasswordChanged))
 )]
 async fn change_password(
     State(s): State<AppState>,
     Extension(actor): Extension<Actor>,
     JsonBody(b): JsonBody<PasswordBody>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<PasswordChanged>, ApiError> {
     if actor.via == Via::LegacyToken {
         return Err(ApiError(
             StatusCode::BAD_REQUEST,
@@ -462,7 +490,7 @@ async fn change_password(
     }
     check_password(&s, &actor.user, &b.old_password, "password change").await?;
     let s2 = s.clone();
-    tokio::task::spawn_blocking(move || -> Result<serde_json::Value, ApiError> {
+    tokio::task::spawn_blocking(move || -> Result<PasswordChanged, ApiError> {
         let u = s2
             .users
             .set_password(&actor.user, &b.new_password, false)?
@@ -475,11 +503,23 @@ async fn change_password(
             serde_json::json!({}),
         )?;
         s2.store.sync()?;
-        Ok(serde_json::json!({ "user": u.name, "changed": true }))
+        Ok(PasswordChanged {
+            user: u.name,
+            changed: true,
+        })
     })
     .await
     .map_err(blocking_err)?
     .map(Json)
+}
+
+/// A password changed (`POST /api/v1/me/password`).
+#[derive(Serialize, ToSchema)]
+struct PasswordChanged {
+    /// Login name.
+    user: String,
+    /// Always `true`.
+    changed: bool,
 }
 
 #[utoipa::path(
@@ -639,15 +679,15 @@ struct ResetBody {
     summary = "Force a password reset (admin): unlocks; a temporary password (given, or generated and returned once); the person must choose a new one",
     params(("name" = String, Path, description = "Login name")),
     request_body = ResetBody,
-    responses((status = 200, description = "user, must_change_password, temporary_password when generated", body = serde_json::Value))
+    responses((status = 200, description = "user, must_change_password, temporary_password when generated", body = PasswordReset))
 )]
 async fn reset_user(
     State(s): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(name): Path<String>,
     JsonBody(b): JsonBody<ResetBody>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    tokio::task::spawn_blocking(move || -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<PasswordReset>, ApiError> {
+    tokio::task::spawn_blocking(move || -> Result<Json<PasswordReset>, ApiError> {
         let (pw, generated) = match b.password {
             Some(p) => (p, false),
             None => {
@@ -676,14 +716,27 @@ async fn reset_user(
             serde_json::json!({ "unlocked": true }),
         )?;
         s.store.sync()?;
-        let mut out = serde_json::json!({ "user": u.name, "must_change_password": true });
-        if generated {
-            out["temporary_password"] = serde_json::json!(pw);
-        }
-        Ok(Json(out))
+        Ok(Json(PasswordReset {
+            user: u.name,
+            must_change_password: true,
+            temporary_password: generated.then_some(pw),
+        }))
     })
     .await
     .map_err(blocking_err)?
+}
+
+/// A forced reset (`POST /api/v1/users/{name}/reset`).
+#[derive(Serialize, ToSchema)]
+struct PasswordReset {
+    /// Login name.
+    user: String,
+    /// Always `true`: the person must choose a new password.
+    must_change_password: bool,
+    /// The generated temporary password, shown this once (absent when the
+    /// admin gave one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temporary_password: Option<String>,
 }
 
 #[utoipa::path(
@@ -721,13 +774,13 @@ struct TokenBody {
     tag = "people",
     summary = "Mint a personal API token, returned once as `token` (admins may give `user`)",
     request_body = TokenBody,
-    responses((status = 201, description = "The token with its secret, once", body = serde_json::Value))
+    responses((status = 201, description = "The token with its secret, once", body = TokenMinted))
 )]
 async fn create_token(
     State(s): State<AppState>,
     Extension(actor): Extension<Actor>,
     JsonBody(b): JsonBody<TokenBody>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<TokenMinted>), ApiError> {
     let owner = b.user.clone().unwrap_or_else(|| actor.user.clone());
     if owner != actor.user && actor.role != Role::Admin {
         return Err(ApiError(
@@ -741,7 +794,7 @@ async fn create_token(
             "field label: what is this token for? (must not be empty)".into(),
         ));
     }
-    let v = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, ApiError> {
+    let v = tokio::task::spawn_blocking(move || -> Result<TokenMinted, ApiError> {
         if s.users.get(&owner)?.is_none() {
             return Err(ApiError(
                 StatusCode::NOT_FOUND,
@@ -758,16 +811,38 @@ async fn create_token(
             serde_json::json!({ "token": t.id, "label": t.label }),
         )?;
         s.store.sync()?;
-        let mut v = serde_json::to_value(&t)?;
-        if let Some(o) = v.as_object_mut() {
-            o.remove("secret_sha256");
-        }
-        v["token"] = serde_json::json!(text);
-        Ok(v)
+        Ok(TokenMinted {
+            id: t.id,
+            user: t.user,
+            label: t.label,
+            created_ms: t.created_ms,
+            revoked_ms: t.revoked_ms,
+            token: text,
+        })
     })
     .await
     .map_err(blocking_err)??;
     Ok((StatusCode::CREATED, Json(v)))
+}
+
+/// A token just minted (`POST /api/v1/tokens`): the stored token without
+/// its secret's hash, and the token itself, shown this once.
+#[derive(Serialize, ToSchema)]
+struct TokenMinted {
+    /// Public id (the middle part of the token).
+    id: String,
+    /// Owner's login name.
+    user: String,
+    /// What it is for.
+    label: String,
+    /// Created, ms.
+    created_ms: i64,
+    /// Revoked, ms (`null`: in force).
+    #[schema(required = true)]
+    revoked_ms: Option<i64>,
+    /// The token to send as `Authorization: Bearer ...`: shown this once,
+    /// stored only as a hash.
+    token: String,
 }
 
 #[utoipa::path(

@@ -218,6 +218,48 @@ mod tests {
         assert_eq!(names, ["after", "limit"], "{readings}");
     }
 
+    /// No operation answers "any JSON": every JSON answer (request bodies
+    /// too) refers to a named schema, but this document's own.
+    #[test]
+    fn no_answer_is_any_json() {
+        let doc = serde_json::to_value(super::document()).expect("document as JSON");
+        let mut untyped = Vec::new();
+        let mut n = 0;
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in item.as_object().expect("path item") {
+                let mut bodies: Vec<(String, &serde_json::Value)> = op["responses"]
+                    .as_object()
+                    .expect("responses")
+                    .iter()
+                    .filter(|(c, _)| c.starts_with('2'))
+                    .map(|(c, r)| (c.clone(), &r["content"]["application/json"]))
+                    .collect();
+                bodies.push((
+                    "request".into(),
+                    &op["requestBody"]["content"]["application/json"],
+                ));
+                for (what, content) in bodies {
+                    if content.is_null() {
+                        continue;
+                    }
+                    n += 1;
+                    if !content["schema"]
+                        .to_string()
+                        .contains("#/components/schemas/")
+                    {
+                        untyped.push(format!("{method} {path} {what}: {content}"));
+                    }
+                }
+            }
+        }
+        assert!(n >= 40, "only {n} JSON bodies");
+        assert_eq!(
+            untyped,
+            ["get /api/v1/openapi.json 200: {\"schema\":{}}"],
+            "JSON bodies without a named schema"
+        );
+    }
+
     /// The main answers have named schemas (not "any JSON"), and those
     /// schemas name the fields the handlers' types carry.
     #[test]
@@ -235,6 +277,22 @@ mod tests {
             ("/api/v1/users/{name}/disable", "post", "UserInfo"),
             ("/api/v1/tokens", "get", "ApiToken"),
             ("/api/v1/tokens/{id}/revoke", "post", "ApiToken"),
+            ("/api/v1/tokens", "post", "TokenMinted"),
+            ("/api/v1/stats", "get", "Stats"),
+            ("/api/v1/login", "post", "LoggedIn"),
+            ("/api/v1/logout", "post", "LoggedOut"),
+            ("/api/v1/me", "get", "Me"),
+            ("/api/v1/me/password", "post", "PasswordChanged"),
+            ("/api/v1/users/{name}/reset", "post", "PasswordReset"),
+            ("/api/v1/devices", "post", "DeviceAdded"),
+            ("/api/v1/devices/{id}/reenroll", "post", "Reenrolled"),
+            ("/api/v1/devices/{id}/warming", "get", "ShipperHistory"),
+            ("/api/v1/devices/{id}/readings", "get", "ReadingsPage"),
+            ("/api/v1/sites", "get", "PathOverview"),
+            ("/api/v1/shipments", "post", "Shipment"),
+            ("/api/v1/shipments/{id}/close", "post", "Shipment"),
+            ("/api/v1/alerts/{id}/ack", "post", "Alert"),
+            ("/api/v1/alerts/{id}/assess", "post", "Assessment"),
         ] {
             let op = &doc["paths"][path][method];
             let ok = op["responses"]
