@@ -1340,7 +1340,15 @@ impl Store for KvStore {
                 return Ok(());
             }
             let group = std::mem::take(&mut *g);
-            let [readings, events, gaps, security, boot_clocks, frames, devices] = group.trees;
+            let [
+                readings,
+                events,
+                gaps,
+                security,
+                boot_clocks,
+                frames,
+                devices,
+            ] = group.trees;
             let notes = frame_notes(self.instance.get().map_or("", String::as_str), &frames);
             return self
                 .db
