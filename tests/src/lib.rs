@@ -739,6 +739,27 @@ pub fn json_frame_with_key(
     format!("{{\"frame\":{text},\"tag\":\"{}\"}}", hex::encode(tag))
 }
 
+/// 250 minutes of `device` from `t0`, one reading a minute, 10 readings a
+/// frame (25 signed JSON frames, boot 1, seq 0..25): 5 °C but for 40 min at
+/// 9.5 °C from minute 90 (H1 on the fridge lane) and 20 min at 16 °C from
+/// minute 200 (H3).
+pub fn two_excursions(device: &str, t0: i64) -> Vec<String> {
+    let rs: Vec<(i64, Option<i32>)> = (0..250)
+        .map(|i| {
+            let v = match i {
+                90..130 => 9_500,
+                200..220 => 16_000,
+                _ => 5_000,
+            };
+            (t0 + i * 60_000, Some(v))
+        })
+        .collect();
+    rs.chunks(10)
+        .enumerate()
+        .map(|(i, c)| json_frame(device, 1, i as u32, c))
+        .collect()
+}
+
 /// Now, ms since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -13,7 +13,6 @@ use std::time::Duration;
 use coldchain_tests::*;
 use serde_json::{Value, json};
 
-const MIN: i64 = 60_000;
 const H: i64 = 3_600_000;
 const DEV: &str = "fridge-ob";
 const TOPIC: &str = "coldchain/v1/dev/fridge-ob/up/json";
@@ -238,24 +237,6 @@ fn create_shipment(d: &Daemon, id: &str, t0: i64) {
     assert!((200..300).contains(&status), "create {id} -> {status}: {v}");
 }
 
-/// 250 min at 5 °C but for 40 min above 8 °C (H1) and 20 min at 16 °C (H3).
-fn two_excursions(t0: i64) -> Vec<String> {
-    let rs: Vec<(i64, Option<i32>)> = (0..250)
-        .map(|i| {
-            let v = match i {
-                90..130 => 9_500,
-                200..220 => 16_000,
-                _ => 5_000,
-            };
-            (t0 + i * MIN, Some(v))
-        })
-        .collect();
-    rs.chunks(10)
-        .enumerate()
-        .map(|(i, c)| json_frame(DEV, 1, i as u32, c))
-        .collect()
-}
-
 /// Outbox items waiting whose key starts with `kind` (`m`, `w`, …).
 fn waiting(pg: &Postgres, kind: char) -> usize {
     pg.psql(
@@ -302,7 +283,7 @@ fn two_instances_deliver_each_alert_event_once_and_take_over_a_dead_ones_deliver
     let mut a = daemon(&dir.path().join("a"), broker.port, link, "cc-out-a", &cfg);
     let mut b = daemon(&dir.path().join("b"), broker.port, link, "cc-out-b", &cfg);
     let t0 = now_ms() - 6 * H;
-    mosquitto_pub_lines(broker.port, TOPIC, &two_excursions(t0)).unwrap();
+    mosquitto_pub_lines(broker.port, TOPIC, &two_excursions(DEV, t0)).unwrap();
     wait_for(Duration::from_secs(60), "every frame stored", || {
         (pg.psql("centre", "SELECT count(*) FROM kv WHERE tree = 'frames'")
             .ok()?

@@ -213,23 +213,32 @@ fn create_shipment(d: &Daemon, id: &str, t0: i64) {
     );
 }
 
-/// 250 min from `t0` at 5 °C but for 40 min above 8 °C from minute 90 (H1)
-/// and 20 min at 16 °C from minute 200 (H3), 10 readings a frame: 25 frames.
-fn two_excursions(t0: i64) -> Vec<String> {
-    let rs: Vec<(i64, Option<i32>)> = (0..250)
-        .map(|i| {
-            let v = match i {
-                90..130 => 9_500,
-                200..220 => 16_000,
-                _ => 5_000,
-            };
-            (t0 + i * MIN, Some(v))
-        })
-        .collect();
-    rs.chunks(10)
-        .enumerate()
-        .map(|(i, c)| json_frame("fridge-pg", 1, i as u32, c))
-        .collect()
+/// Two daemons sharing one PostgreSQL database, each behind its own broker.
+/// Bound in this order, they drop in reverse: the daemons stop before
+/// their brokers and the database.
+struct Pair {
+    pg: Postgres,
+    broker_a: Mosquitto,
+    broker_b: Mosquitto,
+    a: Daemon,
+    b: Daemon,
+}
+
+fn pair(dir: &std::path::Path, db: &str) -> Pair {
+    let pg = Postgres::start(&dir.join("pg"));
+    let url = pg.create_db(db);
+    let store = format!("[store]\npostgres_url = \"{url}\"\n");
+    let broker_a = Mosquitto::start(&dir.join("broker-a"));
+    let broker_b = Mosquitto::start(&dir.join("broker-b"));
+    let a = daemon(&dir.join("a"), broker_a.port, "cc-a", &store);
+    let b = daemon(&dir.join("b"), broker_b.port, "cc-b", &store);
+    Pair {
+        pg,
+        broker_a,
+        broker_b,
+        a,
+        b,
+    }
 }
 
 /// How many alerts of `zone` the shipment has, withdrawn ones included.
@@ -279,13 +288,13 @@ fn standing_and_withdrawn(d: &Daemon, id: &str) -> (Standing, Withdrawn) {
 #[test]
 fn two_instances_share_a_database_and_one_evaluates_each_shipment() {
     let dir = tempfile::tempdir().unwrap();
-    let pg = Postgres::start(&dir.path().join("pg"));
-    let url = pg.create_db("shared");
-    let store = format!("[store]\npostgres_url = \"{url}\"\n");
-    let broker_a = Mosquitto::start(&dir.path().join("broker-a"));
-    let broker_b = Mosquitto::start(&dir.path().join("broker-b"));
-    let mut a = daemon(&dir.path().join("a"), broker_a.port, "cc-a", &store);
-    let b = daemon(&dir.path().join("b"), broker_b.port, "cc-b", &store);
+    let Pair {
+        pg,
+        broker_a: _broker_a,
+        broker_b,
+        mut a,
+        b,
+    } = pair(dir.path(), "shared");
     let t0 = now_ms() - 6 * H;
     // Created on A: A evaluates it first and takes its lease.
     create_shipment(&a, "SHARED-1", t0);
@@ -295,7 +304,7 @@ fn two_instances_share_a_database_and_one_evaluates_each_shipment() {
         "SHARED-1"
     );
     // Only B's broker hears them.
-    let frames = two_excursions(t0);
+    let frames = two_excursions("fridge-pg", t0);
     mosquitto_pub_lines(broker_b.port, TOPIC, &frames[..15]).unwrap();
     wait_for(
         std::time::Duration::from_secs(60),
@@ -361,7 +370,7 @@ fn a_central_instance_killed_mid_stream_loses_and_duplicates_nothing() {
     let b = daemon(&dir.path().join("b"), broker.port, "cc-centre-b", &cfg);
     let t0 = now_ms() - 6 * H;
     create_shipment(&b, "SPLIT-1", t0);
-    let frames = two_excursions(t0);
+    let frames = two_excursions("fridge-pg", t0);
     for (i, f) in frames.iter().enumerate() {
         if i == 9 {
             a.kill9();
@@ -430,13 +439,13 @@ fn a_central_instance_killed_mid_stream_loses_and_duplicates_nothing() {
 #[test]
 fn a_sequence_reused_at_another_instance_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let pg = Postgres::start(&dir.path().join("pg"));
-    let url = pg.create_db("reuse");
-    let store = format!("[store]\npostgres_url = \"{url}\"\n");
-    let broker_a = Mosquitto::start(&dir.path().join("broker-a"));
-    let broker_b = Mosquitto::start(&dir.path().join("broker-b"));
-    let a = daemon(&dir.path().join("a"), broker_a.port, "cc-a", &store);
-    let b = daemon(&dir.path().join("b"), broker_b.port, "cc-b", &store);
+    let Pair {
+        pg: _pg,
+        broker_a,
+        broker_b,
+        a,
+        b,
+    } = pair(dir.path(), "reuse");
     let t0 = now_ms() - H;
     let reading = |i: i64, v: i32| vec![(t0 + i * MIN, Some(v))];
     // B sees the device's first frame; A stores the next ones.
@@ -483,13 +492,13 @@ fn a_sequence_reused_at_another_instance_is_refused() {
 #[test]
 fn a_shipment_closed_through_either_instance_is_listed_closed_by_both() {
     let dir = tempfile::tempdir().unwrap();
-    let pg = Postgres::start(&dir.path().join("pg"));
-    let url = pg.create_db("close");
-    let store = format!("[store]\npostgres_url = \"{url}\"\n");
-    let broker_a = Mosquitto::start(&dir.path().join("broker-a"));
-    let broker_b = Mosquitto::start(&dir.path().join("broker-b"));
-    let a = daemon(&dir.path().join("a"), broker_a.port, "cc-a", &store);
-    let b = daemon(&dir.path().join("b"), broker_b.port, "cc-b", &store);
+    let Pair {
+        pg: _pg,
+        broker_a: _broker_a,
+        broker_b,
+        a,
+        b,
+    } = pair(dir.path(), "close");
     let t0 = now_ms() - H;
     // Created on B: B takes its lease and evaluates it.
     create_shipment(&b, "CLOSE-1", t0);
